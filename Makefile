@@ -1,0 +1,57 @@
+# Everything runs inside a project virtual environment (.venv), created on first use.
+# Extra Hydra overrides go in ARGS, e.g. make train EXP=digits_mrl_e ARGS="trainer.max_epochs=3"
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+EXTRAS ?= dev,retrieval,text,sweep
+EXP ?= digits_mrl
+SWEEP ?= heads
+RUN ?=
+DIR ?= outputs
+ARGS ?=
+TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline WANDB_SILENT=true
+
+.PHONY: help install train sweep eval report export test test-full lint bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install "torch>=2.4" "torchvision>=0.19"
+	$(PY) -m pip install -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the project with its extras
+
+train: $(STAMP) ## train one experiment: make train EXP=digits_mrl ARGS="..."
+	$(PY) -m mrl.train experiment=$(EXP) $(ARGS)
+
+sweep: $(STAMP) ## Hydra multirun: make sweep EXP=digits_mrl SWEEP=heads
+	$(PY) -m mrl.train --multirun experiment=$(EXP) sweep=$(SWEEP) $(ARGS)
+
+eval: $(STAMP) ## evaluate a run: make eval RUN=outputs/train/digits_mrl/<time>
+	$(PY) -m mrl.evaluate run=$(RUN) $(ARGS)
+
+report: $(STAMP) ## compare runs: make report DIR=outputs/multirun/digits_mrl
+	$(PY) -m mrl.report $(DIR) $(ARGS)
+
+test: $(STAMP) ## fast tests (under ten minutes)
+	$(TEST_ENV) $(PY) -m pytest -q $(ARGS)
+
+test-full: $(STAMP) ## all tests, the slow ones too
+	$(TEST_ENV) $(PY) -m pytest -q -m "slow or not slow" $(ARGS)
+
+lint: $(STAMP) ## ruff
+	$(PY) -m ruff check src tests benchmarks
+
+bench: $(STAMP) ## benchmarks that print ratios measured side by side
+	$(PY) benchmarks/heads.py $(ARGS)
+	$(PY) benchmarks/retrieval.py $(ARGS)
+
+clean: ## remove run outputs (keeps .venv)
+	rm -rf outputs/train outputs/multirun outputs/eval

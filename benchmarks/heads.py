@@ -1,0 +1,91 @@
+"""Forward+backward time of the nested heads + loss against a plain linear classifier.
+
+Run: ``python benchmarks/heads.py [--batch 256 --width 2048 --classes 1000 --repeats 30]``.
+Variants run interleaved, round after round, so a noisy machine slows them all alike; the table
+gives the median (and the minimum) per variant and its ratio to the plain baseline of the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from mrl.heads import MatryoshkaHead
+from mrl.losses import MatryoshkaCrossEntropy
+from mrl.nesting import default_nesting
+from reference_mrl import NaiveMatryoshkaCE, NaiveMRLLinear
+
+
+def make_step(head, loss_fn, x, target):
+    """One training step's head work: zero grads, forward, loss, backward."""
+
+    def step():
+        head.zero_grad(set_to_none=True)
+        x.grad = None
+        loss_fn(head(x), target).backward()
+
+    return step
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--width", type=int, default=2048)
+    parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    torch.manual_seed(0)
+    nesting = default_nesting(args.width)
+    x = torch.randn(args.batch, args.width, requires_grad=True)
+    target = torch.randint(0, args.classes, (args.batch,))
+    plain = torch.nn.Linear(args.width, args.classes)
+    variants = {
+        "plain Linear + CE": make_step(plain, lambda logits, y: F.cross_entropy(logits, y), x, target),
+        "reference MRL": make_step(NaiveMRLLinear(nesting, args.classes), NaiveMatryoshkaCE(), x, target),
+        "reference MRL-E": make_step(
+            NaiveMRLLinear(nesting, args.classes, efficient=True), NaiveMatryoshkaCE(), x, target
+        ),
+        "ours MRL": make_step(
+            MatryoshkaHead(args.width, args.classes, nesting), MatryoshkaCrossEntropy(), x, target
+        ),
+        "ours MRL-E": make_step(
+            MatryoshkaHead(args.width, args.classes, nesting, efficient=True),
+            MatryoshkaCrossEntropy(),
+            x,
+            target,
+        ),
+    }
+    for step in variants.values():
+        for _ in range(args.warmup):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.repeats):
+        for name, step in variants.items():
+            start = time.perf_counter()
+            step()
+            times[name].append((time.perf_counter() - start) * 1e3)
+
+    print(
+        f"forward+backward, batch {args.batch}, width {args.width}, {args.classes} classes, "
+        f"nesting {nesting[0]}..{nesting[-1]} ({len(nesting)} sizes), {torch.get_num_threads()} threads, "
+        f"{args.repeats} rounds"
+    )
+    base_med = statistics.median(times["plain Linear + CE"])
+    base_min = min(times["plain Linear + CE"])
+    print(f"{'variant':<20} {'median ms':>10} {'x plain':>8} {'min ms':>8} {'x plain':>8}")
+    for name, ts in times.items():
+        med, low = statistics.median(ts), min(ts)
+        print(f"{name:<20} {med:>10.2f} {med / base_med:>8.2f} {low:>8.2f} {low / base_min:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""Funnel retrieval vs exact search: wall-clock per query, 1-NN accuracy and MFLOPs, on one machine, one run.
+
+    python benchmarks/retrieval.py                      # 200k x 2048 synthetic MRL-like, 1000 queries
+    python benchmarks/retrieval.py --n 20000            # quick run
+    python benchmarks/retrieval.py --embeddings e.npz   # real embeddings: keys db, db_labels, queries, query_labels
+
+Compared, all with cosine similarity (every prefix re-normalised):
+
+* exact flat:   FAISS IndexFlatIP over the full vectors (the baseline every ratio is taken against);
+* funnel flat:  AdaptiveRetriever [(first_size, shortlist), (dim, 1)], exact first stage;
+* funnel hnsw:  the same funnel with an HNSW first stage;
+* exact hnsw:   FAISS IndexHNSWFlat over the full vectors (reference for an ANN index without MRL).
+
+Index construction is not timed. Each search is run ``--repeats`` times over all queries (one batch)
+and the fastest run is reported, divided by the number of queries. 1-NN accuracy is the share of
+queries whose returned neighbour has the query's label; "= exact 1-NN" is the share whose returned id
+is exactly the exact search's id. Needs the package installed (``pip install -e .``) and faiss-cpu.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+
+import faiss
+import numpy as np
+
+from mrl.eval.synthetic import make_mrl_split
+from mrl.retrieval import AdaptiveRetriever
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=200_000, help="database size (synthetic data)")
+    p.add_argument("--dim", type=int, default=2048, help="embedding width (synthetic data)")
+    p.add_argument("--queries", type=int, default=1000, help="number of queries (synthetic data)")
+    p.add_argument("--classes", type=int, default=1000, help="number of classes (synthetic data)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--embeddings", type=str, default=None, help=".npz with db, db_labels, queries, query_labels"
+    )
+    p.add_argument("--first-size", type=int, default=16, help="funnel first-stage prefix size")
+    p.add_argument("--shortlist", type=int, default=200, help="funnel first-stage candidates")
+    p.add_argument("--hnsw-m", type=int, default=32)
+    p.add_argument("--ef-search", type=int, default=None, help="HNSW efSearch (default: the shortlist)")
+    p.add_argument("--ef-search-full", type=int, default=64, help="efSearch of the full-size HNSW reference")
+    p.add_argument(
+        "--no-hnsw-full", action="store_true", help="skip the full-size HNSW reference (slow build)"
+    )
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None, help="OpenMP threads for FAISS (default: all)")
+    return p.parse_args(argv)
+
+
+def load(args):
+    if args.embeddings:
+        z = np.load(args.embeddings)
+        missing = {"db", "db_labels", "queries", "query_labels"} - set(z.files)
+        if missing:
+            raise SystemExit(f"--embeddings file lacks keys {sorted(missing)}")
+        return (np.ascontiguousarray(z["db"], dtype=np.float32), z["db_labels"].reshape(-1),
+                np.ascontiguousarray(z["queries"], dtype=np.float32), z["query_labels"].reshape(-1))  # fmt: skip
+    return make_mrl_split(args.n, args.queries, args.dim, n_classes=args.classes, seed=args.seed)
+
+
+def best_time(fn, repeats):
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        faiss.omp_set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    db, db_y, q, q_y = load(args)
+    n, dim = db.shape
+    nq = len(q)
+    funnel = [(args.first_size, args.shortlist), (dim, 1)]
+    print(f"data: db {n} x {dim} fp32 ({db.nbytes / 2**30:.2f} GiB), {nq} queries, "
+          f"{len(np.unique(db_y))} classes ({time.perf_counter() - t0:.1f}s)")  # fmt: skip
+    print(f"funnel: {funnel}, FAISS threads: {faiss.omp_get_max_threads()}")
+
+    systems = {}
+    t = time.perf_counter()
+    systems["exact flat"] = AdaptiveRetriever(db, [(dim, 1)], metric="cosine")  # == faiss IndexFlatIP
+    systems["funnel flat"] = AdaptiveRetriever(db, funnel, metric="cosine")
+    print(f"built exact flat + funnel flat in {time.perf_counter() - t:.1f}s")
+    t = time.perf_counter()
+    systems["funnel hnsw"] = AdaptiveRetriever(
+        db, funnel, metric="cosine", index="hnsw", hnsw_m=args.hnsw_m, ef_search=args.ef_search
+    )
+    print(
+        f"built funnel hnsw (first stage d={args.first_size}, M={args.hnsw_m}) in {time.perf_counter() - t:.1f}s"
+    )
+    if not args.no_hnsw_full:
+        t = time.perf_counter()
+        h = AdaptiveRetriever(
+            db, [(dim, 1)], metric="cosine", index="hnsw", hnsw_m=args.hnsw_m, ef_construction=40
+        )
+        h.index.hnsw.efSearch = args.ef_search_full
+        systems["exact hnsw"] = h
+        print(
+            f"built full-size hnsw (d={dim}, M={args.hnsw_m}, efConstruction=40) in {time.perf_counter() - t:.1f}s"
+        )
+    del db
+    gc.collect()
+
+    results = {}
+    for name, r in systems.items():
+        r.search(q[: min(nq, 64)], 1)  # warm-up (thread pools, page faults)
+        secs, (_, ids) = best_time(lambda r=r: r.search(q, 1), args.repeats)
+        results[name] = {"ms_per_query": 1e3 * secs / nq, "ids": ids[:, 0],
+                         "acc": float(np.mean(db_y[ids[:, 0]] == q_y)), "mflops": r.mflops_per_query()}  # fmt: skip
+
+    base = results["exact flat"]
+    print()
+    print(f"{'system':<13} {'ms/query':>9} {'speed-up':>9} {'1-NN acc':>9} {'d acc (pts)':>11} "
+          f"{'= exact 1-NN':>12} {'MFLOPs/q':>10}")  # fmt: skip
+    for name, res in results.items():
+        same = float(np.mean(res["ids"] == base["ids"]))
+        res["speedup"] = base["ms_per_query"] / res["ms_per_query"]
+        res["same_as_exact"] = same
+        print(f"{name:<13} {res['ms_per_query']:>9.3f} {res['speedup']:>8.1f}x {100 * res['acc']:>8.2f}% "
+              f"{100 * (res['acc'] - base['acc']):>+11.2f} {100 * same:>11.1f}% {res['mflops']:>10.2f}")  # fmt: skip
+    print("\nMFLOPs count one multiply-add as one FLOP (MRL paper convention); HNSW rows use the measured")
+    print("number of distance computations per query. Goals: funnel flat >= 10x, funnel hnsw >= 20x,")
+    print("1-NN accuracy within 0.1 points of exact flat.")
+    print(f"total benchmark time {time.perf_counter() - t0:.0f}s")
+    return {k: {kk: vv for kk, vv in v.items() if kk != "ids"} for k, v in results.items()}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""Hydra entry point for training: ``python -m mrl.train experiment=digits_mrl`` (``make train``)."""
+
+from __future__ import annotations
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from mrl.experiment import optimized_metric, run_training
+from mrl.sweep import record_failure
+
+
+@hydra.main(config_path="../../conf", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    run_dir = HydraConfig.get().runtime.output_dir
+    try:
+        return optimized_metric(cfg, run_training(cfg, run_dir))
+    except Exception as error:
+        # In a sweep, one failing job is recorded and the others go on; a single run fails loudly.
+        if HydraConfig.get().mode.name == "MULTIRUN":
+            record_failure(run_dir, error)
+            return float("nan")
+        raise
+
+
+if __name__ == "__main__":
+    main()

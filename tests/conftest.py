@@ -1,0 +1,58 @@
+"""Shared fixtures: offline environment and configs composed the way `python -m mrl.train` composes them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+# A small, fast configuration for training tests: a tiny timm ResNet on the real digits.
+FAST = [
+    "model.backbone.name=resnet10t",
+    "data.image_size=16",
+    "data.batch_size=128",
+    "trainer.limit_train_batches=4",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "trainer.accelerator=cpu",
+    "trainer.enable_model_summary=false",
+    "trainer.enable_progress_bar=false",
+    "trainer.num_sanity_val_steps=0",
+    "callbacks=none",
+    "logger=none",
+    "print_config=false",
+    "test=false",
+]
+
+
+def compose_train(overrides: list[str], output_dir: Path):
+    """Compose conf/train.yaml with overrides; the run directory is ``output_dir``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.root_dir = str(ROOT)
+    return cfg
+
+
+@pytest.fixture
+def make_cfg(tmp_path):
+    def _make(*overrides: str, fast: bool = True):
+        return compose_train([*FAST, *overrides] if fast else list(overrides), tmp_path / "run")
+
+    return _make

@@ -1,0 +1,68 @@
+"""Every experiment composes, and its model and data build without training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import EXPERIMENTS, compose_train
+from mrl.experiment import build_datamodule, build_model
+
+EXPECTED = {"digits_mrl", "digits_mrl_e", "digits_ff", "digits_standard", "imagenet_mrl", "imagenet_mrl_e",
+            "imagenet_ff", "cifar100_mrl"}
+
+
+def tiny_image_folder(root: Path, classes=("cat", "dog", "fox"), per_class=2) -> Path:
+    for split in ("train", "val"):
+        for i, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for j in range(per_class):
+                Image.new("RGB", (20, 20), color=(40 * i, 10 * j, 200)).save(folder / f"{j}.png")
+    return root
+
+
+def test_all_required_experiments_exist():
+    assert EXPECTED <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes_and_builds(experiment, tmp_path):
+    overrides = [f"experiment={experiment}", "logger=none"]
+    if experiment.startswith("imagenet"):
+        overrides.append(f"data.root={tiny_image_folder(tmp_path / 'imagenet')}")
+    cfg = compose_train(overrides, tmp_path / "run")
+    assert cfg.experiment_name == experiment
+    if experiment.startswith("cifar"):
+        # No CIFAR on this machine: the data config must fail fast and say how to fix it.
+        with pytest.raises(Exception, match="data.root"):
+            build_datamodule(cfg)
+        return
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg, datamodule)
+    assert model.hparams.num_classes == datamodule.num_classes
+    kind = cfg.model.head.kind
+    if kind in ("mrl", "mrl_e"):
+        assert model.sizes[-1] == model.embed_dim
+        assert model.sizes == sorted(model.sizes)
+    if experiment.startswith("imagenet"):
+        assert cfg.trainer.max_epochs == 40
+        assert cfg.model.loss.label_smoothing == 0.1
+        assert cfg.model.optimizer.name == "sgd"
+        assert model.embed_dim == 2048
+        if kind != "ff":
+            assert model.sizes == [8, 16, 32, 64, 128, 256, 512, 1024, 2048]
+
+
+def test_default_config_is_digits_mrl(tmp_path):
+    cfg = compose_train(["experiment=digits_mrl"], tmp_path)
+    assert cfg.model.head.kind == "mrl"
+    assert cfg.data._target_.endswith("DigitsDataModule")
+    assert "wandb" in cfg.logger
+
+
+def test_command_line_head_overrides_the_experiment(tmp_path):
+    cfg = compose_train(["experiment=digits_mrl", "head=mrl_e"], tmp_path)
+    assert cfg.model.head.kind == "mrl_e"

@@ -1,0 +1,130 @@
+"""Matryoshka losses against per-size references (and sentence-transformers' MatryoshkaLoss)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mrl.losses import MatryoshkaContrastiveLoss, MatryoshkaCrossEntropy
+from mrl.nesting import NestingError
+from reference_mrl import NaiveMatryoshkaCE
+
+
+@pytest.mark.parametrize("weights", [None, [1.0, 0.5, 2.0, 0.25]])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+def test_cross_entropy_matches_per_size_reference(weights, label_smoothing):
+    torch.manual_seed(0)
+    logits = torch.randn(4, 16, 9, dtype=torch.float64)
+    target = torch.randint(0, 9, (16,))
+    l1 = logits.clone().requires_grad_()
+    l2 = logits.clone().requires_grad_()
+    crit = MatryoshkaCrossEntropy(weights, label_smoothing=label_smoothing)
+    loss = crit(l1, target)
+    ref = NaiveMatryoshkaCE(weights, label_smoothing=label_smoothing)(list(l2), target)
+    loss.backward()
+    ref.backward()
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(l1.grad, l2.grad)
+    expected = torch.stack(
+        [F.cross_entropy(logits[g], target, label_smoothing=label_smoothing) for g in range(4)]
+    )
+    torch.testing.assert_close(crit.last_per_size, expected)
+    assert not crit.last_per_size.requires_grad
+    per_size = crit.per_size(l1, target)
+    assert per_size.shape == (4,) and per_size.requires_grad
+    torch.testing.assert_close(crit.reduce(per_size), loss)
+
+
+def test_cross_entropy_soft_targets():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 8, 5)
+    probs = torch.softmax(torch.randn(8, 5), dim=-1)
+    per_size = MatryoshkaCrossEntropy().per_size(logits, probs)
+    torch.testing.assert_close(per_size, torch.stack([F.cross_entropy(logits[g], probs) for g in range(3)]))
+
+
+def test_cross_entropy_weight_count_must_match_sizes():
+    crit = MatryoshkaCrossEntropy(weights=[1.0, 2.0])
+    with pytest.raises(ValueError, match="loss.weights has 2 entries but the head gives 3 sizes"):
+        crit(torch.randn(3, 4, 5), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"\[G, B, C\]"):
+        crit(torch.randn(4, 5), torch.zeros(4, dtype=torch.long))
+
+
+def test_cross_entropy_weights_are_a_non_persistent_buffer():
+    crit = MatryoshkaCrossEntropy(weights=[1.0, 2.0]).to(torch.float64)
+    assert "weights" not in crit.state_dict()
+    loss = crit(torch.zeros(2, 3, 4, dtype=torch.float64), torch.zeros(3, dtype=torch.long))
+    torch.testing.assert_close(
+        loss, torch.tensor(3 * torch.log(torch.tensor(4.0)).item(), dtype=torch.float64)
+    )
+
+
+def _naive_contrastive(anchor, positive, negative, dims, weights, scale):
+    """Independent per-size in-batch-negatives loss, written out longhand."""
+    total = 0.0
+    for m, w in zip(dims, weights):
+        a = anchor[:, :m] / anchor[:, :m].norm(dim=1, keepdim=True)
+        docs = positive if negative is None else torch.cat([positive, negative])
+        d = docs[:, :m] / docs[:, :m].norm(dim=1, keepdim=True)
+        scores = scale * a @ d.T
+        total = total + w * (torch.logsumexp(scores, 1) - scores.diagonal()[: len(a)]).mean()
+    return total
+
+
+@pytest.mark.parametrize("with_negative", [False, True])
+def test_contrastive_matches_naive(with_negative):
+    torch.manual_seed(0)
+    a, p, n = (torch.randn(6, 32, dtype=torch.float64) for _ in range(3))
+    dims, weights = [4, 8, 32], [1.0, 0.5, 2.0]
+    crit = MatryoshkaContrastiveLoss(dims, weights=weights, scale=20.0)
+    loss = crit(a, p, n if with_negative else None)
+    ref = _naive_contrastive(a, p, n if with_negative else None, dims, weights, 20.0)
+    torch.testing.assert_close(loss, ref)
+    assert crit.last_per_size.shape == (3,)
+
+
+def test_contrastive_validates_dims_and_weights():
+    with pytest.raises(NestingError, match="loss.dims"):
+        MatryoshkaContrastiveLoss([64, 32])
+    with pytest.raises(ValueError, match="loss.weights"):
+        MatryoshkaContrastiveLoss([8, 16], weights=[1.0])
+    with pytest.raises(ValueError, match="loss.dims"):
+        MatryoshkaContrastiveLoss([8, 64])(torch.randn(2, 32), torch.randn(2, 32))
+
+
+class _FixedEmbeddingEncoder(nn.Module):
+    """Stands in for a SentenceTransformer: each 'feature batch' carries its embeddings already."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.width = width
+
+    def get_embedding_dimension(self) -> int:
+        return self.width
+
+    def forward(self, features):
+        return {"sentence_embedding": features["embedding"]}
+
+
+@pytest.mark.parametrize("with_negative", [False, True])
+def test_contrastive_matches_sentence_transformers(with_negative):
+    st_losses = pytest.importorskip("sentence_transformers.sentence_transformer.losses")
+    torch.manual_seed(0)
+    width, dims, weights = 64, [8, 16, 32, 64], [1.0, 0.5, 2.0, 1.5]
+    columns = [torch.randn(10, width, dtype=torch.float64) for _ in range(3 if with_negative else 2)]
+
+    st_inputs = [c.clone().requires_grad_() for c in columns]
+    encoder = _FixedEmbeddingEncoder(width)
+    inner = st_losses.MultipleNegativesRankingLoss(encoder, scale=20.0)
+    st_loss = st_losses.MatryoshkaLoss(encoder, inner, matryoshka_dims=dims, matryoshka_weights=weights)
+    expected = st_loss([{"embedding": c} for c in st_inputs], None)
+    expected.backward()
+
+    our_inputs = [c.clone().requires_grad_() for c in columns]
+    loss = MatryoshkaContrastiveLoss(dims, weights=weights, scale=20.0)(*our_inputs)
+    loss.backward()
+
+    torch.testing.assert_close(loss, expected)
+    for ours, theirs in zip(our_inputs, st_inputs):
+        torch.testing.assert_close(ours.grad, theirs.grad)

@@ -1,0 +1,62 @@
+"""An offline W&B run holds every per-size metric, the truncation table, and one run id across a resume."""
+
+from __future__ import annotations
+
+import logging
+
+from wandb_records import read_run
+
+from mrl.experiment import run_training
+from mrl.wandb_setup import ensure_wandb_mode, stable_run_id
+
+WANDB_ARGS = ["logger=wandb", "callbacks=default", "callbacks.rich_progress_bar=null",
+              "callbacks.rich_model_summary=null"]
+
+
+def run_files(run_dir):
+    return sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+
+
+def test_offline_run_summary_holds_every_size(make_cfg, tmp_path):
+    cfg = make_cfg("trainer.max_epochs=1", *WANDB_ARGS)
+    results = run_training(cfg, cfg.paths.output_dir)
+    files = run_files(tmp_path / "run")
+    assert len(files) == 1
+    run = read_run(files[0])
+    for m in results["sizes"]:
+        assert f"val/top1@{m}" in run["summary"]
+        assert f"val/top5@{m}" in run["summary"]
+        assert f"train/loss@{m}" in run["history_keys"]
+    assert abs(run["summary"]["val/top1@512"] - results["metrics"]["val/top1@512"]) < 1e-6
+    assert any(k.startswith("val/truncation_table") for k in run["history_keys"])
+    # The head, nesting list and backbone are in the config, so a dashboard can group by them.
+    assert run["config"]["model"]["head"]["kind"] == "mrl"
+    assert run["config"]["head"]["kind"] == "mrl"
+    assert run["config"]["model"]["backbone"]["name"] == "resnet10t"
+
+
+def test_resumed_run_keeps_its_wandb_id(make_cfg, tmp_path):
+    run_training(make_cfg("trainer.max_epochs=1", *WANDB_ARGS), tmp_path / "run")
+    run_training(make_cfg("trainer.max_epochs=2", *WANDB_ARGS), tmp_path / "run")
+    ids = {read_run(f)["run_id"] for f in run_files(tmp_path / "run")}
+    assert ids == {stable_run_id(tmp_path / "run")}
+
+
+def test_falls_back_to_offline_without_api_key(monkeypatch, tmp_path, caplog):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with caplog.at_level(logging.WARNING):
+        assert ensure_wandb_mode(tmp_path) == "offline"
+    hints = [r.message for r in caplog.records if "W&B" in r.message]
+    assert len(hints) == 1 and "wandb sync" in hints[0]
+    import os
+
+    assert os.environ["WANDB_MODE"] == "offline"
+
+
+def test_api_key_means_online(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert ensure_wandb_mode(tmp_path) == "online"
