@@ -41,7 +41,10 @@ def main(argv=None) -> None:
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     nesting = default_nesting(args.width)

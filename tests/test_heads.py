@@ -154,6 +154,11 @@ def test_bf16_autocast_on_cpu():
     assert head.nesting_classifier_0.weight.grad.dtype == torch.float32
 
 
+def test_head_rejects_wrong_input_width():
+    with pytest.raises(ValueError, match=r"expects embeddings \[\.\.\., 64\], got \[2, 32\]"):
+        MatryoshkaHead(64, 5, [8, 64], efficient=True)(torch.randn(2, 32))
+
+
 def test_head_rejects_bad_nesting():
     with pytest.raises(NestingError, match="model.nesting"):
         MatryoshkaHead(64, 5, [8, 128])

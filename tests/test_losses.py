@@ -128,3 +128,25 @@ def test_contrastive_matches_sentence_transformers(with_negative):
     torch.testing.assert_close(loss, expected)
     for ours, theirs in zip(our_inputs, st_inputs):
         torch.testing.assert_close(ours.grad, theirs.grad)
+
+
+def test_cross_entropy_extreme_logits_stay_finite():
+    logits = torch.tensor([[[0.0, 300.0, -50.0], [1e4, -1e4, 0.0]]], requires_grad=True)
+    target = torch.tensor([0, 1])
+    loss = MatryoshkaCrossEntropy(label_smoothing=0.1)(logits, target)
+    ref = F.cross_entropy(logits[0], target, label_smoothing=0.1)
+    torch.testing.assert_close(loss, ref)
+    loss.backward()
+    assert torch.isfinite(logits.grad).all()
+
+
+def test_cross_entropy_bf16_logits():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 8, 5).to(torch.bfloat16).requires_grad_()
+    target = torch.randint(0, 5, (8,))
+    loss = MatryoshkaCrossEntropy()(logits, target)
+    loss.backward()
+    ref = sum(F.cross_entropy(logits[g].float(), target) for g in range(2))
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, ref, rtol=1e-2, atol=1e-2)
+    assert logits.grad.dtype == torch.bfloat16

@@ -1,13 +1,16 @@
 """Nested linear classification heads: MRL, MRL-E, fixed-feature (FF) and standard.
 
 Every head maps embeddings ``x[B, D]`` to logits ``[G, B, C]``, one row per entry of ``head.sizes``
-(the embedding prefix that row reads). MRL and MRL-E compute all sizes in one fused pass instead of
-one matmul per size, and keep the parameter names of the reference code (RAIVNLab/MRL), so its
-checkpoints load with :meth:`MatryoshkaHead.load_official_state_dict`.
+(the embedding prefix that row reads). MRL-E computes all sizes from one pass over its shared
+weight (the cost of one linear layer); MRL writes every size straight into one output with its own
+autograd function (the cost of ``sum(sizes) / D`` linear layers, the arithmetic floor). Both keep
+the parameter names of the reference code (RAIVNLab/MRL), so its checkpoints load with
+:meth:`MatryoshkaHead.load_official_state_dict`.
 """
 
 from __future__ import annotations
 
+import numbers
 import re
 from collections.abc import Mapping, Sequence
 
@@ -166,6 +169,10 @@ class MatryoshkaHead(nn.Module):
         return [getattr(self, f"nesting_classifier_{i}") for i in range(n)]
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"MatryoshkaHead expects embeddings [..., {self.in_features}], got {list(x.shape)}"
+            )
         lead = x.shape[:-1]
         x = x.reshape(-1, x.shape[-1])
         sizes = tuple(self.sizes)
@@ -228,11 +235,11 @@ class FixedFeatureHead(nn.Module):
 
     def __init__(self, in_features: int, num_classes: int, dim: int, bias: bool = True):
         super().__init__()
-        if isinstance(dim, bool) or not isinstance(dim, int) or not 0 < dim <= in_features:
+        if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or not 0 < dim <= in_features:
             raise ValueError(
                 f"head.dim={dim!r}: must be an integer in 1..{in_features} (the embedding width)"
             )
-        self.sizes = [dim]
+        self.sizes = [int(dim)]
         self.in_features, self.num_classes = in_features, num_classes
         self.linear = nn.Linear(dim, num_classes, bias=bias)
 

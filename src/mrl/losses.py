@@ -11,10 +11,44 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from mrl.nesting import validate_nesting
 
 __all__ = ["MatryoshkaContrastiveLoss", "MatryoshkaCrossEntropy"]
+
+
+class _SoftmaxCrossEntropy(torch.autograd.Function):
+    """Per-row cross-entropy ``[N, C], [N] -> [N]`` that keeps the softmax for its backward pass.
+
+    Same values and gradients as ``F.cross_entropy(..., reduction="none")`` with label smoothing,
+    but one exponential pass instead of two: the log-sum-exp comes from the softmax itself,
+    ``lse = max(logits) - log(max(softmax))`` (the largest probability is >= 1/C, so it never
+    underflows), and the backward pass is ``(softmax - smoothed one-hot) * grad``.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, target: Tensor, label_smoothing: float) -> Tensor:
+        x = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+        probs = torch.softmax(x, dim=1)
+        lse = x.amax(dim=1) - probs.amax(dim=1).log()
+        loss = lse - x.gather(1, target[:, None]).squeeze(1)
+        if label_smoothing:
+            smooth = lse - x.mean(dim=1)  # mean over classes of -log_softmax
+            loss = (1.0 - label_smoothing) * loss + label_smoothing * smooth
+        ctx.save_for_backward(probs, target)
+        ctx.label_smoothing, ctx.dtype = label_smoothing, logits.dtype
+        return loss  # float32 for half-precision logits, as F.cross_entropy under autocast
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss: Tensor):
+        probs, target = ctx.saved_tensors
+        eps = ctx.label_smoothing
+        scale = grad_loss.to(probs.dtype).contiguous()[:, None]
+        grad = (probs - eps / probs.shape[1]) * scale if eps else probs * scale
+        grad.scatter_add_(1, target[:, None], -(1.0 - eps) * scale)
+        return grad.to(ctx.dtype), None, None
 
 
 class _WeightedSizes(nn.Module):
@@ -47,7 +81,7 @@ class MatryoshkaCrossEntropy(_WeightedSizes):
     """``sum_g w_g * CrossEntropy(logits[g], target)`` over nested logits ``[G, B, C]``.
 
     ``target`` is class indices ``[B]`` or class probabilities ``[B, C]`` (mixup / cutmix).
-    All G cross-entropies run as one call on the ``[G*B, C]`` view.
+    All G cross-entropies run as one fused call on the ``[G*B, C]`` view.
     """
 
     def __init__(self, weights: Sequence[float] | None = None, label_smoothing: float = 0.0):
@@ -59,13 +93,15 @@ class MatryoshkaCrossEntropy(_WeightedSizes):
         if logits.dim() != 3:
             raise ValueError(f"logits must be [G, B, C] (sizes, batch, classes), got {list(logits.shape)}")
         g, b, c = logits.shape
-        if target.dim() == 1:
-            flat_target = target.repeat(g)
-        else:
-            flat_target = target.unsqueeze(0).expand(g, b, c).reshape(g * b, c)
-        losses = F.cross_entropy(
-            logits.reshape(g * b, c), flat_target, reduction="none", label_smoothing=self.label_smoothing
-        )
+        if target.dim() == 1:  # class indices: the fused softmax cross-entropy
+            losses = _SoftmaxCrossEntropy.apply(
+                logits.reshape(g * b, c), target.repeat(g), self.label_smoothing
+            )
+        else:  # class probabilities
+            soft = target.unsqueeze(0).expand(g, b, c).reshape(g * b, c)
+            losses = F.cross_entropy(
+                logits.reshape(g * b, c), soft, reduction="none", label_smoothing=self.label_smoothing
+            )
         return losses.view(g, b).mean(1)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:

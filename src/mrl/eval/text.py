@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["retrieval_metrics", "sts_spearman", "evaluate_text_run", "embed_loader"]
+__all__ = ["embed_loader", "evaluate_text_run", "retrieval_metrics", "sts_spearman"]
 
 
 def _tensor(x: Any) -> torch.Tensor:

@@ -1,0 +1,45 @@
+"""A real Hydra multirun: one directory per job, a failing job recorded while the others complete."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import FAST, ROOT
+
+
+def test_multirun_over_heads_one_directory_per_job(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    args = [
+        sys.executable, "-m", "mrl.train", "--multirun", "experiment=digits_mrl",
+        "head=mrl,standard,ff", "model.head.dim=16", "trainer.max_epochs=1",
+        f"hydra.sweep.dir={sweep_dir}", *FAST,
+    ]
+    args = [a if a != "logger=none" else "logger=csv" for a in args]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert len(jobs) == 3
+    heads = {json.loads((job / "results.json").read_text())["head"] for job in jobs}
+    assert heads == {"mrl", "standard", "ff"}
+    summary = json.loads((sweep_dir / "sweep_summary.json").read_text())
+    assert summary["done"] == 3 and summary["failed"] == 0
+
+
+def test_failing_job_is_recorded_and_others_go_on(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    args = [
+        sys.executable, "-m", "mrl.train", "--multirun", "experiment=digits_mrl",
+        "model.nesting=[8,16,32],[16,8]", "trainer.max_epochs=1", f"hydra.sweep.dir={sweep_dir}", *FAST,
+    ]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((sweep_dir / "sweep_summary.json").read_text())
+    assert summary["done"] == 1 and summary["failed"] == 1, summary
+    failed = [job for job in summary["jobs"] if job["status"] == "failed"]
+    assert "model.nesting" in failed[0]["error"]
+    assert "Sweep finished: 1 done, 1 failed" in result.stdout + result.stderr
