@@ -40,6 +40,9 @@ eval: $(STAMP) ## evaluate a run: make eval RUN=outputs/train/digits_mrl/<time>
 report: $(STAMP) ## compare runs: make report DIR=outputs/multirun/digits_mrl
 	$(PY) -m mrl.report $(DIR) $(ARGS)
 
+export: $(STAMP) ## export a text run to sentence-transformers: make export RUN=... [ARGS="--truncate-dim 64"]
+	$(PY) -m mrl.export $(RUN) $(ARGS)
+
 test: $(STAMP) ## fast tests (under ten minutes)
 	$(TEST_ENV) $(PY) -m pytest -q $(ARGS)
 

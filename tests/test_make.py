@@ -11,7 +11,7 @@ from conftest import ROOT
 
 def test_make_train_runs_the_default_experiment(tmp_path):
     run_dir = tmp_path / "run"
-    args = f"hydra.run.dir={run_dir} trainer.max_epochs=1 print_config=false trainer.enable_progress_bar=false"
+    args = f"hydra.run.dir={run_dir} trainer.max_epochs=1 print_config=false callbacks.rich_progress_bar=null"
     env = {**os.environ, "WANDB_MODE": "offline"}
     result = subprocess.run(["make", "train", f"ARGS={args}"], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=900)

@@ -179,7 +179,7 @@ def test_contrastive_training_lowers_the_loss_at_every_size(minilm):
     module.eval()
     with torch.no_grad():
         before = per_size()
-    _train(module, per_size, steps=4, lr=5e-5)
+    _train(module, per_size, steps=3, lr=5e-5)
     module.eval()
     with torch.no_grad():
         after = per_size()
@@ -199,7 +199,7 @@ def test_classification_training_lowers_the_loss_at_every_size(minilm):
     module.eval()
     with torch.no_grad():
         before = per_size()
-    _train(module, per_size, steps=4, lr=1e-3)
+    _train(module, per_size, steps=3, lr=1e-3)
     module.eval()
     with torch.no_grad():
         after = per_size()

@@ -162,7 +162,7 @@ def collect_results(cfg, trainer, model, datamodule, run_dir: Path) -> dict[str,
                                                  verbose=False)[0]))
     results = {
         "experiment": cfg.get("experiment_name"),
-        "head": model.hparams.head.get("kind"),
+        "head": (model.hparams.get("head") or {}).get("kind", "contrastive"),
         "backbone": getattr(model.backbone, "name", type(model.backbone).__name__),
         "embed_dim": model.embed_dim,
         "sizes": model.sizes,

@@ -129,6 +129,11 @@ class MatryoshkaContrastiveLoss(_WeightedSizes):
 
     def per_size(self, anchor: Tensor, positive: Tensor, negative: Tensor | None = None) -> Tensor:
         """Contrastive loss of each size: ``Tensor[len(dims)]``."""
+        if positive.shape[0] != anchor.shape[0]:
+            raise ValueError(
+                f"anchor and positive batches differ: {anchor.shape[0]} vs {positive.shape[0]} rows; "
+                f"row i of positive must be the match of row i of anchor"
+            )
         docs = positive if negative is None else torch.cat([positive, negative], dim=0)
         if self.dims[-1] > anchor.shape[-1] or anchor.shape[-1] != docs.shape[-1]:
             raise ValueError(

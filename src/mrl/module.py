@@ -94,8 +94,8 @@ class MatryoshkaModule(L.LightningModule):
             {
                 f"{split}_acc": nn.ModuleDict(
                     {
-                        "top1": nn.ModuleList(MulticlassAccuracy(num_classes, top_k=1) for _ in self.sizes),
-                        "top5": nn.ModuleList(MulticlassAccuracy(num_classes, top_k=top5) for _ in self.sizes),
+                        "top1": nn.ModuleList(MulticlassAccuracy(num_classes, top_k=1, average="micro") for _ in self.sizes),
+                        "top5": nn.ModuleList(MulticlassAccuracy(num_classes, top_k=top5, average="micro") for _ in self.sizes),
                     }
                 )
                 for split in SPLITS

@@ -35,7 +35,8 @@ def default_nesting(width: int, min_size: int = 8) -> list[int]:
 
 def _example(width: int | None) -> str:
     """A valid nesting list to quote in error messages."""
-    sizes = default_nesting(width) if width else default_nesting(512)
+    valid_width = isinstance(width, int) and not isinstance(width, bool) and width > 0
+    sizes = default_nesting(width if valid_width else 512)
     if len(sizes) <= 4:
         return str(sizes)
     return f"[{sizes[0]}, {sizes[1]}, {sizes[2]}, ..., {sizes[-1]}]"

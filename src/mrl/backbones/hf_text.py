@@ -66,7 +66,8 @@ def resolve_name_or_path(name_or_path: str | os.PathLike | None, key: str = "mod
 
 
 def _load_error(key: str, name: str, error: Exception) -> OSError:
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or os.environ.get("TRANSFORMERS_OFFLINE")
+    offline = any(os.environ.get(v, "0").lower() not in ("", "0", "false") for v in ("HF_HUB_OFFLINE",
+                                                                                       "TRANSFORMERS_OFFLINE"))
     hint = ("offline (HF_HUB_OFFLINE=1) only local directories and models already in the Hugging Face cache "
             "load; " if offline else "")
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -141,6 +142,9 @@ class HFTextEncoder(nn.Module):
         self.num_features = int(self.model.config.hidden_size)
         self.projection = nn.Linear(self.num_features, int(embed_dim)) if embed_dim else nn.Identity()
         self.embed_dim = int(embed_dim) if embed_dim else self.num_features
+        pooler = getattr(self.model, "pooler", None)
+        if isinstance(pooler, nn.Module):  # BERT-style pooler: unused here; no gradient keeps DDP happy
+            pooler.requires_grad_(False)
         self.frozen = bool(freeze)
         if self.frozen:
             self.model.requires_grad_(False)

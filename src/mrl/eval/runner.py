@@ -1,0 +1,286 @@
+"""`make eval`: everything measured on one trained model, written next to the checkpoint it evaluated.
+
+For a classifier: embeddings of the database split (train) and query split are exported; then per-size
+accuracy through the trained heads, kNN retrieval at every size (cosine and L2), the paper's baselines
+for a rigid model (truncation, PCA/SVD and random projection, each with a refitted linear probe),
+adaptive classification by confidence cascade (thresholds fitted on a held-out half of the queries),
+funnel retrieval against exact search (accuracy, MFLOPs and wall-clock per query), and storage.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from mrl.checkpoints import find_checkpoint, load_module
+from mrl.eval.adaptive import cascade_curve
+from mrl.eval.baselines import baseline_curves
+from mrl.eval.knn import knn_metrics
+from mrl.eval.plots import plot_curves, plot_xy
+from mrl.eval.storage import storage_table
+from mrl.io import atomic_write_text, write_json
+from mrl.nesting import default_nesting
+from mrl.retrieval import AdaptiveRetriever
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------ embeddings
+@torch.no_grad()
+def embed_split(module, loader) -> dict[str, np.ndarray]:
+    """Full-width embeddings, labels and per-size logits ``[G, N, C]`` of one split, in loader order."""
+    module.eval()
+    embeddings, labels, logits = [], [], []
+    for x, y in loader:
+        z = module.embed(x)
+        embeddings.append(z.float().cpu())
+        logits.append(module.head(z).float().cpu())
+        labels.append(y.cpu())
+    return {
+        "embeddings": torch.cat(embeddings).numpy(),
+        "labels": torch.cat(labels).numpy(),
+        "logits": torch.cat(logits, dim=1).numpy(),
+    }
+
+
+def save_embeddings(path: Path, split: dict[str, np.ndarray], meta: dict[str, Any], dtype: str) -> Path:
+    """``.npz`` with ``embeddings [N, D]`` (fp32 or fp16), ``labels [N]`` and ``meta`` (a JSON string:
+    model, head, sizes, split, dtype, count) so a file can be used without the run that made it."""
+    import json
+
+    np_dtype = {"fp32": np.float32, "fp16": np.float16}[dtype]
+    np.savez(path, embeddings=split["embeddings"].astype(np_dtype), labels=split["labels"],
+             meta=np.array(json.dumps(meta)))
+    return path
+
+
+def load_embeddings(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    import json
+
+    with np.load(path) as data:
+        return data["embeddings"], data["labels"], json.loads(str(data["meta"]))
+
+
+# --------------------------------------------------------------------------------------------- parts
+def head_accuracy(logits: np.ndarray, labels: np.ndarray, sizes: list[int]) -> dict[str, float]:
+    out = {}
+    top5 = np.argsort(-logits, axis=2)[:, :, : min(5, logits.shape[2])]
+    for i, m in enumerate(sizes):
+        out[f"top1@{m}"] = float((logits[i].argmax(1) == labels).mean())
+        out[f"top5@{m}"] = float((top5[i] == labels[:, None]).any(1).mean())
+    return out
+
+
+def split_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(n)
+    cut = int(round(n * fraction))
+    return np.sort(order[:cut]), np.sort(order[cut:])
+
+
+def funnel_rows(db: np.ndarray, queries: np.ndarray, db_labels: np.ndarray, q_labels: np.ndarray,
+                sizes: list[int], shortlist: int, repeats: int = 3) -> list[dict]:
+    """1-NN accuracy, MFLOPs and measured ms per query: exact full-size search against funnels that
+    shortlist at each smaller size and rerank at full size."""
+    full = sizes[-1]
+    shortlist = min(shortlist, len(db))
+    funnels = [("exact", [(full, 1)])] + [
+        (f"{m}->{full}", [(m, shortlist), (full, 1)]) for m in sizes[:-1]
+    ]
+    rows = []
+    for name, funnel in funnels:
+        retriever = AdaptiveRetriever(db, funnel, metric="cosine")
+        retriever.search(queries[: min(8, len(queries))], 1)  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            _, ids = retriever.search(queries, 1)
+            best = min(best, time.perf_counter() - start)
+        rows.append({
+            "funnel": name,
+            "knn_top1": float((db_labels[ids[:, 0]] == q_labels).mean()),
+            "mflops_per_query": retriever.mflops_per_query(),
+            "ms_per_query": 1000 * best / len(queries),
+        })
+    exact = rows[0]["ms_per_query"]
+    for row in rows:
+        row["speedup"] = exact / row["ms_per_query"] if row["ms_per_query"] else float("nan")
+    return rows
+
+
+# --------------------------------------------------------------------------------------------- run
+def resolve_paths(cfg: DictConfig) -> tuple[Path, Path, Path]:
+    """(checkpoint, run directory, output directory) from ``run=`` or ``ckpt=``."""
+    target = cfg.get("run") or cfg.get("ckpt")
+    if not target:
+        raise ValueError("run=null and ckpt=null: give run=<run directory> or ckpt=<checkpoint file>")
+    ckpt = find_checkpoint(target)
+    run_dir = Path(cfg.run) if cfg.get("run") else (
+        ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent)
+    out = Path(cfg.output_dir) if cfg.get("output_dir") else run_dir / "eval"
+    return ckpt, run_dir, out
+
+
+def build_eval_data(cfg: DictConfig, run_dir: Path, module):
+    from mrl.experiment import instantiate_clearly
+
+    data_cfg = cfg.get("data")
+    if data_cfg is None:
+        train_cfg = run_dir / "config.yaml"
+        if not train_cfg.is_file():
+            raise FileNotFoundError(f"run={str(run_dir)!r}: no config.yaml; pass data=... to say what to evaluate on")
+        data_cfg = OmegaConf.load(train_cfg).data
+    datamodule = instantiate_clearly(data_cfg)
+    if hasattr(datamodule, "set_data_config") and hasattr(module.backbone, "data_config"):
+        datamodule.set_data_config(module.backbone.data_config)
+    return datamodule
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    ckpt, run_dir, out = resolve_paths(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.get("reference"):
+        from mrl.compat import load_reference_resnet50
+
+        module = load_reference_resnet50(ckpt)
+    else:
+        module = load_module(ckpt, weights_only=bool(cfg.get("weights_only", True)))
+    datamodule = build_eval_data(cfg, run_dir, module)
+    log.info("Evaluating %s on %s", ckpt, type(datamodule).__name__)
+    if not hasattr(module, "head"):
+        from mrl.eval.text import evaluate_text_run
+
+        metrics = evaluate_text_run(module, datamodule, module.sizes)
+        results = {"checkpoint": str(ckpt), "sizes": module.sizes, "metrics": metrics}
+        write_outputs(out, results, {}, [], [], [], [])
+        return results
+    return evaluate_classifier(cfg, module, datamodule, ckpt, out)
+
+
+def evaluate_classifier(cfg, module, datamodule, ckpt: Path, out: Path) -> dict[str, Any]:
+    kind = module.hparams.head.get("kind")
+    head_sizes = list(module.sizes)
+    # Retrieval sizes: the nesting list, or for rigid models the sizes MRL would serve.
+    sizes = list(cfg.get("sizes") or module.nesting or default_nesting(module.embed_dim))
+    db = embed_split(module, datamodule.eval_dataloader(cfg.database_split))
+    query = embed_split(module, datamodule.eval_dataloader(cfg.query_split))
+    meta = {"checkpoint": str(ckpt), "head": kind, "embed_dim": module.embed_dim, "sizes": sizes}
+    for name, split in ((cfg.database_split, db), (cfg.query_split, query)):
+        save_embeddings(out / f"embeddings_{name}.npz", split, {**meta, "split": name,
+                        "count": len(split["labels"]), "dtype": cfg.embeddings_dtype}, cfg.embeddings_dtype)
+
+    metrics: dict[str, float] = {}
+    for key, value in head_accuracy(query["logits"], query["labels"], head_sizes).items():
+        metrics[f"eval/{key}"] = value
+    for metric in cfg.knn.metrics:
+        prefix = "eval/" if metric == "cosine" else f"eval/{metric}_"
+        knn = knn_metrics(db["embeddings"], db["labels"], query["embeddings"], query["labels"], sizes,
+                          metric=metric, ks=[k for k in cfg.knn.ks if k <= len(db["labels"])],
+                          map_k=cfg.knn.map_k)
+        metrics.update({prefix + k: v for k, v in knn.items()})
+    if cfg.baselines.enabled and (kind == "standard" or cfg.baselines.all_heads):
+        base = baseline_curves(db["embeddings"], db["labels"], query["embeddings"], query["labels"], sizes,
+                               seed=cfg.seed)
+        metrics.update({f"eval/{k}": v for k, v in base.items()})
+
+    cascade: list[dict] = []
+    if len(head_sizes) > 1:
+        fit, held = split_holdout(len(query["labels"]), cfg.adaptive.holdout_fraction, cfg.seed)
+        cascade = cascade_curve(query["logits"][:, fit], query["labels"][fit], query["logits"][:, held],
+                                query["labels"][held], head_sizes, from_logits=True)
+    funnels = funnel_rows(db["embeddings"], query["embeddings"], db["labels"], query["labels"], sizes,
+                          cfg.funnel.shortlist)
+    storage = storage_table(sizes, len(db["labels"]))
+    results = {
+        "checkpoint": str(ckpt),
+        "head": kind,
+        "embed_dim": module.embed_dim,
+        "head_sizes": head_sizes,
+        "sizes": sizes,
+        "database": {"split": cfg.database_split, "count": int(len(db["labels"]))},
+        "queries": {"split": cfg.query_split, "count": int(len(query["labels"]))},
+        "metrics": metrics,
+        "adaptive_classification": cascade,
+        "funnel_retrieval": funnels,
+        "storage": storage,
+    }
+    write_outputs(out, results, metrics, sizes, cascade, funnels, storage)
+    return results
+
+
+# ------------------------------------------------------------------------------------------- outputs
+SUMMARY_COLUMNS = ("top1", "top5", "knn_top1", "map@10", "precision@10", "recall@100", "l2_knn_top1",
+                   "probe_trunc_top1", "probe_pca_top1", "probe_rp_top1", "spearman", "mrr@10", "ndcg@10")
+
+
+def per_size_table(metrics: dict[str, float], sizes: list[int],
+                   columns: tuple[str, ...] | None = None) -> tuple[list[str], list[list]]:
+    """Rows per size, one column per metric family (``eval/knn_top1@8`` -> column ``knn_top1``)."""
+    families = sorted({k.split("/", 1)[1].rsplit("@", 1)[0] for k in metrics if "@" in k})
+    columns = [c for c in columns if c in families] if columns else families
+    rows = [[m] + [metrics.get(f"eval/{c}@{m}") for c in columns] for m in sizes]
+    return ["size", *columns], rows
+
+
+def write_outputs(out: Path, results: dict, metrics: dict, sizes: list[int], cascade: list[dict],
+                  funnels: list[dict], storage: list[dict]) -> None:
+    results["output_dir"] = str(out)
+    write_json(out / "results.json", results)
+    header, rows = per_size_table(metrics or results.get("metrics", {}), sizes or results.get("sizes", []))
+    with open(out / "results.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    header, rows = per_size_table(metrics or results.get("metrics", {}), sizes or results.get("sizes", []),
+                                  SUMMARY_COLUMNS)
+    atomic_write_text(out / "summary.md", summary_markdown(results, header, rows, cascade, funnels))
+    curves = {}
+    for family, label in (("top1", "head top-1"), ("knn_top1", "1-NN (cosine)"),
+                          ("probe_trunc_top1", "truncate + probe"), ("probe_pca_top1", "PCA + probe"),
+                          ("probe_rp_top1", "random proj. + probe")):
+        points = {m: metrics[f"eval/{family}@{m}"] for m in sizes if f"eval/{family}@{m}" in metrics}
+        if points:
+            curves[label] = points
+    if curves:
+        plot_curves(curves, out / "truncation_curve.png", "accuracy against embedding size")
+    if cascade:
+        plot_xy(cascade, "expected_size", "accuracy", out / "adaptive_classification.png",
+                "adaptive classification (confidence cascade)", "expected size (dimensions)",
+                "top-1 accuracy (%)", logx=True)
+    if funnels:
+        plot_xy([{**r, "label": r["funnel"]} for r in funnels], "mflops_per_query", "knn_top1",
+                out / "funnel_retrieval.png", "funnel retrieval: 1-NN accuracy against cost",
+                "MFLOPs per query", "1-NN accuracy (%)", logx=True)
+
+
+def _fmt(value) -> str:
+    return "" if value is None else f"{100 * value:.2f}" if isinstance(value, float) else str(value)
+
+
+def summary_markdown(results: dict, header: list[str], rows: list[list], cascade: list[dict],
+                     funnels: list[dict]) -> str:
+    lines = [f"# Evaluation of `{results['checkpoint']}`", ""]
+    if results.get("head"):
+        lines += [f"Head: **{results['head']}**, embedding width {results.get('embed_dim')}; database "
+                  f"{results['database']['split']} ({results['database']['count']}), queries "
+                  f"{results['queries']['split']} ({results['queries']['count']}). Values in %.", ""]
+    if rows:
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    else:
+        lines += [f"- {k}: {v:.4f}" for k, v in sorted(results.get("metrics", {}).items())]
+    if cascade:
+        lines += ["", "## Adaptive classification", "", "| tolerance | expected size | top-1 % |", "|---|---|---|"]
+        lines += [f"| {c['tolerance']:.3f} | {c['expected_size']:.1f} | {100 * c['accuracy']:.2f} |" for c in cascade]
+    if funnels:
+        lines += ["", "## Funnel retrieval (shortlist, then rerank at full size)", "",
+                  "| funnel | 1-NN % | MFLOPs/query | ms/query | speed-up |", "|---|---|---|---|---|"]
+        lines += [f"| {f['funnel']} | {100 * f['knn_top1']:.2f} | {f['mflops_per_query']:.3f} | "
+                  f"{f['ms_per_query']:.4f} | {f['speedup']:.2f}x |" for f in funnels]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,113 @@
+"""`make eval` on a real (briefly) trained run: every output exists and agrees with other computations."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import FAST, ROOT, compose_train
+from mrl.eval.knn import knn_metrics
+from mrl.eval.runner import evaluate, load_embeddings
+from mrl.experiment import run_training
+from mrl.report import write_report
+
+SIZES = [8, 16, 32, 64, 128, 256, 512]
+
+
+def eval_cfg(run_dir, **overrides):
+    cfg = OmegaConf.load(ROOT / "conf" / "eval.yaml")
+    cfg.pop("defaults")
+    cfg.pop("hydra")
+    cfg.run = str(run_dir) if run_dir else None
+    cfg.funnel.shortlist = 50
+    for key, value in overrides.items():
+        OmegaConf.update(cfg, key, value)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def trained_runs(tmp_path_factory):
+    """An MRL run and a standard run, a few hundred steps each at most, with their evaluations."""
+    root = tmp_path_factory.mktemp("runs")
+    runs = {}
+    for head in ("mrl", "standard"):
+        run_dir = root / head
+        cfg = compose_train([*FAST, f"head={head}", "trainer.max_epochs=3", "trainer.limit_train_batches=1.0",
+                             "trainer.limit_val_batches=1.0", "trainer.limit_test_batches=1.0", "test=true",
+                             "callbacks=default", "callbacks.rich_progress_bar=null",
+                             "callbacks.rich_model_summary=null"], run_dir)
+        train_results = run_training(cfg, run_dir)
+        runs[head] = (run_dir, train_results, evaluate(eval_cfg(run_dir)))
+    return root, runs
+
+
+def test_eval_writes_every_output(trained_runs):
+    _, runs = trained_runs
+    run_dir, _, results = runs["mrl"]
+    out = run_dir / "eval"
+    for name in ("results.json", "results.csv", "summary.md", "truncation_curve.png",
+                 "adaptive_classification.png", "funnel_retrieval.png", "embeddings_train.npz",
+                 "embeddings_test.npz"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "results.json").read_text())
+    for m in SIZES:
+        for key in ("top1", "top5", "knn_top1", "map@10", "precision@10", "recall@100", "l2_knn_top1"):
+            assert f"eval/{key}@{m}" in saved["metrics"], key
+    assert saved["adaptive_classification"] and saved["funnel_retrieval"] and saved["storage"]
+    assert "| size |" in (out / "summary.md").read_text()
+
+
+def test_head_accuracy_matches_training_metrics(trained_runs):
+    """numpy top-1 on the exported logits equals torchmetrics' test top-1 of the same checkpoint."""
+    _, runs = trained_runs
+    for head, (_, train_results, results) in runs.items():
+        for m in train_results["sizes"]:
+            assert results["metrics"][f"eval/top1@{m}"] == pytest.approx(
+                train_results["metrics"][f"test/top1@{m}"], abs=1e-6), (head, m)
+
+
+def test_exported_embeddings_reproduce_knn_metrics(trained_runs):
+    _, runs = trained_runs
+    run_dir, _, results = runs["mrl"]
+    db, db_labels, meta = load_embeddings(run_dir / "eval" / "embeddings_train.npz")
+    queries, q_labels, q_meta = load_embeddings(run_dir / "eval" / "embeddings_test.npz")
+    assert meta["split"] == "train" and q_meta["split"] == "test" and meta["sizes"] == SIZES
+    assert db.shape == (meta["count"], 512) and db.dtype == np.float32
+    again = knn_metrics(db, db_labels, queries, q_labels, [8, 512])
+    assert again["knn_top1@8"] == pytest.approx(results["metrics"]["eval/knn_top1@8"])
+    exact = results["funnel_retrieval"][0]
+    assert exact["funnel"] == "exact" and exact["knn_top1"] == pytest.approx(again["knn_top1@512"])
+
+
+def test_standard_model_gets_the_paper_baselines(trained_runs):
+    _, runs = trained_runs
+    metrics = runs["standard"][2]["metrics"]
+    for m in SIZES:
+        for name in ("probe_trunc_top1", "probe_pca_top1", "probe_rp_top1"):
+            assert 0.0 <= metrics[f"eval/{name}@{m}"] <= 1.0
+    assert not any("probe_" in k for k in runs["mrl"][2]["metrics"])
+
+
+def test_report_puts_all_runs_on_one_chart(trained_runs):
+    root, runs = trained_runs
+    report = write_report(root)
+    assert set(report["curves"]["val_top1"]) == {"MRL", "standard"}
+    assert set(report["curves"]["knn_top1"]["MRL"]) == set(SIZES)
+    assert report["curves"]["knn_top1"]["MRL"][8] == pytest.approx(runs["mrl"][2]["metrics"]["eval/knn_top1@8"])
+    for name in ("report.md", "report_val_top1.png", "report_knn_top1.png", "report_val_top1.csv"):
+        assert (root / name).is_file()
+
+
+def test_eval_needs_a_run_or_checkpoint():
+    with pytest.raises(ValueError, match="run=null and ckpt=null"):
+        evaluate(eval_cfg(None))
+
+
+def test_mrl_short_prefix_beats_truncated_standard(trained_runs):
+    """The paper's claim on a short run; the full-length check is tests/test_end_to_end.py (slow)."""
+    _, runs = trained_runs
+    mrl, std = runs["mrl"][2]["metrics"], runs["standard"][2]["metrics"]
+    assert mrl["eval/knn_top1@8"] > std["eval/knn_top1@8"] + 0.03
