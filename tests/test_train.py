@@ -83,3 +83,18 @@ def test_nesting_wider_than_embedding_fails(make_cfg):
     cfg = make_cfg("model.nesting=[8,16,1024]")
     with pytest.raises(ValueError, match="model.nesting"):
         build_model(cfg, build_datamodule(cfg))
+
+
+@pytest.mark.parametrize("option", ["model.channels_last=true", "trainer.precision=bf16-mixed"])
+def test_speed_options_train(make_cfg, option):
+    """channels-last and mixed precision are real code paths: a short run trains and logs every size."""
+    cfg = make_cfg("trainer.max_epochs=1", option)
+    results = run_training(cfg, cfg.paths.output_dir)
+    assert all(f"val/top1@{m}" in results["metrics"] for m in results["sizes"])
+
+
+@pytest.mark.slow
+def test_torch_compile_option_trains(make_cfg):
+    cfg = make_cfg("trainer.max_epochs=1", "model.compile=true")
+    results = run_training(cfg, cfg.paths.output_dir)
+    assert results["metrics"]["val/loss"] > 0

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from mrl.retrieval import prefix
+from mrl.retrieval import flat_search_blocks, prefix
 
 try:
     import faiss
@@ -121,7 +121,8 @@ def knn_search(
     index = faiss.IndexFlatL2(size) if metric == "l2" else faiss.IndexFlatIP(size)
     index.add(prefix(db, size, normalize))
     kk = min(k + int(exclude_self), index.ntotal)
-    scores, ids = index.search(prefix(queries, size, normalize), kk)
+    with flat_search_blocks(index.ntotal):
+        scores, ids = index.search(prefix(queries, size, normalize), kk)
     if exclude_self:
         ids, scores = _drop_self(ids, scores, min(k, kk))
     return scores, ids
