@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from mrl.heads import MatryoshkaHead
 from mrl.losses import MatryoshkaCrossEntropy
 from mrl.nesting import default_nesting
+
 from reference_mrl import NaiveMatryoshkaCE, NaiveMRLLinear
 
 

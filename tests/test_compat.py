@@ -7,7 +7,8 @@ import torch
 import torchvision
 
 from mrl.checkpoints import load_module
-from mrl.compat import infer_reference_head, load_reference_resnet50
+from mrl.compat import load_reference_resnet50
+
 from reference_mrl import NaiveMRLLinear
 
 NESTING = [8, 16, 32, 64, 128, 256, 512, 1024, 2048]

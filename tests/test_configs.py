@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import EXPERIMENTS, compose_train
 from mrl.experiment import build_datamodule, build_model
+
+from conftest import EXPERIMENTS, compose_train
 
 EXPECTED = {"digits_mrl", "digits_mrl_e", "digits_ff", "digits_standard", "imagenet_mrl", "imagenet_mrl_e",
             "imagenet_ff", "cifar100_mrl"}

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import FAST, ROOT, compose_train
 from mrl.eval.knn import knn_metrics
 from mrl.eval.runner import evaluate, load_embeddings
 from mrl.experiment import run_training
 from mrl.report import write_report
+
+from conftest import FAST, ROOT, compose_train
 
 SIZES = [8, 16, 32, 64, 128, 256, 512]
 

@@ -6,6 +6,7 @@ import torch
 from mrl.heads import FixedFeatureHead, MatryoshkaHead, StandardHead, build_head
 from mrl.losses import MatryoshkaCrossEntropy
 from mrl.nesting import NestingError
+
 from reference_mrl import NaiveMatryoshkaCE, NaiveMRLLinear
 
 

@@ -7,6 +7,7 @@ from torch import nn
 
 from mrl.losses import MatryoshkaContrastiveLoss, MatryoshkaCrossEntropy
 from mrl.nesting import NestingError
+
 from reference_mrl import NaiveMatryoshkaCE
 
 

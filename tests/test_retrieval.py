@@ -59,6 +59,23 @@ def test_single_full_stage_equals_faiss_flat_l2(data):
     np.testing.assert_array_equal(scores, ref_s)
 
 
+def test_flat_stage_equals_default_faiss_beyond_one_tile():
+    # more rows than one enlarged BLAS tile (65536), compared with FAISS at its default tiling
+    x = np.random.default_rng(0).standard_normal((70_000, 16)).astype(np.float32)
+    q = np.random.default_rng(1).standard_normal((50, 16)).astype(np.float32)
+    defaults = (faiss.cvar.distance_compute_blas_query_bs, faiss.cvar.distance_compute_blas_database_bs)
+    scores, ids = AdaptiveRetriever(x, [(16, 20)], metric="ip").search(q, 20)
+    assert (
+        faiss.cvar.distance_compute_blas_query_bs,
+        faiss.cvar.distance_compute_blas_database_bs,
+    ) == defaults
+    ref = faiss.IndexFlatIP(16)
+    ref.add(x)
+    ref_s, ref_i = ref.search(q, 20)
+    np.testing.assert_array_equal(ids, ref_i)
+    np.testing.assert_array_equal(scores, ref_s)
+
+
 def test_rerank_stages_match_bruteforce_funnel(data):
     db, _, q, _ = data
     funnel = [(8, 300), (32, 60), (128, 10)]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from wandb_records import read_run
-
 from mrl.experiment import run_training
 from mrl.wandb_setup import ensure_wandb_mode, stable_run_id
+
+from wandb_records import read_run
 
 WANDB_ARGS = ["logger=wandb", "callbacks=default", "callbacks.rich_progress_bar=null",
               "callbacks.rich_model_summary=null"]

@@ -24,8 +24,7 @@ def strip_prefixes(state_dict: Mapping[str, torch.Tensor], prefixes=("module.", 
     out = {}
     for key, value in state_dict.items():
         for prefix in prefixes:
-            if key.startswith(prefix):
-                key = key[len(prefix):]
+            key = key.removeprefix(prefix)
         out[key] = value
     return out
 

@@ -86,7 +86,7 @@ def build_callbacks(cfg: DictConfig, with_loggers: bool = True) -> list[L.Callba
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
     loggers = []
-    for name, logger_cfg in (cfg.get("logger") or {}).items():
+    for logger_cfg in (cfg.get("logger") or {}).values():
         if not logger_cfg or "_target_" not in logger_cfg:
             continue
         if "WandbLogger" in logger_cfg._target_:

@@ -90,16 +90,12 @@ class MatryoshkaModule(L.LightningModule):
             weights=loss.get("weights"), label_smoothing=float(loss.get("label_smoothing", 0.0))
         )
         top5 = min(5, int(num_classes))
+
+        def accuracy(k: int) -> nn.ModuleList:
+            return nn.ModuleList(MulticlassAccuracy(num_classes, top_k=k, average="micro") for _ in self.sizes)
+
         self.metrics = nn.ModuleDict(
-            {
-                f"{split}_acc": nn.ModuleDict(
-                    {
-                        "top1": nn.ModuleList(MulticlassAccuracy(num_classes, top_k=1, average="micro") for _ in self.sizes),
-                        "top5": nn.ModuleList(MulticlassAccuracy(num_classes, top_k=top5, average="micro") for _ in self.sizes),
-                    }
-                )
-                for split in SPLITS
-            }
+            {f"{split}_acc": nn.ModuleDict({"top1": accuracy(1), "top5": accuracy(top5)}) for split in SPLITS}
         )
         self._embed_fn = self.backbone
         if compile:

@@ -32,7 +32,8 @@ def summarize_sweep(sweep_dir: str | Path) -> dict[str, Any]:
     jobs = []
     for job_dir in sorted(p for p in Path(sweep_dir).iterdir() if p.is_dir() and not p.name.startswith(".")):
         if (job_dir / "failure.json").is_file():
-            jobs.append({"job": job_dir.name, "status": "failed", "error": read_json(job_dir / "failure.json")["error"]})
+            error = read_json(job_dir / "failure.json")["error"]
+            jobs.append({"job": job_dir.name, "status": "failed", "error": error})
         elif (job_dir / "results.json").is_file():
             jobs.append({"job": job_dir.name, "status": "done"})
         else:

@@ -66,7 +66,7 @@ class TimmBackbone(nn.Module):
         """Input size, mean, std, interpolation and crop resolved from the model (timm's data config)."""
         return timm.data.resolve_model_data_config(self.model)
 
-    def train(self, mode: bool = True) -> "TimmBackbone":
+    def train(self, mode: bool = True) -> TimmBackbone:
         super().train(mode)
         if self.frozen:
             self.model.eval()

@@ -60,7 +60,8 @@ def retrieval_metrics(
     if q_all.ndim != 2 or c_all.ndim != 2 or q_all.shape[1] != c_all.shape[1]:
         raise ValueError(f"queries {list(q_all.shape)} and corpus {list(c_all.shape)} must be [Q, D] and [N, D]")
     n_queries, n_docs = q_all.shape[0], c_all.shape[0]
-    if isinstance(relevant, (np.ndarray, torch.Tensor)) or (len(relevant) and isinstance(relevant[0], (int, np.integer))):
+    single = len(relevant) and isinstance(relevant[0], (int, np.integer))
+    if isinstance(relevant, (np.ndarray, torch.Tensor)) or single:
         single = torch.as_tensor(np.asarray(relevant), dtype=torch.long).view(-1)
         rel_sets = None
         if single.numel() != n_queries:
@@ -115,7 +116,9 @@ def sts_spearman(a: Any, b: Any, scores: Any, sizes: Iterable[int]) -> dict[str,
     a, b = _tensor(a), _tensor(b)
     gold = np.asarray(_tensor(scores)).reshape(-1)
     if a.shape != b.shape or a.ndim != 2 or a.shape[0] != gold.shape[0]:
-        raise ValueError(f"a {list(a.shape)}, b {list(b.shape)} and scores [{gold.shape[0]}] must be [N, D], [N, D], [N]")
+        raise ValueError(
+            f"a {list(a.shape)}, b {list(b.shape)} and scores [{gold.shape[0]}] must be [N, D], [N, D], [N]"
+        )
     if a.shape[0] < 2:
         raise ValueError("sts_spearman: need at least 2 pairs")
     out = {}
