@@ -142,10 +142,12 @@ def baseline_curves(
     train_x = np.asarray(train_x, dtype=np.float32)
     test_x = np.asarray(test_x, dtype=np.float32)
     d = train_x.shape[1]
+    sizes = [_check_m(m, d) for m in sizes]
+    # Principal directions are nested: decompose once at the largest size, slice for the others.
+    full_pca = fit_pca(train_x, max(sizes))
     out: dict[str, float] = {}
     for m in sizes:
-        m = _check_m(m, d)
-        pca = fit_pca(train_x, m)
+        pca = LinearProjection(full_pca.matrix[:, :m], full_pca.mean)
         rp = random_projection(d, m, seed=seed)
         for name, f in (("trunc", lambda x, m=m: truncate(x, m)), ("pca", pca), ("rp", rp)):
             acc = linear_probe_accuracy(f(train_x), train_y, f(test_x), test_y, **probe_kwargs)
