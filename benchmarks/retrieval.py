@@ -48,7 +48,7 @@ def parse_args(argv=None):
     p.add_argument(
         "--no-hnsw-full", action="store_true", help="skip the full-size HNSW reference (slow build)"
     )
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=None, help="OpenMP threads for FAISS (default: all)")
     return p.parse_args(argv)
 

@@ -43,3 +43,17 @@ def test_failing_job_is_recorded_and_others_go_on(tmp_path):
     failed = [job for job in summary["jobs"] if job["status"] == "failed"]
     assert "model.nesting" in failed[0]["error"]
     assert "Sweep finished: 1 done, 1 failed" in result.stdout + result.stderr
+
+
+def test_optuna_sweep_runs_trials_and_reports_the_best(tmp_path):
+    sweep_dir = tmp_path / "optuna"
+    args = [
+        sys.executable, "-m", "mrl.train", "--multirun", "experiment=digits_mrl", "sweep=optuna",
+        "hydra.sweeper.n_trials=2", "trainer.max_epochs=1", f"hydra.sweep.dir={sweep_dir}", *FAST,
+    ]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    best = (sweep_dir / "optimization_results.yaml").read_text()
+    assert "best_params" in best and "model.optimizer.lr" in best
+    assert json.loads((sweep_dir / "sweep_summary.json").read_text())["done"] == 2
