@@ -1,0 +1,237 @@
+"""The offline default image set (scikit-learn's handwritten digits) and the base image data module.
+
+`ImageDataModule` holds what every image data module shares: loader options, the backbone's data
+config, the split names and `eval_dataloader(split)`. Subclasses only say how a split is built.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+SPLITS = ("train", "val", "test")
+
+
+def fit_channels(values: Any, in_chans: int) -> tuple[float, ...]:
+    """Per-channel stats (mean or std) for `in_chans` channels: kept if the length matches, averaged to
+    one value for a single channel, a single value repeated otherwise."""
+    vals = tuple(float(v) for v in (values if isinstance(values, (list, tuple)) else [values]))
+    if len(vals) == in_chans:
+        return vals
+    if len(vals) == 1:
+        return vals * in_chans
+    avg = sum(vals) / len(vals)
+    return (avg,) * in_chans
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Base class: loaders, data-config handling and the `eval_dataloader(split)` contract.
+
+    Subclasses set `num_classes`, `in_chans` and `name` in `__init__`, implement `_build()` (called once
+    by `setup`, fills `class_names`) and `_dataset(split, train)` returning a map-style dataset of
+    `(float[C,H,W], int)` pairs for split in {"train", "val", "test"}.
+    """
+
+    num_classes: int
+    in_chans: int
+    name: str
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if int(batch_size) < 1:
+            raise ValueError(f"data.batch_size={batch_size} is invalid; use a positive integer")
+        if int(num_workers) < 0:
+            raise ValueError(f"data.num_workers={num_workers} is invalid; use 0 or a positive integer")
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.pin_memory = bool(pin_memory)
+        self.persistent_workers = bool(persistent_workers)
+        self.seed = int(seed)
+        self.data_config: dict[str, Any] | None = None
+        self.class_names: list[str] = []
+        self._built = False
+
+    # ----------------------------------------------------------------- configuration
+    def set_data_config(self, cfg: dict[str, Any] | None) -> None:
+        """Receive the backbone's resolved timm data config (input_size, mean, std, interpolation, crop_pct).
+
+        Meant to be called before `setup`; a different config after it makes the next `setup` rebuild.
+        """
+        new = dict(cfg) if cfg is not None else None
+        if self._built and new != self.data_config:
+            self._built = False
+            getattr(self, "_datasets", {}).clear()
+        self.data_config = new
+
+    def _config_size(self, image_size: int | tuple[int, int] | None, default: int) -> tuple[int, int]:
+        """(H, W): the explicit image_size if given, else the data config's input size, else default."""
+        if image_size is not None:
+            if isinstance(image_size, int):
+                return (image_size, image_size)
+            h, w = image_size
+            return (int(h), int(w))
+        if self.data_config and self.data_config.get("input_size") is not None:
+            size = self.data_config["input_size"]
+            return (int(size[-2]), int(size[-1]))
+        return (default, default)
+
+    # ----------------------------------------------------------------- lifecycle
+    def setup(self, stage: str | None = None) -> None:
+        if not self._built:
+            self._build()
+            self._built = True
+
+    def _build(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _dataset(self, split: str, train: bool) -> Dataset:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- loaders
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            drop_last=False,
+            generator=generator,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        return self._loader(self._dataset("train", train=True), shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.eval_dataloader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.eval_dataloader("test")
+
+    def eval_dataloader(self, split: str) -> DataLoader:
+        """Non-shuffled loader with eval transforms over `split` (train, val or test)."""
+        if split not in SPLITS:
+            raise ValueError(f"split={split!r} is not a data split; valid: {', '.join(SPLITS)}")
+        self.setup(split)
+        return self._loader(self._dataset(split, train=False), shuffle=False)
+
+
+class _ShiftAugment(Dataset):
+    """Random translation by up to `max_shift` pixels; the uncovered border gets `fill`."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, max_shift: int, fill: float) -> None:
+        self.images, self.labels = images, labels
+        self.max_shift, self.fill = int(max_shift), float(fill)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        img = self.images[index]
+        s = self.max_shift
+        if s > 0:
+            _, h, w = img.shape
+            dy, dx = torch.randint(0, 2 * s + 1, (2,)).tolist()
+            padded = F.pad(img, (s, s, s, s), value=self.fill)
+            img = padded[:, dy : dy + h, dx : dx + w]
+        return img, self.labels[index]
+
+
+class DigitsDataModule(ImageDataModule):
+    """scikit-learn's handwritten digits (1797 real 8x8 images, 10 classes), fully in memory.
+
+    Stratified, seeded train/val split; pixels scaled to [0, 1], upsampled (bilinear) to `image_size`,
+    repeated to `in_chans` channels and normalised with the train split's mean and std. The set has no
+    test split: test is val. Bundled with scikit-learn, so it never downloads.
+    """
+
+    def __init__(
+        self,
+        image_size: int | None = 32,
+        in_chans: int = 3,
+        val_fraction: float = 0.2,
+        augment: bool = False,
+        max_shift: int | None = None,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed)
+        self.save_hyperparameters()
+        if not 0.0 < float(val_fraction) < 1.0:
+            raise ValueError(f"data.val_fraction={val_fraction} is invalid; use a fraction in (0, 1)")
+        if int(in_chans) < 1:
+            raise ValueError(f"data.in_chans={in_chans} is invalid; use a positive integer (1 or 3)")
+        if image_size is not None and int(image_size) < 8:
+            raise ValueError(f"data.image_size={image_size} is invalid; use an integer >= 8 or null")
+        self.name = "digits"
+        self.num_classes = 10
+        self.in_chans = int(in_chans)
+        self.image_size = None if image_size is None else int(image_size)
+        self.val_fraction = float(val_fraction)
+        self.augment = bool(augment)
+        self.max_shift = max_shift
+        self.mean: float | None = None
+        self.std: float | None = None
+        self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _build(self) -> None:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        digits = load_digits()
+        images = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0  # [N,1,8,8]
+        labels = torch.as_tensor(digits.target, dtype=torch.long)
+        n_val = round(self.val_fraction * len(labels))
+        if n_val < self.num_classes or len(labels) - n_val < self.num_classes:
+            raise ValueError(
+                f"data.val_fraction={self.val_fraction} leaves {n_val} of {len(labels)} images for val; "
+                f"both splits need at least {self.num_classes} (one per class)"
+            )
+        idx_train, idx_val = train_test_split(
+            torch.arange(len(labels)).numpy(),
+            test_size=n_val,
+            stratify=labels.numpy(),
+            random_state=self.seed,
+        )
+        size = self._config_size(self.image_size, default=32)
+        if size != (8, 8):
+            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        images = images.clamp_(0.0, 1.0)
+        idx_train_t, idx_val_t = torch.as_tensor(idx_train), torch.as_tensor(idx_val)
+        train_x = images[idx_train_t]
+        mean, std = train_x.mean().item(), train_x.std().item()
+        self.mean, self.std = mean, std
+
+        def prep(x: torch.Tensor) -> torch.Tensor:
+            x = (x - mean) / std
+            return x.expand(-1, self.in_chans, -1, -1).contiguous()
+
+        self._tensors = {
+            "train": (prep(train_x), labels[idx_train_t]),
+            "val": (prep(images[idx_val_t]), labels[idx_val_t]),
+        }
+        self.class_names = [str(i) for i in range(self.num_classes)]
+
+    def _dataset(self, split: str, train: bool) -> Dataset:
+        x, y = self._tensors["val" if split == "test" else split]
+        if train and self.augment:
+            shift = self.max_shift if self.max_shift is not None else max(1, x.shape[-1] // 8)
+            return _ShiftAugment(x, y, max_shift=shift, fill=-self.mean / self.std)
+        return TensorDataset(x, y)

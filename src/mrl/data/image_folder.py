@@ -1,0 +1,254 @@
+"""Image folders in the ImageNet layout: root/{train,val[,test]}/<class>/<image>.
+
+Transforms come from the backbone's timm data config (`timm.data.create_transform`). Unreadable or
+truncated files are skipped and counted (or raise, with `skip_bad_images=False`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+from mrl.data.digits import ImageDataModule, fit_channels
+
+_BAD_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMG_EXTENSIONS)
+
+
+def _iter_images(folder: str) -> Iterator[str]:
+    for dirpath, _, files in os.walk(folder, followlinks=True):
+        for f in sorted(files):
+            if _is_image(f):
+                yield os.path.join(dirpath, f)
+
+
+def _class_dirs(split_dir: Path) -> list[str]:
+    return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+
+
+class SafeImageDataset(Dataset):
+    """Map-style dataset over (path, label) samples that survives unreadable files.
+
+    A file PIL cannot decode is marked bad (in a shared-memory mask, so the count also covers
+    DataLoader workers) and the next valid sample is returned instead. With `skip_bad=False` it raises
+    with the file's path.
+    """
+
+    def __init__(
+        self,
+        samples: list[tuple[str, int]],
+        transform: Callable | None = None,
+        mode: str = "RGB",
+        skip_bad: bool = True,
+    ) -> None:
+        self.samples = samples
+        self.transform = transform
+        self.mode = mode
+        self.skip_bad = skip_bad
+        self.bad = torch.zeros(len(samples), dtype=torch.bool).share_memory_()
+        self._warned = False
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def num_bad(self) -> int:
+        return int(self.bad.sum())
+
+    def bad_paths(self) -> list[str]:
+        return [self.samples[i][0] for i in self.bad.nonzero().flatten().tolist()]
+
+    def _load(self, path: str) -> Image.Image:
+        with open(path, "rb") as fh:
+            img = Image.open(fh)
+            return img.convert(self.mode)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        n = len(self.samples)
+        for step in range(n):
+            i = (index + step) % n
+            if self.bad[i]:
+                continue
+            path, label = self.samples[i]
+            try:
+                img = self._load(path)
+            except _BAD_IMAGE_ERRORS as err:
+                if not self.skip_bad:
+                    raise RuntimeError(
+                        f"unreadable image {path}: {err} (set data.skip_bad_images=true to skip such files)"
+                    ) from err
+                self.bad[i] = True
+                if not self._warned:
+                    self._warned = True
+                    warnings.warn(
+                        f"skipping unreadable image {path} ({err}); further ones are counted", stacklevel=2
+                    )
+                continue
+            if self.transform is not None:
+                img = self.transform(img)
+            return img, label
+        raise RuntimeError(f"no readable image among the {n} files of this split")
+
+
+class ImageFolderDataModule(ImageDataModule):
+    """ImageNet-layout folders: `root/train/<class>/*`, `root/val/<class>/*`, optionally a test folder.
+
+    Classes are the sub-folders of `train_dir` (sorted); `val_dir` (and `test_dir`) must hold the same
+    ones. Test is val when `test_dir` is None. `image_size` overrides the data config's input size.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        train_dir: str = "train",
+        val_dir: str = "val",
+        test_dir: str | None = None,
+        image_size: int | None = None,
+        in_chans: int = 3,
+        skip_bad_images: bool = True,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed)
+        self.save_hyperparameters()
+        if in_chans not in (1, 3):
+            raise ValueError(
+                f"data.in_chans={in_chans} is invalid; image folders give 1 (grayscale) or 3 (RGB)"
+            )
+        if image_size is not None and int(image_size) < 1:
+            raise ValueError(f"data.image_size={image_size} is invalid; use a positive integer or null")
+        if root is None or str(root).strip() in ("", "???"):
+            raise ValueError(
+                "data.root is not set; point it at a folder holding train/ and val/ class folders"
+            )
+        self.root = Path(os.path.expanduser(str(root)))
+        if not self.root.is_dir():
+            raise FileNotFoundError(
+                f"data.root={root} does not exist or is not a folder; point it at a folder holding "
+                f"{train_dir}/ and {val_dir}/ class folders (ImageNet layout)"
+            )
+        self.name = self.root.name or "image_folder"
+        self.in_chans = int(in_chans)
+        self.image_size = None if image_size is None else int(image_size)
+        self.skip_bad_images = bool(skip_bad_images)
+        self.split_dirs: dict[str, Path] = {
+            "train": self._split_dir("train_dir", train_dir),
+            "val": self._split_dir("val_dir", val_dir),
+        }
+        if test_dir is not None:
+            self.split_dirs["test"] = self._split_dir("test_dir", test_dir)
+        classes = _class_dirs(self.split_dirs["train"])
+        if not classes:
+            raise FileNotFoundError(
+                f"data.root={root}: {train_dir}/ has no class folders; expected {train_dir}/<class>/<image>"
+            )
+        for key, split in (("val_dir", "val"), ("test_dir", "test")):
+            if split not in self.split_dirs:
+                continue
+            other = _class_dirs(self.split_dirs[split])
+            if other != classes:
+                missing = sorted(set(classes) - set(other))[:5]
+                extra = sorted(set(other) - set(classes))[:5]
+                raise ValueError(
+                    f"data.{key}={self.split_dirs[split]} has different classes from "
+                    f"{self.split_dirs['train']}: missing {missing}, extra {extra}; both need the same class folders"
+                )
+        for split, split_dir in self.split_dirs.items():
+            for c in classes:
+                if next(_iter_images(str(split_dir / c)), None) is None:
+                    raise FileNotFoundError(
+                        f"data.root={root}: class folder {split_dir / c} has no images "
+                        f"(extensions {', '.join(IMG_EXTENSIONS)}); add images or remove the folder"
+                    )
+        self.class_names = classes
+        self.class_to_idx = {c: i for i, c in enumerate(classes)}
+        self.num_classes = len(classes)
+        self._datasets: dict[tuple[str, bool], SafeImageDataset] = {}
+        self._samples: dict[str, list[tuple[str, int]]] = {}
+        self._reported_bad = 0
+
+    def _split_dir(self, key: str, sub: str) -> Path:
+        path = self.root / sub
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"data.{key}={sub} not found under data.root={self.root}; expected {path}/<class>/<image>"
+            )
+        return path
+
+    # ----------------------------------------------------------------- transforms
+    def transform_config(self, is_training: bool) -> dict[str, Any]:
+        """Arguments for timm.data.create_transform: the data config, with image_size/in_chans applied."""
+        cfg: dict[str, Any] = {
+            "input_size": (3, 224, 224),
+            "interpolation": "bilinear",
+            "mean": (0.485, 0.456, 0.406),
+            "std": (0.229, 0.224, 0.225),
+        }
+        from timm.data import create_transform
+
+        accepted = set(inspect.signature(create_transform).parameters) - {"is_training"}
+        cfg.update({k: v for k, v in (self.data_config or {}).items() if k in accepted})
+        h, w = self._config_size(self.image_size, default=224)
+        cfg["input_size"] = (self.in_chans, h, w)
+        cfg["mean"] = fit_channels(cfg["mean"], self.in_chans)
+        cfg["std"] = fit_channels(cfg["std"], self.in_chans)
+        cfg["is_training"] = is_training
+        return cfg
+
+    def _transform(self, is_training: bool) -> Callable:
+        from timm.data import create_transform
+
+        return create_transform(**self.transform_config(is_training))
+
+    # ----------------------------------------------------------------- data
+    def _build(self) -> None:
+        for split, split_dir in self.split_dirs.items():
+            samples = make_dataset(str(split_dir), self.class_to_idx, extensions=IMG_EXTENSIONS)
+            if not samples:
+                raise FileNotFoundError(f"data.root={self.root}: {split_dir} holds no images")
+            self._samples[split] = samples
+
+    def _dataset(self, split: str, train: bool) -> Dataset:
+        if split == "test" and "test" not in self._samples:
+            split = "val"
+        key = (split, train)
+        if key not in self._datasets:
+            self._datasets[key] = SafeImageDataset(
+                self._samples[split],
+                transform=self._transform(is_training=train),
+                mode="L" if self.in_chans == 1 else "RGB",
+                skip_bad=self.skip_bad_images,
+            )
+        return self._datasets[key]
+
+    @property
+    def num_bad_images(self) -> int:
+        """Distinct unreadable files met so far, over all splits."""
+        return len(self.bad_image_paths())
+
+    def bad_image_paths(self) -> list[str]:
+        return sorted({p for ds in self._datasets.values() for p in ds.bad_paths()})
+
+    def teardown(self, stage: str | None = None) -> None:
+        bad = self.bad_image_paths()
+        if len(bad) > self._reported_bad:
+            self._reported_bad = len(bad)
+            warnings.warn(
+                f"skipped {len(bad)} unreadable image(s) under data.root={self.root}, e.g. {bad[0]}",
+                stacklevel=2,
+            )
