@@ -88,6 +88,30 @@ def test_rerank_stages_match_bruteforce_funnel(data):
     assert np.all(np.diff(scores, axis=1) <= 0)
 
 
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+@pytest.mark.parametrize("kind", ["mrl", "gaussian"])
+def test_bound_pruning_changes_nothing(data, metric, kind):
+    db, _, q, _ = data
+    if kind == "gaussian":  # no energy decay along the coordinates: the bound prunes (almost) nothing
+        rng = np.random.default_rng(0)
+        db = rng.standard_normal(db.shape).astype(np.float32)
+        q = rng.standard_normal(q.shape).astype(np.float32)
+    for funnel, k in (([(16, 200), (128, 1)], 1), ([(8, 300), (128, 10)], 10), ([(8, 300), (128, 40)], 5)):
+        s_on, i_on = AdaptiveRetriever(db, funnel, metric=metric).search(q, k)
+        s_off, i_off = AdaptiveRetriever(db, funnel, metric=metric, prune=False).search(q, k)
+        np.testing.assert_array_equal(i_on, i_off)
+        np.testing.assert_array_equal(s_on, s_off)
+    if kind == "mrl":  # ... and on front-loaded data it skips most candidates
+        r = AdaptiveRetriever(db, [(16, 200), (128, 1)], metric=metric)
+        q_head, q_full = q[:, :16].copy(), q.copy()
+        if metric == "cosine":
+            faiss.normalize_L2(q_head)
+            faiss.normalize_L2(q_full)
+        _, shortlist = r.index.search(q_head, 200)
+        kept = r._prune(q_full, r._stage_bounds[0], shortlist, 1, metric == "l2") >= 0
+        assert kept.mean() < 0.6  # measured 0.42 (cosine), 0.07 (ip), 0.40 (l2) at 128 dims, head 16
+
+
 def test_funnel_recall_on_mrl_like_data(data):
     db, db_y, q, q_y = data
     _, exact = exact_search(db, q, 10)

@@ -182,7 +182,7 @@ def evaluate_classifier(cfg, module, datamodule, ckpt: Path, out: Path) -> dict[
         prefix = "eval/" if metric == "cosine" else f"eval/{metric}_"
         knn = knn_metrics(db["embeddings"], db["labels"], query["embeddings"], query["labels"], sizes,
                           metric=metric, ks=[k for k in cfg.knn.ks if k <= len(db["labels"])],
-                          map_k=cfg.knn.map_k)
+                          map_k=min(cfg.knn.map_k, len(db["labels"])))
         metrics.update({prefix + k: v for k, v in knn.items()})
     if cfg.baselines.enabled and (kind == "standard" or cfg.baselines.all_heads):
         base = baseline_curves(db["embeddings"], db["labels"], query["embeddings"], query["labels"], sizes,

@@ -38,9 +38,7 @@ def bytes_per_vector(m: int, dtype="fp32") -> int:
     return (bits + 7) // 8
 
 
-def storage_table(
-    sizes: Sequence[int], n_vectors: int, dtypes: Sequence[str] = ("fp32", "fp16", "int8")
-) -> list[dict]:
+def storage_table(sizes: Sequence[int], n_vectors: int, dtypes: Sequence[str] = ("fp32", "fp16", "int8")) -> list[dict]:
     """One row per (size, dtype): ``size``, ``dtype``, ``bytes_per_vector``, ``total_bytes``,
     ``total_mib`` and ``fraction_of_full`` (relative to the largest size in fp32)."""
     full = bytes_per_vector(max(sizes), "fp32") * n_vectors
