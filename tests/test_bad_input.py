@@ -18,10 +18,11 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import FAST, ROOT
 from mrl.checkpoints import load_module
 from mrl.experiment import build_datamodule, build_model, run_training
 from mrl.module import MatryoshkaModule
+
+from conftest import FAST, ROOT
 
 CHECKPOINTS = ["callbacks=default", "callbacks.rich_progress_bar=null", "callbacks.rich_model_summary=null",
                "callbacks.learning_rate_monitor=null"]

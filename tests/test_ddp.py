@@ -11,9 +11,10 @@ import sys
 import lightning as L
 import pytest
 
-from conftest import FAST, ROOT
 from mrl.checkpoints import load_module
 from mrl.data import SyntheticDataModule
+
+from conftest import FAST, ROOT
 
 # Sizes divisible by 2 processes x batch size: DistributedSampler pads nothing, every sample counts once.
 DATA = {"image_size": 16, "train_size": 256, "val_size": 128, "batch_size": 32, "seed": 0}

@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mrl.callbacks import curve_rows, print_curve
+from mrl.checkpointing import latest_resume_checkpoint
 from mrl.io import atomic_write_text, write_json
 from mrl.wandb_setup import ensure_wandb_mode, stable_run_id
 
@@ -107,10 +108,10 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
             raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path!r}: no such checkpoint file")
         log.info("Resuming from ckpt_path=%s", path)
         return str(path)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if last.is_file():
-        log.info("Resuming from %s (this run directory already holds a checkpoint)", last)
-        return str(last)
+    latest = latest_resume_checkpoint(run_dir)
+    if latest is not None:
+        log.info("Resuming from %s (this run directory already holds a checkpoint)", latest)
+        return str(latest)
     return None
 
 
@@ -153,6 +154,8 @@ def collect_results(cfg, trainer, model, datamodule, run_dir: Path) -> dict[str,
     """Validate (and test) the best checkpoint and write the final per-size metrics to results.json."""
     fast = bool(cfg.trainer.get("fast_dev_run"))
     best = None if fast else (getattr(trainer.checkpoint_callback, "best_model_path", "") or None)
+    if best is None and not cfg.get("train", True) and cfg.get("ckpt_path"):
+        best = str(cfg.ckpt_path)  # evaluate-only: the given checkpoint, not fresh weights
     metrics: dict[str, float] = {}
     if cfg.get("train", True) or cfg.get("ckpt_path"):
         metrics.update(_numbers(trainer.validate(model, datamodule=datamodule, ckpt_path=best,

@@ -131,12 +131,14 @@ class MatryoshkaModule(L.LightningModule):
                 "Lower model.optimizer.lr or enable gradient clipping (trainer.gradient_clip_val)."
             )
         on_step = split == "train"
+        sync = split != "train"  # epoch-level validation/test losses are averaged over processes
         batch_size = y.shape[0]
-        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=batch_size,
+                 sync_dist=sync)
         detached = logits.detach()
         for i, m in enumerate(self.sizes):
             self.log(f"{split}/loss@{m}", per_size[i].detach(), on_step=on_step, on_epoch=True,
-                     batch_size=batch_size)
+                     batch_size=batch_size, sync_dist=sync)
             for name in ("top1", "top5"):
                 metric = self.metrics[f"{split}_acc"][name][i]
                 metric(detached[i], y)

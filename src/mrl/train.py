@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import re
+import sys
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from mrl.experiment import optimized_metric, run_training
+from mrl.nesting import NestingError
 from mrl.sweep import record_failure
+
+CONFIG_ERRORS = (NestingError, ValueError, FileNotFoundError, NotADirectoryError)
+
+
+def is_config_error(error: BaseException) -> bool:
+    """The framework's own config errors: one line that starts with the offending ``key=value``."""
+    return isinstance(error, CONFIG_ERRORS) and re.match(r"^[\w.\[\]]+=", str(error)) is not None
 
 
 @hydra.main(config_path="../../conf", config_name="train", version_base="1.3")
@@ -20,6 +31,10 @@ def main(cfg: DictConfig) -> float | None:
         if HydraConfig.get().mode.name == "MULTIRUN":
             record_failure(run_dir, error)
             return float("nan")
+        if is_config_error(error):
+            # A config mistake: the one-line message is the whole story, no traceback.
+            print(f"{type(error).__name__}: {error}", file=sys.stderr)
+            sys.exit(1)
         raise
 
 

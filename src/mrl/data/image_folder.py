@@ -168,7 +168,7 @@ class ImageFolderDataModule(ImageDataModule):
                     f"data.{key}={self.split_dirs[split]} has different classes from "
                     f"{self.split_dirs['train']}: missing {missing}, extra {extra}; both need the same class folders"
                 )
-        for split, split_dir in self.split_dirs.items():
+        for split_dir in self.split_dirs.values():
             for c in classes:
                 if next(_iter_images(str(split_dir / c)), None) is None:
                     raise FileNotFoundError(
