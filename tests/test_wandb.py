@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from mrl.experiment import run_training
 from mrl.wandb_setup import ensure_wandb_mode, stable_run_id
@@ -23,6 +24,11 @@ def test_offline_run_summary_holds_every_size(make_cfg, tmp_path):
     files = run_files(tmp_path / "run")
     assert len(files) == 1
     run = read_run(files[0])
+    for _ in range(40):  # the W&B service may still be writing the final summary record
+        if run["summary"]:
+            break
+        time.sleep(0.5)
+        run = read_run(files[0])
     for m in results["sizes"]:
         assert f"val/top1@{m}" in run["summary"]
         assert f"val/top5@{m}" in run["summary"]
