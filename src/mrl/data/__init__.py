@@ -5,7 +5,8 @@ Every module exposes `num_classes`, `in_chans` and `name` after construction, `c
 `train/val/test_dataloader()` plus `eval_dataloader(split)` (non-shuffled, eval transforms).
 """
 
-from mrl.data.digits import DigitsDataModule, ImageDataModule
+from mrl.data.base import ImageDataModule
+from mrl.data.digits import DigitsDataModule
 from mrl.data.image_folder import ImageFolderDataModule, SafeImageDataset
 from mrl.data.synthetic import SyntheticDataModule
 from mrl.data.torchvision_sets import SETS as TORCHVISION_SETS

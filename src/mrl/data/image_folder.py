@@ -18,7 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
-from mrl.data.digits import ImageDataModule, fit_channels
+from mrl.data.base import ImageDataModule, fit_channels
 
 _BAD_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 
-from mrl.data.digits import ImageDataModule
+from mrl.data.base import ImageDataModule
 
 
 def _prototypes(num_classes: int, in_chans: int, size: int, generator: torch.Generator) -> torch.Tensor:

@@ -57,6 +57,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from mrl.data.base import SPLITS
+
 __all__ = [
     "BUILTIN",
     "PYTHON_DOCS_CLASSES",
@@ -68,7 +70,6 @@ __all__ = [
     "read_table",
 ]
 
-SPLITS = ("train", "val", "test")
 BUILTIN = "builtin:python-docs"
 FILE_TYPES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from torchvision import datasets
 from torchvision import transforms as T
 
-from mrl.data.digits import ImageDataModule, fit_channels
+from mrl.data.base import ImageDataModule, fit_channels
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,126 @@
+"""The contract every image data module follows: loaders for train/val/test, an ordered eval loader for
+exporting embeddings, and the backbone's timm data config received before setup."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+SPLITS = ("train", "val", "test")
+
+
+def fit_channels(values: Any, in_chans: int) -> tuple[float, ...]:
+    """Per-channel stats (mean or std) for `in_chans` channels: kept if the length matches, averaged to
+    one value for a single channel, a single value repeated otherwise."""
+    vals = tuple(float(v) for v in (values if isinstance(values, (list, tuple)) else [values]))
+    if len(vals) == in_chans:
+        return vals
+    if len(vals) == 1:
+        return vals * in_chans
+    avg = sum(vals) / len(vals)
+    return (avg,) * in_chans
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Base class: loaders, data-config handling and the `eval_dataloader(split)` contract.
+
+    Subclasses set `num_classes`, `in_chans` and `name` in `__init__`, implement `_build()` (called once
+    by `setup`, fills `class_names`) and `_dataset(split, train)` returning a map-style dataset of
+    `(float[C,H,W], int)` pairs for split in {"train", "val", "test"}.
+    """
+
+    num_classes: int
+    in_chans: int
+    name: str
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if int(batch_size) < 1:
+            raise ValueError(f"data.batch_size={batch_size} is invalid; use a positive integer")
+        if int(num_workers) < 0:
+            raise ValueError(f"data.num_workers={num_workers} is invalid; use 0 or a positive integer")
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.pin_memory = bool(pin_memory)
+        self.persistent_workers = bool(persistent_workers)
+        self.seed = int(seed)
+        self.data_config: dict[str, Any] | None = None
+        self.class_names: list[str] = []
+        self._built = False
+
+    # ----------------------------------------------------------------- configuration
+    def set_data_config(self, cfg: dict[str, Any] | None) -> None:
+        """Receive the backbone's resolved timm data config (input_size, mean, std, interpolation, crop_pct).
+
+        Meant to be called before `setup`; a different config after it makes the next `setup` rebuild.
+        """
+        new = dict(cfg) if cfg is not None else None
+        if self._built and new != self.data_config:
+            self._built = False
+            getattr(self, "_datasets", {}).clear()
+        self.data_config = new
+
+    def _config_size(self, image_size: int | tuple[int, int] | None, default: int) -> tuple[int, int]:
+        """(H, W): the explicit image_size if given, else the data config's input size, else default."""
+        if image_size is not None:
+            if isinstance(image_size, int):
+                return (image_size, image_size)
+            h, w = image_size
+            return (int(h), int(w))
+        if self.data_config and self.data_config.get("input_size") is not None:
+            size = self.data_config["input_size"]
+            return (int(size[-2]), int(size[-1]))
+        return (default, default)
+
+    # ----------------------------------------------------------------- lifecycle
+    def setup(self, stage: str | None = None) -> None:
+        if not self._built:
+            self._build()
+            self._built = True
+
+    def _build(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _dataset(self, split: str, train: bool) -> Dataset:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- loaders
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            drop_last=False,
+            generator=generator,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        return self._loader(self._dataset("train", train=True), shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.eval_dataloader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.eval_dataloader("test")
+
+    def eval_dataloader(self, split: str) -> DataLoader:
+        """Non-shuffled loader with eval transforms over `split` (train, val or test)."""
+        if split not in SPLITS:
+            raise ValueError(f"split={split!r} is not a data split; valid: {', '.join(SPLITS)}")
+        self.setup(split)
+        return self._loader(self._dataset(split, train=False), shuffle=False)
