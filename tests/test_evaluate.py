@@ -112,3 +112,19 @@ def test_mrl_short_prefix_beats_truncated_standard(trained_runs):
     _, runs = trained_runs
     mrl, std = runs["mrl"][2]["metrics"], runs["standard"][2]["metrics"]
     assert mrl["eval/knn_top1@8"] > std["eval/knn_top1@8"] + 0.03
+
+
+def test_eval_goes_to_the_training_runs_wandb_run(trained_runs, monkeypatch):
+    from mrl.wandb_setup import stable_run_id
+
+    from wandb_records import read_finished_run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = trained_runs[1]["mrl"][0]
+    evaluate(eval_cfg(run_dir, wandb=True))
+    files = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    assert files
+    run = read_finished_run(files[-1])
+    assert run["run_id"] == stable_run_id(run_dir)
+    assert "eval/knn_top1@8" in run["summary"]
+    assert any(k.startswith("eval/funnel_retrieval") for k in run["history_keys"])

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import time
 
 from mrl.experiment import run_training
 from mrl.wandb_setup import ensure_wandb_mode, stable_run_id
 
-from wandb_records import read_run
+from wandb_records import read_finished_run, read_run
 
 WANDB_ARGS = ["logger=wandb", "callbacks=default", "callbacks.rich_progress_bar=null",
               "callbacks.rich_model_summary=null"]
@@ -23,12 +22,7 @@ def test_offline_run_summary_holds_every_size(make_cfg, tmp_path):
     results = run_training(cfg, cfg.paths.output_dir)
     files = run_files(tmp_path / "run")
     assert len(files) == 1
-    run = read_run(files[0])
-    for _ in range(40):  # the W&B service may still be writing the final summary record
-        if run["summary"]:
-            break
-        time.sleep(0.5)
-        run = read_run(files[0])
+    run = read_finished_run(files[0])
     for m in results["sizes"]:
         assert f"val/top1@{m}" in run["summary"]
         assert f"val/top5@{m}" in run["summary"]

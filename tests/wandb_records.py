@@ -58,3 +58,15 @@ def read_run(path: str | Path) -> dict:
             for item in record.config.update:
                 config[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
     return {"summary": summary, "history_keys": history_keys, "config": config, "run_id": run_id}
+
+
+def read_finished_run(path: str | Path, timeout: float = 20.0) -> dict:
+    """``read_run`` once the summary is there: the W&B service may still be writing its last records."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    run = read_run(path)
+    while not run["summary"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+        run = read_run(path)
+    return run

@@ -211,7 +211,33 @@ def evaluate_classifier(cfg, module, datamodule, ckpt: Path, out: Path) -> dict[
         "storage": storage,
     }
     write_outputs(out, results, metrics, sizes, cascade, funnels, storage)
+    if cfg.get("wandb"):
+        log_to_wandb(results, out, ckpt)
     return results
+
+
+def log_to_wandb(results: dict, out: Path, ckpt: Path) -> None:
+    """Add the evaluation to the training run's W&B run (same id, resumed): metrics in the summary,
+    the per-size, cascade and funnel tables, and the charts."""
+    import wandb
+
+    from mrl.wandb_setup import ensure_wandb_mode, stable_run_id
+
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else out.parent
+    ensure_wandb_mode(run_dir)
+    run = wandb.init(project="mrl", id=stable_run_id(run_dir), resume="allow", dir=str(run_dir))
+    header, rows = per_size_table(results["metrics"], results["sizes"])
+    payload = {"eval/per_size": wandb.Table(columns=header, data=rows)}
+    for key in ("adaptive_classification", "funnel_retrieval"):
+        if results.get(key):
+            columns = [c for c in results[key][0] if not isinstance(results[key][0][c], (dict, list))]
+            payload[f"eval/{key}"] = wandb.Table(columns=columns, data=[[r[c] for c in columns]
+                                                                        for r in results[key]])
+    for image in sorted(out.glob("*.png")):
+        payload[f"eval/{image.stem}"] = wandb.Image(str(image))
+    run.log(payload)
+    run.summary.update(results["metrics"])
+    run.finish()
 
 
 # ------------------------------------------------------------------------------------------- outputs
