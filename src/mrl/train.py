@@ -10,10 +10,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from mrl.experiment import optimized_metric, run_training
-from mrl.nesting import NestingError
 from mrl.sweep import record_failure
 
-CONFIG_ERRORS = (NestingError, ValueError, FileNotFoundError, NotADirectoryError)
+CONFIG_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError)  # NestingError is a ValueError
 
 
 def is_config_error(error: BaseException) -> bool:
