@@ -60,34 +60,3 @@ def test_api_key_means_online(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     assert ensure_wandb_mode(tmp_path) == "online"
-
-
-def test_start_run_waits_while_a_killed_run_still_holds_the_id():
-    from mrl.wandb_setup import start_run
-
-    class HeldTwice:
-        calls = 0
-
-        @property
-        def experiment(self):
-            self.calls += 1
-            if self.calls <= 2:
-                raise RuntimeError("run ID 1234abcd is in use")
-            return "run"
-
-    logger = HeldTwice()
-    assert start_run(logger, wait=0.01) == "run" and logger.calls == 3
-
-
-def test_start_run_reraises_other_errors():
-    import pytest
-
-    from mrl.wandb_setup import start_run
-
-    class Broken:
-        @property
-        def experiment(self):
-            raise RuntimeError("permission denied")
-
-    with pytest.raises(RuntimeError, match="permission denied"):
-        start_run(Broken(), wait=0.01)

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from mrl.callbacks import curve_rows, print_curve
 from mrl.checkpointing import latest_resume_checkpoint
 from mrl.io import atomic_write_text, write_json
-from mrl.wandb_setup import ensure_wandb_mode, stable_run_id, start_run
+from mrl.wandb_setup import ensure_wandb_mode, stable_run_id
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +96,7 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
                 logger_cfg.id = logger_cfg.get("id") or stable_run_id(run_dir)
                 logger_cfg.name = logger_cfg.get("name") or run_dir.name
                 logger_cfg.resume = "allow"
-            logger = instantiate(logger_cfg)
-            start_run(logger)
-        else:
-            logger = instantiate(logger_cfg)
-        loggers.append(logger)
+        loggers.append(instantiate(logger_cfg))
     return loggers
 
 

@@ -6,7 +6,6 @@ import logging
 import netrc
 import os
 import secrets
-import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -46,20 +45,3 @@ def stable_run_id(run_dir: str | os.PathLike) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(run_id + "\n")
     return run_id
-
-
-def start_run(logger, timeout: float = 90.0, wait: float = 2.0):
-    """Start the logger's W&B run, waiting while a killed predecessor's W&B service still holds the id.
-
-    After a SIGKILL the W&B service of the old process can outlive it for a while and refuse the same
-    run id ("run ID ... is in use"); a resumed run waits for it instead of failing.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return logger.experiment
-        except Exception as error:  # wandb raises its own error types, which differ across versions
-            if "in use" not in str(error) or time.monotonic() > deadline:
-                raise
-            log.info("W&B run id is still held by a previous process; retrying in %.0f s", wait)
-            time.sleep(wait)
