@@ -50,6 +50,14 @@ def compose_train(overrides: list[str], output_dir: Path):
     return cfg
 
 
+@pytest.fixture(autouse=True)
+def own_wandb_service(monkeypatch):
+    """Child processes start their own W&B service. An in-process W&B run leaves WANDB_SERVICE in the
+    environment, and a child that inherits it shares this process's service, which then keeps a
+    SIGKILLed child's run id registered ("run ID ... is in use" when the same run resumes)."""
+    monkeypatch.delenv("WANDB_SERVICE", raising=False)
+
+
 @pytest.fixture
 def make_cfg(tmp_path):
     def _make(*overrides: str, fast: bool = True):
