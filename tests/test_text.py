@@ -158,13 +158,21 @@ def test_contrastive_loss_through_module_matches_reference(with_negative):
     torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-5)
 
 
-def _train(module, loss_fn, steps, lr):
+def _per_size_before_and_after(module, loss_fn, steps, lr):
+    """Per-size losses (eval mode) before and after ``steps`` AdamW steps on ``loss_fn``."""
+    module.eval()
+    with torch.no_grad():
+        before = loss_fn()
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr)
     module.train()
     for _ in range(steps):
         optimizer.zero_grad()
         loss_fn().sum().backward()
         optimizer.step()
+    module.eval()
+    with torch.no_grad():
+        after = loss_fn()
+    return before, after
 
 
 def test_contrastive_training_lowers_the_loss_at_every_size(minilm):
@@ -176,13 +184,7 @@ def test_contrastive_training_lowers_the_loss_at_every_size(minilm):
     def per_size():
         return module.criterion.per_size(*module.encode_parts(batch))
 
-    module.eval()
-    with torch.no_grad():
-        before = per_size()
-    _train(module, per_size, steps=3, lr=5e-5)
-    module.eval()
-    with torch.no_grad():
-        after = per_size()
+    before, after = _per_size_before_and_after(module, per_size, steps=3, lr=5e-5)
     assert before.shape == after.shape == (len(SIZES),)
     assert torch.all(after < 0.8 * before), (before, after)
 
@@ -196,13 +198,7 @@ def test_classification_training_lowers_the_loss_at_every_size(minilm):
     def per_size():
         return module.criterion.per_size(module(x), y)
 
-    module.eval()
-    with torch.no_grad():
-        before = per_size()
-    _train(module, per_size, steps=3, lr=1e-3)
-    module.eval()
-    with torch.no_grad():
-        after = per_size()
+    before, after = _per_size_before_and_after(module, per_size, steps=3, lr=1e-3)
     assert torch.all(after < 0.7 * before), (before, after)
 
 

@@ -160,10 +160,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         results = {"checkpoint": str(ckpt), "sizes": module.sizes, "metrics": metrics}
         write_outputs(out, results, {}, [], [], [], [])
         return results
-    return evaluate_classifier(cfg, module, datamodule, ckpt, out)
+    return evaluate_classifier(cfg, module, datamodule, ckpt, run_dir, out)
 
 
-def evaluate_classifier(cfg, module, datamodule, ckpt: Path, out: Path) -> dict[str, Any]:
+def evaluate_classifier(cfg, module, datamodule, ckpt: Path, run_dir: Path, out: Path) -> dict[str, Any]:
     kind = module.hparams.head.get("kind")
     head_sizes = list(module.sizes)
     # Retrieval sizes: the nesting list, or for rigid models the sizes MRL would serve.
@@ -212,18 +212,17 @@ def evaluate_classifier(cfg, module, datamodule, ckpt: Path, out: Path) -> dict[
     }
     write_outputs(out, results, metrics, sizes, cascade, funnels, storage)
     if cfg.get("wandb"):
-        log_to_wandb(results, out, ckpt)
+        log_to_wandb(results, out, run_dir)
     return results
 
 
-def log_to_wandb(results: dict, out: Path, ckpt: Path) -> None:
+def log_to_wandb(results: dict, out: Path, run_dir: Path) -> None:
     """Add the evaluation to the training run's W&B run (same id, resumed): metrics in the summary,
     the per-size, cascade and funnel tables, and the charts."""
     import wandb
 
     from mrl.wandb_setup import ensure_wandb_mode, stable_run_id
 
-    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else out.parent
     ensure_wandb_mode(run_dir)
     run = wandb.init(project="mrl", id=stable_run_id(run_dir), resume="allow", dir=str(run_dir))
     header, rows = per_size_table(results["metrics"], results["sizes"])
