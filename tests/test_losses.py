@@ -131,14 +131,24 @@ def test_contrastive_matches_sentence_transformers(with_negative):
         torch.testing.assert_close(ours.grad, theirs.grad)
 
 
-def test_cross_entropy_extreme_logits_stay_finite():
-    logits = torch.tensor([[[0.0, 300.0, -50.0], [1e4, -1e4, 0.0]]], requires_grad=True)
-    target = torch.tensor([0, 1])
-    loss = MatryoshkaCrossEntropy(label_smoothing=0.1)(logits, target)
-    ref = F.cross_entropy(logits[0], target, label_smoothing=0.1)
-    torch.testing.assert_close(loss, ref)
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_cross_entropy_extreme_logits_stay_exact(label_smoothing):
+    # Row 0's target probability underflows to 0 in float32 (exp(-300)), row 1's is tiny but
+    # representable (exp(-60)), row 2 is ordinary: all must match F.cross_entropy.
+    logits = torch.tensor(
+        [[[0.0, 300.0, -50.0], [1e4, -1e4, 0.0], [0.3, -0.2, 0.1]],
+         [[0.0, 60.0, 1.0], [2.0, 1.0, 0.0], [-1e4, 1e4, 0.0]]],
+        requires_grad=True,
+    )
+    target = torch.tensor([0, 1, 0])
+    crit = MatryoshkaCrossEntropy(label_smoothing=label_smoothing)
+    loss = crit(logits, target)
+    ref_logits = logits.detach().clone().requires_grad_()
+    ref = [F.cross_entropy(ref_logits[g], target, label_smoothing=label_smoothing) for g in range(2)]
+    torch.testing.assert_close(crit.last_per_size, torch.stack(ref).detach())
     loss.backward()
-    assert torch.isfinite(logits.grad).all()
+    sum(ref).backward()
+    torch.testing.assert_close(logits.grad, ref_logits.grad)
 
 
 def test_cross_entropy_bf16_logits():

@@ -114,18 +114,25 @@ class _SeparatePrefixLinear(torch.autograd.Function):
         sizes, has_bias = ctx.sizes, ctx.has_bias
         need_x = ctx.needs_input_grad[0]
         need_p = ctx.needs_input_grad[3:]
-        grad_x = x.new_zeros(x.shape) if need_x else None
-        grads: list[Tensor | None] = []
-        for g, (m, w) in enumerate(zip(sizes, weights)):
+        grad_x = None
+        grads: list[Tensor | None] = [None] * len(need_p)
+        bias_grads = grad.sum(1) if has_bias and any(need_p[1::2]) else None
+        for g in reversed(range(len(sizes))):  # widest first: its weight is still cached from forward
+            m, w = sizes[g], weights[g]
             k = 2 * g if has_bias else g
-            if need_x:
+            if need_x and grad_x is None and m == x.shape[1]:
+                grad_x = torch.mm(grad[g], w)  # the full-width size sets every column
+            elif need_x:
+                if grad_x is None:
+                    grad_x = x.new_zeros(x.shape)
                 if m >= _MIN_MM_COLS:
                     grad_x[:, :m].addmm_(grad[g], w)
                 else:
                     grad_x[:, :m] += _mm_into(grad[g], w, x.new_empty(x.shape[0], m))
-            grads.append(_mm_into(grad[g].t(), x[:, :m], w.new_empty(w.shape)) if need_p[k] else None)
-            if has_bias:
-                grads.append(grad[g].sum(0) if need_p[k + 1] else None)
+            if need_p[k]:
+                grads[k] = _mm_into(grad[g].t(), x[:, :m], w.new_empty(w.shape))
+            if has_bias and need_p[k + 1]:
+                grads[k + 1] = bias_grads[g]
         return (grad_x, None, None, *grads)
 
 

@@ -19,35 +19,47 @@ __all__ = ["MatryoshkaContrastiveLoss", "MatryoshkaCrossEntropy"]
 
 
 class _SoftmaxCrossEntropy(torch.autograd.Function):
-    """Per-row cross-entropy ``[N, C], [N] -> [N]`` that keeps the softmax for its backward pass.
+    """Mean cross-entropy of every size, ``logits[G, B, C], target[B] -> [G]``, keeping the softmax.
 
-    Same values and gradients as ``F.cross_entropy(..., reduction="none")`` with label smoothing,
-    but one exponential pass instead of two: the log-sum-exp comes from the softmax itself,
-    ``lse = max(logits) - log(max(softmax))`` (the largest probability is >= 1/C, so it never
-    underflows), and the backward pass is ``(softmax - smoothed one-hot) * grad``.
+    Same values and gradients as ``F.cross_entropy`` (with label smoothing) on each ``logits[g]``,
+    with one exponential pass instead of two. On the CPU the loss is ``-log(softmax[target])``, read
+    off the softmax itself; rows whose target probability underflows (below ``1e-30``) are redone
+    from the logits. Elsewhere (no host sync wanted) it is ``lse - logits[target]`` with
+    ``lse = max(logits) - log(max(softmax))`` (the largest probability is >= 1/C, so never 0).
+    The backward pass turns the saved softmax into ``(softmax - smoothed one-hot) * grad / B``.
     """
 
     @staticmethod
     def forward(ctx, logits: Tensor, target: Tensor, label_smoothing: float) -> Tensor:
         x = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
-        probs = torch.softmax(x, dim=1)
-        lse = x.amax(dim=1) - probs.amax(dim=1).log()
-        loss = lse - x.gather(1, target[:, None]).squeeze(1)
-        if label_smoothing:
-            smooth = lse - x.mean(dim=1)  # mean over classes of -log_softmax
-            loss = (1.0 - label_smoothing) * loss + label_smoothing * smooth
-        ctx.save_for_backward(probs, target)
+        probs = torch.softmax(x, dim=-1)
+        index = target.view(1, -1, 1).expand(x.shape[0], -1, 1)
+        if x.device.type == "cpu" and not label_smoothing:
+            loss = probs.gather(-1, index).squeeze(-1).log_().neg_()
+            lost = loss > 69.0  # -log(1e-30): the probability may have underflowed
+            if bool(lost.any()):
+                rows = x[lost]
+                loss[lost] = torch.logsumexp(rows, dim=-1) - x.gather(-1, index).squeeze(-1)[lost]
+        else:
+            lse = x.amax(dim=-1) - probs.amax(dim=-1).log()
+            loss = lse - x.gather(-1, index).squeeze(-1)
+            if label_smoothing:
+                smooth = lse - x.mean(dim=-1)  # mean over classes of -log_softmax
+                loss = (1.0 - label_smoothing) * loss + label_smoothing * smooth
+        ctx.save_for_backward(probs, index)
         ctx.label_smoothing, ctx.dtype = label_smoothing, logits.dtype
-        return loss  # float32 for half-precision logits, as F.cross_entropy under autocast
+        return loss.mean(dim=-1)  # float32 for half-precision logits, as F.cross_entropy under autocast
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_loss: Tensor):
-        probs, target = ctx.saved_tensors
+        probs, index = ctx.saved_tensors
         eps = ctx.label_smoothing
-        scale = grad_loss.to(probs.dtype).contiguous()[:, None]
-        grad = (probs - eps / probs.shape[1]) * scale if eps else probs * scale
-        grad.scatter_add_(1, target[:, None], -(1.0 - eps) * scale)
+        scale = (grad_loss.to(probs.dtype) / probs.shape[1]).view(-1, 1, 1)
+        grad = probs  # reused in place: a fresh [G, B, C] buffer costs more (page faults) than the math
+        if eps:
+            grad.sub_(eps / probs.shape[-1])
+        grad.mul_(scale).scatter_add_(-1, index, (-(1.0 - eps) * scale).expand(index.shape))
         return grad.to(ctx.dtype), None, None
 
 
@@ -81,7 +93,7 @@ class MatryoshkaCrossEntropy(_WeightedSizes):
     """``sum_g w_g * CrossEntropy(logits[g], target)`` over nested logits ``[G, B, C]``.
 
     ``target`` is class indices ``[B]`` or class probabilities ``[B, C]`` (mixup / cutmix).
-    All G cross-entropies run as one fused call on the ``[G*B, C]`` view.
+    All G cross-entropies run as one fused call.
     """
 
     def __init__(self, weights: Sequence[float] | None = None, label_smoothing: float = 0.0):
@@ -92,16 +104,13 @@ class MatryoshkaCrossEntropy(_WeightedSizes):
         """Mean cross-entropy of each size: ``Tensor[G]``."""
         if logits.dim() != 3:
             raise ValueError(f"logits must be [G, B, C] (sizes, batch, classes), got {list(logits.shape)}")
-        g, b, c = logits.shape
         if target.dim() == 1:  # class indices: the fused softmax cross-entropy
-            losses = _SoftmaxCrossEntropy.apply(
-                logits.reshape(g * b, c), target.repeat(g), self.label_smoothing
-            )
-        else:  # class probabilities
-            soft = target.unsqueeze(0).expand(g, b, c).reshape(g * b, c)
-            losses = F.cross_entropy(
-                logits.reshape(g * b, c), soft, reduction="none", label_smoothing=self.label_smoothing
-            )
+            return _SoftmaxCrossEntropy.apply(logits, target, self.label_smoothing)
+        g, b, c = logits.shape  # class probabilities
+        soft = target.unsqueeze(0).expand(g, b, c).reshape(g * b, c)
+        losses = F.cross_entropy(
+            logits.reshape(g * b, c), soft, reduction="none", label_smoothing=self.label_smoothing
+        )
         return losses.view(g, b).mean(1)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
