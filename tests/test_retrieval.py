@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
+import torch
 
 from mrl.eval.synthetic import coordinate_profiles, make_mrl_like, make_mrl_split
-from mrl.retrieval import AdaptiveRetriever, exact_search, validate_funnel
+from mrl.retrieval import AdaptiveRetriever, FlatIndex, exact_search, validate_funnel
 
 faiss = pytest.importorskip("faiss")
 
@@ -59,21 +60,47 @@ def test_single_full_stage_equals_faiss_flat_l2(data):
     np.testing.assert_array_equal(scores, ref_s)
 
 
-def test_flat_stage_equals_default_faiss_beyond_one_tile():
-    # more rows than one enlarged BLAS tile (65536), compared with FAISS at its default tiling
-    x = np.random.default_rng(0).standard_normal((70_000, 16)).astype(np.float32)
-    q = np.random.default_rng(1).standard_normal((50, 16)).astype(np.float32)
+def test_wide_flat_stage_equals_default_faiss_beyond_one_tile():
+    # more rows than one enlarged BLAS tile (32768), compared with FAISS at its default tiling
+    x = np.random.default_rng(0).standard_normal((70_000, 96)).astype(np.float32)
+    q = np.random.default_rng(1).standard_normal((50, 96)).astype(np.float32)
     defaults = (faiss.cvar.distance_compute_blas_query_bs, faiss.cvar.distance_compute_blas_database_bs)
-    scores, ids = AdaptiveRetriever(x, [(16, 20)], metric="ip").search(q, 20)
+    scores, ids = AdaptiveRetriever(x, [(96, 20)], metric="ip").search(q, 20)
     assert (
         faiss.cvar.distance_compute_blas_query_bs,
         faiss.cvar.distance_compute_blas_database_bs,
     ) == defaults
-    ref = faiss.IndexFlatIP(16)
+    ref = faiss.IndexFlatIP(96)
     ref.add(x)
     ref_s, ref_i = ref.search(q, 20)
     np.testing.assert_array_equal(ids, ref_i)
     np.testing.assert_array_equal(scores, ref_s)
+
+
+@pytest.mark.parametrize("l2", [False, True])
+def test_narrow_flat_scan_matches_faiss(l2):
+    # 16 dims: torch product tiles + FAISS heaps; several query and row tiles, a ragged last tile
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40_000, 16)).astype(np.float32)
+    q = rng.standard_normal((300, 16)).astype(np.float32)
+    index = FlatIndex(x, l2=l2)
+    assert index.faiss_index is None
+    threads = torch.get_num_threads()
+    scores, ids = index.search(q, 25, q_block=128, db_block=7000)
+    assert torch.get_num_threads() == threads
+    ref = faiss.IndexFlatL2(16) if l2 else faiss.IndexFlatIP(16)
+    ref.add(x)
+    ref_s, ref_i = ref.search(q, 25)
+    np.testing.assert_array_equal(ids, ref_i)
+    np.testing.assert_allclose(scores, ref_s, rtol=1e-5, atol=1e-4)
+    # fewer rows than k: FAISS's sentinels (-1 ids) fill the tail, as IndexFlat does
+    small = FlatIndex(x[:5], l2=l2)
+    s_small, i_small = small.search(q[:3], 8)
+    ref_small = faiss.IndexFlatL2(16) if l2 else faiss.IndexFlatIP(16)
+    ref_small.add(x[:5])
+    r_s, r_i = ref_small.search(q[:3], 8)
+    np.testing.assert_array_equal(i_small, r_i)
+    np.testing.assert_allclose(s_small, r_s, rtol=1e-5, atol=1e-4)
 
 
 def test_rerank_stages_match_bruteforce_funnel(data):

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from mrl.retrieval import flat_search_blocks, prefix
+from mrl.retrieval import FlatIndex, prefix
 
 try:
     import faiss
@@ -118,11 +118,9 @@ def knn_search(
     if metric not in ("cosine", "l2", "ip"):
         raise ValueError(f"metric must be 'cosine', 'l2' or 'ip', got {metric!r}")
     normalize = metric == "cosine"
-    index = faiss.IndexFlatL2(size) if metric == "l2" else faiss.IndexFlatIP(size)
-    index.add(prefix(db, size, normalize))
+    index = FlatIndex(prefix(db, size, normalize), l2=metric == "l2")
     kk = min(k + int(exclude_self), index.ntotal)
-    with flat_search_blocks(index.ntotal):
-        scores, ids = index.search(prefix(queries, size, normalize), kk)
+    scores, ids = index.search(prefix(queries, size, normalize), kk)
     if exclude_self:
         ids, scores = _drop_self(ids, scores, min(k, kk))
     return scores, ids
