@@ -98,11 +98,11 @@ class _SeparatePrefixLinear(torch.autograd.Function):
         weights = params[0::2] if has_bias else params
         biases = params[1::2] if has_bias else [None] * len(weights)
         out = x.new_empty(len(sizes), x.shape[0], weights[0].shape[0])
-        for g, (m, w, b) in enumerate(zip(sizes, weights, biases)):
+        for out_g, m, w, b in zip(out.unbind(0), sizes, weights, biases):
             if b is None:
-                torch.mm(x[:, :m], w.t(), out=out[g])
+                torch.mm(x[:, :m], w.t(), out=out_g)
             else:
-                torch.addmm(b, x[:, :m], w.t(), out=out[g])
+                torch.addmm(b, x[:, :m], w.t(), out=out_g)
         ctx.save_for_backward(x, *weights)
         ctx.sizes, ctx.has_bias = sizes, has_bias
         return out
@@ -116,22 +116,27 @@ class _SeparatePrefixLinear(torch.autograd.Function):
         need_p = ctx.needs_input_grad[3:]
         grad_x = None
         grads: list[Tensor | None] = [None] * len(need_p)
-        bias_grads = grad.sum(1) if has_bias and any(need_p[1::2]) else None
+        grad_g = grad.unbind(0)
+        bias_grads = grad.sum(1).unbind(0) if has_bias and any(need_p[1::2]) else None
+        step = 2 if has_bias else 1
         for g in reversed(range(len(sizes))):  # widest first: its weight is still cached from forward
-            m, w = sizes[g], weights[g]
-            k = 2 * g if has_bias else g
+            m, w, k = sizes[g], weights[g], step * g
             if need_x and grad_x is None and m == x.shape[1]:
-                grad_x = torch.mm(grad[g], w)  # the full-width size sets every column
+                grad_x = torch.mm(grad_g[g], w)  # the full-width size sets every column
             elif need_x:
                 if grad_x is None:
                     grad_x = x.new_zeros(x.shape)
                 if m >= _MIN_MM_COLS:
-                    grad_x[:, :m].addmm_(grad[g], w)
+                    grad_x[:, :m].addmm_(grad_g[g], w)
                 else:
-                    grad_x[:, :m] += _mm_into(grad[g], w, x.new_empty(x.shape[0], m))
+                    grad_x[:, :m] += _mm_into(grad_g[g], w, x.new_empty(x.shape[0], m))
             if need_p[k]:
-                grads[k] = _mm_into(grad[g].t(), x[:, :m], w.new_empty(w.shape))
-            if has_bias and need_p[k + 1]:
+                grads[k] = (
+                    torch.mm(grad_g[g].t(), x[:, :m])
+                    if m >= _MIN_MM_COLS
+                    else _mm_into(grad_g[g].t(), x[:, :m], w.new_empty(w.shape))
+                )
+            if bias_grads is not None and need_p[k + 1]:
                 grads[k + 1] = bias_grads[g]
         return (grad_x, None, None, *grads)
 
