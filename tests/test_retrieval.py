@@ -101,6 +101,10 @@ def test_narrow_flat_scan_matches_faiss(l2):
     r_s, r_i = ref_small.search(q[:3], 8)
     np.testing.assert_array_equal(i_small, r_i)
     np.testing.assert_allclose(s_small, r_s, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match=r"queries must be \[Q, 16\]"):
+        index.search(q[:, :8], 5)
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        index.search(q, 0)
 
 
 def test_rerank_stages_match_bruteforce_funnel(data):

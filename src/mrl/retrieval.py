@@ -163,6 +163,8 @@ class FlatIndex:
     def __init__(self, x: np.ndarray, l2: bool) -> None:
         _require_faiss()
         x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[0] == 0:
+            raise ValueError(f"FlatIndex needs a non-empty [N, m] array, got shape {x.shape}")
         self.ntotal, self.d = x.shape
         self.l2 = bool(l2)
         self.faiss_index = None
@@ -178,6 +180,10 @@ class FlatIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(scores[Q, k], ids[Q, k])`` best first, FAISS conventions (``-1`` ids when ``k > N``)."""
         q = np.ascontiguousarray(q, dtype=np.float32)
+        if q.ndim != 2 or q.shape[1] != self.d:
+            raise ValueError(f"queries must be [Q, {self.d}], got shape {q.shape}")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
         if self.faiss_index is not None:
             with flat_search_blocks(self.ntotal):
                 return self.faiss_index.search(q, k)
