@@ -56,7 +56,7 @@ class _SoftmaxCrossEntropy(torch.autograd.Function):
         probs, index = ctx.saved_tensors
         eps = ctx.label_smoothing
         scale = (grad_loss.to(probs.dtype) / probs.shape[1]).view(-1, 1, 1)
-        grad = probs  # reused in place: a fresh [G, B, C] buffer costs more (page faults) than the math
+        grad = probs  # reused in place: writing a fresh [G, B, C] buffer cost more than the arithmetic
         if eps:
             grad.sub_(eps / probs.shape[-1])
         grad.mul_(scale).scatter_add_(-1, index, (-(1.0 - eps) * scale).expand(index.shape))
