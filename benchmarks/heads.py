@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from mrl.heads import MatryoshkaHead
+from mrl.heads import MatryoshkaHead, _mm_into
 from mrl.losses import MatryoshkaCrossEntropy
 from mrl.nesting import default_nesting
 
@@ -36,7 +36,33 @@ def make_step(head, loss_fn, x, target):
     return step
 
 
-def main(argv=None) -> None:
+def make_products_step(head, x, classes):
+    """MRL's floor: its nine products (forward, input and weight gradients) with no loss or autograd.
+
+    The same matrix shapes as the ``ours MRL`` step (narrow products padded as the head pads them),
+    fresh outputs each time as in training; what that step costs beyond this row is the loss, the
+    bias gradients and the autograd bookkeeping.
+    """
+    weights = [fc.weight.detach() for fc in head.classifiers()]
+    biases = [fc.bias.detach() for fc in head.classifiers()]
+    sizes, xd = head.sizes, x.detach()
+    grad = torch.randn(len(sizes), x.shape[0], classes) / x.shape[0]
+
+    def step():
+        logits = xd.new_empty(len(sizes), xd.shape[0], classes)
+        for out, m, w, b in zip(logits.unbind(0), sizes, weights, biases):
+            torch.addmm(b, xd[:, :m], w.t(), out=out)
+        grad_x = torch.mm(grad[-1], weights[-1])
+        for g in reversed(range(len(sizes))):
+            m = sizes[g]
+            if g < len(sizes) - 1:
+                grad_x[:, :m] += _mm_into(grad[g], weights[g], xd.new_empty(xd.shape[0], m))
+            _mm_into(grad[g].t(), xd[:, :m], weights[g].new_empty(weights[g].shape))
+
+    return step
+
+
+def main(argv=None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--width", type=int, default=2048)
@@ -62,21 +88,21 @@ def main(argv=None) -> None:
     x = torch.randn(args.batch, args.width, requires_grad=True)
     target = torch.randint(0, args.classes, (args.batch,))
     plain = torch.nn.Linear(args.width, args.classes)
+    ours_mrl = MatryoshkaHead(args.width, args.classes, nesting)
     variants = {
         "plain Linear + CE": make_step(plain, lambda logits, y: F.cross_entropy(logits, y), x, target),
         "reference MRL": make_step(NaiveMRLLinear(nesting, args.classes), NaiveMatryoshkaCE(), x, target),
         "reference MRL-E": make_step(
             NaiveMRLLinear(nesting, args.classes, efficient=True), NaiveMatryoshkaCE(), x, target
         ),
-        "ours MRL": make_step(
-            MatryoshkaHead(args.width, args.classes, nesting), MatryoshkaCrossEntropy(), x, target
-        ),
+        "ours MRL": make_step(ours_mrl, MatryoshkaCrossEntropy(), x, target),
         "ours MRL-E": make_step(
             MatryoshkaHead(args.width, args.classes, nesting, efficient=True),
             MatryoshkaCrossEntropy(),
             x,
             target,
         ),
+        "MRL products only": make_products_step(ours_mrl, x, args.classes),
     }
     for step in variants.values():
         for _ in range(args.warmup):
@@ -95,14 +121,17 @@ def main(argv=None) -> None:
     )
     base = times["plain Linear + CE"]
     print(f"{'variant':<20} {'median ms':>10} {'min ms':>8} {'x plain':>8} {'(quartiles)':>13}")
+    ratios = {}
     for name, ts in times.items():
         # ratio to the plain step of the same round, so a machine that slows down for a while
         # (other processes) moves both alike
         q1, ratio, q3 = statistics.quantiles([t / b for t, b in zip(ts, base)], n=4)
+        ratios[name] = ratio
         print(
             f"{name:<20} {statistics.median(ts):>10.2f} {min(ts):>8.2f} {ratio:>8.2f} "
             f"{f'({q1:.2f}-{q3:.2f})':>13}"
         )
+    return ratios
 
 
 if __name__ == "__main__":

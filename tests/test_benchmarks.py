@@ -1,0 +1,42 @@
+"""The benchmark scripts run end to end (tiny shapes; their timings are not checked here)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_heads_benchmark_times_every_variant(capsys):
+    ratios = load("heads").main(["--batch", "8", "--width", "64", "--classes", "100", "--repeats", "4"])
+    assert set(ratios) == {
+        "plain Linear + CE",
+        "reference MRL",
+        "reference MRL-E",
+        "ours MRL",
+        "ours MRL-E",
+        "MRL products only",
+    }
+    assert ratios["plain Linear + CE"] == pytest.approx(1.0)
+    assert all(r > 0 for r in ratios.values())
+    assert "nesting 8..64 (4 sizes)" in capsys.readouterr().out
+
+
+def test_retrieval_benchmark_funnel_finds_the_exact_neighbours():
+    pytest.importorskip("faiss")
+    results = load("retrieval").main(
+        ["--n", "3000", "--dim", "128", "--queries", "40", "--classes", "100", "--repeats", "1",
+         "--shortlist", "100", "--no-hnsw-full"]
+    )  # fmt: skip
+    assert {"exact flat", "funnel flat", "funnel hnsw"} <= set(results)
+    # a 100-candidate shortlist from 16-d prefixes of MRL-like vectors keeps the exact neighbour
+    assert results["funnel flat"]["same_as_exact"] >= 0.95
+    assert results["funnel flat"]["mflops"] < results["exact flat"]["mflops"] / 2
