@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,22 @@ def compose_train(overrides: list[str], output_dir: Path):
         cfg.paths.output_dir = str(output_dir)
         cfg.paths.root_dir = str(ROOT)
     return cfg
+
+
+_OUTER_MAKE_VARIABLES = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "EXP", "SWEEP", "RUN", "DIR", "ARGS"}
+
+
+def run_make(*args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
+    """``make *args`` in the repository, as a user would type it; asserts it succeeds.
+
+    Under ``make test ARGS=... EXP=...`` this process inherits those variables (in the environment
+    and in MAKEFLAGS), and the inner make would take them as its own; they are dropped.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in _OUTER_MAKE_VARIABLES}
+    env["WANDB_MODE"] = "offline"
+    result = subprocess.run(["make", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
 
 
 @pytest.fixture(autouse=True)

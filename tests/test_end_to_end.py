@@ -4,18 +4,10 @@ prefixes beat the standard model's truncated features by a wide margin at 1-NN."
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 
 import pytest
 
-from conftest import ROOT
-
-
-def make(*args: str) -> None:
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    result = subprocess.run(["make", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+from conftest import run_make as make
 
 
 @pytest.mark.slow

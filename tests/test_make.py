@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 
-from conftest import ROOT
+from conftest import run_make
 
 
 def test_make_train_runs_the_default_experiment(tmp_path):
     run_dir = tmp_path / "run"
     args = f"hydra.run.dir={run_dir} trainer.max_epochs=1 print_config=false callbacks.rich_progress_bar=null"
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    result = subprocess.run(["make", "train", f"ARGS={args}"], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    run_make("train", f"ARGS={args}", timeout=900)
     results = json.loads((run_dir / "results.json").read_text())
     assert results["experiment"] == "digits_mrl" and results["head"] == "mrl"
     assert results["sizes"] == [8, 16, 32, 64, 128, 256, 512]
