@@ -1,25 +1,41 @@
 """`make report DIR=...`: gather many runs (MRL, MRL-E, FF, standard) into one table and one chart.
 
-Each training run's ``results.json`` gives its validation accuracy per size; each ``eval/results.json``
-beside it gives 1-NN accuracy per size. Runs with the same head are averaged (seeds), and the
-fixed-feature runs, one per size, join into a single FF curve.
+Each training run's ``results.json`` gives its validation and test accuracy per size; each
+``eval/results.json`` beside it gives 1-NN accuracy and mAP@10 per size. Runs whose resolved configs
+differ only in seeds (and in settings that do not change the result: devices, workers, logging) are
+averaged, with the spread shown; the fixed-feature runs, one per size, join into a single FF curve.
+Runs that differ in anything else (a nesting list, a learning rate, another experiment) get curves
+of their own, labelled by the head and the settings that tell them apart.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import logging
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from mrl.eval.plots import plot_curves
 from mrl.io import atomic_write_text, read_json, write_json
 
 log = logging.getLogger(__name__)
 LABELS = {"mrl": "MRL", "mrl_e": "MRL-E", "ff": "FF", "standard": "standard"}
+
+# The config sections that define what a run measures; other keys below them that do not change
+# the result are ignored when deciding which runs are repeats of one another.
+COMPARED_SECTIONS = ("experiment_name", "data", "model", "trainer")
+IGNORED_KEYS = {
+    "data.num_workers", "data.pin_memory", "data.persistent_workers",
+    "trainer.default_root_dir", "trainer.plugins", "trainer.accelerator", "trainer.devices",
+    "trainer.num_nodes", "trainer.enable_progress_bar", "trainer.enable_model_summary",
+    "trainer.log_every_n_steps", "trainer.num_sanity_val_steps",
+}  # fmt: skip
+FF_SIZE_KEYS = {"model.head.dim", "model.nesting"}  # one FF run per size: together they are one curve
 
 
 def find_runs(root: str | Path) -> list[Path]:
@@ -29,21 +45,67 @@ def find_runs(root: str | Path) -> list[Path]:
     return sorted(p.parent for p in root.rglob("results.json") if p.parent.name != "eval")
 
 
-def gather_curves(run_dirs: list[Path], metric: str = "val/top1", source: str = "train") -> dict:
-    """{label: {size: mean value}} over runs; ``source="eval"`` reads ``eval/results.json``."""
+def run_settings(run_dir: Path) -> dict[str, str]:
+    """The settings that define a run, from its ``config.yaml``: ``{dotted key: value as text}``.
+
+    Seeds and the keys in ``IGNORED_KEYS`` are left out; a run without a config gives ``{}``.
+    """
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return {}
+    config = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, node) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), value)
+        elif prefix.split(".")[-1] != "seed" and prefix not in IGNORED_KEYS:
+            flat[prefix] = node if isinstance(node, str) else json.dumps(node, sort_keys=True)
+
+    walk("", {k: v for k, v in config.items() if k in COMPARED_SECTIONS})
+    return flat
+
+
+def label_runs(run_dirs: list[Path]) -> dict[Path, str]:
+    """A curve label per run: the head's name, plus the settings that differ between runs of that head."""
+    heads = {run: LABELS.get(h, str(h)) for run in run_dirs for h in [read_json(run / "results.json").get("head")]}
+    settings = {}
+    for run in run_dirs:
+        found = run_settings(run)
+        settings[run] = {k: v for k, v in found.items() if not (heads[run] == "FF" and k in FF_SIZE_KEYS)}
+    labels = {}
+    for head in dict.fromkeys(heads.values()):
+        group = [run for run in run_dirs if heads[run] == head]
+        keys = sorted({key for run in group for key in settings[run]})
+        varying = [key for key in keys if len({settings[run].get(key) for run in group}) > 1]
+        for run in group:
+            parts = [f"{key.removeprefix('model.')}={settings[run].get(key)}" for key in varying]
+            labels[run] = " ".join([head, ", ".join(parts)]) if parts else head
+    return labels
+
+
+def gather_values(run_dirs: list[Path], metric: str = "val/top1", source: str = "train",
+                  labels: dict[Path, str] | None = None) -> dict[str, dict[int, list[float]]]:
+    """{label: {size: [value of each run]}}; ``source="eval"`` reads ``eval/results.json``."""
+    labels = labels if labels is not None else label_runs(run_dirs)
     values: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for run_dir in run_dirs:
         path = run_dir / ("eval/results.json" if source == "eval" else "results.json")
         if not path.is_file():
             continue
-        results = read_json(path)
-        train = read_json(run_dir / "results.json")
-        label = LABELS.get(train.get("head"), str(train.get("head")))
-        for key, value in results.get("metrics", {}).items():
+        for key, value in read_json(path).get("metrics", {}).items():
             name, _, size = key.rpartition("@")
             if name == metric and size.isdigit():
-                values[label][int(size)].append(float(value))
-    return {label: {m: float(np.mean(v)) for m, v in sorted(sizes.items())} for label, sizes in values.items()}
+                values[labels[run_dir]][int(size)].append(float(value))
+    return {label: dict(sorted(sizes.items())) for label, sizes in values.items()}
+
+
+def gather_curves(run_dirs: list[Path], metric: str = "val/top1", source: str = "train",
+                  labels: dict[Path, str] | None = None) -> dict[str, dict[int, float]]:
+    """{label: {size: mean over the label's runs}}."""
+    values = gather_values(run_dirs, metric, source, labels)
+    return {label: {m: float(np.mean(v)) for m, v in sizes.items()} for label, sizes in values.items()}
 
 
 def curves_table(curves: dict[str, dict[int, float]]) -> tuple[list[str], list[list]]:
@@ -53,6 +115,16 @@ def curves_table(curves: dict[str, dict[int, float]]) -> tuple[list[str], list[l
     return ["size", *labels], rows
 
 
+def _cell(values: list[float] | None) -> str:
+    """Mean in %, with the standard deviation over runs when there are several."""
+    if not values:
+        return ""
+    mean = 100 * float(np.mean(values))
+    if len(values) == 1:
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ± {100 * float(np.std(values, ddof=1)):.2f}"
+
+
 def write_report(root: str | Path, out: str | Path | None = None, use_wandb: bool = False) -> dict:
     root = Path(root)
     out = Path(out) if out else root
@@ -60,27 +132,41 @@ def write_report(root: str | Path, out: str | Path | None = None, use_wandb: boo
     runs = find_runs(root)
     if not runs:
         raise FileNotFoundError(f"DIR={str(root)!r}: no results.json below it; train (and evaluate) runs first")
+    labels = label_runs(runs)
     sections = {
-        "val_top1": ("val top-1 (trained heads)", gather_curves(runs, "val/top1")),
-        "knn_top1": ("1-NN top-1 (eval, cosine)", gather_curves(runs, "eval/knn_top1", source="eval")),
-        "map10": ("mAP@10 (eval, cosine)", gather_curves(runs, "eval/map@10", source="eval")),
+        "val_top1": ("val top-1 (trained heads)", "val/top1", "train"),
+        "test_top1": ("test top-1 (trained heads)", "test/top1", "train"),
+        "knn_top1": ("1-NN top-1 (eval, cosine)", "eval/knn_top1", "eval"),
+        "map10": ("mAP@10 (eval, cosine)", "eval/map@10", "eval"),
     }
-    lines = [f"# Report: {root}", "", f"{len(runs)} runs. Values in %; runs with the same head are averaged.", ""]
-    report = {"root": str(root), "runs": [str(r) for r in runs], "curves": {}}
-    for key, (title, curves) in sections.items():
-        if not curves:
-            continue
+    groups = {label: [run for run in runs if labels[run] == label] for label in dict.fromkeys(labels.values())}
+    lines = [f"# Report: {root}", "", f"{len(runs)} runs. Values in %: the mean over the runs of each curve, "
+             "± the standard deviation where a curve has several (seeds).", "", "| curve | runs |", "|---|---|"]
+    lines += [f"| {label} | {len(group)}: {', '.join(run.name for run in group)} |" for label, group in groups.items()]
+    lines.append("")
+    report = {"root": str(root), "runs": [str(r) for r in runs], "labels": {str(r): labels[r] for r in runs},
+              "curves": {}, "spread": {}}
+    for key, (title, metric, source) in sections.items():
+        values = gather_values(runs, metric, source, labels)
+        if not values or (key == "test_top1" and values == gather_values(runs, "val/top1", "train", labels)):
+            continue  # data sets without a test split of their own (digits, ImageNet) test on val
+        curves = {label: {m: float(np.mean(v)) for m, v in sizes.items()} for label, sizes in values.items()}
         report["curves"][key] = curves
+        report["spread"][key] = {label: {m: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for m, v in sizes.items()}
+                                 for label, sizes in values.items()}
         header, rows = curves_table(curves)
         with open(out / f"report_{key}.csv", "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(header)
             writer.writerows(rows)
         lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(str(r[0]) if i == 0 else ("" if v is None else f"{100 * v:.2f}")
-                                    for i, v in enumerate(r)) + " |" for r in rows]
+        lines += ["| " + " | ".join([str(m)] + [_cell(values[label].get(m)) for label in header[1:]]) + " |"
+                  for m, *_ in rows]
         lines += ["", f"![{title}](report_{key}.png)", ""]
         plot_curves(curves, out / f"report_{key}.png", title)
+    if not any(key in report["curves"] for key in ("knn_top1", "map10")):
+        lines += ["Retrieval metrics (1-NN, mAP@10) appear here once the runs are evaluated: "
+                  "`make eval RUN=<run directory>`.", ""]
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     write_json(out / "report.json", report)
     if use_wandb:
@@ -89,6 +175,8 @@ def write_report(root: str | Path, out: str | Path | None = None, use_wandb: boo
 
 
 def log_to_wandb(report: dict, out: Path) -> None:
+    """One W&B run (job type "report") with, per section, the table, a line chart of every curve
+    against embedding size, and the matplotlib figure."""
     import wandb
 
     from mrl.wandb_setup import ensure_wandb_mode
@@ -97,7 +185,15 @@ def log_to_wandb(report: dict, out: Path) -> None:
     run = wandb.init(project="mrl", job_type="report", dir=str(out), config={"root": report["root"]})
     for key, curves in report["curves"].items():
         header, rows = curves_table(curves)
-        run.log({f"report/{key}": wandb.Table(columns=header, data=rows),
+        labels = list(curves)
+        chart = wandb.plot.line_series(
+            xs=[list(curves[label]) for label in labels],
+            ys=[[100 * v for v in curves[label].values()] for label in labels],
+            keys=labels,
+            title=key.replace("_", " "),
+            xname="embedding size",
+        )
+        run.log({f"report/{key}": wandb.Table(columns=header, data=rows), f"report/{key}_curves": chart,
                  f"report/{key}_chart": wandb.Image(str(out / f"report_{key}.png"))})
     run.finish()
 

@@ -1,0 +1,80 @@
+"""`make report`: which runs are averaged (seeds), which get curves of their own, and the spread shown."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from mrl.io import write_json
+from mrl.report import label_runs, write_report
+
+from conftest import compose_train
+from wandb_records import read_finished_run
+
+
+def fake_run(root, name, overrides, head, sizes, top1):
+    """A run directory as training leaves it: the resolved config and results.json (values given)."""
+    run = root / name
+    cfg = compose_train(["experiment=digits_mrl", *overrides], run)
+    run.mkdir(parents=True)
+    OmegaConf.save(cfg, run / "config.yaml", resolve=True)
+    metrics = {f"val/top1@{m}": v for m, v in zip(sizes, top1)}
+    metrics |= {f"test/top1@{m}": v for m, v in zip(sizes, top1)}
+    write_json(run / "results.json", {"head": head, "sizes": sizes, "metrics": metrics})
+    return run
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    fake_run(tmp_path, "mrl_s0", ["seed=0"], "mrl", [8, 512], [0.50, 0.90])
+    fake_run(tmp_path, "mrl_s1", ["seed=1", "trainer.devices=2"], "mrl", [8, 512], [0.60, 0.94])
+    fake_run(tmp_path, "mrl_sparse", ["model.nesting=[16,512]"], "mrl", [16, 512], [0.70, 0.91])
+    fake_run(tmp_path, "ff8", ["head=ff", "model.head.dim=8"], "ff", [8], [0.40])
+    fake_run(tmp_path, "ff512", ["head=ff", "model.head.dim=512"], "ff", [512], [0.92])
+    return tmp_path
+
+
+def test_seeds_average_and_other_settings_split(sweep):
+    labels = {run.name: label for run, label in label_runs(sorted(p for p in sweep.iterdir())).items()}
+    assert labels == {
+        "mrl_s0": "MRL nesting=null",
+        "mrl_s1": "MRL nesting=null",
+        "mrl_sparse": "MRL nesting=[16, 512]",
+        "ff8": "FF",
+        "ff512": "FF",
+    }
+    report = write_report(sweep)
+    curves, spread = report["curves"]["val_top1"], report["spread"]["val_top1"]
+    assert curves["MRL nesting=null"] == pytest.approx({8: 0.55, 512: 0.92})
+    assert spread["MRL nesting=null"][8] == pytest.approx(0.0707107, rel=1e-5)  # sample std of 0.50, 0.60
+    assert curves["MRL nesting=[16, 512]"] == pytest.approx({16: 0.70, 512: 0.91})
+    assert curves["FF"] == pytest.approx({8: 0.40, 512: 0.92})
+    text = (sweep / "report.md").read_text()
+    assert "| 8 | 40.00 | 55.00 ± 7.07 |  |" in text
+    assert "| MRL nesting=null | 2: mrl_s0, mrl_s1 |" in text
+    assert "test_top1" not in report["curves"]  # the digits test on val: no second, identical table
+    assert "make eval RUN=" in text  # no retrieval metrics yet: say how to get them
+
+
+def test_runs_of_different_experiments_are_not_averaged(tmp_path):
+    fake_run(tmp_path, "a", [], "mrl", [8], [0.5])
+    fake_run(tmp_path, "b", ["experiment_name=other"], "mrl", [8], [0.7])
+    assert set(write_report(tmp_path)["curves"]["val_top1"]) == {
+        "MRL experiment_name=digits_mrl",
+        "MRL experiment_name=other",
+    }
+
+
+def test_report_goes_to_wandb_as_tables_and_line_charts(sweep):
+    write_report(sweep, use_wandb=True)
+    files = sorted(sweep.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(files) == 1
+    run = read_finished_run(files[0])
+    assert run["summary"]["report/val_top1/_type"] == "table-file"
+    assert run["summary"]["report/val_top1/nrows"] == 3  # sizes 8, 16, 512
+    assert run["summary"]["report/val_top1_chart/_type"] == "image-file"
+    # one line per curve, every point of it: FF (8, 512), MRL dense (8, 512), MRL sparse (16, 512)
+    assert run["summary"]["report/val_top1_curves_table/nrows"] == 6
+    panel = run["config"]["_wandb/visualize/report/val_top1_curves"]["panel_config"]
+    assert panel["panelDefId"] == "wandb/lineseries/v0"
+    assert panel["stringSettings"]["xname"] == "embedding size"
