@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
 from mrl.eval.knn import knn_metrics
-from mrl.eval.runner import evaluate, load_embeddings
+from mrl.eval.runner import evaluate, evaluate_runs, load_embeddings
 from mrl.experiment import run_training
 from mrl.report import write_report
 
@@ -100,6 +101,28 @@ def test_report_puts_all_runs_on_one_chart(trained_runs):
     assert report["curves"]["knn_top1"]["MRL"][8] == pytest.approx(runs["mrl"][2]["metrics"]["eval/knn_top1@8"])
     for name in ("report.md", "report_val_top1.png", "report_knn_top1.png", "report_val_top1.csv"):
         assert (root / name).is_file()
+
+
+def test_eval_of_a_sweep_directory_evaluates_every_run(trained_runs, tmp_path):
+    root, runs = trained_runs
+    sweep = tmp_path / "sweep"
+    for head in ("mrl", "standard"):
+        shutil.copytree(runs[head][0], sweep / f"0_{head}", ignore=shutil.ignore_patterns("eval"))
+    broken = sweep / "1_broken" / "checkpoints"
+    broken.mkdir(parents=True)
+    (broken / "epoch_000.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match=r"1 of 3 runs failed to evaluate; .*1_broken.*not a readable checkpoint"):
+        evaluate_runs(eval_cfg(sweep))
+    for head in ("mrl", "standard"):  # the broken run did not stop the others
+        again = json.loads((sweep / f"0_{head}" / "eval" / "results.json").read_text())["metrics"]
+        assert again["eval/knn_top1@8"] == pytest.approx(runs[head][2]["metrics"]["eval/knn_top1@8"])
+    shutil.rmtree(sweep / "1_broken")
+    assert evaluate_runs(eval_cfg(sweep, skip_evaluated=True)) == []
+    with pytest.raises(ValueError, match="holds 2 runs"):
+        evaluate_runs(eval_cfg(sweep, output_dir=str(tmp_path / "out")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no run"):
+        evaluate_runs(eval_cfg(tmp_path / "empty"))
 
 
 def test_eval_needs_a_run_or_checkpoint():

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mrl.checkpoints import find_checkpoint, load_module
+from mrl.checkpoints import find_checkpoint, find_run_dirs, is_run_collection, load_module
 from mrl.eval.adaptive import cascade_curve
 from mrl.eval.baselines import baseline_curves
 from mrl.eval.knn import knn_metrics
@@ -142,7 +142,42 @@ def build_eval_data(cfg: DictConfig, run_dir: Path, module):
     return datamodule
 
 
+def evaluate_runs(cfg: DictConfig) -> list[dict[str, Any]]:
+    """Evaluate ``run=``; a directory holding several runs (a sweep) has each of them evaluated.
+
+    Every run writes ``<run>/eval/`` as on its own. With ``skip_evaluated`` a run that already has
+    ``eval/results.json`` is left alone (to finish an interrupted pass). A run that fails is logged and
+    the others go on; the failures are raised together at the end.
+    """
+    target = cfg.get("run")
+    if not (target and is_run_collection(target)):
+        return [evaluate(cfg)]
+    runs = find_run_dirs(target)
+    if not runs:
+        raise FileNotFoundError(f"run={str(target)!r}: no run (a directory with checkpoints/*.ckpt) at or below it")
+    if cfg.get("output_dir"):
+        raise ValueError(f"output_dir={cfg.output_dir!r}: run={str(target)!r} holds {len(runs)} runs and each "
+                         "writes its own <run>/eval; leave output_dir=null")
+    results, failed = [], []
+    for i, run in enumerate(runs, 1):
+        if cfg.get("skip_evaluated") and (run / "eval" / "results.json").is_file():
+            log.info("[%d/%d] %s: already evaluated, skipped", i, len(runs), run)
+            continue
+        log.info("[%d/%d] %s", i, len(runs), run)
+        run_cfg = cfg.copy()
+        run_cfg.run = str(run)
+        try:
+            results.append(evaluate(run_cfg))
+        except Exception as error:  # one broken run must not cost the others their evaluation
+            log.error("%s: evaluation failed: %s", run, error)
+            failed.append(f"{run}: {type(error).__name__}: {error}")
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(runs)} runs failed to evaluate; " + " | ".join(failed))
+    return results
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate one run (``run=<run directory>``) or one checkpoint (``ckpt=<file>``)."""
     ckpt, run_dir, out = resolve_paths(cfg)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.get("reference"):
