@@ -125,6 +125,18 @@ def test_eval_of_a_sweep_directory_evaluates_every_run(trained_runs, tmp_path):
         evaluate_runs(eval_cfg(tmp_path / "empty"))
 
 
+def test_sparse_nesting_is_also_measured_between_its_sizes(tmp_path):
+    run_dir = tmp_path / "sparse"
+    cfg = compose_train([*FAST, "model.nesting=[8,64,512]", "trainer.max_epochs=1"], run_dir)
+    run_training(cfg, run_dir)
+    results = evaluate(eval_cfg(run_dir, **{"knn.metrics": ["cosine"], "baselines.enabled": False}))
+    assert results["head_sizes"] == [8, 64, 512]
+    assert results["sizes"] == SIZES  # retrieval at every halving size, trained or not
+    assert {f"eval/top1@{m}" for m in (8, 64, 512)} <= set(results["metrics"])
+    assert "eval/top1@16" not in results["metrics"]  # no head was trained at 16
+    assert 0.0 <= results["metrics"]["eval/knn_top1@16"] <= 1.0
+
+
 def test_eval_needs_a_run_or_checkpoint():
     with pytest.raises(ValueError, match="run=null and ckpt=null"):
         evaluate(eval_cfg(None))

@@ -201,8 +201,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 def evaluate_classifier(cfg, module, datamodule, ckpt: Path, run_dir: Path, out: Path) -> dict[str, Any]:
     kind = module.hparams.head.get("kind")
     head_sizes = list(module.sizes)
-    # Retrieval sizes: the nesting list, or for rigid models the sizes MRL would serve.
-    sizes = list(cfg.get("sizes") or module.nesting or default_nesting(module.embed_dim))
+    # Retrieval sizes: every size MRL would serve (halving the width) plus the model's own nesting list,
+    # so a model trained on a sparse list is also measured between its sizes (interpolation).
+    sizes = list(cfg.get("sizes") or sorted(set(module.nesting or []) | set(default_nesting(module.embed_dim))))
     db = embed_split(module, datamodule.eval_dataloader(cfg.database_split))
     query = embed_split(module, datamodule.eval_dataloader(cfg.query_split))
     meta = {"checkpoint": str(ckpt), "head": kind, "embed_dim": module.embed_dim, "sizes": sizes}
