@@ -33,7 +33,8 @@ IGNORED_KEYS = {
     "data.num_workers", "data.pin_memory", "data.persistent_workers",
     "trainer.default_root_dir", "trainer.plugins", "trainer.accelerator", "trainer.devices",
     "trainer.num_nodes", "trainer.enable_progress_bar", "trainer.enable_model_summary",
-    "trainer.log_every_n_steps", "trainer.num_sanity_val_steps",
+    "trainer.log_every_n_steps", "trainer.num_sanity_val_steps", "trainer.deterministic",
+    "model.compile", "model.channels_last",  # speed options: same model, same numbers up to rounding
 }  # fmt: skip
 FF_SIZE_KEYS = {"model.head.dim", "model.nesting"}  # one FF run per size: together they are one curve
 
@@ -104,7 +105,10 @@ def gather_values(run_dirs: list[Path], metric: str = "val/top1", source: str = 
 def gather_curves(run_dirs: list[Path], metric: str = "val/top1", source: str = "train",
                   labels: dict[Path, str] | None = None) -> dict[str, dict[int, float]]:
     """{label: {size: mean over the label's runs}}."""
-    values = gather_values(run_dirs, metric, source, labels)
+    return _means(gather_values(run_dirs, metric, source, labels))
+
+
+def _means(values: dict[str, dict[int, list[float]]]) -> dict[str, dict[int, float]]:
     return {label: {m: float(np.mean(v)) for m, v in sizes.items()} for label, sizes in values.items()}
 
 
@@ -150,7 +154,7 @@ def write_report(root: str | Path, out: str | Path | None = None, use_wandb: boo
         values = gather_values(runs, metric, source, labels)
         if not values or (key == "test_top1" and values == gather_values(runs, "val/top1", "train", labels)):
             continue  # data sets without a test split of their own (digits, ImageNet) test on val
-        curves = {label: {m: float(np.mean(v)) for m, v in sizes.items()} for label, sizes in values.items()}
+        curves = _means(values)
         report["curves"][key] = curves
         report["spread"][key] = {label: {m: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for m, v in sizes.items()}
                                  for label, sizes in values.items()}
@@ -166,7 +170,7 @@ def write_report(root: str | Path, out: str | Path | None = None, use_wandb: boo
         plot_curves(curves, out / f"report_{key}.png", title)
     if not any(key in report["curves"] for key in ("knn_top1", "map10")):
         lines += ["Retrieval metrics (1-NN, mAP@10) appear here once the runs are evaluated: "
-                  "`make eval RUN=<run directory>`.", ""]
+                  "`make eval RUN=<run or sweep directory>`.", ""]
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     write_json(out / "report.json", report)
     if use_wandb:
