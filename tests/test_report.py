@@ -12,8 +12,8 @@ from conftest import compose_train
 from wandb_records import read_finished_run
 
 
-def fake_run(root, name, overrides, head, sizes, top1):
-    """A run directory as training leaves it: the resolved config and results.json (values given)."""
+def fake_run(root, name, overrides, head, sizes, top1, knn=None):
+    """A run directory as training (and ``knn``: evaluation) leaves it, with the values given."""
     run = root / name
     cfg = compose_train(["experiment=digits_mrl", *overrides], run)
     run.mkdir(parents=True)
@@ -21,6 +21,8 @@ def fake_run(root, name, overrides, head, sizes, top1):
     metrics = {f"val/top1@{m}": v for m, v in zip(sizes, top1)}
     metrics |= {f"test/top1@{m}": v for m, v in zip(sizes, top1)}
     write_json(run / "results.json", {"head": head, "sizes": sizes, "metrics": metrics})
+    if knn:
+        write_json(run / "eval" / "results.json", {"metrics": {f"eval/knn_top1@{m}": v for m, v in knn.items()}})
     return run
 
 
@@ -29,8 +31,9 @@ def sweep(tmp_path):
     fake_run(tmp_path, "mrl_s0", ["seed=0"], "mrl", [8, 512], [0.50, 0.90])
     fake_run(tmp_path, "mrl_s1", ["seed=1", "trainer.devices=2"], "mrl", [8, 512], [0.60, 0.94])
     fake_run(tmp_path, "mrl_sparse", ["model.nesting=[16,512]"], "mrl", [16, 512], [0.70, 0.91])
-    fake_run(tmp_path, "ff8", ["head=ff", "model.head.dim=8"], "ff", [8], [0.40])
-    fake_run(tmp_path, "ff512", ["head=ff", "model.head.dim=512"], "ff", [512], [0.92])
+    # evaluation measures every prefix of an FF model; only its own size belongs on the FF curve
+    fake_run(tmp_path, "ff8", ["head=ff", "model.head.dim=8"], "ff", [8], [0.40], knn={8: 0.41, 512: 0.80})
+    fake_run(tmp_path, "ff512", ["head=ff", "model.head.dim=512"], "ff", [512], [0.92], knn={8: 0.20, 512: 0.93})
     return tmp_path
 
 
@@ -49,11 +52,18 @@ def test_seeds_average_and_other_settings_split(sweep):
     assert spread["MRL nesting=null"][8] == pytest.approx(0.0707107, rel=1e-5)  # sample std of 0.50, 0.60
     assert curves["MRL nesting=[16, 512]"] == pytest.approx({16: 0.70, 512: 0.91})
     assert curves["FF"] == pytest.approx({8: 0.40, 512: 0.92})
+    assert report["curves"]["knn_top1"] == {"FF": pytest.approx({8: 0.41, 512: 0.93})}
     text = (sweep / "report.md").read_text()
     assert "| 8 | 40.00 | 55.00 ± 7.07 |  |" in text
     assert "| MRL nesting=null | 2: mrl_s0, mrl_s1 |" in text
     assert "test_top1" not in report["curves"]  # the digits test on val: no second, identical table
-    assert "make eval RUN=" in text  # no retrieval metrics yet: say how to get them
+    assert "| 8 | 41.00 |" in text  # 1-NN table: only the FF runs were evaluated
+
+
+def test_unevaluated_runs_get_a_hint(tmp_path):
+    fake_run(tmp_path, "a", [], "mrl", [8], [0.5])
+    write_report(tmp_path)
+    assert "make eval RUN=" in (tmp_path / "report.md").read_text()
 
 
 def test_runs_of_different_experiments_are_not_averaged(tmp_path):

@@ -95,9 +95,12 @@ def gather_values(run_dirs: list[Path], metric: str = "val/top1", source: str = 
         path = run_dir / ("eval/results.json" if source == "eval" else "results.json")
         if not path.is_file():
             continue
+        train = read_json(run_dir / "results.json")
+        # An FF model stands for its own size only; its other prefixes are not the FF baseline.
+        own_sizes = set(train.get("sizes") or []) if train.get("head") == "ff" else None
         for key, value in read_json(path).get("metrics", {}).items():
             name, _, size = key.rpartition("@")
-            if name == metric and size.isdigit():
+            if name == metric and size.isdigit() and (own_sizes is None or int(size) in own_sizes):
                 values[labels[run_dir]][int(size)].append(float(value))
     return {label: dict(sorted(sizes.items())) for label, sizes in values.items()}
 
