@@ -88,3 +88,18 @@ def test_report_goes_to_wandb_as_tables_and_line_charts(sweep):
     panel = run["config"]["_wandb/visualize/report/val_top1_curves"]["panel_config"]
     assert panel["panelDefId"] == "wandb/lineseries/v0"
     assert panel["stringSettings"]["xname"] == "embedding size"
+
+
+def test_text_runs_report_their_own_metrics(tmp_path):
+    for name, seed, mrr, rho in (("pairs_s0", 0, 0.60, 0.70), ("pairs_s1", 1, 0.70, 0.80)):
+        run = tmp_path / name
+        run.mkdir()
+        OmegaConf.save(compose_train(["experiment=text_pairs_mrl", f"seed={seed}"], run), run / "config.yaml")
+        write_json(run / "results.json", {"head": "contrastive", "sizes": [64, 384],
+                                          "metrics": {"val/mrr@10@64": mrr, "val/mrr@10@384": mrr + 0.1}})
+        write_json(run / "eval" / "results.json", {"metrics": {"eval/spearman@64": rho, "eval/spearman@384": rho}})
+    report = write_report(tmp_path)
+    assert report["curves"]["val_mrr10"] == {"MRL contrastive": pytest.approx({64: 0.65, 384: 0.75})}
+    assert report["curves"]["spearman"] == {"MRL contrastive": pytest.approx({64: 0.75, 384: 0.75})}
+    assert "val_top1" not in report["curves"] and "knn_top1" not in report["curves"]
+    assert "## val MRR@10 (text pairs, in-batch)" in (tmp_path / "report.md").read_text()

@@ -24,7 +24,19 @@ from mrl.eval.plots import plot_curves
 from mrl.io import atomic_write_text, read_json, write_json
 
 log = logging.getLogger(__name__)
-LABELS = {"mrl": "MRL", "mrl_e": "MRL-E", "ff": "FF", "standard": "standard"}
+LABELS = {"mrl": "MRL", "mrl_e": "MRL-E", "ff": "FF", "standard": "standard", "contrastive": "MRL contrastive"}
+# key: (title, metric name before "@{size}", where it is read: the training or the evaluation results)
+SECTIONS = {
+    "val_top1": ("val top-1 (trained heads)", "val/top1", "train"),
+    "test_top1": ("test top-1 (trained heads)", "test/top1", "train"),
+    "val_mrr10": ("val MRR@10 (text pairs, in-batch)", "val/mrr@10", "train"),
+    "val_spearman": ("val Spearman x 100 (scored pairs)", "val/spearman", "train"),
+    "knn_top1": ("1-NN top-1 (eval, cosine)", "eval/knn_top1", "eval"),
+    "map10": ("mAP@10 (eval, cosine)", "eval/map@10", "eval"),
+    "mrr10": ("MRR@10 (eval, text pairs)", "eval/mrr@10", "eval"),
+    "ndcg10": ("NDCG@10 (eval, text pairs)", "eval/ndcg@10", "eval"),
+    "spearman": ("Spearman x 100 (eval, scored pairs)", "eval/spearman", "eval"),
+}
 
 # The config sections that define what a run measures; other keys below them that do not change
 # the result are ignored when deciding which runs are repeats of one another.
@@ -140,12 +152,6 @@ def write_report(root: str | Path, out: str | Path | None = None, use_wandb: boo
     if not runs:
         raise FileNotFoundError(f"DIR={str(root)!r}: no results.json below it; train (and evaluate) runs first")
     labels = label_runs(runs)
-    sections = {
-        "val_top1": ("val top-1 (trained heads)", "val/top1", "train"),
-        "test_top1": ("test top-1 (trained heads)", "test/top1", "train"),
-        "knn_top1": ("1-NN top-1 (eval, cosine)", "eval/knn_top1", "eval"),
-        "map10": ("mAP@10 (eval, cosine)", "eval/map@10", "eval"),
-    }
     groups = {label: [run for run in runs if labels[run] == label] for label in dict.fromkeys(labels.values())}
     lines = [f"# Report: {root}", "", f"{len(runs)} runs. Values in %: the mean over the runs of each curve, "
              "± the standard deviation where a curve has several (seeds).", "", "| curve | runs |", "|---|---|"]
@@ -153,7 +159,7 @@ def write_report(root: str | Path, out: str | Path | None = None, use_wandb: boo
     lines.append("")
     report = {"root": str(root), "runs": [str(r) for r in runs], "labels": {str(r): labels[r] for r in runs},
               "curves": {}, "spread": {}}
-    for key, (title, metric, source) in sections.items():
+    for key, (title, metric, source) in SECTIONS.items():
         values = gather_values(runs, metric, source, labels)
         if not values or (key == "test_top1" and values == gather_values(runs, "val/top1", "train", labels)):
             continue  # data sets without a test split of their own (digits, ImageNet) test on val
@@ -171,9 +177,9 @@ def write_report(root: str | Path, out: str | Path | None = None, use_wandb: boo
                   for m, *_ in rows]
         lines += ["", f"![{title}](report_{key}.png)", ""]
         plot_curves(curves, out / f"report_{key}.png", title)
-    if not any(key in report["curves"] for key in ("knn_top1", "map10")):
-        lines += ["Retrieval metrics (1-NN, mAP@10) appear here once the runs are evaluated: "
-                  "`make eval RUN=<run or sweep directory>`.", ""]
+    if not any(SECTIONS[key][2] == "eval" for key in report["curves"]):
+        lines += ["Evaluation metrics (1-NN, mAP@10; MRR, NDCG, Spearman for text) appear here once the runs "
+                  "are evaluated: `make eval RUN=<run or sweep directory>`.", ""]
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     write_json(out / "report.json", report)
     if use_wandb:
