@@ -153,8 +153,9 @@ def write_report(root: str | Path, out: str | Path | None = None, use_wandb: boo
         raise FileNotFoundError(f"DIR={str(root)!r}: no results.json below it; train (and evaluate) runs first")
     labels = label_runs(runs)
     groups = {label: [run for run in runs if labels[run] == label] for label in dict.fromkeys(labels.values())}
-    lines = [f"# Report: {root}", "", f"{len(runs)} runs. Values in %: the mean over the runs of each curve, "
-             "± the standard deviation where a curve has several (seeds).", "", "| curve | runs |", "|---|---|"]
+    count = f"{len(runs)} run{'' if len(runs) == 1 else 's'}"
+    lines = [f"# Report: {root}", "", f"{count}. Values in %: the mean over the runs of each curve, ± the standard "
+             "deviation where a curve has several (seeds).", "", "| curve | runs |", "|---|---|"]
     lines += [f"| {label} | {len(group)}: {', '.join(run.name for run in group)} |" for label, group in groups.items()]
     lines.append("")
     report = {"root": str(root), "runs": [str(r) for r in runs], "labels": {str(r): labels[r] for r in runs},
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wandb", action="store_true", help="also log the tables and charts to W&B")
     args = parser.parse_args(argv)
     report = write_report(args.dir, args.out, args.wandb)
-    print(f"Report on {len(report['runs'])} runs written to {Path(args.out or args.dir) / 'report.md'}")
+    print(f"Report on {len(report['runs'])} run(s) written to {Path(args.out or args.dir) / 'report.md'}")
 
 
 if __name__ == "__main__":
