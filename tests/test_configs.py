@@ -12,7 +12,7 @@ from mrl.experiment import build_datamodule, build_model
 from conftest import EXPERIMENTS, compose_train
 
 EXPECTED = {"digits_mrl", "digits_mrl_e", "digits_ff", "digits_standard", "imagenet_mrl", "imagenet_mrl_e",
-            "imagenet_ff", "cifar100_mrl"}
+            "imagenet_ff", "imagenet_standard", "cifar100_mrl"}
 
 
 def tiny_image_folder(root: Path, classes=("cat", "dog", "fox"), per_class=2) -> Path:
@@ -58,8 +58,10 @@ def test_experiment_composes_and_builds(experiment, tmp_path):
         assert cfg.model.loss.label_smoothing == 0.1
         assert cfg.model.optimizer.name == "sgd"
         assert model.embed_dim == 2048
-        if kind != "ff":
+        if kind in ("mrl", "mrl_e"):
             assert model.sizes == [8, 16, 32, 64, 128, 256, 512, 1024, 2048]
+        else:  # FF and standard: one classifier, over the first dim (FF) or all 2048 features
+            assert model.sizes == [cfg.model.head.dim if kind == "ff" else 2048]
 
 
 def test_default_config_is_digits_mrl(tmp_path):
