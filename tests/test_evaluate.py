@@ -137,6 +137,15 @@ def test_sparse_nesting_is_also_measured_between_its_sizes(tmp_path):
     assert 0.0 <= results["metrics"]["eval/knn_top1@16"] <= 1.0
 
 
+def test_ff_model_is_evaluated_at_its_own_size(tmp_path):
+    run_dir = tmp_path / "ff16"
+    run_training(compose_train([*FAST, "head=ff", "model.head.dim=16", "trainer.max_epochs=1"], run_dir), run_dir)
+    results = evaluate(eval_cfg(run_dir, **{"knn.metrics": ["cosine"]}))
+    assert results["head_sizes"] == results["sizes"] == [16]
+    assert {"eval/top1@16", "eval/knn_top1@16", "eval/map@10@16"} <= set(results["metrics"])
+    assert not [k for k in results["metrics"] if k.endswith("@8") or k.endswith("@512")]
+
+
 def test_eval_needs_a_run_or_checkpoint():
     with pytest.raises(ValueError, match="run=null and ckpt=null"):
         evaluate(eval_cfg(None))

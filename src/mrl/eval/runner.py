@@ -202,8 +202,14 @@ def evaluate_classifier(cfg, module, datamodule, ckpt: Path, run_dir: Path, out:
     kind = module.hparams.head.get("kind")
     head_sizes = list(module.sizes)
     # Retrieval sizes: every size MRL would serve (halving the width) plus the model's own nesting list,
-    # so a model trained on a sparse list is also measured between its sizes (interpolation).
-    sizes = list(cfg.get("sizes") or sorted(set(module.nesting or []) | set(default_nesting(module.embed_dim))))
+    # so a model trained on a sparse list is also measured between its sizes (interpolation). An FF
+    # model is the baseline at its own size only (one model per size).
+    if cfg.get("sizes"):
+        sizes = list(cfg.sizes)
+    elif kind == "ff":
+        sizes = head_sizes
+    else:
+        sizes = sorted(set(module.nesting or []) | set(default_nesting(module.embed_dim)))
     db = embed_split(module, datamodule.eval_dataloader(cfg.database_split))
     query = embed_split(module, datamodule.eval_dataloader(cfg.query_split))
     meta = {"checkpoint": str(ckpt), "head": kind, "embed_dim": module.embed_dim, "sizes": sizes}
