@@ -14,10 +14,10 @@ DIR ?= outputs
 ARGS ?=
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline WANDB_SILENT=true
 
-.PHONY: help install train sweep eval report export test test-full lint bench clean
+.PHONY: help install train sweep eval report export test test-full lint bench bench-heads bench-retrieval clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,8 +52,12 @@ test-full: $(STAMP) ## all tests, the slow ones too
 lint: $(STAMP) ## ruff
 	$(PY) -m ruff check src tests benchmarks
 
-bench: $(STAMP) ## benchmarks that print ratios measured side by side
+bench: bench-heads bench-retrieval ## both benchmarks (ratios measured side by side); ARGS go to each
+
+bench-heads: $(STAMP) ## nested heads against a plain classifier: make bench-heads ARGS="--threads 1 --clock thread"
 	$(PY) benchmarks/heads.py $(ARGS)
+
+bench-retrieval: $(STAMP) ## funnel against exact search: make bench-retrieval ARGS="--n 20000"
 	$(PY) benchmarks/retrieval.py $(ARGS)
 
 clean: ## remove run outputs (keeps .venv)
