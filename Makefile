@@ -34,7 +34,7 @@ train: $(STAMP) ## train one experiment: make train EXP=digits_mrl ARGS="..."
 sweep: $(STAMP) ## Hydra multirun: make sweep EXP=digits_mrl SWEEP=heads
 	$(PY) -m mrl.train --multirun experiment=$(EXP) sweep=$(SWEEP) $(ARGS)
 
-eval: $(STAMP) ## evaluate a run: make eval RUN=outputs/train/digits_mrl/<time>
+eval: $(STAMP) ## evaluate a run, or every run below a sweep directory: make eval RUN=outputs/train/digits_mrl/<time>
 	$(PY) -m mrl.evaluate run=$(RUN) $(ARGS)
 
 report: $(STAMP) ## compare runs: make report DIR=outputs/multirun/digits_mrl
