@@ -12,14 +12,14 @@ from conftest import compose_train
 from wandb_records import read_finished_run
 
 
-def fake_run(root, name, overrides, head, sizes, top1, knn=None):
+def fake_run(root, name, overrides, head, sizes, top1, knn=None, test_top1=None):
     """A run directory as training (and ``knn``: evaluation) leaves it, with the values given."""
     run = root / name
     cfg = compose_train(["experiment=digits_mrl", *overrides], run)
     run.mkdir(parents=True)
     OmegaConf.save(cfg, run / "config.yaml", resolve=True)
     metrics = {f"val/top1@{m}": v for m, v in zip(sizes, top1)}
-    metrics |= {f"test/top1@{m}": v for m, v in zip(sizes, top1)}
+    metrics |= {f"test/top1@{m}": v for m, v in zip(sizes, test_top1 or top1)}
     write_json(run / "results.json", {"head": head, "sizes": sizes, "metrics": metrics})
     if knn:
         write_json(run / "eval" / "results.json", {"metrics": {f"eval/knn_top1@{m}": v for m, v in knn.items()}})
@@ -58,6 +58,11 @@ def test_seeds_average_and_other_settings_split(sweep):
     assert "| MRL nesting=null | 2: mrl_s0, mrl_s1 |" in text
     assert "test_top1" not in report["curves"]  # the digits test on val: no second, identical table
     assert "| 8 | 41.00 |" in text  # 1-NN table: only the FF runs were evaluated
+
+
+def test_a_test_split_of_its_own_gets_its_table(tmp_path):
+    fake_run(tmp_path, "a", [], "mrl", [8, 512], [0.5, 0.9], test_top1=[0.4, 0.8])
+    assert write_report(tmp_path)["curves"]["test_top1"] == {"MRL": pytest.approx({8: 0.4, 512: 0.8})}
 
 
 def test_unevaluated_runs_get_a_hint(tmp_path):

@@ -82,7 +82,10 @@ def run_settings(run_dir: Path) -> dict[str, str]:
 
 def label_runs(run_dirs: list[Path]) -> dict[Path, str]:
     """A curve label per run: the head's name, plus the settings that differ between runs of that head."""
-    heads = {run: LABELS.get(h, str(h)) for run in run_dirs for h in [read_json(run / "results.json").get("head")]}
+    heads = {}
+    for run in run_dirs:
+        kind = read_json(run / "results.json").get("head")
+        heads[run] = LABELS.get(kind, str(kind))
     settings = {}
     for run in run_dirs:
         found = run_settings(run)
@@ -160,9 +163,11 @@ def write_report(root: str | Path, out: str | Path | None = None, use_wandb: boo
     lines.append("")
     report = {"root": str(root), "runs": [str(r) for r in runs], "labels": {str(r): labels[r] for r in runs},
               "curves": {}, "spread": {}}
+    val_top1 = None
     for key, (title, metric, source) in SECTIONS.items():
         values = gather_values(runs, metric, source, labels)
-        if not values or (key == "test_top1" and values == gather_values(runs, "val/top1", "train", labels)):
+        val_top1 = values if key == "val_top1" else val_top1
+        if not values or (key == "test_top1" and values == val_top1):
             continue  # data sets without a test split of their own (digits, ImageNet) test on val
         curves = _means(values)
         report["curves"][key] = curves
