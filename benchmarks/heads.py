@@ -37,7 +37,7 @@ def make_step(head, loss_fn, x, target):
 
 
 def make_products_step(head, x, classes):
-    """MRL's floor: its nine products (forward, input and weight gradients) with no loss or autograd.
+    """MRL's floor: its 27 matrix products (forward, input and weight gradients of nine sizes), no loss, no autograd.
 
     The same matrix shapes as the ``ours MRL`` step (narrow products padded as the head pads them),
     fresh outputs each time as in training; what that step costs beyond this row is the loss, the
