@@ -120,16 +120,6 @@ def gather_values(run_dirs: list[Path], metric: str = "val/top1", source: str = 
     return {label: dict(sorted(sizes.items())) for label, sizes in values.items()}
 
 
-def gather_curves(run_dirs: list[Path], metric: str = "val/top1", source: str = "train",
-                  labels: dict[Path, str] | None = None) -> dict[str, dict[int, float]]:
-    """{label: {size: mean over the label's runs}}."""
-    return _means(gather_values(run_dirs, metric, source, labels))
-
-
-def _means(values: dict[str, dict[int, list[float]]]) -> dict[str, dict[int, float]]:
-    return {label: {m: float(np.mean(v)) for m, v in sizes.items()} for label, sizes in values.items()}
-
-
 def curves_table(curves: dict[str, dict[int, float]]) -> tuple[list[str], list[list]]:
     sizes = sorted({m for points in curves.values() for m in points})
     labels = list(curves)
@@ -137,14 +127,11 @@ def curves_table(curves: dict[str, dict[int, float]]) -> tuple[list[str], list[l
     return ["size", *labels], rows
 
 
-def _cell(values: list[float] | None) -> str:
+def _cell(values: list[float] | None, mean: float | None, std: float | None) -> str:
     """Mean in %, with the standard deviation over runs when there are several."""
     if not values:
         return ""
-    mean = 100 * float(np.mean(values))
-    if len(values) == 1:
-        return f"{mean:.2f}"
-    return f"{mean:.2f} ± {100 * float(np.std(values, ddof=1)):.2f}"
+    return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if len(values) > 1 else "")
 
 
 def write_report(root: str | Path, out: str | Path | None = None, use_wandb: bool = False) -> dict:
@@ -169,18 +156,18 @@ def write_report(root: str | Path, out: str | Path | None = None, use_wandb: boo
         val_top1 = values if key == "val_top1" else val_top1
         if not values or (key == "test_top1" and values == val_top1):
             continue  # data sets without a test split of their own (digits, ImageNet) test on val
-        curves = _means(values)
-        report["curves"][key] = curves
-        report["spread"][key] = {label: {m: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for m, v in sizes.items()}
-                                 for label, sizes in values.items()}
+        curves = {label: {m: float(np.mean(v)) for m, v in sizes.items()} for label, sizes in values.items()}
+        spread = {label: {m: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for m, v in sizes.items()}
+                  for label, sizes in values.items()}
+        report["curves"][key], report["spread"][key] = curves, spread
         header, rows = curves_table(curves)
         with open(out / f"report_{key}.csv", "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(header)
             writer.writerows(rows)
         lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join([str(m)] + [_cell(values[label].get(m)) for label in header[1:]]) + " |"
-                  for m, *_ in rows]
+        lines += ["| " + " | ".join([str(m)] + [_cell(values[label].get(m), curves[label].get(m), spread[label].get(m))
+                                                for label in header[1:]]) + " |" for m, *_ in rows]
         lines += ["", f"![{title}](report_{key}.png)", ""]
         plot_curves(curves, out / f"report_{key}.png", title)
     if not any(SECTIONS[key][2] == "eval" for key in report["curves"]):
