@@ -51,6 +51,20 @@ def compose_train(overrides: list[str], output_dir: Path):
     return cfg
 
 
+def eval_cfg(run_dir, **overrides):
+    """conf/eval.yaml for ``run_dir`` as `python -m mrl.evaluate` sees it, with a small funnel shortlist."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(ROOT / "conf" / "eval.yaml")
+    cfg.pop("defaults")
+    cfg.pop("hydra")
+    cfg.run = str(run_dir) if run_dir else None
+    cfg.funnel.shortlist = 50
+    for key, value in overrides.items():
+        OmegaConf.update(cfg, key, value)
+    return cfg
+
+
 _OUTER_MAKE_VARIABLES = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "EXP", "SWEEP", "RUN", "DIR", "ARGS"}
 
 

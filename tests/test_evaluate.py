@@ -7,27 +7,15 @@ import shutil
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
 from mrl.eval.knn import knn_metrics
 from mrl.eval.runner import evaluate, evaluate_runs, load_embeddings
 from mrl.experiment import run_training
 from mrl.report import write_report
 
-from conftest import FAST, ROOT, compose_train
+from conftest import FAST, compose_train, eval_cfg
 
 SIZES = [8, 16, 32, 64, 128, 256, 512]
-
-
-def eval_cfg(run_dir, **overrides):
-    cfg = OmegaConf.load(ROOT / "conf" / "eval.yaml")
-    cfg.pop("defaults")
-    cfg.pop("hydra")
-    cfg.run = str(run_dir) if run_dir else None
-    cfg.funnel.shortlist = 50
-    for key, value in overrides.items():
-        OmegaConf.update(cfg, key, value)
-    return cfg
 
 
 @pytest.fixture(scope="module")
