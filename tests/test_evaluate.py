@@ -10,6 +10,7 @@ import pytest
 
 from mrl.eval.knn import knn_metrics
 from mrl.eval.runner import evaluate, evaluate_runs, load_embeddings
+from mrl.evaluate import show
 from mrl.experiment import run_training
 from mrl.report import write_report
 
@@ -48,6 +49,17 @@ def test_eval_writes_every_output(trained_runs):
             assert f"eval/{key}@{m}" in saved["metrics"], key
     assert saved["adaptive_classification"] and saved["funnel_retrieval"] and saved["storage"]
     assert "| size |" in (out / "summary.md").read_text()
+
+
+def test_eval_prints_the_per_size_table(trained_runs, capsys):
+    _, runs = trained_runs
+    run_dir, _, results = runs["mrl"]
+    show(results)
+    printed = capsys.readouterr().out
+    knn_at_8 = f"{100 * results['metrics']['eval/knn_top1@8']:.2f}"
+    assert "knn_top1" in printed and knn_at_8 in printed
+    assert "Adaptive classification" not in printed  # those tables stay in summary.md
+    assert str(run_dir / "eval") in printed
 
 
 def test_head_accuracy_matches_training_metrics(trained_runs):
