@@ -6,7 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from mrl.io import write_json
-from mrl.report import label_runs, write_report
+from mrl.report import label_runs, main, write_report
 
 from conftest import compose_train
 from wandb_records import read_finished_run
@@ -58,6 +58,14 @@ def test_seeds_average_and_other_settings_split(sweep):
     assert "| MRL nesting=null | 2: mrl_s0, mrl_s1 |" in text
     assert "test_top1" not in report["curves"]  # the digits test on val: no second, identical table
     assert "| 8 | 41.00 |" in text  # 1-NN table: only the FF runs were evaluated
+
+
+def test_report_prints_its_tables(sweep, capsys):
+    main([str(sweep)])
+    printed = capsys.readouterr().out
+    assert "55.00 ± 7.07" in printed and "MRL nesting=[16, 512]" in printed
+    assert "![" not in printed and ".png" not in printed.split("written to")[0]
+    assert str(sweep / "report.md") in printed
 
 
 def test_a_test_split_of_its_own_gets_its_table(tmp_path):

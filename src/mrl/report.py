@@ -211,7 +211,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wandb", action="store_true", help="also log the tables and charts to W&B")
     args = parser.parse_args(argv)
     report = write_report(args.dir, args.out, args.wandb)
-    print(f"Report on {len(report['runs'])} run(s) written to {Path(args.out or args.dir) / 'report.md'}")
+    path = Path(args.out or args.dir) / "report.md"
+    print_report(path.read_text())
+    print(f"Report on {len(report['runs'])} run(s) written to {path} (with a chart per table)")
+
+
+def print_report(markdown: str) -> None:
+    """The report's tables on the console; the figure links are left out (a terminal cannot show them)."""
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    tables = "\n".join(line for line in markdown.splitlines() if not line.startswith("!["))
+    Console().print(Markdown(tables))
 
 
 if __name__ == "__main__":
