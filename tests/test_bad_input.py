@@ -111,6 +111,17 @@ def test_command_line_shows_the_error_last_and_exits_nonzero(tmp_path):
     assert not (run_dir / "checkpoints").exists()
 
 
+def test_eval_command_line_gives_one_line_for_a_wrong_run(tmp_path):
+    missing = tmp_path / "no_such_run"
+    result = subprocess.run([sys.executable, "-m", "mrl.evaluate", f"run={missing}", f"hydra.run.dir={tmp_path}"],
+                            cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"}, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip() == (f"FileNotFoundError: run={str(missing)!r}: neither a run directory nor a "
+                                     "checkpoint file")
+
+
 class NaNAfterSteps(MatryoshkaModule):
     """A module whose logits turn NaN from training step ``NAN_AT`` on (a diverging run, on cue)."""
 

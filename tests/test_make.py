@@ -1,4 +1,4 @@
-"""`make train` end to end, as a newcomer runs it (the virtual environment already exists here)."""
+"""`make train` end to end as a newcomer runs it (the virtual environment exists here); `make eval`'s default run."""
 
 from __future__ import annotations
 
@@ -17,3 +17,17 @@ def test_make_train_runs_the_default_experiment(tmp_path):
     assert all(f"val/top1@{m}" in results["metrics"] for m in results["sizes"])
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert list(run_dir.glob("wandb/offline-run-*"))
+
+
+def test_make_eval_defaults_to_the_newest_training_run(tmp_path):
+    for name in ("exp_b/2026-01-01_10-00-00", "exp_a/2026-01-02_00-00-00", "exp_b/2025-12-31_23-59-59"):
+        (tmp_path / name).mkdir(parents=True)
+    dry_run = run_make("-n", "eval", f"TRAIN_DIR={tmp_path}").stdout
+    assert f"-m mrl.evaluate run={tmp_path}/exp_a/2026-01-02_00-00-00/" in dry_run
+    assert "-m mrl.evaluate run=elsewhere" in run_make("-n", "eval", f"TRAIN_DIR={tmp_path}", "RUN=elsewhere").stdout
+
+
+def test_make_eval_without_a_run_says_what_to_do(tmp_path):
+    result = run_make("eval", f"TRAIN_DIR={tmp_path}", check=False)
+    assert result.returncode != 0
+    assert f"make eval: no run under {tmp_path}/ yet; run make train first, or give RUN=" in result.stderr

@@ -8,6 +8,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from mrl.errors import exit_on_config_error
 from mrl.eval.runner import evaluate_runs
 
 
@@ -24,7 +25,7 @@ def show(results: dict[str, Any]) -> None:
 
 @hydra.main(config_path="../../conf", config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    for results in evaluate_runs(cfg):
+    for results in exit_on_config_error(lambda: evaluate_runs(cfg)):
         show(results)
 
 
