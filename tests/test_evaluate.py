@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,7 +17,7 @@ from mrl.evaluate import show
 from mrl.experiment import run_training
 from mrl.report import write_report
 
-from conftest import FAST, compose_train, eval_cfg
+from conftest import FAST, ROOT, compose_train, eval_cfg
 
 SIZES = [8, 16, 32, 64, 128, 256, 512]
 
@@ -123,6 +126,19 @@ def test_eval_of_a_sweep_directory_evaluates_every_run(trained_runs, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no run"):
         evaluate_runs(eval_cfg(tmp_path / "empty"))
+
+
+def test_a_checkpoint_evaluates_on_a_data_set_named_on_the_command_line(trained_runs, tmp_path):
+    _, runs = trained_runs
+    run_dir, _, own = runs["mrl"]
+    out = tmp_path / "out"
+    # the run was trained on conf/data/digits.yaml, so naming that set again must give the same figures
+    subprocess.run([sys.executable, "-m", "mrl.evaluate", f"ckpt={own['checkpoint']}", "data=digits",
+                    f"output_dir={out}", "funnel.shortlist=50", f"hydra.run.dir={tmp_path}"],
+                   cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"}, check=True, capture_output=True, timeout=300)
+    metrics = json.loads((out / "results.json").read_text())["metrics"]
+    for key in ("eval/top1@8", "eval/knn_top1@8", "eval/map@10@512"):
+        assert metrics[key] == pytest.approx(own["metrics"][key])
 
 
 def test_sparse_nesting_is_also_measured_between_its_sizes(tmp_path):

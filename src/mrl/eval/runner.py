@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mrl.checkpoints import find_checkpoint, find_run_dirs, is_run_collection, load_module
 from mrl.eval.adaptive import cascade_curve
@@ -130,12 +130,17 @@ def resolve_paths(cfg: DictConfig) -> tuple[Path, Path, Path]:
 def build_eval_data(cfg: DictConfig, run_dir: Path, module):
     from mrl.experiment import instantiate_clearly
 
-    data_cfg = cfg.get("data")
-    if data_cfg is None:
+    if cfg.get("data") is None:
         train_cfg = run_dir / "config.yaml"
         if not train_cfg.is_file():
             raise FileNotFoundError(f"run={str(run_dir)!r}: no config.yaml; pass data=... to say what to evaluate on")
         data_cfg = OmegaConf.load(train_cfg).data
+    else:
+        # data=<name>: a text set's ${model.backbone.*} (its tokenizer) resolves to the checkpoint's own backbone
+        context = cfg.copy()
+        with open_dict(context):
+            context.model = {"backbone": dict(getattr(module, "hparams", {}).get("backbone") or {})}
+        data_cfg = context.data
     datamodule = instantiate_clearly(data_cfg)
     if hasattr(datamodule, "set_data_config") and hasattr(module.backbone, "data_config"):
         datamodule.set_data_config(module.backbone.data_config)
