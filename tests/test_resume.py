@@ -19,7 +19,7 @@ import torch
 from mrl.checkpointing import AtomicCheckpointIO, atomic_torch_save, latest_resume_checkpoint
 
 from conftest import CONF_DIR, FAST, ROOT
-from wandb_records import read_run
+from wandb_records import read_finished_run
 
 EPOCHS, BATCHES, EVERY = 3, 3, 2  # 9 optimizer steps; last.ckpt every 2 steps (mid-epoch)
 
@@ -83,7 +83,7 @@ def _assert_one_wandb_run(run_dir) -> None:
     files = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"), key=lambda f: f.parent.name)
     assert len(files) == 2, files
     assert {f.name for f in files} == {f"run-{run_id}.wandb"}
-    assert read_run(files[-1])["run_id"] == run_id
+    assert read_finished_run(files[-1])["run_id"] == run_id
 
 
 # ----------------------------------------------------------------------------- atomic checkpoints
