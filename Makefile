@@ -15,7 +15,7 @@ ARGS ?=
 TRAIN_DIR ?= outputs/train
 # the newest training run: run directories are named <experiment>/<date>_<time>, so the names sort by time
 LATEST_RUN = $(shell ls -d $(TRAIN_DIR)/*/*/ 2>/dev/null | awk -F/ '{print $$(NF-1), $$0}' | sort | tail -n 1 | cut -d' ' -f2)
-EVAL_RUN = $(or $(RUN),$(LATEST_RUN))
+EVAL_RUN = $(or $(RUN),$(if $(findstring ckpt=,$(ARGS)),,$(LATEST_RUN)))
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline WANDB_SILENT=true
 
 .PHONY: help install train sweep eval report export test test-full lint bench bench-heads bench-retrieval clean
@@ -39,8 +39,8 @@ sweep: $(STAMP) ## Hydra multirun: make sweep EXP=digits_mrl SWEEP=heads
 	$(PY) -m mrl.train --multirun experiment=$(EXP) sweep=$(SWEEP) $(ARGS)
 
 eval: $(STAMP) ## evaluate a run (default: the newest training run) or every run below a sweep directory: make eval RUN=...
-	@test -n "$(EVAL_RUN)" || { echo "make eval: no run under $(TRAIN_DIR)/ yet; run make train first, or give RUN=<run or sweep directory>" >&2; exit 2; }
-	$(PY) -m mrl.evaluate run=$(EVAL_RUN) $(ARGS)
+	@test -n "$(EVAL_RUN)$(findstring ckpt=,$(ARGS))" || { echo "make eval: no run under $(TRAIN_DIR)/ yet; run make train first, or give RUN=<run or sweep directory>" >&2; exit 2; }
+	$(PY) -m mrl.evaluate $(if $(EVAL_RUN),run=$(EVAL_RUN)) $(ARGS)
 
 report: $(STAMP) ## compare runs: make report DIR=outputs/multirun/digits_mrl
 	$(PY) -m mrl.report $(DIR) $(ARGS)

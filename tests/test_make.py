@@ -19,12 +19,21 @@ def test_make_train_runs_the_default_experiment(tmp_path):
     assert list(run_dir.glob("wandb/offline-run-*"))
 
 
+def eval_command(*make_args: str) -> list[str]:
+    """The words of the evaluation command ``make -n eval ...`` would run."""
+    lines = run_make("-n", "eval", *make_args).stdout.splitlines()
+    return next(line for line in lines if "-m mrl.evaluate" in line).split()
+
+
 def test_make_eval_defaults_to_the_newest_training_run(tmp_path):
     for name in ("exp_b/2026-01-01_10-00-00", "exp_a/2026-01-02_00-00-00", "exp_b/2025-12-31_23-59-59"):
         (tmp_path / name).mkdir(parents=True)
-    dry_run = run_make("-n", "eval", f"TRAIN_DIR={tmp_path}").stdout
-    assert f"-m mrl.evaluate run={tmp_path}/exp_a/2026-01-02_00-00-00/" in dry_run
-    assert "-m mrl.evaluate run=elsewhere" in run_make("-n", "eval", f"TRAIN_DIR={tmp_path}", "RUN=elsewhere").stdout
+    assert f"run={tmp_path}/exp_a/2026-01-02_00-00-00/" in eval_command(f"TRAIN_DIR={tmp_path}")
+    assert "run=elsewhere" in eval_command(f"TRAIN_DIR={tmp_path}", "RUN=elsewhere")
+    # a checkpoint file is evaluated as given, with or without training runs around
+    for train_dir in (tmp_path, tmp_path / "none"):
+        words = eval_command(f"TRAIN_DIR={train_dir}", "ARGS=ckpt=x.ckpt data=digits")
+        assert words[-2:] == ["ckpt=x.ckpt", "data=digits"] and not any(w.startswith("run=") for w in words)
 
 
 def test_make_eval_without_a_run_says_what_to_do(tmp_path):
