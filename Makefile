@@ -12,9 +12,9 @@ SWEEP ?= heads
 RUN ?=
 DIR ?= outputs
 ARGS ?=
-TRAIN_DIR ?= outputs/train
-# the newest training run: run directories are named <experiment>/<date>_<time>, so the names sort by time
-LATEST_RUN = $(shell ls -d $(TRAIN_DIR)/*/*/ 2>/dev/null | awk -F/ '{print $$(NF-1), $$0}' | sort | tail -n 1 | cut -d' ' -f2)
+OUTPUTS ?= outputs
+# the newest training run or sweep: both are named <experiment>/<date>_<time>, so the names sort by time
+LATEST_RUN = $(shell ls -d $(OUTPUTS)/train/*/*/ $(OUTPUTS)/multirun/*/*/ 2>/dev/null | awk -F/ '{print $$(NF-1), $$0}' | sort | tail -n 1 | cut -d' ' -f2)
 EVAL_RUN = $(or $(RUN),$(if $(findstring ckpt=,$(ARGS)),,$(LATEST_RUN)))
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline WANDB_SILENT=true
 
@@ -38,8 +38,8 @@ train: $(STAMP) ## train one experiment: make train EXP=digits_mrl ARGS="..."
 sweep: $(STAMP) ## Hydra multirun: make sweep EXP=digits_mrl SWEEP=heads
 	$(PY) -m mrl.train --multirun experiment=$(EXP) sweep=$(SWEEP) $(ARGS)
 
-eval: $(STAMP) ## evaluate a run (default: the newest training run) or every run below a sweep directory: make eval RUN=...
-	@test -n "$(EVAL_RUN)$(findstring ckpt=,$(ARGS))" || { echo "make eval: no run under $(TRAIN_DIR)/ yet; run make train first, or give RUN=<run or sweep directory>" >&2; exit 2; }
+eval: $(STAMP) ## evaluate a run, or every run of a sweep (default: the newest of either): make eval RUN=...
+	@test -n "$(EVAL_RUN)$(findstring ckpt=,$(ARGS))" || { echo "make eval: no run under $(OUTPUTS)/train or $(OUTPUTS)/multirun yet; run make train first, or give RUN=<run or sweep directory>" >&2; exit 2; }
 	$(PY) -m mrl.evaluate $(if $(EVAL_RUN),run=$(EVAL_RUN)) $(ARGS)
 
 report: $(STAMP) ## compare runs: make report DIR=outputs/multirun/digits_mrl

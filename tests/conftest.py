@@ -66,7 +66,7 @@ def eval_cfg(run_dir, **overrides):
 
 
 _OUTER_MAKE_VARIABLES = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "EXP", "SWEEP", "RUN", "DIR", "ARGS",
-                         "TRAIN_DIR"}
+                         "OUTPUTS"}
 
 
 def run_make(*args: str, timeout: int = 1800, check: bool = True) -> subprocess.CompletedProcess:

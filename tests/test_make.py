@@ -25,18 +25,21 @@ def eval_command(*make_args: str) -> list[str]:
     return next(line for line in lines if "-m mrl.evaluate" in line).split()
 
 
-def test_make_eval_defaults_to_the_newest_training_run(tmp_path):
-    for name in ("exp_b/2026-01-01_10-00-00", "exp_a/2026-01-02_00-00-00", "exp_b/2025-12-31_23-59-59"):
+def test_make_eval_defaults_to_the_newest_run_or_sweep(tmp_path):
+    for name in ("train/exp_b/2026-01-01_10-00-00", "train/exp_a/2026-01-02_00-00-00",
+                 "multirun/exp_b/2025-12-31_23-59-59"):
         (tmp_path / name).mkdir(parents=True)
-    assert f"run={tmp_path}/exp_a/2026-01-02_00-00-00/" in eval_command(f"TRAIN_DIR={tmp_path}")
-    assert "run=elsewhere" in eval_command(f"TRAIN_DIR={tmp_path}", "RUN=elsewhere")
-    # a checkpoint file is evaluated as given, with or without training runs around
-    for train_dir in (tmp_path, tmp_path / "none"):
-        words = eval_command(f"TRAIN_DIR={train_dir}", "ARGS=ckpt=x.ckpt data=digits")
+    assert f"run={tmp_path}/train/exp_a/2026-01-02_00-00-00/" in eval_command(f"OUTPUTS={tmp_path}")
+    (tmp_path / "multirun/exp_a/2026-01-03_08-00-00").mkdir(parents=True)  # a sweep after that
+    assert f"run={tmp_path}/multirun/exp_a/2026-01-03_08-00-00/" in eval_command(f"OUTPUTS={tmp_path}")
+    assert "run=elsewhere" in eval_command(f"OUTPUTS={tmp_path}", "RUN=elsewhere")
+    # a checkpoint file is evaluated as given, with or without runs around
+    for outputs in (tmp_path, tmp_path / "none"):
+        words = eval_command(f"OUTPUTS={outputs}", "ARGS=ckpt=x.ckpt data=digits")
         assert words[-2:] == ["ckpt=x.ckpt", "data=digits"] and not any(w.startswith("run=") for w in words)
 
 
 def test_make_eval_without_a_run_says_what_to_do(tmp_path):
-    result = run_make("eval", f"TRAIN_DIR={tmp_path}", check=False)
+    result = run_make("eval", f"OUTPUTS={tmp_path}", check=False)
     assert result.returncode != 0
-    assert f"make eval: no run under {tmp_path}/ yet; run make train first, or give RUN=" in result.stderr
+    assert f"make eval: no run under {tmp_path}/train or {tmp_path}/multirun yet; run make train first" in result.stderr
