@@ -1,4 +1,5 @@
-"""Every Python example in the README runs as printed, against a real (briefly) trained and evaluated run."""
+"""Every Python example in the README runs as printed, against a real (briefly) trained and evaluated run;
+the names they import from ``mrl`` are its exports."""
 
 from __future__ import annotations
 
@@ -41,3 +42,16 @@ def test_readme_example_runs(index, run_dir, capsys):
     assert "<run>" not in code and "<date-time>" not in code, "a run placeholder the test does not know"
     exec(compile(code, f"README.md example {index + 1}", "exec"), {"__name__": "readme_example"})
     assert capsys.readouterr().out.strip(), "every example prints its result"
+
+
+def test_package_exports_the_building_blocks():
+    import mrl
+    from mrl.heads import MatryoshkaHead
+    from mrl.retrieval import AdaptiveRetriever
+
+    assert mrl.MatryoshkaHead is MatryoshkaHead and mrl.AdaptiveRetriever is AdaptiveRetriever
+    for name in mrl.__all__:
+        assert getattr(mrl, name) is not None, name
+    assert set(mrl.__all__) <= set(dir(mrl))
+    with pytest.raises(AttributeError, match="no attribute 'MatryoshkaHeadd'"):
+        mrl.MatryoshkaHeadd  # noqa: B018
