@@ -10,12 +10,13 @@ EXTRAS ?= dev,retrieval,text,sweep
 EXP ?= digits_mrl
 SWEEP ?= heads
 RUN ?=
-DIR ?= outputs
+DIR ?=
 ARGS ?=
 OUTPUTS ?= outputs
-# the newest training run or sweep: both are named <experiment>/<date>_<time>, so the names sort by time
-LATEST_RUN = $(shell ls -d $(OUTPUTS)/train/*/*/ $(OUTPUTS)/multirun/*/*/ 2>/dev/null | awk -F/ '{print $$(NF-1), $$0}' | sort | tail -n 1 | cut -d' ' -f2)
-EVAL_RUN = $(or $(RUN),$(if $(findstring ckpt=,$(ARGS)),,$(LATEST_RUN)))
+# the newest of some run directories: they are named <experiment>/<date>_<time>, so the names sort by time
+newest = $(shell ls -d $(1) 2>/dev/null | awk -F/ '{print $$(NF-1), $$0}' | sort | tail -n 1 | cut -d' ' -f2)
+EVAL_RUN = $(or $(RUN),$(if $(findstring ckpt=,$(ARGS)),,$(call newest,$(OUTPUTS)/train/*/*/ $(OUTPUTS)/multirun/*/*/)))
+REPORT_DIR = $(or $(DIR),$(call newest,$(OUTPUTS)/multirun/*/*/),$(OUTPUTS))
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline WANDB_SILENT=true
 
 .PHONY: help install train sweep eval report export test test-full lint bench bench-heads bench-retrieval clean
@@ -42,8 +43,8 @@ eval: $(STAMP) ## evaluate a run, or every run of a sweep (default: the newest o
 	@test -n "$(EVAL_RUN)$(findstring ckpt=,$(ARGS))" || { echo "make eval: no run under $(OUTPUTS)/train or $(OUTPUTS)/multirun yet; run make train first, or give RUN=<run or sweep directory>" >&2; exit 2; }
 	$(PY) -m mrl.evaluate $(if $(EVAL_RUN),run=$(EVAL_RUN)) $(ARGS)
 
-report: $(STAMP) ## compare runs: make report DIR=outputs/multirun/digits_mrl
-	$(PY) -m mrl.report $(DIR) $(ARGS)
+report: $(STAMP) ## compare runs (default: the newest sweep): make report DIR=outputs/multirun/digits_mrl
+	$(PY) -m mrl.report $(REPORT_DIR) $(ARGS)
 
 export: $(STAMP) ## export a text run to sentence-transformers: make export RUN=... [ARGS="--truncate-dim 64"]
 	$(PY) -m mrl.export $(RUN) $(ARGS)

@@ -1,4 +1,4 @@
-"""`make train` end to end as a newcomer runs it (the virtual environment exists here); `make eval`'s default run."""
+"""`make train` end to end as a newcomer runs it (the virtual environment exists here); what eval and report pick."""
 
 from __future__ import annotations
 
@@ -19,10 +19,14 @@ def test_make_train_runs_the_default_experiment(tmp_path):
     assert list(run_dir.glob("wandb/offline-run-*"))
 
 
+def dry_run(target: str, *make_args: str) -> list[str]:
+    """The words of the python command that ``make -n <target> ...`` would run."""
+    lines = run_make("-n", target, *make_args).stdout.splitlines()
+    return next(line for line in lines if "python -m mrl." in line).split()
+
+
 def eval_command(*make_args: str) -> list[str]:
-    """The words of the evaluation command ``make -n eval ...`` would run."""
-    lines = run_make("-n", "eval", *make_args).stdout.splitlines()
-    return next(line for line in lines if "-m mrl.evaluate" in line).split()
+    return dry_run("eval", *make_args)
 
 
 def test_make_eval_defaults_to_the_newest_run_or_sweep(tmp_path):
@@ -43,3 +47,11 @@ def test_make_eval_without_a_run_says_what_to_do(tmp_path):
     result = run_make("eval", f"OUTPUTS={tmp_path}", check=False)
     assert result.returncode != 0
     assert f"make eval: no run under {tmp_path}/train or {tmp_path}/multirun yet; run make train first" in result.stderr
+
+
+def test_make_report_defaults_to_the_newest_sweep(tmp_path):
+    assert dry_run("report", f"OUTPUTS={tmp_path}")[3] == str(tmp_path)  # no sweep yet: every run
+    for name in ("multirun/a/2026-01-01_00-00-00", "multirun/b/2026-02-01_00-00-00", "train/a/2026-03-01_00-00-00"):
+        (tmp_path / name).mkdir(parents=True)
+    assert dry_run("report", f"OUTPUTS={tmp_path}")[3] == f"{tmp_path}/multirun/b/2026-02-01_00-00-00/"
+    assert dry_run("report", f"OUTPUTS={tmp_path}", "DIR=mine")[3] == "mine"
