@@ -25,21 +25,17 @@ def dry_run(target: str, *make_args: str) -> list[str]:
     return next(line for line in lines if "python -m mrl." in line).split()
 
 
-def eval_command(*make_args: str) -> list[str]:
-    return dry_run("eval", *make_args)
-
-
 def test_make_eval_defaults_to_the_newest_run_or_sweep(tmp_path):
     for name in ("train/exp_b/2026-01-01_10-00-00", "train/exp_a/2026-01-02_00-00-00",
                  "multirun/exp_b/2025-12-31_23-59-59"):
         (tmp_path / name).mkdir(parents=True)
-    assert f"run={tmp_path}/train/exp_a/2026-01-02_00-00-00/" in eval_command(f"OUTPUTS={tmp_path}")
+    assert f"run={tmp_path}/train/exp_a/2026-01-02_00-00-00/" in dry_run("eval", f"OUTPUTS={tmp_path}")
     (tmp_path / "multirun/exp_a/2026-01-03_08-00-00").mkdir(parents=True)  # a sweep after that
-    assert f"run={tmp_path}/multirun/exp_a/2026-01-03_08-00-00/" in eval_command(f"OUTPUTS={tmp_path}")
-    assert "run=elsewhere" in eval_command(f"OUTPUTS={tmp_path}", "RUN=elsewhere")
+    assert f"run={tmp_path}/multirun/exp_a/2026-01-03_08-00-00/" in dry_run("eval", f"OUTPUTS={tmp_path}")
+    assert "run=elsewhere" in dry_run("eval", f"OUTPUTS={tmp_path}", "RUN=elsewhere")
     # a checkpoint file is evaluated as given, with or without runs around
     for outputs in (tmp_path, tmp_path / "none"):
-        words = eval_command(f"OUTPUTS={outputs}", "ARGS=ckpt=x.ckpt data=digits")
+        words = dry_run("eval", f"OUTPUTS={outputs}", "ARGS=ckpt=x.ckpt data=digits")
         assert words[-2:] == ["ckpt=x.ckpt", "data=digits"] and not any(w.startswith("run=") for w in words)
 
 

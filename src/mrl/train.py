@@ -14,10 +14,14 @@ from mrl.sweep import record_failure
 @hydra.main(config_path="../../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     run_dir = HydraConfig.get().runtime.output_dir
-    if HydraConfig.get().mode.name != "MULTIRUN":
-        return exit_on_config_error(lambda: optimized_metric(cfg, run_training(cfg, run_dir)))
-    try:
+
+    def train() -> float | None:
         return optimized_metric(cfg, run_training(cfg, run_dir))
+
+    if HydraConfig.get().mode.name != "MULTIRUN":
+        return exit_on_config_error(train)
+    try:
+        return train()
     except Exception as error:  # in a sweep, one failing job is recorded and the others go on
         record_failure(run_dir, error)
         return float("nan")
