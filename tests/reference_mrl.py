@@ -46,3 +46,27 @@ class NaiveMatryoshkaCE(nn.Module):
             w = 1.0 if self.relative_importance is None else self.relative_importance[i]
             loss = loss + w * self.criterion(out, target)
         return loss
+
+
+class ShiftedSumBlurConv(nn.Module):
+    """A reference-layout BlurPool convolution (``.conv`` + ``blur_filter``) that blurs another way.
+
+    The blur is a weighted sum of the nine one-pixel shifts of the zero-padded input, weights
+    ``[1, 2, 1]`` times ``[1, 2, 1]`` over 16, instead of a depthwise convolution. ``blur_filter`` is
+    only carried (with the values the reference files hold), not used.
+    """
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.conv = conv
+        kernel = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16.0
+        self.register_buffer("blur_filter", kernel.repeat(conv.in_channels, 1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
+        h, w = x.shape[-2:]
+        weights = (1.0, 2.0, 1.0)
+        blurred = sum(
+            weights[i] * weights[j] / 16.0 * padded[..., i : i + h, j : j + w] for i in range(3) for j in range(3)
+        )
+        return self.conv(blurred)

@@ -9,16 +9,25 @@ import torchvision
 from mrl.checkpoints import load_module
 from mrl.compat import load_reference_resnet50
 
-from reference_mrl import NaiveMRLLinear
+from reference_mrl import NaiveMRLLinear, ShiftedSumBlurConv
 
 NESTING = [8, 16, 32, 64, 128, 256, 512, 1024, 2048]
 
 
-def reference_model(efficient: bool, num_classes: int = 7) -> torch.nn.Module:
+# The strided convolutions FFCV's rule blurs in a ResNet-50, listed by hand: the first block of
+# layers 2-4, its 3x3 convolution and its downsampling shortcut (the stem reads only 3 channels).
+BLURRED_RESNET50 = [f"layer{i}.0.{name}" for i in (2, 3, 4) for name in ("conv2", "downsample.0")]
+
+
+def reference_model(efficient: bool, num_classes: int = 7, blurpool: bool = False) -> torch.nn.Module:
     """A torchvision ResNet-50 with the reference nested head as ``fc``, as the reference trains it."""
     torch.manual_seed(0)
     model = torchvision.models.resnet50(weights=None)
     model.fc = NaiveMRLLinear(NESTING, num_classes, efficient=efficient)
+    if blurpool:
+        for name in BLURRED_RESNET50:
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, ShiftedSumBlurConv(model.get_submodule(name)))
     # Non-trivial batch-norm statistics, so a wrong key mapping would show in the outputs.
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
@@ -27,15 +36,21 @@ def reference_model(efficient: bool, num_classes: int = 7) -> torch.nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize("efficient", [False, True])
-def test_reference_checkpoint_gives_reference_logits(tmp_path, efficient):
-    reference = reference_model(efficient)
-    # Saved from DDP as the reference does: every key starts with ``module.``.
-    state = {f"module.{k}": v for k, v in reference.state_dict().items()}
+def save_from_ddp(model: torch.nn.Module, path) -> None:
+    """Save as the reference does, from DDP: every key starts with ``module.``."""
+    torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, path)
+
+
+@pytest.mark.parametrize(
+    ("efficient", "blurpool"), [(False, False), (True, False), (False, True), (True, True)]
+)
+def test_reference_checkpoint_gives_reference_logits(tmp_path, efficient, blurpool):
+    reference = reference_model(efficient, blurpool=blurpool)
     path = tmp_path / "r50_mrl.pt"
-    torch.save(state, path)
+    save_from_ddp(reference, path)
     module = load_reference_resnet50(path)
     assert module.hparams.head["kind"] == ("mrl_e" if efficient else "mrl")
+    assert module.hparams.backbone["blurpool"] is blurpool
     assert module.sizes == NESTING
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
@@ -44,13 +59,45 @@ def test_reference_checkpoint_gives_reference_logits(tmp_path, efficient):
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
+def test_blurpool_makes_a_difference(tmp_path):
+    """The same weights without the blur give other logits, so the test above does check the blur."""
+    reference = reference_model(False, blurpool=True)
+    state = reference.state_dict()
+    path = tmp_path / "r50_mrl.pt"
+    save_from_ddp(reference, path)
+    module = load_reference_resnet50(path)
+    for name in BLURRED_RESNET50:
+        parent, _, child = name.rpartition(".")
+        blurred = module.backbone.model.get_submodule(name)
+        setattr(module.backbone.model.get_submodule(parent), child, blurred.conv)
+    assert "layer2.0.conv2.blur_filter" in state
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert (module(x) - torch.stack(reference(x))).abs().max() > 1e-2
+
+
+def test_older_mrl_e_files_load_with_their_kind(tmp_path):
+    """The reference's older MRL-E files keep the shared head as ``fc`` itself (a Linear subclass)."""
+    reference = reference_model(True, blurpool=True)
+    state = {k.replace("fc.nesting_classifier_0.", "fc."): v for k, v in reference.state_dict().items()}
+    path = tmp_path / "r50_mrl_e_old.pt"
+    torch.save({f"module.{k}": v for k, v in state.items()}, path)
+    assert load_reference_resnet50(path).hparams.head["kind"] == "standard"  # what the keys alone say
+    module = load_reference_resnet50(path, kind="mrl_e")
+    assert module.hparams.head["kind"] == "mrl_e"
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), torch.stack(reference(x)), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match=r"^reference='mrl': .* holds a standard head"):
+        load_reference_resnet50(path, kind="mrl")
+
+
 def test_unsupported_layers_are_named(tmp_path):
     state = reference_model(False).state_dict()
-    state["conv1.conv.weight"] = state.pop("conv1.weight")  # a BlurPool-wrapped convolution
-    state["layer2.0.conv2.blur_filter"] = torch.ones(128, 1, 3, 3)
-    path = tmp_path / "blurpool.pt"
+    state["layer1.0.se.fc1.weight"] = torch.ones(16, 256, 1, 1)  # a squeeze-excitation block
+    path = tmp_path / "se.pt"
     torch.save(state, path)
-    with pytest.raises(ValueError, match=r"not supported.*conv1\.conv\.weight"):
+    with pytest.raises(ValueError, match=r"not supported.*layer1\.0\.se\.fc1\.weight \(without BlurPool"):
         load_reference_resnet50(path)
 
 

@@ -3,7 +3,9 @@
 The reference checkpoints are torchvision ResNet-50 state dicts (saved from DDP, so keys may start with
 ``module.``) whose ``fc`` is the nested head: ``fc.nesting_classifier_{i}.weight/bias`` (MRL: one per
 size; MRL-E: only ``nesting_classifier_0``, sliced), or a fixed-feature ``fc.classifier.weight``.
-timm's ResNet-50 uses torchvision's key names, so the trunk loads key for key.
+timm's ResNet-50 uses torchvision's key names, so the trunk loads key for key. The released
+checkpoints were trained with BlurPool (a ``.conv`` level and a ``blur_filter`` buffer in each strided
+convolution); such a checkpoint gets a backbone with ``blurpool=True``, which has the same layout.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from mrl.module import MatryoshkaModule
 
 _HEAD_KEY = re.compile(r"^fc\.nesting_classifier_(\d+)\.(weight|bias)$")
 _FF_KEY = re.compile(r"^fc\.classifier\.(weight|bias)$")
+REFERENCE_KINDS = ("mrl", "mrl_e", "ff", "standard")
 
 
 def strip_prefixes(state_dict: Mapping[str, torch.Tensor], prefixes=("module.", "model.")) -> dict:
@@ -65,16 +68,35 @@ def infer_reference_head(state_dict: Mapping[str, torch.Tensor]) -> dict:
                      "fc.classifier.* or fc.weight)")
 
 
-def load_reference_resnet50(path: str | Path, nesting: list[int] | None = None) -> MatryoshkaModule:
-    """Build a MatryoshkaModule (timm ResNet-50 + the matching head) holding a reference checkpoint."""
+def load_reference_resnet50(
+    path: str | Path, nesting: list[int] | None = None, kind: str | None = None
+) -> MatryoshkaModule:
+    """Build a MatryoshkaModule (timm ResNet-50 + the matching head) holding a reference checkpoint.
+
+    The head kind is read off the ``fc`` keys; ``kind`` checks it. ``kind="mrl_e"`` also reads the
+    reference's older MRL-E files, whose shared head was ``fc`` itself (``fc.weight``/``fc.bias``, the
+    layout of a standard model, which is what they are taken for without it).
+    """
     state_dict = read_reference_state_dict(path)
+    if kind == "mrl_e" and "fc.weight" in state_dict:
+        state_dict = {
+            (f"fc.nesting_classifier_0.{k[3:]}" if k in ("fc.weight", "fc.bias") else k): v
+            for k, v in state_dict.items()
+        }
     info = infer_reference_head(state_dict)
+    if kind is not None and kind != info["kind"]:
+        raise ValueError(
+            f"reference={kind!r}: ckpt={str(path)!r} holds a {info['kind']} head (its fc keys: "
+            f"{sorted(k for k in state_dict if k.startswith('fc.'))}); use reference=true to take it as it is"
+        )
     kind = info["kind"]
     head = {"kind": kind, "bias": any(k.endswith(".bias") and k.startswith("fc.") for k in state_dict)}
     if kind == "ff":
         head["dim"] = info["dim"]
+    blurpool = any(key.endswith(".blur_filter") for key in state_dict)
     module = MatryoshkaModule(
-        backbone={"_target_": "mrl.backbones.TimmBackbone", "name": "resnet50", "pretrained": False},
+        backbone={"_target_": "mrl.backbones.TimmBackbone", "name": "resnet50", "pretrained": False,
+                  "blurpool": blurpool},
         num_classes=info["num_classes"],
         head=head,
         nesting=nesting or info.get("nesting"),
@@ -87,7 +109,7 @@ def load_reference_resnet50(path: str | Path, nesting: list[int] | None = None) 
         raise ValueError(
             f"ckpt={str(path)!r}: layers not supported by a timm ResNet-50: {', '.join(unsupported[:6])}"
             + (f" (+{len(unsupported) - 6} more)" if len(unsupported) > 6 else "")
-            + " (BlurPool-trained checkpoints keep an extra `.conv.` level and a blur_filter buffer)"
+            + f" ({'with' if blurpool else 'without'} BlurPool, read off the blur_filter buffers)"
         )
     missing = sorted(k for k in expected if k not in trunk and not k.endswith("num_batches_tracked"))
     if missing:

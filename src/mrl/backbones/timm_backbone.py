@@ -9,6 +9,8 @@ import timm
 import torch
 from torch import nn
 
+from mrl.backbones.blurpool import apply_blurpool
+
 
 def check_timm_name(name: str, key: str = "model.backbone.name") -> None:
     """Fail fast on a backbone name timm does not know, suggesting close matches."""
@@ -25,7 +27,8 @@ class TimmBackbone(nn.Module):
     ``weights_path`` loads pretrained weights from a local file (offline use) through timm's own
     pretrained-config mechanism, so the usual key filtering and input adaptation (``in_chans``) apply.
     ``freeze=True`` keeps the trunk fixed (and its norm statistics in eval mode), so an existing model
-    can be made Matryoshka by training only the projection and the heads.
+    can be made Matryoshka by training only the projection and the heads. ``blurpool=True`` blurs the
+    input of the strided convolutions (:mod:`mrl.backbones.blurpool`), as the reference MRL recipe does.
     """
 
     def __init__(
@@ -37,6 +40,7 @@ class TimmBackbone(nn.Module):
         embed_dim: int | None = None,
         freeze: bool = False,
         drop_path_rate: float = 0.0,
+        blurpool: bool = False,
         **model_kwargs,
     ) -> None:
         super().__init__()
@@ -52,6 +56,12 @@ class TimmBackbone(nn.Module):
         self.name = name
         self.model = timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=in_chans, **kwargs)
         self.num_features = int(self.model.num_features)
+        self.blurred = apply_blurpool(self.model) if blurpool else []
+        if blurpool and not self.blurred:
+            raise ValueError(
+                f"model.backbone.blurpool=true: {name} has no convolution with a stride above 1 that reads "
+                f">= 16 channels, so there is nothing to blur; set it to false for this backbone"
+            )
         if embed_dim is not None and int(embed_dim) <= 0:
             raise ValueError(f"model.backbone.embed_dim={embed_dim!r}: must be a positive integer or null")
         self.projection = nn.Linear(self.num_features, int(embed_dim)) if embed_dim else nn.Identity()

@@ -185,10 +185,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate one run (``run=<run directory>``) or one checkpoint (``ckpt=<file>``)."""
     ckpt, run_dir, out = resolve_paths(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.get("reference"):
-        from mrl.compat import load_reference_resnet50
+    reference = cfg.get("reference")
+    if reference:
+        from mrl.compat import REFERENCE_KINDS, load_reference_resnet50
 
-        module = load_reference_resnet50(ckpt)
+        if reference is not True and reference not in REFERENCE_KINDS:
+            raise ValueError(
+                f"reference={reference!r}: expected false, true (the head kind read off the file) or one of "
+                f"{', '.join(REFERENCE_KINDS)}"
+            )
+        module = load_reference_resnet50(ckpt, kind=None if reference is True else reference)
     else:
         module = load_module(ckpt, weights_only=bool(cfg.get("weights_only", True)))
     datamodule = build_eval_data(cfg, run_dir, module)
