@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mrl.experiment import build_datamodule, build_model
+from mrl.callbacks import ProgressiveResizing
+from mrl.experiment import build_callbacks, build_datamodule, build_model
 
 from conftest import EXPERIMENTS, compose_train
 
@@ -58,6 +59,9 @@ def test_experiment_composes_and_builds(experiment, tmp_path):
         assert cfg.model.loss.label_smoothing == 0.1
         assert cfg.model.optimizer.name == "sgd"
         assert model.embed_dim == 2048
+        assert model.backbone.blurred  # the reference recipe's BlurPool
+        resizing = [c for c in build_callbacks(cfg, with_loggers=False) if isinstance(c, ProgressiveResizing)]
+        assert [resizing[0].size_at(epoch) for epoch in (0, 29, 31, 32, 34, 39)] == [160, 160, 160, 192, 192, 192]
         if kind in ("mrl", "mrl_e"):
             assert model.sizes == [8, 16, 32, 64, 128, 256, 512, 1024, 2048]
         else:  # FF and standard: one classifier, over the first dim (FF) or all 2048 features

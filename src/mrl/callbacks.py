@@ -1,4 +1,5 @@
-"""Lightning callbacks: the truncation curve (accuracy against embedding size) after each validation."""
+"""Lightning callbacks: the truncation curve (accuracy against embedding size) after each validation, and
+progressive resizing of the training images (the reference ImageNet recipe)."""
 
 from __future__ import annotations
 
@@ -58,3 +59,73 @@ class TruncationCurve(L.Callback):
                     "trainer/global_step": trainer.global_step,
                 }
             )
+
+
+class ProgressiveResizing(L.Callback):
+    """Train on small images first: the crop size ramps from ``start_size`` to ``end_size``.
+
+    The size is ``start_size`` up to ``start_epoch``, ``end_size`` from ``end_epoch`` on, and in between
+    the linear interpolation rounded to a multiple of ``multiple`` (FFCV's ImageNet schedule, which the
+    reference MRL models were trained with: 160 to 192 over epochs 29-34 of 40). Validation keeps the
+    data's own ``image_size``. The data module must have ``set_train_image_size`` (image folders do).
+    A resumed run continues with the size of the epoch it resumes, from its first batch.
+    """
+
+    def __init__(self, start_size: int, end_size: int, start_epoch: int, end_epoch: int, multiple: int = 32):
+        key = "callbacks.progressive_resizing"
+        for name, value in (("start_size", start_size), ("end_size", end_size), ("multiple", multiple)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key}.{name}={value!r} is invalid; use a positive integer")
+        if not 0 <= start_epoch <= end_epoch:
+            raise ValueError(
+                f"{key}.start_epoch={start_epoch!r}, end_epoch={end_epoch!r}: need 0 <= start_epoch <= end_epoch"
+            )
+        self.start_size, self.end_size, self.multiple = start_size, end_size, multiple
+        self.start_epoch, self.end_epoch = start_epoch, end_epoch
+        self.resume_epoch = self._epoch = 0
+        self._epoch_done = False
+        self._trainer: L.Trainer | None = None
+
+    def size_at(self, epoch: int) -> int:
+        if epoch <= self.start_epoch:
+            return self.start_size
+        if epoch >= self.end_epoch:
+            return self.end_size
+        fraction = (epoch - self.start_epoch) / (self.end_epoch - self.start_epoch)
+        size = self.start_size + fraction * (self.end_size - self.start_size)
+        return round(size / self.multiple) * self.multiple
+
+    def _set(self, trainer: L.Trainer, epoch: int) -> int:
+        datamodule = trainer.datamodule
+        if not hasattr(datamodule, "set_train_image_size"):
+            raise ValueError(
+                f"callbacks.progressive_resizing: the data module {type(datamodule).__name__} cannot change its "
+                f"training image size; use an image-folder data set (data=imagenet or data=image_folder)"
+            )
+        size = self.size_at(epoch)
+        datamodule.set_train_image_size(size)
+        return size
+
+    # The first epoch's loader can start its workers before on_fit_start (configure_optimizers asks for
+    # the number of steps), so the size is set at setup and again when a checkpoint's state arrives.
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self._trainer = trainer
+            self._set(trainer, self.resume_epoch)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch, self._epoch_done = trainer.current_epoch, False
+        size = self._set(trainer, self._epoch)
+        pl_module.log("train/image_size", float(size), on_step=False, on_epoch=True)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int):
+        self._epoch_done = batch_idx + 1 >= trainer.num_training_batches
+
+    def state_dict(self) -> dict[str, int]:
+        # A checkpoint taken once the epoch's batches are all done resumes at the next epoch.
+        return {"resume_epoch": self._epoch + int(self._epoch_done)}
+
+    def load_state_dict(self, state_dict: Mapping[str, int]) -> None:
+        self.resume_epoch = self._epoch = int(state_dict["resume_epoch"])
+        if self._trainer is not None:
+            self._set(self._trainer, self.resume_epoch)

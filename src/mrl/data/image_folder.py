@@ -21,6 +21,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 from mrl.data.base import ImageDataModule, fit_channels
 
 _BAD_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+_INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming", "random")
 
 
 def _is_image(name: str) -> bool:
@@ -102,11 +103,33 @@ class SafeImageDataset(Dataset):
         raise RuntimeError(f"no readable image among the {n} files of this split")
 
 
+class ResizableCrop:
+    """A random-resized crop whose output size is read, at every image, from a shared-memory tensor.
+
+    DataLoader workers hold copies of the transform, but the tensor is shared with them, so a size set
+    in the main process (:meth:`ImageFolderDataModule.set_train_image_size`) reaches the batches they
+    make next. A size of 0 leaves the crop's own size.
+    """
+
+    def __init__(self, crop: Callable, size: torch.Tensor) -> None:
+        self.crop, self.size, self.default_size = crop, size, tuple(crop.size)
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        side = int(self.size[0])
+        self.crop.size = (side, side) if side else self.default_size
+        return self.crop(img)
+
+    def __repr__(self) -> str:
+        return f"ResizableCrop({self.crop!r})"
+
+
 class ImageFolderDataModule(ImageDataModule):
     """ImageNet-layout folders: `root/train/<class>/*`, `root/val/<class>/*`, optionally a test folder.
 
     Classes are the sub-folders of `train_dir` (sorted); `val_dir` (and `test_dir`) must hold the same
-    ones. Test is val when `test_dir` is None. `image_size` overrides the data config's input size.
+    ones. Test is val when `test_dir` is None. `image_size`, `crop_pct` (the share of the resized image
+    an evaluation center crop keeps) and `interpolation` override the backbone's data config;
+    `color_jitter` is the training colour jitter strength (None: timm's default, 0.4; 0: none).
     """
 
     def __init__(
@@ -116,6 +139,9 @@ class ImageFolderDataModule(ImageDataModule):
         val_dir: str = "val",
         test_dir: str | None = None,
         image_size: int | None = None,
+        crop_pct: float | None = None,
+        interpolation: str | None = None,
+        color_jitter: float | None = None,
         in_chans: int = 3,
         skip_bad_images: bool = True,
         batch_size: int = 64,
@@ -132,6 +158,14 @@ class ImageFolderDataModule(ImageDataModule):
             )
         if image_size is not None and int(image_size) < 1:
             raise ValueError(f"data.image_size={image_size} is invalid; use a positive integer or null")
+        if crop_pct is not None and not 0 < float(crop_pct) <= 1:
+            raise ValueError(f"data.crop_pct={crop_pct} is invalid; use a fraction in (0, 1] or null")
+        if interpolation is not None and interpolation not in _INTERPOLATIONS:
+            raise ValueError(
+                f"data.interpolation={interpolation!r} is invalid; use one of {', '.join(_INTERPOLATIONS)} or null"
+            )
+        if color_jitter is not None and float(color_jitter) < 0:
+            raise ValueError(f"data.color_jitter={color_jitter} is invalid; use 0 (none), a positive strength or null")
         if root is None or str(root).strip() in ("", "???"):
             raise ValueError(
                 "data.root is not set; point it at a folder holding train/ and val/ class folders"
@@ -145,6 +179,12 @@ class ImageFolderDataModule(ImageDataModule):
         self.name = self.root.name or "image_folder"
         self.in_chans = int(in_chans)
         self.image_size = None if image_size is None else int(image_size)
+        self.overrides: dict[str, Any] = {
+            key: value
+            for key, value in (("crop_pct", crop_pct), ("interpolation", interpolation), ("color_jitter", color_jitter))
+            if value is not None
+        }
+        self.train_image_size = torch.zeros(1, dtype=torch.int64).share_memory_()  # 0: image_size
         self.skip_bad_images = bool(skip_bad_images)
         self.split_dirs: dict[str, Path] = {
             "train": self._split_dir("train_dir", train_dir),
@@ -203,6 +243,7 @@ class ImageFolderDataModule(ImageDataModule):
 
         accepted = set(inspect.signature(create_transform).parameters) - {"is_training"}
         cfg.update({k: v for k, v in (self.data_config or {}).items() if k in accepted})
+        cfg.update(self.overrides)
         h, w = self._config_size(self.image_size, default=224)
         cfg["input_size"] = (self.in_chans, h, w)
         cfg["mean"] = fit_channels(cfg["mean"], self.in_chans)
@@ -213,7 +254,24 @@ class ImageFolderDataModule(ImageDataModule):
     def _transform(self, is_training: bool) -> Callable:
         from timm.data import create_transform
 
-        return create_transform(**self.transform_config(is_training))
+        from timm.data.transforms import RandomResizedCropAndInterpolation
+        from torchvision.transforms import RandomResizedCrop
+
+        transform = create_transform(**self.transform_config(is_training))
+        first = transform.transforms[0]
+        if is_training and isinstance(first, (RandomResizedCropAndInterpolation, RandomResizedCrop)):
+            transform.transforms[0] = ResizableCrop(first, self.train_image_size)
+        return transform
+
+    def set_train_image_size(self, size: int | None) -> None:
+        """Square size of the training crops from the next batch on (None: back to the configured one).
+
+        Takes effect in running DataLoader workers too (:class:`ResizableCrop`); progressive resizing
+        (:class:`mrl.callbacks.ProgressiveResizing`) calls it at the start of each epoch.
+        """
+        if size is not None and int(size) < 1:
+            raise ValueError(f"train image size {size} is invalid; use a positive integer")
+        self.train_image_size[0] = 0 if size is None else int(size)
 
     # ----------------------------------------------------------------- data
     def _build(self) -> None:
