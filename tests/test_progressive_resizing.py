@@ -138,7 +138,8 @@ def test_a_run_stopped_mid_epoch_resumes_that_epoch_at_its_size(tmp_path, make_c
     ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=1)
     datamodule = build_datamodule(cfg)
     trainer = L.Trainer(max_steps=4, accelerator="cpu", logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=0, callbacks=[ProgressiveResizing(**schedule), ckpt])
+                        enable_model_summary=False, limit_val_batches=0,
+                        callbacks=[ProgressiveResizing(**schedule), ckpt])
     trainer.fit(build_model(cfg, datamodule), datamodule=datamodule)  # 3 steps an epoch: stops in epoch 1
     assert resizing_state(tmp_path / "ckpt" / "last.ckpt") == {"resume_epoch": 1}
 

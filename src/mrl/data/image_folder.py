@@ -253,7 +253,6 @@ class ImageFolderDataModule(ImageDataModule):
 
     def _transform(self, is_training: bool) -> Callable:
         from timm.data import create_transform
-
         from timm.data.transforms import RandomResizedCropAndInterpolation
         from torchvision.transforms import RandomResizedCrop
 
