@@ -121,3 +121,44 @@ def test_framework_checkpoint_round_trip(tmp_path, make_cfg):
         torch.testing.assert_close(loaded(x), model(x))
         torch.testing.assert_close(loaded.embed(x), model.embed(x))
     assert loaded.predict_step((x, torch.zeros(4, dtype=torch.long)), 0)["embedding"].shape == (4, 512)
+
+
+def test_an_official_checkpoint_evaluates_like_the_reference_model(tmp_path):
+    """``python -m mrl.evaluate ckpt=... reference=true data=...`` on a BlurPool file: the reference's per-size
+    top-1 on the same images."""
+    from omegaconf import OmegaConf
+
+    from mrl.eval.runner import evaluate
+
+    from conftest import ROOT, eval_cfg
+
+    reference = reference_model(False, num_classes=10, blurpool=True)
+    path = tmp_path / "r50_mrl1.pt"
+    save_from_ddp(reference, path)
+    cfg = eval_cfg(None, ckpt=str(path), reference=True, output_dir=str(tmp_path / "eval"),
+                   **{"knn.metrics": ["cosine"], "baselines.enabled": False})
+    cfg.data = OmegaConf.load(ROOT / "conf" / "data" / "synthetic.yaml")
+    cfg.data.train_size, cfg.data.val_size = 128, 96
+    results = evaluate(cfg)
+    assert results["head_sizes"] == NESTING
+
+    from mrl.data import SyntheticDataModule
+
+    data = SyntheticDataModule(num_classes=10, image_size=32, train_size=128, val_size=96, seed=0)
+    images, labels = map(torch.cat, zip(*data.eval_dataloader("val")))
+    with torch.no_grad():
+        logits = torch.stack(reference(images))
+    for m, size_logits in zip(NESTING, logits):
+        expected = (size_logits.argmax(-1) == labels).float().mean().item()
+        assert results["metrics"][f"eval/top1@{m}"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_an_unknown_reference_kind_is_a_one_line_error(tmp_path):
+    from mrl.eval.runner import evaluate
+
+    from conftest import eval_cfg
+
+    path = tmp_path / "r50.pt"
+    save_from_ddp(reference_model(True), path)
+    with pytest.raises(ValueError, match=r"^reference='mrle': expected false, true .* mrl, mrl_e, ff, standard"):
+        evaluate(eval_cfg(None, ckpt=str(path), reference="mrle"))
