@@ -63,6 +63,13 @@ def test_eval_prints_the_per_size_table(trained_runs, capsys):
     assert "knn_top1" in printed and knn_at_8 in printed
     assert "Adaptive classification" not in printed  # those tables stay in summary.md
     assert str(run_dir / "eval") in printed
+    # the standard model's table is the widest (probes); in a log every row keeps one line
+    run_dir, _, results = runs["standard"]
+    show(results)
+    printed = capsys.readouterr().out
+    header = (run_dir / "eval" / "summary.md").read_text().split("\n| size |", 1)[1].split("\n", 1)[0]
+    columns = ["size", *(c.strip() for c in header.strip(" |").split("|"))]
+    assert len(columns) >= 10 and any(all(c in line for c in columns) for line in printed.splitlines())
 
 
 def test_head_accuracy_matches_training_metrics(trained_runs):

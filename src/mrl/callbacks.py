@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 import lightning as L
 from lightning.pytorch.loggers import WandbLogger
 
+from mrl.io import console
+
 
 def curve_rows(metrics: Mapping, sizes: Sequence[int], split: str = "val") -> list[list[float]]:
     """Rows of (size, top-1, top-5) read from logged metrics named ``{split}/top1@{m}``."""
@@ -22,7 +24,6 @@ def curve_rows(metrics: Mapping, sizes: Sequence[int], split: str = "val") -> li
 
 def print_curve(rows: list[list[float]], title: str) -> None:
     """A rich table of the truncation curve, for the console at the end of a run."""
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title)
@@ -30,7 +31,7 @@ def print_curve(rows: list[list[float]], title: str) -> None:
         table.add_column(column, justify="right")
     for size, top1, top5 in rows:
         table.add_row(str(size), f"{100 * top1:.2f}", f"{100 * top5:.2f}")
-    Console().print(table)
+    console().print(table)
 
 
 class TruncationCurve(L.Callback):

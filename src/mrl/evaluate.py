@@ -10,16 +10,16 @@ from omegaconf import DictConfig
 
 from mrl.errors import exit_on_config_error
 from mrl.eval.runner import evaluate_runs
+from mrl.io import console
 
 
 def show(results: dict[str, Any]) -> None:
     """Print the per-size table of the run's ``summary.md``; the cascade and funnel tables stay in the file."""
-    from rich.console import Console
     from rich.markdown import Markdown
 
     out = Path(results["output_dir"])
     summary = (out / "summary.md").read_text()
-    Console().print(Markdown(summary.split("\n## ", 1)[0]))
+    console().print(Markdown(summary.split("\n## ", 1)[0]))
     print(f"Evaluation written to {out} (summary.md also has the adaptive-classification and funnel tables)")
 
 

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mrl.callbacks import curve_rows, print_curve
 from mrl.checkpointing import latest_resume_checkpoint
-from mrl.io import atomic_write_text, write_json
+from mrl.io import atomic_write_text, console, write_json
 from mrl.wandb_setup import ensure_wandb_mode, stable_run_id
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,6 @@ def instantiate_clearly(cfg, **kwargs):
 
 
 def print_config_tree(cfg: DictConfig) -> None:
-    from rich.console import Console
     from rich.syntax import Syntax
     from rich.tree import Tree
 
@@ -44,7 +43,7 @@ def print_config_tree(cfg: DictConfig) -> None:
         value = cfg[key]
         text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
         branch.add(Syntax(text, "yaml"))
-    Console().print(tree)
+    console().print(tree)
 
 
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:

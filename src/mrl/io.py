@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash mid-write never leaves a half-written result behind."""
+"""Atomic file writes (a crash mid-write never leaves a half-written result behind), and the console the
+tables are printed to."""
 
 from __future__ import annotations
 
@@ -32,3 +33,17 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
+
+
+LOG_WIDTH = 200
+
+
+def console():
+    """A rich Console. Written to a file or pipe (a job's log) it is ``LOG_WIDTH`` wide rather than rich's 80,
+    so wide per-size tables keep one line per row; ``COLUMNS`` still decides where it is set."""
+    from rich.console import Console
+
+    out = Console()
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out = Console(width=LOG_WIDTH)
+    return out

@@ -21,7 +21,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from mrl.eval.plots import plot_curves
-from mrl.io import atomic_write_text, read_json, write_json
+from mrl.io import atomic_write_text, console, read_json, write_json
 
 log = logging.getLogger(__name__)
 LABELS = {"mrl": "MRL", "mrl_e": "MRL-E", "ff": "FF", "standard": "standard", "contrastive": "MRL contrastive"}
@@ -218,11 +218,10 @@ def main(argv: list[str] | None = None) -> None:
 
 def print_report(markdown: str) -> None:
     """The report's tables on the console; the figure links are left out (a terminal cannot show them)."""
-    from rich.console import Console
     from rich.markdown import Markdown
 
     tables = "\n".join(line for line in markdown.splitlines() if not line.startswith("!["))
-    Console().print(Markdown(tables))
+    console().print(Markdown(tables))
 
 
 if __name__ == "__main__":
