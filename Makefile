@@ -58,7 +58,9 @@ test-full: $(STAMP) ## all tests, the slow ones too
 lint: $(STAMP) ## ruff
 	$(PY) -m ruff check src tests benchmarks
 
-bench: bench-heads bench-retrieval ## both benchmarks (ratios measured side by side); ARGS go to each
+bench: ## both benchmarks with their defaults (ratios measured side by side)
+	@test -z "$(ARGS)" || { echo "make bench: the two benchmarks take different options; give ARGS to make bench-heads or make bench-retrieval" >&2; exit 2; }
+	@$(MAKE) --no-print-directory bench-heads bench-retrieval
 
 bench-heads: $(STAMP) ## nested heads against a plain classifier: make bench-heads ARGS="--threads 1 --clock thread"
 	$(PY) benchmarks/heads.py $(ARGS)

@@ -51,3 +51,10 @@ def test_make_report_defaults_to_the_newest_sweep(tmp_path):
         (tmp_path / name).mkdir(parents=True)
     assert dry_run("report", f"OUTPUTS={tmp_path}")[3] == f"{tmp_path}/multirun/b/2026-02-01_00-00-00/"
     assert dry_run("report", f"OUTPUTS={tmp_path}", "DIR=mine")[3] == "mine"
+
+
+def test_make_bench_sends_options_to_one_benchmark_only():
+    result = run_make("bench", "ARGS=--threads 1", check=False)
+    assert result.returncode == 2
+    assert "make bench: the two benchmarks take different options; give ARGS to make bench-heads" in result.stderr
+    assert "benchmarks/heads.py --threads 1" in run_make("-n", "bench-heads", "ARGS=--threads 1").stdout
