@@ -123,19 +123,20 @@ def test_framework_checkpoint_round_trip(tmp_path, make_cfg):
     assert loaded.predict_step((x, torch.zeros(4, dtype=torch.long)), 0)["embedding"].shape == (4, 512)
 
 
-def test_an_official_checkpoint_evaluates_like_the_reference_model(tmp_path):
+@pytest.mark.parametrize("tta", [False, True])
+def test_an_official_checkpoint_evaluates_like_the_reference_model(tmp_path, tta):
     """``python -m mrl.evaluate ckpt=... reference=true data=...`` on a BlurPool file: the reference's per-size
-    top-1 on the same images."""
+    top-1 on the same images (with ``tta``, of the summed logits of each image and its mirror image)."""
     from omegaconf import OmegaConf
 
-    from mrl.eval.runner import evaluate
+    from mrl.eval.runner import embed_split, evaluate
 
     from conftest import ROOT, eval_cfg
 
     reference = reference_model(False, num_classes=10, blurpool=True)
     path = tmp_path / "r50_mrl1.pt"
     save_from_ddp(reference, path)
-    cfg = eval_cfg(None, ckpt=str(path), reference=True, output_dir=str(tmp_path / "eval"),
+    cfg = eval_cfg(None, ckpt=str(path), reference=True, output_dir=str(tmp_path / "eval"), tta=tta,
                    **{"knn.metrics": ["cosine"], "baselines.enabled": False})
     cfg.data = OmegaConf.load(ROOT / "conf" / "data" / "synthetic.yaml")
     cfg.data.train_size, cfg.data.val_size = 128, 96
@@ -148,6 +149,11 @@ def test_an_official_checkpoint_evaluates_like_the_reference_model(tmp_path):
     images, labels = map(torch.cat, zip(*data.eval_dataloader("val")))
     with torch.no_grad():
         logits = torch.stack(reference(images))
+        if tta:
+            logits += torch.stack(reference(torch.flip(images, dims=[3])))
+    assert results["tta"] is tta
+    exported = embed_split(load_reference_resnet50(path), data.eval_dataloader("val"), flip=tta)["logits"]
+    torch.testing.assert_close(torch.from_numpy(exported), logits / (2 if tta else 1), rtol=1e-4, atol=1e-4)
     for m, size_logits in zip(NESTING, logits):
         expected = (size_logits.argmax(-1) == labels).float().mean().item()
         assert results["metrics"][f"eval/top1@{m}"] == pytest.approx(expected, abs=1e-6)

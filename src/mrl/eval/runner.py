@@ -34,14 +34,21 @@ log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------------------ embeddings
 @torch.no_grad()
-def embed_split(module, loader) -> dict[str, np.ndarray]:
-    """Full-width embeddings, labels and per-size logits ``[G, N, C]`` of one split, in loader order."""
+def embed_split(module, loader, flip: bool = False) -> dict[str, np.ndarray]:
+    """Full-width embeddings, labels and per-size logits ``[G, N, C]`` of one split, in loader order.
+
+    ``flip`` averages each image's logits with those of its mirror image (the reference's test-time
+    augmentation); the embeddings stay the image's own.
+    """
     module.eval()
     embeddings, labels, logits = [], [], []
     for x, y in loader:
         z = module.embed(x)
         embeddings.append(z.float().cpu())
-        logits.append(module.head(z).float().cpu())
+        size_logits = module.head(z).float()
+        if flip:
+            size_logits = (size_logits + module.head(module.embed(x.flip(-1))).float()) / 2
+        logits.append(size_logits.cpu())
         labels.append(y.cpu())
     return {
         "embeddings": torch.cat(embeddings).numpy(),
@@ -222,7 +229,7 @@ def evaluate_classifier(cfg, module, datamodule, ckpt: Path, run_dir: Path, out:
     else:
         sizes = sorted(set(module.nesting or []) | set(default_nesting(module.embed_dim)))
     db = embed_split(module, datamodule.eval_dataloader(cfg.database_split))
-    query = embed_split(module, datamodule.eval_dataloader(cfg.query_split))
+    query = embed_split(module, datamodule.eval_dataloader(cfg.query_split), flip=bool(cfg.get("tta")))
     meta = {"checkpoint": str(ckpt), "head": kind, "embed_dim": module.embed_dim, "sizes": sizes}
     for name, split in ((cfg.database_split, db), (cfg.query_split, query)):
         save_embeddings(out / f"embeddings_{name}.npz", split, {**meta, "split": name,
@@ -255,6 +262,7 @@ def evaluate_classifier(cfg, module, datamodule, ckpt: Path, run_dir: Path, out:
         "head": kind,
         "embed_dim": module.embed_dim,
         "head_sizes": head_sizes,
+        "tta": bool(cfg.get("tta")),
         "sizes": sizes,
         "database": {"split": cfg.database_split, "count": len(db["labels"])},
         "queries": {"split": cfg.query_split, "count": len(query["labels"])},
@@ -347,7 +355,9 @@ def summary_markdown(results: dict, header: list[str], rows: list[list], cascade
     if results.get("head"):
         lines += [f"Head: **{results['head']}**, embedding width {results.get('embed_dim')}; database "
                   f"{results['database']['split']} ({results['database']['count']}), queries "
-                  f"{results['queries']['split']} ({results['queries']['count']}). Values in %.", ""]
+                  f"{results['queries']['split']} ({results['queries']['count']})"
+                  + ("; head accuracy with flip test-time augmentation" if results.get("tta") else "")
+                  + ". Values in %.", ""]
     if rows:
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
