@@ -14,6 +14,7 @@ from torchvision import transforms
 
 from mrl.callbacks import ProgressiveResizing
 from mrl.data import ImageFolderDataModule
+from mrl.errors import is_config_error
 from mrl.experiment import build_datamodule, build_model
 
 
@@ -153,5 +154,7 @@ def test_a_run_stopped_mid_epoch_resumes_that_epoch_at_its_size(tmp_path, make_c
 
 def test_a_data_set_that_cannot_resize_is_named(make_cfg):
     cfg = make_cfg()  # digits
-    with pytest.raises(ValueError, match=r"^callbacks\.progressive_resizing: the data module DigitsDataModule"):
+    message = r"^callbacks\.progressive_resizing=16->32: the data module DigitsDataModule cannot"
+    with pytest.raises(ValueError, match=message) as error:
         fit(cfg, 1, [ProgressiveResizing(16, 32, 0, 2)])
+    assert is_config_error(error.value)  # mrl.train prints it as one line

@@ -100,8 +100,9 @@ class ProgressiveResizing(L.Callback):
         datamodule = trainer.datamodule
         if not hasattr(datamodule, "set_train_image_size"):
             raise ValueError(
-                f"callbacks.progressive_resizing: the data module {type(datamodule).__name__} cannot change its "
-                f"training image size; use an image-folder data set (data=imagenet or data=image_folder)"
+                f"callbacks.progressive_resizing={self.start_size}->{self.end_size}: the data module "
+                f"{type(datamodule).__name__} cannot change its training image size; use an image-folder data set "
+                f"(data=imagenet or data=image_folder) or set callbacks.progressive_resizing=null"
             )
         size = self.size_at(epoch)
         datamodule.set_train_image_size(size)
