@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from mrl.eval.knn import knn_metrics
 from mrl.eval.runner import evaluate, evaluate_runs, load_embeddings
@@ -195,3 +196,23 @@ def test_eval_goes_to_the_training_runs_wandb_run(trained_runs, monkeypatch):
     assert run["run_id"] == stable_run_id(run_dir)
     assert "eval/knn_top1@8" in run["summary"]
     assert any(k.startswith("eval/funnel_retrieval") for k in run["history_keys"])
+
+
+def test_embed_split_fills_whole_arrays_and_skips_logits_when_asked(make_cfg):
+    from mrl.eval.runner import embed_split
+    from mrl.experiment import build_datamodule, build_model
+
+    cfg = make_cfg("data.batch_size=50")  # 50 does not divide the split: the last batch is short
+    datamodule = build_datamodule(cfg)
+    module = build_model(cfg, datamodule).eval()
+    loader = datamodule.eval_dataloader("val")
+    images, labels = map(torch.cat, zip(*loader))
+    with torch.no_grad():
+        embeddings = module.embed(images)
+        logits = module.head(embeddings)
+    got = embed_split(module, loader)
+    assert len(labels) % 50 and got["embeddings"].shape == (len(labels), module.embed_dim)
+    np.testing.assert_array_equal(got["labels"], labels.numpy())
+    np.testing.assert_allclose(got["embeddings"], embeddings.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got["logits"], logits.numpy(), rtol=1e-5, atol=1e-5)
+    assert set(embed_split(module, loader, logits=False)) == {"embeddings", "labels"}
