@@ -168,3 +168,49 @@ def test_an_unknown_reference_kind_is_a_one_line_error(tmp_path):
     save_from_ddp(reference_model(True), path)
     with pytest.raises(ValueError, match=r"^reference='mrle': expected false, true .* mrl, mrl_e, ff, standard"):
         evaluate(eval_cfg(None, ckpt=str(path), reference="mrle"))
+
+
+def test_an_evaluation_only_set_of_some_classes(tmp_path):
+    """ImageNet-A/-R style: class folders at the root, a subset of the model's classes, no train split;
+    ``database_split=null only_present_classes=true`` gives the reference's top-1 among those classes."""
+    import numpy as np
+    from omegaconf import OmegaConf
+    from PIL import Image
+
+    from mrl.data import ImageFolderDataModule
+    from mrl.eval.runner import evaluate
+
+    from conftest import ROOT, eval_cfg
+
+    reference = reference_model(False, num_classes=12, blurpool=True)
+    path = tmp_path / "r50_mrl1.pt"
+    save_from_ddp(reference, path)
+    rng = np.random.default_rng(0)
+    present = [3, 7, 11]
+    for label in present:
+        (tmp_path / "set" / str(label)).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(
+                tmp_path / "set" / str(label) / f"{i}.png")
+    data = {"_target_": "mrl.data.ImageFolderDataModule", "root": str(tmp_path / "set"), "train_dir": None,
+            "val_dir": ".", "classes": "index", "image_size": 32, "crop_pct": 0.875, "interpolation": "bilinear",
+            "batch_size": 8}
+    cfg = eval_cfg(None, ckpt=str(path), reference=True, output_dir=str(tmp_path / "eval"), database_split=None,
+                   only_present_classes=True)
+    cfg.data = OmegaConf.create(data)
+    results = evaluate(cfg)
+    assert results["database"] is None and results["funnel_retrieval"] == [] and results["storage"] == []
+    assert not any("knn" in key or "map@" in key for key in results["metrics"])
+    assert "database none (head accuracy only)" in (tmp_path / "eval" / "summary.md").read_text()
+
+    dm = ImageFolderDataModule(**{k: v for k, v in data.items() if k != "_target_"})
+    dm.set_data_config(load_reference_resnet50(path).backbone.data_config)
+    images, labels = map(torch.cat, zip(*dm.eval_dataloader("val")))
+    assert sorted(set(labels.tolist())) == present
+    with torch.no_grad():
+        logits = torch.stack(reference(images))[:, :, present]  # the reference's logits[:, :, indices]
+    for m, size_logits in zip(NESTING, logits):
+        expected = (torch.tensor(present)[size_logits.argmax(-1)] == labels).float().mean().item()
+        assert results["metrics"][f"eval/top1@{m}"] == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(ValueError, match=r"^data\.train_dir=null: .* database_split=null"):
+        evaluate(eval_cfg(None, ckpt=str(path), reference=True, output_dir=str(tmp_path / "eval2"), data=data))

@@ -81,3 +81,32 @@ def test_default_config_is_digits_mrl(tmp_path):
 def test_command_line_head_overrides_the_experiment(tmp_path):
     cfg = compose_train(["experiment=digits_mrl", "head=mrl_e"], tmp_path)
     assert cfg.model.head.kind == "mrl_e"
+
+
+@pytest.mark.parametrize(
+    ("name", "folders", "labels"),
+    [
+        ("imagenet_v2", ["0", "5", "999"], [0, 5, 999]),
+        ("imagenet_a", ["n01440764", "n15075141"], [0, 999]),
+        ("imagenet_r", ["n01443537"], [1]),
+        ("imagenet_sketch", ["n01440764", "n01443537"], [0, 1]),
+    ],
+)
+def test_robustness_sets_compose_for_evaluation(name, folders, labels, tmp_path):
+    """make eval ARGS="ckpt=... data=<name> database_split=null": labels are the ImageNet-1k ones."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.utils import instantiate
+
+    from conftest import CONF_DIR
+
+    for folder in folders:
+        (tmp_path / folder).mkdir()
+        Image.new("RGB", (40, 30), color=(10, 200, 30)).save(tmp_path / folder / "0.png")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="eval", overrides=[f"data={name}", f"data.root={tmp_path}", "database_split=null"])
+    datamodule = instantiate(cfg.data)
+    assert datamodule.num_classes == 1000
+    datamodule.setup("validate")
+    assert sorted(label for _, label in datamodule._dataset("val", train=False).samples) == labels

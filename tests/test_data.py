@@ -232,3 +232,54 @@ def test_data_config_after_setup_rebuilds():
     assert next(iter(dm.val_dataloader()))[0].shape[-1] == 32
     dm.set_data_config({"input_size": (3, 40, 40)})
     assert next(iter(dm.val_dataloader()))[0].shape[-1] == 40
+
+
+# ----------------------------------------------------------------------------- fixed class lists
+def _flat_folder(root: Path, names, per_class: int = 2) -> Path:
+    for name in names:
+        for i in range(per_class):
+            _png(root / name / f"{i}.png", (10 * i, 100, 200))
+    return root
+
+
+def test_image_folder_with_imagenet_class_order_holds_a_subset(tmp_path: Path):
+    from timm.data import ImageNetInfo
+
+    wnids = ImageNetInfo().label_names()
+    picked = [wnids[999], wnids[1], wnids[500]]
+    root = _flat_folder(tmp_path / "imagenet-a", picked)
+    dm = ImageFolderDataModule(root=str(root), train_dir=None, val_dir=".", classes="imagenet1k", batch_size=4)
+    dm.set_data_config(DATA_CFG)
+    assert dm.num_classes == 1000 and dm.class_names == wnids
+    _, y = _all(dm.eval_dataloader("val"))
+    assert sorted(set(y.tolist())) == [1, 500, 999]  # their ImageNet-1k labels, not 0, 1, 2
+    with pytest.raises(ValueError, match=r"^data\.train_dir=null: .* has no train split .* database_split=null"):
+        dm.train_dataloader()
+    _png(root / "n00000000" / "0.png", (0, 0, 0))
+    with pytest.raises(ValueError, match=r"^data\.classes=imagenet1k: .* not classes of it: \['n00000000'\]"):
+        ImageFolderDataModule(root=str(root), train_dir=None, val_dir=".", classes="imagenet1k")
+
+
+def test_image_folder_with_numbered_class_folders(tmp_path: Path):
+    root = _flat_folder(tmp_path / "v2", ["0", "2", "10"])  # sorted as text: 0, 10, 2
+    dm = ImageFolderDataModule(root=str(root), train_dir=None, val_dir=".", classes="index", batch_size=8)
+    dm.set_data_config(DATA_CFG)
+    assert dm.num_classes == 11
+    dm.setup("validate")
+    dataset = dm._dataset("val", train=False)
+    assert all(label == int(Path(path).parent.name) for path, label in dataset.samples)
+    _png(root / "cat" / "0.png", (0, 0, 0))
+    with pytest.raises(ValueError, match=r"^data\.classes=index: folder names must be label numbers, found \['cat'\]"):
+        ImageFolderDataModule(root=str(root), train_dir=None, val_dir=".", classes="index")
+
+
+def test_image_folder_with_a_class_list_file(folder: Path, tmp_path: Path):
+    names = tmp_path / "classes.txt"
+    names.write_text("fox\ncat\nowl\ndog\n")
+    dm = ImageFolderDataModule(root=str(folder), classes=str(names), batch_size=6)
+    dm.set_data_config(DATA_CFG)
+    assert dm.class_names == ["fox", "cat", "owl", "dog"] and dm.num_classes == 4
+    _, y = _all(dm.eval_dataloader("val"))
+    assert y.tolist() == [1, 1, 3, 3, 0, 0]  # cat, dog, fox in folder order, labelled by the file
+    with pytest.raises(ValueError, match=r"^data\.classes='nowhere\.txt': expected null, imagenet1k, index"):
+        ImageFolderDataModule(root=str(folder), classes="nowhere.txt")

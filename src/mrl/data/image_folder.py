@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,9 +135,10 @@ class ImageFolderDataModule(ImageDataModule):
     def __init__(
         self,
         root: str,
-        train_dir: str = "train",
+        train_dir: str | None = "train",
         val_dir: str = "val",
         test_dir: str | None = None,
+        classes: str | Sequence[str] | None = None,
         image_size: int | None = None,
         crop_pct: float | None = None,
         interpolation: str | None = None,
@@ -186,41 +187,87 @@ class ImageFolderDataModule(ImageDataModule):
         }
         self.train_image_size = torch.zeros(1, dtype=torch.int64).share_memory_()  # 0: image_size
         self.skip_bad_images = bool(skip_bad_images)
-        self.split_dirs: dict[str, Path] = {
-            "train": self._split_dir("train_dir", train_dir),
-            "val": self._split_dir("val_dir", val_dir),
-        }
-        if test_dir is not None:
-            self.split_dirs["test"] = self._split_dir("test_dir", test_dir)
-        classes = _class_dirs(self.split_dirs["train"])
-        if not classes:
-            raise FileNotFoundError(
-                f"data.root={root}: {train_dir}/ has no class folders; expected {train_dir}/<class>/<image>"
-            )
-        for key, split in (("val_dir", "val"), ("test_dir", "test")):
-            if split not in self.split_dirs:
-                continue
-            other = _class_dirs(self.split_dirs[split])
-            if other != classes:
-                missing = sorted(set(classes) - set(other))[:5]
-                extra = sorted(set(other) - set(classes))[:5]
-                raise ValueError(
-                    f"data.{key}={self.split_dirs[split]} has different classes from "
-                    f"{self.split_dirs['train']}: missing {missing}, extra {extra}; both need the same class folders"
-                )
-        for split_dir in self.split_dirs.values():
-            for c in classes:
-                if next(_iter_images(str(split_dir / c)), None) is None:
-                    raise FileNotFoundError(
-                        f"data.root={root}: class folder {split_dir / c} has no images "
-                        f"(extensions {', '.join(IMG_EXTENSIONS)}); add images or remove the folder"
-                    )
+        self.split_dirs: dict[str, Path] = {}
+        for split, key, sub in (("train", "train_dir", train_dir), ("val", "val_dir", val_dir),
+                                ("test", "test_dir", test_dir)):
+            if sub is not None:
+                self.split_dirs[split] = self._split_dir(key, sub)
+        if "val" not in self.split_dirs:
+            raise ValueError("data.val_dir=null: a validation folder is required (use '.' for class folders at the root)")
+        classes = self._resolve_classes(classes)
         self.class_names = classes
         self.class_to_idx = {c: i for i, c in enumerate(classes)}
         self.num_classes = len(classes)
         self._datasets: dict[tuple[str, bool], SafeImageDataset] = {}
         self._samples: dict[str, list[tuple[str, int]]] = {}
         self._reported_bad = 0
+
+    def _resolve_classes(self, spec: str | Sequence[str] | None) -> list[str]:
+        """The class names, in label order, checked against the class folders of every split.
+
+        None: the sorted folders of the first split, which every split must match. Otherwise a fixed
+        list, and each split may hold any subset of it: ``imagenet1k`` (the 1,000 ImageNet WordNet ids,
+        the order a model trained on the sorted ImageNet folders uses; ImageNet-A, -R and -Sketch name
+        their folders so), ``index`` (folders named by the label number, as ImageNetV2), a list of names,
+        or a text file of names, one per line.
+        """
+        found = {split: _class_dirs(path) for split, path in self.split_dirs.items()}
+        first = next(iter(self.split_dirs))
+        for split, folders in found.items():
+            if not folders:
+                sub = os.path.relpath(self.split_dirs[split], self.root)
+                raise FileNotFoundError(
+                    f"data.root={self.root}: {sub}/ has no class folders; expected {sub}/<class>/<image>"
+                )
+        if spec is None:
+            names = found[first]
+            for split, folders in found.items():
+                if folders != names:
+                    missing, extra = sorted(set(names) - set(folders))[:5], sorted(set(folders) - set(names))[:5]
+                    raise ValueError(
+                        f"data.{split}_dir={self.split_dirs[split]} has different classes from "
+                        f"{self.split_dirs[first]}: missing {missing}, extra {extra}; both need the same class folders "
+                        f"(or give data.classes)"
+                    )
+        else:
+            names = self._class_list(spec, found)
+            for split, folders in found.items():
+                unknown = sorted(set(folders) - set(names))
+                if unknown:
+                    raise ValueError(
+                        f"data.classes={spec if isinstance(spec, str) else '[...]'}: {self.split_dirs[split]} has "
+                        f"folders that are not classes of it: {unknown[:5]}" + (" ..." if len(unknown) > 5 else "")
+                    )
+        for split, folders in found.items():
+            for c in folders:
+                if next(_iter_images(str(self.split_dirs[split] / c)), None) is None:
+                    raise FileNotFoundError(
+                        f"data.root={self.root}: class folder {self.split_dirs[split] / c} has no images "
+                        f"(extensions {', '.join(IMG_EXTENSIONS)}); add images or remove the folder"
+                    )
+        return names
+
+    @staticmethod
+    def _class_list(spec: str | Sequence[str], found: dict[str, list[str]]) -> list[str]:
+        if not isinstance(spec, str):
+            return [str(name) for name in spec]
+        if spec == "imagenet1k":
+            from timm.data import ImageNetInfo
+
+            return list(ImageNetInfo().label_names())
+        if spec == "index":
+            folders = sorted({f for fs in found.values() for f in fs})
+            bad = [f for f in folders if not f.isdigit()]
+            if bad:
+                raise ValueError(f"data.classes=index: folder names must be label numbers, found {bad[:5]}")
+            return [str(i) for i in range(max(int(f) for f in folders) + 1)]
+        path = Path(os.path.expanduser(spec))
+        if not path.is_file():
+            raise ValueError(
+                f"data.classes={spec!r}: expected null, imagenet1k, index, a list of class names or a file of "
+                f"them (one per line)"
+            )
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
     def _split_dir(self, key: str, sub: str) -> Path:
         path = self.root / sub
@@ -275,7 +322,7 @@ class ImageFolderDataModule(ImageDataModule):
     # ----------------------------------------------------------------- data
     def _build(self) -> None:
         for split, split_dir in self.split_dirs.items():
-            samples = make_dataset(str(split_dir), self.class_to_idx, extensions=IMG_EXTENSIONS)
+            samples = make_dataset(str(split_dir), self.class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
             if not samples:
                 raise FileNotFoundError(f"data.root={self.root}: {split_dir} holds no images")
             self._samples[split] = samples
@@ -283,6 +330,11 @@ class ImageFolderDataModule(ImageDataModule):
     def _dataset(self, split: str, train: bool) -> Dataset:
         if split == "test" and "test" not in self._samples:
             split = "val"
+        if split not in self._samples:
+            raise ValueError(
+                f"data.{split}_dir=null: {self.root} has no {split} split (an evaluation-only set); to evaluate "
+                f"on it, leave retrieval out with database_split=null"
+            )
         key = (split, train)
         if key not in self._datasets:
             self._datasets[key] = SafeImageDataset(

@@ -238,23 +238,33 @@ def evaluate_classifier(cfg, module, datamodule, ckpt: Path, run_dir: Path, out:
         sizes = head_sizes
     else:
         sizes = sorted(set(module.nesting or []) | set(default_nesting(module.embed_dim)))
-    db = embed_split(module, datamodule.eval_dataloader(cfg.database_split), logits=False)
+    # database_split=null: head accuracy only, for evaluation-only sets (ImageNetV2, -A, -R, -Sketch)
+    retrieval = cfg.get("database_split") is not None
+    splits = {}
+    if retrieval:
+        splits[cfg.database_split] = db = embed_split(module, datamodule.eval_dataloader(cfg.database_split),
+                                                      logits=False)
     query = embed_split(module, datamodule.eval_dataloader(cfg.query_split), flip=bool(cfg.get("tta")))
+    splits[cfg.query_split] = query
     meta = {"checkpoint": str(ckpt), "head": kind, "embed_dim": module.embed_dim, "sizes": sizes}
-    for name, split in ((cfg.database_split, db), (cfg.query_split, query)):
+    for name, split in splits.items():
         save_embeddings(out / f"embeddings_{name}.npz", split, {**meta, "split": name,
                         "count": len(split["labels"]), "dtype": cfg.embeddings_dtype}, cfg.embeddings_dtype)
+    if cfg.get("only_present_classes"):
+        # ImageNet-A and -R hold 200 of the 1,000 classes: predict among those only, as the reference does
+        absent = np.setdiff1d(np.arange(query["logits"].shape[2]), query["labels"])
+        query["logits"][:, :, absent] = -np.inf
 
     metrics: dict[str, float] = {}
     for key, value in head_accuracy(query["logits"], query["labels"], head_sizes).items():
         metrics[f"eval/{key}"] = value
-    for metric in cfg.knn.metrics:
+    for metric in cfg.knn.metrics if retrieval else []:
         prefix = "eval/" if metric == "cosine" else f"eval/{metric}_"
         knn = knn_metrics(db["embeddings"], db["labels"], query["embeddings"], query["labels"], sizes,
                           metric=metric, ks=[k for k in cfg.knn.ks if k <= len(db["labels"])],
                           map_k=min(cfg.knn.map_k, len(db["labels"])))
         metrics.update({prefix + k: v for k, v in knn.items()})
-    if cfg.baselines.enabled and (kind == "standard" or cfg.baselines.all_heads):
+    if retrieval and cfg.baselines.enabled and (kind == "standard" or cfg.baselines.all_heads):
         base = baseline_curves(db["embeddings"], db["labels"], query["embeddings"], query["labels"], sizes,
                                seed=cfg.seed)
         metrics.update({f"eval/{k}": v for k, v in base.items()})
@@ -264,9 +274,11 @@ def evaluate_classifier(cfg, module, datamodule, ckpt: Path, run_dir: Path, out:
         fit, held = split_holdout(len(query["labels"]), cfg.adaptive.holdout_fraction, cfg.seed)
         cascade = cascade_curve(query["logits"][:, fit], query["labels"][fit], query["logits"][:, held],
                                 query["labels"][held], head_sizes, from_logits=True)
-    funnels = funnel_rows(db["embeddings"], query["embeddings"], db["labels"], query["labels"], sizes,
-                          cfg.funnel.shortlist)
-    storage = storage_table(sizes, len(db["labels"]))
+    funnels, storage = [], []
+    if retrieval:
+        funnels = funnel_rows(db["embeddings"], query["embeddings"], db["labels"], query["labels"], sizes,
+                              cfg.funnel.shortlist)
+        storage = storage_table(sizes, len(db["labels"]))
     results = {
         "checkpoint": str(ckpt),
         "head": kind,
@@ -274,7 +286,8 @@ def evaluate_classifier(cfg, module, datamodule, ckpt: Path, run_dir: Path, out:
         "head_sizes": head_sizes,
         "tta": bool(cfg.get("tta")),
         "sizes": sizes,
-        "database": {"split": cfg.database_split, "count": len(db["labels"])},
+        "database": {"split": cfg.database_split, "count": len(db["labels"])} if retrieval else None,
+        "only_present_classes": bool(cfg.get("only_present_classes")),
         "queries": {"split": cfg.query_split, "count": len(query["labels"])},
         "metrics": metrics,
         "adaptive_classification": cascade,
@@ -363,8 +376,10 @@ def summary_markdown(results: dict, header: list[str], rows: list[list], cascade
                      funnels: list[dict]) -> str:
     lines = [f"# Evaluation of `{results['checkpoint']}`", ""]
     if results.get("head"):
+        database = results.get("database")
         lines += [f"Head: **{results['head']}**, embedding width {results.get('embed_dim')}; database "
-                  f"{results['database']['split']} ({results['database']['count']}), queries "
+                  + (f"{database['split']} ({database['count']})" if database else "none (head accuracy only)")
+                  + ", queries "
                   f"{results['queries']['split']} ({results['queries']['count']})"
                   + ("; head accuracy with flip test-time augmentation" if results.get("tta") else "")
                   + ". Values in %.", ""]
