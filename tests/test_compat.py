@@ -180,7 +180,7 @@ def test_an_evaluation_only_set_of_some_classes(tmp_path):
     from mrl.data import ImageFolderDataModule
     from mrl.eval.runner import evaluate
 
-    from conftest import ROOT, eval_cfg
+    from conftest import eval_cfg
 
     reference = reference_model(False, num_classes=12, blurpool=True)
     path = tmp_path / "r50_mrl1.pt"
