@@ -193,7 +193,9 @@ class ImageFolderDataModule(ImageDataModule):
             if sub is not None:
                 self.split_dirs[split] = self._split_dir(key, sub)
         if "val" not in self.split_dirs:
-            raise ValueError("data.val_dir=null: a validation folder is required (use '.' for class folders at the root)")
+            raise ValueError(
+                "data.val_dir=null: a validation folder is required (use '.' for class folders at the root)"
+            )
         classes = self._resolve_classes(classes)
         self.class_names = classes
         self.class_to_idx = {c: i for i, c in enumerate(classes)}
