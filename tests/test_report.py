@@ -60,6 +60,15 @@ def test_seeds_average_and_other_settings_split(sweep):
     assert "| 8 | 41.00 |" in text  # 1-NN table: only the FF runs were evaluated
 
 
+def test_an_evaluation_written_elsewhere_is_not_a_run(sweep):
+    """eval output_dir=... (a robustness set, say) may put a results.json anywhere below the runs."""
+    write_json(sweep / "eval_sets" / "imagenet_a" / "results.json",
+               {"checkpoint": "mrl_s0/checkpoints/best.ckpt", "metrics": {"eval/top1@8": 0.1}})
+    write_report(sweep)
+    text = (sweep / "report.md").read_text()
+    assert "5 runs." in text and "imagenet_a" not in text
+
+
 def test_report_prints_its_tables(sweep, capsys):
     main([str(sweep)])
     printed = capsys.readouterr().out

@@ -52,10 +52,16 @@ FF_SIZE_KEYS = {"model.head.dim", "model.nesting"}  # one FF run per size: toget
 
 
 def find_runs(root: str | Path) -> list[Path]:
+    """Training run directories below ``root``: those holding a training ``results.json``.
+
+    An evaluation's ``results.json`` (in ``<run>/eval`` or wherever ``output_dir=`` put it, say a robustness
+    set's) names its ``checkpoint`` and is not a run.
+    """
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"DIR={str(root)!r}: no such directory")
-    return sorted(p.parent for p in root.rglob("results.json") if p.parent.name != "eval")
+    return sorted(p.parent for p in root.rglob("results.json")
+                  if p.parent.name != "eval" and "checkpoint" not in read_json(p))
 
 
 def run_settings(run_dir: Path) -> dict[str, str]:
