@@ -216,3 +216,29 @@ def test_embed_split_fills_whole_arrays_and_skips_logits_when_asked(make_cfg):
     np.testing.assert_allclose(got["embeddings"], embeddings.numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got["logits"], logits.numpy(), rtol=1e-5, atol=1e-5)
     assert set(embed_split(module, loader, logits=False)) == {"embeddings", "labels"}
+
+
+def test_evaluation_device_and_precision(make_cfg):
+    from mrl.eval.device import resolve_device
+    from mrl.eval.runner import embed_split
+    from mrl.experiment import build_datamodule, build_model
+
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match=r"^device='gpu0': expected auto, cpu, cuda or cuda:<index>"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"^device='cuda:1': this machine has no CUDA device"):
+            resolve_device("cuda:1")
+    with pytest.raises(ValueError, match=r"^precision='fp64': expected one of fp32, bf16, fp16"):
+        evaluate(eval_cfg(None, ckpt="unused.ckpt", precision="fp64"))
+
+    cfg = make_cfg()
+    datamodule = build_datamodule(cfg)
+    module = build_model(cfg, datamodule).eval()
+    loader = datamodule.eval_dataloader("val")
+    full, half = embed_split(module, loader), embed_split(module, loader, precision="bf16")
+    assert not np.array_equal(full["embeddings"], half["embeddings"])  # bf16 did run
+    cosine = (full["embeddings"] * half["embeddings"]).sum(1) / (
+        np.linalg.norm(full["embeddings"], axis=1) * np.linalg.norm(half["embeddings"], axis=1))
+    assert cosine.min() > 0.99 and half["embeddings"].dtype == half["logits"].dtype == np.float32

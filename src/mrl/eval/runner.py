@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from mrl.checkpoints import find_checkpoint, find_run_dirs, is_run_collection, load_module
 from mrl.eval.adaptive import cascade_curve
 from mrl.eval.baselines import baseline_curves
+from mrl.eval.device import check_precision, inference_autocast, resolve_device
 from mrl.eval.knn import knn_metrics
 from mrl.eval.plots import plot_curves, plot_xy
 from mrl.eval.storage import storage_table
@@ -34,30 +35,36 @@ log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------------------ embeddings
 @torch.no_grad()
-def embed_split(module, loader, logits: bool = True, flip: bool = False) -> dict[str, np.ndarray]:
+def embed_split(module, loader, logits: bool = True, flip: bool = False, precision: str = "fp32"
+                ) -> dict[str, np.ndarray]:
     """Full-width embeddings, labels and (with ``logits``) per-size logits ``[G, N, C]`` of one split, in
     loader order.
 
     The arrays are allocated once at the split's size and filled batch by batch. The retrieval database
     is embedded without logits: for ImageNet's train split they would be 9 x 1.28M x 1000 floats (46 GB),
     next to 10 GB of embeddings. ``flip`` averages each image's logits with those of its mirror image
-    (the reference's test-time augmentation); the embeddings stay the image's own.
+    (the reference's test-time augmentation); the embeddings stay the image's own. The model runs on its
+    own device, in ``precision`` (:mod:`mrl.eval.device`).
     """
     module.eval()
+    device = next(module.parameters()).device
     count = len(loader.dataset)
     out: dict[str, np.ndarray] = {"labels": np.empty(count, dtype=np.int64)}
     start = 0
     for x, y in loader:
-        z = module.embed(x)
+        x = x.to(device, non_blocking=True)
+        with inference_autocast(module, precision):
+            z = module.embed(x)
+            if logits:
+                size_logits = module.head(z).float()
+                if flip:
+                    size_logits = (size_logits + module.head(module.embed(x.flip(-1))).float()) / 2
         stop = start + len(y)
         if start == 0:
             out["embeddings"] = np.empty((count, z.shape[1]), dtype=np.float32)
         out["embeddings"][start:stop] = z.float().cpu().numpy()
         out["labels"][start:stop] = y.cpu().numpy()
         if logits:
-            size_logits = module.head(z).float()
-            if flip:
-                size_logits = (size_logits + module.head(module.embed(x.flip(-1))).float()) / 2
             if start == 0:
                 out["logits"] = np.empty((size_logits.shape[0], count, size_logits.shape[2]), dtype=np.float32)
             out["logits"][:, start:stop] = size_logits.cpu().numpy()
@@ -200,6 +207,8 @@ def evaluate_runs(cfg: DictConfig) -> list[dict[str, Any]]:
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate one run (``run=<run directory>``) or one checkpoint (``ckpt=<file>``)."""
+    precision = check_precision(cfg.get("precision", "fp32"))
+    device = resolve_device(cfg.get("device", "auto"))
     ckpt, run_dir, out = resolve_paths(cfg)
     out.mkdir(parents=True, exist_ok=True)
     reference = cfg.get("reference")
@@ -214,12 +223,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         module = load_reference_resnet50(ckpt, kind=None if reference is True else reference)
     else:
         module = load_module(ckpt, weights_only=bool(cfg.get("weights_only", True)))
+    module.to(device)
     datamodule = build_eval_data(cfg, run_dir, module)
-    log.info("Evaluating %s on %s", ckpt, type(datamodule).__name__)
+    log.info("Evaluating %s on %s (%s, %s)", ckpt, type(datamodule).__name__, device, precision)
     if not hasattr(module, "head"):
         from mrl.eval.text import evaluate_text_run
 
-        metrics = evaluate_text_run(module, datamodule, module.sizes)
+        metrics = evaluate_text_run(module, datamodule, module.sizes, precision=precision)
         results = {"checkpoint": str(ckpt), "sizes": module.sizes, "metrics": metrics}
         write_outputs(out, results, {}, [], [], [], [])
         return results
@@ -243,8 +253,9 @@ def evaluate_classifier(cfg, module, datamodule, ckpt: Path, run_dir: Path, out:
     splits = {}
     if retrieval:
         splits[cfg.database_split] = db = embed_split(module, datamodule.eval_dataloader(cfg.database_split),
-                                                      logits=False)
-    query = embed_split(module, datamodule.eval_dataloader(cfg.query_split), flip=bool(cfg.get("tta")))
+                                                      logits=False, precision=cfg.get("precision", "fp32"))
+    query = embed_split(module, datamodule.eval_dataloader(cfg.query_split), flip=bool(cfg.get("tta")),
+                        precision=cfg.get("precision", "fp32"))
     splits[cfg.query_split] = query
     meta = {"checkpoint": str(ckpt), "head": kind, "embed_dim": module.embed_dim, "sizes": sizes}
     for name, split in splits.items():

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mrl.eval.device import inference_autocast
+
 __all__ = ["embed_loader", "evaluate_text_run", "retrieval_metrics", "sts_spearman"]
 
 
@@ -138,7 +140,7 @@ def _to_device(value: Any, device: torch.device) -> Any:
 
 
 @torch.no_grad()
-def embed_loader(module: torch.nn.Module, loader: Iterable) -> list[torch.Tensor]:
+def embed_loader(module: torch.nn.Module, loader: Iterable, precision: str = "fp32") -> list[torch.Tensor]:
     """Embed every part of every batch of a pairs loader: one ``[N, D]`` (or ``[N]`` scores) per part."""
     parts: list[list[torch.Tensor]] = []
     device = next(module.parameters()).device
@@ -148,14 +150,16 @@ def embed_loader(module: torch.nn.Module, loader: Iterable) -> list[torch.Tensor
             parts = [[] for _ in batch]
         for i, part in enumerate(batch):
             if isinstance(part, Mapping):
-                parts[i].append(module.embed(_to_device(part, device)).float().cpu())
+                with inference_autocast(module, precision):
+                    embedded = module.embed(_to_device(part, device))
+                parts[i].append(embedded.float().cpu())
             else:
                 parts[i].append(part.float().cpu())
     return [torch.cat(p) for p in parts]
 
 
 def evaluate_text_run(module: torch.nn.Module, datamodule: Any, sizes: Iterable[int] | None = None,
-                      split: str = "val") -> dict[str, float]:
+                      split: str = "val", precision: str = "fp32") -> dict[str, float]:
     """Per-size text metrics of ``module`` on ``split``, keys prefixed ``eval/``.
 
     Classification sets add nothing (their per-size accuracy comes from the heads, like images); sentence
@@ -169,7 +173,7 @@ def evaluate_text_run(module: torch.nn.Module, datamodule: Any, sizes: Iterable[
     was_training = module.training
     module.eval()
     try:
-        parts = embed_loader(module, datamodule.eval_dataloader(split))
+        parts = embed_loader(module, datamodule.eval_dataloader(split), precision)
     finally:
         module.train(was_training)
     if kind == "scored":
