@@ -8,6 +8,7 @@ from mrl.eval.baselines import (
     fit_pca,
     linear_probe_accuracy,
     random_projection,
+    sample_rows,
     truncate,
 )
 from mrl.eval.storage import bytes_per_vector, dequantize_int8, quantize_int8, storage_table
@@ -80,6 +81,21 @@ def test_baseline_curves_keys():
     for m in (2, 8):
         for name in ("trunc", "pca", "rp"):
             assert 0.0 <= out[f"probe_{name}_top1@{m}"] <= out[f"probe_{name}_top5@{m}"] <= 1.0
+
+
+def test_baseline_curves_on_a_sample_of_the_training_rows():
+    tr_x, tr_y = _low_rank(400, 0, d=32)
+    te_x, te_y = _low_rank(200, 1, d=32)
+    rows = sample_rows(400, 120, seed=3)
+    assert len(rows) == len(set(rows.tolist())) == 120 and np.all(np.diff(rows) > 0)
+    assert np.array_equal(rows, sample_rows(400, 120, seed=3)) and sample_rows(400, 400) is None
+    sampled = baseline_curves(tr_x, tr_y, te_x, te_y, sizes=[2, 8], seed=3, max_train=120)
+    assert sampled == baseline_curves(tr_x[rows], tr_y[rows], te_x, te_y, sizes=[2, 8], seed=3)
+    assert sampled != baseline_curves(tr_x, tr_y, te_x, te_y, sizes=[2, 8], seed=3)
+    assert baseline_curves(tr_x, tr_y, te_x, te_y, sizes=[8], max_train=10_000) == baseline_curves(
+        tr_x, tr_y, te_x, te_y, sizes=[8])
+    with pytest.raises(ValueError, match=r"^baselines\.max_train=0: use a positive number"):
+        sample_rows(400, 0)
 
 
 def test_storage_bytes():

@@ -277,7 +277,7 @@ def evaluate_classifier(cfg, module, datamodule, ckpt: Path, run_dir: Path, out:
         metrics.update({prefix + k: v for k, v in knn.items()})
     if retrieval and cfg.baselines.enabled and (kind == "standard" or cfg.baselines.all_heads):
         base = baseline_curves(db["embeddings"], db["labels"], query["embeddings"], query["labels"], sizes,
-                               seed=cfg.seed)
+                               seed=cfg.seed, max_train=cfg.baselines.get("max_train"))
         metrics.update({f"eval/{k}": v for k, v in base.items()})
 
     cascade: list[dict] = []
