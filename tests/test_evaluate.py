@@ -74,12 +74,13 @@ def test_eval_prints_the_per_size_table(trained_runs, capsys):
 
 
 def test_head_accuracy_matches_training_metrics(trained_runs):
-    """numpy top-1 on the exported logits equals torchmetrics' test top-1 of the same checkpoint."""
+    """Top-1 and top-5 on the exported logits equal torchmetrics' test figures for the same checkpoint."""
     _, runs = trained_runs
     for head, (_, train_results, results) in runs.items():
         for m in train_results["sizes"]:
-            assert results["metrics"][f"eval/top1@{m}"] == pytest.approx(
-                train_results["metrics"][f"test/top1@{m}"], abs=1e-6), (head, m)
+            for k in ("top1", "top5"):
+                assert results["metrics"][f"eval/{k}@{m}"] == pytest.approx(
+                    train_results["metrics"][f"test/{k}@{m}"], abs=1e-6), (head, m, k)
 
 
 def test_exported_embeddings_reproduce_knn_metrics(trained_runs):

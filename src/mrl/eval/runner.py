@@ -94,11 +94,13 @@ def load_embeddings(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
 
 # --------------------------------------------------------------------------------------------- parts
 def head_accuracy(logits: np.ndarray, labels: np.ndarray, sizes: list[int]) -> dict[str, float]:
+    """Top-1 and top-5 of each size's logits ``[G, N, C]``, one size at a time (no ``[G, N, C]`` sort)."""
     out = {}
-    top5 = np.argsort(-logits, axis=2)[:, :, : min(5, logits.shape[2])]
+    labels_t = torch.from_numpy(np.asarray(labels)).view(-1, 1)
     for i, m in enumerate(sizes):
+        top5 = torch.from_numpy(logits[i]).topk(min(5, logits.shape[2]), dim=1).indices
         out[f"top1@{m}"] = float((logits[i].argmax(1) == labels).mean())
-        out[f"top5@{m}"] = float((top5[i] == labels[:, None]).any(1).mean())
+        out[f"top5@{m}"] = float((top5 == labels_t).any(1).float().mean())
     return out
 
 
