@@ -59,8 +59,8 @@ def test_experiment_composes_and_builds(experiment, tmp_path):
         assert cfg.model.loss.label_smoothing == 0.1
         assert cfg.model.optimizer.name == "sgd"
         # the reference's learning rate per 256 images: 0.425 for its global batch of 2 GPUs x 512
-        global_batch = cfg.data.batch_size * cfg.trainer.devices
-        assert cfg.model.optimizer.lr * 256 / global_batch == pytest.approx(0.425 * 256 / 1024)
+        assert cfg.model.optimizer.lr * 256 / cfg.model.optimizer.lr_batch == pytest.approx(0.425 * 256 / 1024)
+        assert cfg.data.batch_size * cfg.trainer.devices == cfg.model.optimizer.lr_batch  # as configured: x 1
         assert model.embed_dim == 2048
         assert model.backbone.blurred  # the reference recipe's BlurPool
         resizing = [c for c in build_callbacks(cfg, with_loggers=False) if isinstance(c, ProgressiveResizing)]

@@ -98,3 +98,22 @@ def test_torch_compile_option_trains(make_cfg):
     cfg = make_cfg("trainer.max_epochs=1", "model.compile=true")
     results = run_training(cfg, cfg.paths.output_dir)
     assert results["metrics"]["val/loss"] > 0
+
+
+@pytest.mark.parametrize(("accumulate", "expected"), [(1, 0.1 * 64 / 256), (2, 0.1 * 128 / 256)])
+def test_lr_batch_scales_the_rate_with_the_global_batch(make_cfg, accumulate, expected):
+    import lightning as L
+
+    cfg = make_cfg("data.batch_size=64", "model.optimizer.lr=0.1", "model.optimizer.lr_batch=256")
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg, datamodule)
+    trainer = L.Trainer(max_steps=1, accumulate_grad_batches=accumulate, accelerator="cpu", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0)
+    trainer.fit(model, datamodule=datamodule)
+    assert model.global_batch() == 64 * accumulate
+    assert trainer.lr_scheduler_configs[0].scheduler.base_lrs == pytest.approx([expected, expected])
+    cfg.model.optimizer.lr_batch = 0
+    with pytest.raises(ValueError, match=r"^model\.optimizer\.lr_batch=0: use a positive global batch size"):
+        L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                  enable_progress_bar=False, enable_model_summary=False).fit(build_model(cfg, datamodule), datamodule)

@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -162,8 +163,20 @@ class MatryoshkaModule(L.LightningModule):
         return out
 
     # -------------------------------------------------------------------------------------- optimizers
+    def global_batch(self) -> int | None:
+        """Examples per optimizer step over all processes: batch size x processes x accumulated batches."""
+        batch_size = getattr(self.trainer.datamodule, "batch_size", None)
+        if not batch_size:
+            return None
+        return int(batch_size) * self.trainer.world_size * self.trainer.accumulate_grad_batches
+
     def configure_optimizers(self):
-        optimizer = build_optimizer(self, self.hparams.optimizer)
+        global_batch = self.global_batch()
+        optimizer = build_optimizer(self, self.hparams.optimizer, global_batch=global_batch)
+        lr_batch = self.hparams.optimizer.get("lr_batch")
+        if lr_batch and global_batch != lr_batch:
+            rank_zero_info(f"learning rate {self.hparams.optimizer.get('lr')} is set for a global batch of {lr_batch}; "
+                           f"{optimizer.param_groups[0]['lr']:.6g} for this run's {global_batch}")
         sched_cfg = self.hparams.scheduler
         if not sched_cfg or str(sched_cfg.get("name", "cosine")).lower() == "none":
             return optimizer

@@ -25,9 +25,29 @@ def parameter_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias:
     return groups
 
 
-def build_optimizer(model: nn.Module, cfg: Mapping) -> torch.optim.Optimizer:
-    name = str(cfg.get("name", "sgd")).lower()
+def scaled_lr(cfg: Mapping, global_batch: int | None) -> float:
+    """``lr``, scaled linearly from the global batch ``lr_batch`` it was set for to ``global_batch``.
+
+    Without ``lr_batch`` (null) the rate is taken as it is. With it, the rate follows the batch, so
+    running a recipe on another number of GPUs keeps its learning rate per example.
+    """
     lr = float(cfg.get("lr", 0.1))
+    lr_batch = cfg.get("lr_batch")
+    if lr_batch is None:
+        return lr
+    if isinstance(lr_batch, bool) or not isinstance(lr_batch, int) or lr_batch < 1:
+        raise ValueError(f"model.optimizer.lr_batch={lr_batch!r}: use a positive global batch size or null")
+    if not global_batch:
+        raise ValueError(
+            f"model.optimizer.lr_batch={lr_batch}: the global batch is unknown (no data module with a "
+            f"batch_size); set lr_batch=null and give the learning rate itself"
+        )
+    return lr * global_batch / lr_batch
+
+
+def build_optimizer(model: nn.Module, cfg: Mapping, global_batch: int | None = None) -> torch.optim.Optimizer:
+    name = str(cfg.get("name", "sgd")).lower()
+    lr = scaled_lr(cfg, global_batch)
     wd = float(cfg.get("weight_decay", 0.0))
     groups = parameter_groups(model, wd, bool(cfg.get("decay_norm_and_bias", False)))
     if name == "sgd":

@@ -187,4 +187,5 @@ class MatryoshkaContrastiveModule(L.LightningModule):
 
     # -------------------------------------------------------------------------------------- optimizers
     # The same AdamW/SGD + warm-up/decay recipe as the classification module (reads hparams and trainer only).
+    global_batch = MatryoshkaModule.global_batch
     configure_optimizers = MatryoshkaModule.configure_optimizers
