@@ -199,7 +199,7 @@ def test_eval_goes_to_the_training_runs_wandb_run(trained_runs, monkeypatch):
     assert any(k.startswith("eval/funnel_retrieval") for k in run["history_keys"])
 
 
-def test_embed_split_fills_whole_arrays_and_skips_logits_when_asked(make_cfg):
+def test_embed_split_fills_whole_arrays_and_skips_logits_when_asked(make_cfg, caplog):
     from mrl.eval.runner import embed_split
     from mrl.experiment import build_datamodule, build_model
 
@@ -211,8 +211,11 @@ def test_embed_split_fills_whole_arrays_and_skips_logits_when_asked(make_cfg):
     with torch.no_grad():
         embeddings = module.embed(images)
         logits = module.head(embeddings)
-    got = embed_split(module, loader)
+    with caplog.at_level("INFO", logger="mrl.eval.runner"):
+        got = embed_split(module, loader, name="val")
     assert len(labels) % 50 and got["embeddings"].shape == (len(labels), module.embed_dim)
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("val: ")]
+    assert 5 <= len(progress) <= 11 and progress[-1].startswith(f"val: {len(labels)}/{len(labels)} embedded")
     np.testing.assert_array_equal(got["labels"], labels.numpy())
     np.testing.assert_allclose(got["embeddings"], embeddings.numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got["logits"], logits.numpy(), rtol=1e-5, atol=1e-5)

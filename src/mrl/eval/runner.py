@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------------------ embeddings
 @torch.no_grad()
-def embed_split(module, loader, logits: bool = True, flip: bool = False, precision: str = "fp32"
-                ) -> dict[str, np.ndarray]:
+def embed_split(module, loader, logits: bool = True, flip: bool = False, precision: str = "fp32",
+                name: str = "split") -> dict[str, np.ndarray]:
     """Full-width embeddings, labels and (with ``logits``) per-size logits ``[G, N, C]`` of one split, in
     loader order.
 
@@ -44,13 +44,13 @@ def embed_split(module, loader, logits: bool = True, flip: bool = False, precisi
     is embedded without logits: for ImageNet's train split they would be 9 x 1.28M x 1000 floats (46 GB),
     next to 10 GB of embeddings. ``flip`` averages each image's logits with those of its mirror image
     (the reference's test-time augmentation); the embeddings stay the image's own. The model runs on its
-    own device, in ``precision`` (:mod:`mrl.eval.device`).
+    own device, in ``precision`` (:mod:`mrl.eval.device`). Progress is logged at every tenth of the split.
     """
     module.eval()
     device = next(module.parameters()).device
     count = len(loader.dataset)
     out: dict[str, np.ndarray] = {"labels": np.empty(count, dtype=np.int64)}
-    start = 0
+    start, began, next_report = 0, time.perf_counter(), count / 10
     for x, y in loader:
         x = x.to(device, non_blocking=True)
         with inference_autocast(module, precision):
@@ -69,6 +69,10 @@ def embed_split(module, loader, logits: bool = True, flip: bool = False, precisi
                 out["logits"] = np.empty((size_logits.shape[0], count, size_logits.shape[2]), dtype=np.float32)
             out["logits"][:, start:stop] = size_logits.cpu().numpy()
         start = stop
+        if start >= next_report or start == count:
+            next_report += count / 10
+            log.info("%s: %d/%d embedded (%.0f per second)", name, start, count,
+                     start / max(time.perf_counter() - began, 1e-9))
     if start != count:
         raise RuntimeError(f"the loader gave {start} examples for a split of {count}")
     return out
@@ -255,9 +259,10 @@ def evaluate_classifier(cfg, module, datamodule, ckpt: Path, run_dir: Path, out:
     splits = {}
     if retrieval:
         splits[cfg.database_split] = db = embed_split(module, datamodule.eval_dataloader(cfg.database_split),
-                                                      logits=False, precision=cfg.get("precision", "fp32"))
+                                                      logits=False, precision=cfg.get("precision", "fp32"),
+                                                      name=cfg.database_split)
     query = embed_split(module, datamodule.eval_dataloader(cfg.query_split), flip=bool(cfg.get("tta")),
-                        precision=cfg.get("precision", "fp32"))
+                        precision=cfg.get("precision", "fp32"), name=cfg.query_split)
     splits[cfg.query_split] = query
     meta = {"checkpoint": str(ckpt), "head": kind, "embed_dim": module.embed_dim, "sizes": sizes}
     for name, split in splits.items():
