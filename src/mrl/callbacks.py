@@ -83,8 +83,7 @@ class ProgressiveResizing(L.Callback):
             )
         self.start_size, self.end_size, self.multiple = start_size, end_size, multiple
         self.start_epoch, self.end_epoch = start_epoch, end_epoch
-        self.resume_epoch = self._epoch = 0
-        self._epoch_done = False
+        self._epoch, self._epoch_done = 0, False
         self._trainer: L.Trainer | None = None
 
     def size_at(self, epoch: int) -> int:
@@ -113,7 +112,7 @@ class ProgressiveResizing(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
             self._trainer = trainer
-            self._set(trainer, self.resume_epoch)
+            self._set(trainer, self._epoch)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch, self._epoch_done = trainer.current_epoch, False
@@ -128,6 +127,6 @@ class ProgressiveResizing(L.Callback):
         return {"resume_epoch": self._epoch + int(self._epoch_done)}
 
     def load_state_dict(self, state_dict: Mapping[str, int]) -> None:
-        self.resume_epoch = self._epoch = int(state_dict["resume_epoch"])
+        self._epoch = int(state_dict["resume_epoch"])
         if self._trainer is not None:
-            self._set(self._trainer, self.resume_epoch)
+            self._set(self._trainer, self._epoch)

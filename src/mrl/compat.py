@@ -77,6 +77,11 @@ def load_reference_resnet50(
     reference's older MRL-E files, whose shared head was ``fc`` itself (``fc.weight``/``fc.bias``, the
     layout of a standard model, which is what they are taken for without it).
     """
+    if kind is not None and kind not in REFERENCE_KINDS:
+        raise ValueError(
+            f"reference={kind!r}: expected false, true (the head kind read off the file) or one of "
+            f"{', '.join(REFERENCE_KINDS)}"
+        )
     state_dict = read_reference_state_dict(path)
     if kind == "mrl_e" and "fc.weight" in state_dict:
         state_dict = {

@@ -34,7 +34,7 @@ class BlurConv2d(nn.Module):
         self.register_buffer("blur_filter", _binomial_kernel(conv.in_channels))
 
     def forward(self, x: Tensor) -> Tensor:
-        blurred = F.conv2d(x, self.blur_filter.to(x.dtype), padding=1, groups=self.conv.in_channels)
+        blurred = F.conv2d(x, self.blur_filter, padding=1, groups=self.conv.in_channels)
         return self.conv(blurred)
 
 
