@@ -36,28 +36,38 @@ def make_step(head, loss_fn, x, target):
     return step
 
 
-def make_products_step(head, x, classes):
-    """MRL's floor: its 27 matrix products (forward, input and weight gradients of nine sizes), no loss, no autograd.
+def make_products_step(head, x, classes, target=None):
+    """MRL's floor: its 27 matrix products (forward, input and weight gradients of nine sizes), no autograd.
 
     The same matrix shapes as the ``ours MRL`` step (narrow products padded as the head pads them),
-    fresh outputs each time as in training; what that step costs beyond this row is the loss, the
-    bias gradients and the autograd bookkeeping.
+    fresh outputs each time as in training. Without ``target`` the gradient of the logits is fixed
+    (no loss); with it, each step also computes the nine cross-entropies (softmax, the loss read off
+    it, the gradient of the mean loss) and the bias gradients with plain tensor ops, which is all the
+    arithmetic the ``ours MRL`` step has to do. The step returns the input gradient.
     """
     weights = [fc.weight.detach() for fc in head.classifiers()]
     biases = [fc.bias.detach() for fc in head.classifiers()]
-    sizes, xd = head.sizes, x.detach()
-    grad = torch.randn(len(sizes), x.shape[0], classes) / x.shape[0]
+    sizes, xd, batch = head.sizes, x.detach(), x.shape[0]
+    fixed_grad = torch.randn(len(sizes), batch, classes) / batch
 
     def step():
-        logits = xd.new_empty(len(sizes), xd.shape[0], classes)
+        logits = xd.new_empty(len(sizes), batch, classes)
         for out, m, w, b in zip(logits.unbind(0), sizes, weights, biases):
             torch.addmm(b, xd[:, :m], w.t(), out=out)
+        grad = fixed_grad
+        if target is not None:
+            grad = torch.softmax(logits, dim=-1)
+            index = target.view(1, -1, 1).expand(len(sizes), -1, 1)
+            grad.gather(-1, index).log_().neg_().mean(1)  # the nine losses
+            grad.div_(batch).scatter_add_(-1, index, torch.full(index.shape, -1.0 / batch))
+            grad.sum(1)  # the bias gradients
         grad_x = torch.mm(grad[-1], weights[-1])
         for g in reversed(range(len(sizes))):
             m = sizes[g]
             if g < len(sizes) - 1:
-                grad_x[:, :m] += _mm_into(grad[g], weights[g], xd.new_empty(xd.shape[0], m))
+                grad_x[:, :m] += _mm_into(grad[g], weights[g], xd.new_empty(batch, m))
             _mm_into(grad[g].t(), xd[:, :m], weights[g].new_empty(weights[g].shape))
+        return grad_x
 
     return step
 
@@ -103,6 +113,7 @@ def main(argv=None) -> dict[str, float]:
             target,
         ),
         "MRL products only": make_products_step(ours_mrl, x, args.classes),
+        "MRL products + loss": make_products_step(ours_mrl, x, args.classes, target),
     }
     for step in variants.values():
         for _ in range(args.warmup):
@@ -120,7 +131,7 @@ def main(argv=None) -> dict[str, float]:
         f"{args.repeats} rounds, {args.clock} clock"
     )
     base = times["plain Linear + CE"]
-    print(f"{'variant':<20} {'median ms':>10} {'min ms':>8} {'x plain':>8} {'(quartiles)':>13}")
+    print(f"{'variant':<21} {'median ms':>10} {'min ms':>8} {'x plain':>8} {'(quartiles)':>13}")
     ratios = {}
     for name, ts in times.items():
         # ratio to the plain step of the same round, so a machine that slows down for a while
@@ -128,7 +139,7 @@ def main(argv=None) -> dict[str, float]:
         q1, ratio, q3 = statistics.quantiles([t / b for t, b in zip(ts, base)], n=4)
         ratios[name] = ratio
         print(
-            f"{name:<20} {statistics.median(ts):>10.2f} {min(ts):>8.2f} {ratio:>8.2f} "
+            f"{name:<21} {statistics.median(ts):>10.2f} {min(ts):>8.2f} {ratio:>8.2f} "
             f"{f'({q1:.2f}-{q3:.2f})':>13}"
         )
     return ratios

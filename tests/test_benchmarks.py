@@ -24,10 +24,29 @@ def test_heads_benchmark_times_every_variant(capsys):
         "ours MRL",
         "ours MRL-E",
         "MRL products only",
+        "MRL products + loss",
     }
     assert ratios["plain Linear + CE"] == pytest.approx(1.0)
     assert all(r > 0 for r in ratios.values())
     assert "nesting 8..64 (4 sizes)" in capsys.readouterr().out
+
+
+def test_heads_benchmark_floor_with_loss_does_the_training_arithmetic():
+    """The 'products + loss' row computes what the MRL head and loss compute: the same input gradient."""
+    import torch
+
+    from mrl.heads import MatryoshkaHead
+    from mrl.losses import MatryoshkaCrossEntropy
+
+    torch.manual_seed(0)
+    bench = load("heads")
+    x = torch.randn(16, 64, requires_grad=True)
+    target = torch.randint(0, 30, (16,))
+    head = MatryoshkaHead(64, 30, [8, 16, 32, 64])
+    MatryoshkaCrossEntropy()(head(x), target).backward()
+    floor = bench.make_products_step(head, x, 30, target)()
+    torch.testing.assert_close(floor, x.grad)
+    assert not torch.allclose(bench.make_products_step(head, x, 30)(), x.grad)  # no loss: another gradient
 
 
 def test_retrieval_benchmark_funnel_finds_the_exact_neighbours():
