@@ -135,9 +135,10 @@ def test_trainers_write_checkpoints_atomically_and_ddp_follows_slurm(monkeypatch
         assert ddp.trainer.num_nodes == 4
 
 
-def test_slurm_launcher_config_asks_for_lightning_requeue(tmp_path):
+def test_slurm_launcher_config_asks_for_lightning_requeue(tmp_path, monkeypatch):
     """The sbatch header submitit writes for a sweep job: resources from config, SIGUSR1 and --requeue."""
     import submitit
+    from submitit.slurm.slurm import SlurmExecutor
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.utils import instantiate
@@ -155,6 +156,8 @@ def test_slurm_launcher_config_asks_for_lightning_requeue(tmp_path):
     assert type(launcher).__name__ == "SlurmLauncher"
     # The executor built as BaseSubmititLauncher.launch builds it, then the script it would submit.
     params = dict(launcher.params)
+    # submitit >= 1.5.4 refuses to build a SLURM executor where there is no srun; this machine plays a login node
+    monkeypatch.setattr(SlurmExecutor, "affinity", classmethod(lambda cls: 2))
     executor = submitit.AutoExecutor(cluster="slurm", folder=params.pop("submitit_folder"),
                                      slurm_max_num_timeout=params.pop("max_num_timeout"))
     base = set(OmegaConf.structured(BaseQueueConf).keys())
