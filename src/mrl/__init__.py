@@ -21,7 +21,7 @@ _EXPORTS = {
     "load_module": "mrl.checkpoints",
     "find_checkpoint": "mrl.checkpoints",
     "AdaptiveRetriever": "mrl.retrieval",
-    "load_embeddings": "mrl.eval.runner",
+    "load_embeddings": "mrl.eval.embeddings",
 }
 
 __all__ = ["__version__", *_EXPORTS]

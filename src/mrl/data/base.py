@@ -1,8 +1,10 @@
 """The contract every image data module follows: loaders for train/val/test, an ordered eval loader for
-exporting embeddings, and the backbone's timm data config received before setup."""
+exporting embeddings, the backbone's timm data config received before setup, and the evaluation
+preprocessing for image files of the user's own (``file_transform``, used by ``make embed``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightning as L
@@ -22,6 +24,35 @@ def fit_channels(values: Any, in_chans: int) -> tuple[float, ...]:
         return vals * in_chans
     avg = sum(vals) / len(vals)
     return (avg,) * in_chans
+
+
+def config_size(image_size: int | tuple[int, int] | None, data_config: Mapping[str, Any] | None,
+                default: int) -> tuple[int, int]:
+    """(H, W): the explicit image_size if given, else the data config's input size, else default."""
+    if image_size is not None:
+        if isinstance(image_size, int):
+            return (image_size, image_size)
+        h, w = image_size
+        return (int(h), int(w))
+    if data_config and data_config.get("input_size") is not None:
+        size = data_config["input_size"]
+        return (int(size[-2]), int(size[-1]))
+    return (default, default)
+
+
+class ConvertThen:
+    """``transform(image.convert(mode))``: any PIL image (palette, RGBA, grayscale) into the mode a data set
+    was trained in, then its own preprocessing. A class rather than a closure, so DataLoader workers can
+    pickle it."""
+
+    def __init__(self, mode: str, transform: Callable) -> None:
+        self.mode, self.transform = mode, transform
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        return self.transform(image.convert(self.mode))
+
+    def __repr__(self) -> str:
+        return f"ConvertThen(mode={self.mode!r}, transform={self.transform!r})"
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -71,16 +102,19 @@ class ImageDataModule(L.LightningDataModule):
         self.data_config = new
 
     def _config_size(self, image_size: int | tuple[int, int] | None, default: int) -> tuple[int, int]:
-        """(H, W): the explicit image_size if given, else the data config's input size, else default."""
-        if image_size is not None:
-            if isinstance(image_size, int):
-                return (image_size, image_size)
-            h, w = image_size
-            return (int(h), int(w))
-        if self.data_config and self.data_config.get("input_size") is not None:
-            size = self.data_config["input_size"]
-            return (int(size[-2]), int(size[-1]))
-        return (default, default)
+        return config_size(image_size, self.data_config, default)
+
+    @classmethod
+    def file_transform(cls, settings: Mapping[str, Any], data_config: Mapping[str, Any] | None = None) -> Callable:
+        """PIL image -> the model's evaluation input ``float[C, H, W]``, as this data set prepares its own images.
+
+        ``settings`` are the data module's keyword arguments (a run's ``data:`` config, ``_target_`` and
+        unknown keys ignored), ``data_config`` the backbone's timm data config. Subclasses build it without
+        reading their data where the preprocessing does not depend on it, so a trained model embeds new
+        images on a machine that lacks its training set.
+        """
+        raise ValueError(f"data module {cls.__name__} is not made of image files, so there is no preprocessing to "
+                         "apply to new ones; train on an image folder, a torchvision set or the digits")
 
     # ----------------------------------------------------------------- lifecycle
     def setup(self, stage: str | None = None) -> None:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import Dataset, TensorDataset
 
 from mrl.data.base import ImageDataModule
@@ -28,6 +33,33 @@ class _ShiftAugment(Dataset):
             padded = F.pad(img, (s, s, s, s), value=self.fill)
             img = padded[:, dy : dy + h, dx : dx + w]
         return img, self.labels[index]
+
+
+def upsample_scans(scans: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``[N, 1, 8, 8]`` scans in [0, 1] to ``size`` (bilinear), clamped to [0, 1]."""
+    if tuple(size) != (8, 8):
+        scans = F.interpolate(scans, size=size, mode="bilinear", align_corners=False)
+    return scans.clamp_(0.0, 1.0)
+
+
+class DigitsImageTransform:
+    """A PIL image -> the input of a model trained on the digits, prepared as the set's own scans are.
+
+    A scan counts the ink pixels (0-16) in each 4x4 block of a 32x32 bitmap, bright ink on a dark ground;
+    so an image is read as grayscale, box-averaged to 8x8 and scaled to [0, 1], then upsampled and
+    normalised with the training split's statistics like the set itself.
+    """
+
+    def __init__(self, size: tuple[int, int], mean: float, std: float, in_chans: int) -> None:
+        self.size, self.mean, self.std, self.in_chans = tuple(size), float(mean), float(std), int(in_chans)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """Upsampled ``[N, 1, H, W]`` images -> normalised ``[N, in_chans, H, W]``."""
+        return ((images - self.mean) / self.std).expand(-1, self.in_chans, -1, -1).contiguous()
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        scan = np.asarray(image.convert("L").resize((8, 8), Image.BOX), dtype=np.float32) / 255.0
+        return self.normalize(upsample_scans(torch.from_numpy(scan).view(1, 1, 8, 8), self.size))[0]
 
 
 class DigitsDataModule(ImageDataModule):
@@ -90,23 +122,27 @@ class DigitsDataModule(ImageDataModule):
             random_state=self.seed,
         )
         size = self._config_size(self.image_size, default=32)
-        if size != (8, 8):
-            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
-        images = images.clamp_(0.0, 1.0)
+        images = upsample_scans(images, size)
         idx_train_t, idx_val_t = torch.as_tensor(idx_train), torch.as_tensor(idx_val)
         train_x = images[idx_train_t]
-        mean, std = train_x.mean().item(), train_x.std().item()
-        self.mean, self.std = mean, std
-
-        def prep(x: torch.Tensor) -> torch.Tensor:
-            x = (x - mean) / std
-            return x.expand(-1, self.in_chans, -1, -1).contiguous()
-
+        self.mean, self.std = train_x.mean().item(), train_x.std().item()
+        self.image_transform = DigitsImageTransform(size, self.mean, self.std, self.in_chans)
+        prep = self.image_transform.normalize
         self._tensors = {
             "train": (prep(train_x), labels[idx_train_t]),
             "val": (prep(images[idx_val_t]), labels[idx_val_t]),
         }
         self.class_names = [str(i) for i in range(self.num_classes)]
+
+    @classmethod
+    def file_transform(cls, settings: Mapping[str, Any], data_config: Mapping[str, Any] | None = None) -> Callable:
+        """The evaluation preprocessing (see the base class): :class:`DigitsImageTransform` with the statistics
+        of the run's training split (rebuilt from scikit-learn's copy with the run's seed and split)."""
+        keys = ("image_size", "in_chans", "val_fraction", "seed")
+        datamodule = cls(**{key: settings[key] for key in keys if key in settings})
+        datamodule.set_data_config(dict(data_config) if data_config else None)
+        datamodule.setup()
+        return datamodule.image_transform
 
     def _dataset(self, split: str, train: bool) -> Dataset:
         x, y = self._tensors["val" if split == "test" else split]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
-from mrl.data.base import ImageDataModule, fit_channels
+from mrl.data.base import ConvertThen, ImageDataModule, config_size, fit_channels
 
 _BAD_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+_EVAL_OVERRIDES = ("crop_pct", "interpolation")  # the data set's settings that change evaluation preprocessing
 _INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming", "random")
 
 
@@ -101,6 +102,29 @@ class SafeImageDataset(Dataset):
                 img = self.transform(img)
             return img, label
         raise RuntimeError(f"no readable image among the {n} files of this split")
+
+
+def folder_transform_config(data_config: Mapping[str, Any] | None, overrides: Mapping[str, Any],
+                            image_size: int | None, in_chans: int, is_training: bool) -> dict[str, Any]:
+    """Arguments for timm.data.create_transform: ImageNet defaults, then the backbone's data config, then
+    the data set's overrides (crop_pct, interpolation, color_jitter), image_size and in_chans."""
+    from timm.data import create_transform
+
+    cfg: dict[str, Any] = {
+        "input_size": (3, 224, 224),
+        "interpolation": "bilinear",
+        "mean": (0.485, 0.456, 0.406),
+        "std": (0.229, 0.224, 0.225),
+    }
+    accepted = set(inspect.signature(create_transform).parameters) - {"is_training"}
+    cfg.update({k: v for k, v in (data_config or {}).items() if k in accepted})
+    cfg.update(overrides)
+    h, w = config_size(None if image_size is None else int(image_size), data_config, default=224)
+    cfg["input_size"] = (in_chans, h, w)
+    cfg["mean"] = fit_channels(cfg["mean"], in_chans)
+    cfg["std"] = fit_channels(cfg["std"], in_chans)
+    cfg["is_training"] = is_training
+    return cfg
 
 
 class ResizableCrop:
@@ -282,23 +306,17 @@ class ImageFolderDataModule(ImageDataModule):
     # ----------------------------------------------------------------- transforms
     def transform_config(self, is_training: bool) -> dict[str, Any]:
         """Arguments for timm.data.create_transform: the data config, with image_size/in_chans applied."""
-        cfg: dict[str, Any] = {
-            "input_size": (3, 224, 224),
-            "interpolation": "bilinear",
-            "mean": (0.485, 0.456, 0.406),
-            "std": (0.229, 0.224, 0.225),
-        }
+        return folder_transform_config(self.data_config, self.overrides, self.image_size, self.in_chans, is_training)
+
+    @classmethod
+    def file_transform(cls, settings: Mapping[str, Any], data_config: Mapping[str, Any] | None = None) -> Callable:
+        """The evaluation preprocessing (see the base class); needs no image on disk."""
         from timm.data import create_transform
 
-        accepted = set(inspect.signature(create_transform).parameters) - {"is_training"}
-        cfg.update({k: v for k, v in (self.data_config or {}).items() if k in accepted})
-        cfg.update(self.overrides)
-        h, w = self._config_size(self.image_size, default=224)
-        cfg["input_size"] = (self.in_chans, h, w)
-        cfg["mean"] = fit_channels(cfg["mean"], self.in_chans)
-        cfg["std"] = fit_channels(cfg["std"], self.in_chans)
-        cfg["is_training"] = is_training
-        return cfg
+        in_chans = int(settings.get("in_chans", 3))
+        overrides = {key: settings[key] for key in _EVAL_OVERRIDES if settings.get(key) is not None}
+        config = folder_transform_config(data_config, overrides, settings.get("image_size"), in_chans, False)
+        return ConvertThen("L" if in_chans == 1 else "RGB", create_transform(**config))
 
     def _transform(self, is_training: bool) -> Callable:
         from timm.data import create_transform

@@ -7,7 +7,7 @@ interpolation, mean and std come from the backbone's data config, else from the 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from torchvision import datasets
 from torchvision import transforms as T
 
-from mrl.data.base import ImageDataModule, fit_channels
+from mrl.data.base import ConvertThen, ImageDataModule, config_size, fit_channels
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,32 @@ class _Transformed(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         img, label = self.base[self.indices[index] if self.indices is not None else index]
         return self.transform(img), int(label)
+
+
+def set_transform(spec: SetSpec, data_config: Mapping[str, Any] | None, in_chans: int, image_size: int | None,
+                  augment: bool, always_resize: bool = False) -> Callable:
+    """A torchvision set's preprocessing: channels, resize to ``image_size`` (or the data config's input size),
+    the training augmentation with ``augment``, then normalisation with the set's (or the data config's) stats.
+    ``always_resize`` resizes even when the size is the set's own (for images that come from elsewhere)."""
+    h, w = config_size(image_size, data_config, default=spec.size)
+    cfg = data_config or {}
+    try:
+        mode = T.InterpolationMode(cfg.get("interpolation") or "bilinear")
+    except ValueError:
+        mode = T.InterpolationMode.BILINEAR
+    steps: list[Callable] = []
+    if in_chans != spec.chans:
+        steps.append(T.Grayscale(num_output_channels=in_chans))
+    if always_resize or (h, w) != (spec.size, spec.size):
+        steps.append(T.Resize((h, w), interpolation=mode, antialias=True))
+    if augment:
+        steps.append(T.RandomCrop((h, w), padding=max(1, min(h, w) // 8), padding_mode="reflect"))
+        if spec.hflip:
+            steps.append(T.RandomHorizontalFlip())
+    mean = fit_channels(cfg.get("mean") or spec.mean, in_chans)
+    std = fit_channels(cfg.get("std") or spec.std, in_chans)
+    steps += [T.ToTensor(), T.Normalize(mean, std)]
+    return T.Compose(steps)
 
 
 class TorchvisionDataModule(ImageDataModule):
@@ -151,31 +177,19 @@ class TorchvisionDataModule(ImageDataModule):
             self._make(train=False, download=True)
 
     # ----------------------------------------------------------------- transforms
-    def _stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        cfg = self.data_config or {}
-        mean = cfg.get("mean") or self.spec.mean
-        std = cfg.get("std") or self.spec.std
-        return fit_channels(mean, self.in_chans), fit_channels(std, self.in_chans)
-
     def build_transform(self, is_training: bool) -> Callable:
-        h, w = self._config_size(self.image_size, default=self.spec.size)
-        interp = (self.data_config or {}).get("interpolation") or "bilinear"
-        try:
-            mode = T.InterpolationMode(interp)
-        except ValueError:
-            mode = T.InterpolationMode.BILINEAR
-        steps: list[Callable] = []
-        if self.in_chans != self.spec.chans:
-            steps.append(T.Grayscale(num_output_channels=self.in_chans))
-        if (h, w) != (self.spec.size, self.spec.size):
-            steps.append(T.Resize((h, w), interpolation=mode, antialias=True))
-        if is_training and self.augment:
-            steps.append(T.RandomCrop((h, w), padding=max(1, min(h, w) // 8), padding_mode="reflect"))
-            if self.spec.hflip:
-                steps.append(T.RandomHorizontalFlip())
-        mean, std = self._stats()
-        steps += [T.ToTensor(), T.Normalize(mean, std)]
-        return T.Compose(steps)
+        return set_transform(self.spec, self.data_config, self.in_chans, self.image_size,
+                             augment=is_training and self.augment)
+
+    @classmethod
+    def file_transform(cls, settings: Mapping[str, Any], data_config: Mapping[str, Any] | None = None) -> Callable:
+        """The evaluation preprocessing (see the base class): a new image of any size is resized to the
+        set's input size, then prepared as the set's own; needs no data on disk."""
+        spec = SETS[canonical_name(settings.get("name", "cifar10"))]
+        image_size = settings.get("image_size")
+        transform = set_transform(spec, data_config, int(settings.get("in_chans", 3)),
+                                  None if image_size is None else int(image_size), augment=False, always_resize=True)
+        return ConvertThen("L" if spec.chans == 1 else "RGB", transform)
 
     # ----------------------------------------------------------------- data
     def _build(self) -> None:

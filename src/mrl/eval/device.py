@@ -5,6 +5,9 @@ Only the model runs there; embeddings and logits come back to the CPU as float32
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -34,3 +37,12 @@ def inference_autocast(module: torch.nn.Module, precision: str = "fp32"):
     device = next(module.parameters()).device
     dtype = PRECISIONS[check_precision(precision)]
     return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+
+def to_device(value: Any, device: torch.device) -> Any:
+    """A tensor, or a mapping of them (a tokenizer's output), on ``device``; anything else as it is."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, Mapping):
+        return {k: to_device(v, device) for k, v in value.items()}
+    return value

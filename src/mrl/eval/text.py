@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mrl.eval.device import inference_autocast
+from mrl.eval.device import inference_autocast, to_device
 
 __all__ = ["embed_loader", "evaluate_text_run", "retrieval_metrics", "sts_spearman"]
 
@@ -131,14 +131,6 @@ def sts_spearman(a: Any, b: Any, scores: Any, sizes: Iterable[int]) -> dict[str,
 
 
 # -------------------------------------------------------------------------------------------- run level
-def _to_device(value: Any, device: torch.device) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, Mapping):
-        return {k: _to_device(v, device) for k, v in value.items()}
-    return value
-
-
 @torch.no_grad()
 def embed_loader(module: torch.nn.Module, loader: Iterable, precision: str = "fp32") -> list[torch.Tensor]:
     """Embed every part of every batch of a pairs loader: one ``[N, D]`` (or ``[N]`` scores) per part."""
@@ -151,7 +143,7 @@ def embed_loader(module: torch.nn.Module, loader: Iterable, precision: str = "fp
         for i, part in enumerate(batch):
             if isinstance(part, Mapping):
                 with inference_autocast(module, precision):
-                    embedded = module.embed(_to_device(part, device))
+                    embedded = module.embed(to_device(part, device))
                 parts[i].append(embedded.float().cpu())
             else:
                 parts[i].append(part.float().cpu())
