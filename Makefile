@@ -11,15 +11,19 @@ EXP ?= digits_mrl
 SWEEP ?= heads
 RUN ?=
 DIR ?=
+INPUT ?=
+DB ?=
+QUERIES ?=
 ARGS ?=
 OUTPUTS ?= outputs
 # the newest of some run directories: they are named <experiment>/<date>_<time>, so the names sort by time
 newest = $(shell ls -d $(1) 2>/dev/null | awk -F/ '{print $$(NF-1), $$0}' | sort | tail -n 1 | cut -d' ' -f2)
 EVAL_RUN = $(or $(RUN),$(if $(findstring ckpt=,$(ARGS)),,$(call newest,$(OUTPUTS)/train/*/*/ $(OUTPUTS)/multirun/*/*/)))
+EMBED_RUN = $(or $(RUN),$(call newest,$(OUTPUTS)/train/*/*/))
 REPORT_DIR = $(or $(DIR),$(call newest,$(OUTPUTS)/multirun/*/*/),$(OUTPUTS))
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline WANDB_SILENT=true
 
-.PHONY: help install train sweep eval report export test test-full lint bench bench-heads bench-retrieval clean
+.PHONY: help install train sweep eval report embed search export test test-full lint bench bench-heads bench-retrieval clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -45,6 +49,15 @@ eval: $(STAMP) ## evaluate a run, or every run of a sweep (default: the newest o
 
 report: $(STAMP) ## compare runs (default: the newest sweep): make report DIR=outputs/multirun/digits_mrl
 	$(PY) -m mrl.report $(REPORT_DIR) $(ARGS)
+
+embed: $(STAMP) ## embed your own images or texts (default: the newest run): make embed INPUT=<folder or file> [RUN=...] [ARGS="--dim 64"]
+	@test -n "$(INPUT)" || { echo "make embed: give INPUT=<image folder or list of image paths, for an image model; .txt file or table of texts, for a text model>" >&2; exit 2; }
+	@test -n "$(EMBED_RUN)" || { echo "make embed: no run under $(OUTPUTS)/train yet; run make train first, or give RUN=<run directory>" >&2; exit 2; }
+	$(PY) -m mrl.embed $(EMBED_RUN) $(INPUT) $(ARGS)
+
+search: $(STAMP) ## nearest items of each query, 16-d shortlist then full-width rerank: make search DB=items.npz QUERIES=queries.npz [ARGS="--k 5"]
+	@test -n "$(DB)" -a -n "$(QUERIES)" || { echo "make search: give DB=<embeddings .npz of the items> QUERIES=<embeddings .npz of the queries> (make embed writes them)" >&2; exit 2; }
+	$(PY) -m mrl.search $(DB) $(QUERIES) $(ARGS)
 
 export: $(STAMP) ## export a text run to sentence-transformers: make export RUN=... [ARGS="--truncate-dim 64"]
 	$(PY) -m mrl.export $(RUN) $(ARGS)

@@ -58,3 +58,21 @@ def test_make_bench_sends_options_to_one_benchmark_only():
     assert result.returncode == 2
     assert "make bench: the two benchmarks take different options; give ARGS to make bench-heads" in result.stderr
     assert "benchmarks/heads.py --threads 1" in run_make("-n", "bench-heads", "ARGS=--threads 1").stdout
+
+
+def test_make_embed_takes_the_newest_training_run_and_needs_an_input(tmp_path):
+    for name in ("train/a/2026-01-01_00-00-00", "train/b/2026-01-02_00-00-00", "multirun/c/2026-01-03_00-00-00"):
+        (tmp_path / name).mkdir(parents=True)
+    words = dry_run("embed", f"OUTPUTS={tmp_path}", "INPUT=photos", "ARGS=--dim 64")
+    assert words[-4:] == [f"{tmp_path}/train/b/2026-01-02_00-00-00/", "photos", "--dim", "64"]  # a sweep is no run
+    assert dry_run("embed", f"OUTPUTS={tmp_path}", "INPUT=photos", "RUN=mine")[-2:] == ["mine", "photos"]
+    result = run_make("embed", f"OUTPUTS={tmp_path}", check=False)
+    assert result.returncode == 2 and "make embed: give INPUT=<image folder" in result.stderr
+    result = run_make("embed", f"OUTPUTS={tmp_path / 'none'}", "INPUT=photos", check=False)
+    assert result.returncode == 2 and f"make embed: no run under {tmp_path}/none/train yet" in result.stderr
+
+
+def test_make_search_needs_both_files():
+    result = run_make("search", "DB=items.npz", check=False)
+    assert result.returncode == 2 and "make search: give DB=<embeddings .npz of the items> QUERIES=" in result.stderr
+    assert dry_run("search", "DB=a.npz", "QUERIES=b.npz", "ARGS=--k 5")[-4:] == ["a.npz", "b.npz", "--k", "5"]
