@@ -216,3 +216,30 @@ def test_embedding_files_are_replaced_whole_or_not_at_all(tmp_path):
         atomic_savez(path, embeddings=np.zeros((3, 4), dtype=np.float32), extra=np.array([Broken()], dtype=object))
     assert np.load(path)["embeddings"].sum() == 12
     assert [p.name for p in tmp_path.iterdir()] == ["items.npz"]  # no temporary file left behind
+
+
+def test_an_official_checkpoint_embeds_with_the_reference_preprocessing(tmp_path):
+    """``--reference``: a RAIVNLab/MRL file, images prepared as torchvision's ImageNet evaluation prepares them."""
+    import torchvision.transforms as T
+
+    from test_compat import NESTING, reference_model, save_from_ddp
+
+    reference = reference_model(False, num_classes=10)
+    path = tmp_path / "r50_mrl1.pt"
+    save_from_ddp(reference, path)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, size in enumerate([(300, 260), (240, 320)]):
+        _photo(size=size, seed=i).save(folder / f"{i}.jpg", quality=95)
+    meta = embed_main([str(path), str(folder), "--reference", "--dim", "64"])
+    assert meta["output"] == str(tmp_path / "embed" / "photos_64d.npz") and meta["sizes"] == NESTING
+    assert meta["head"] == "mrl" and meta["reference"]
+    prepare = T.Compose([T.Resize(256, interpolation=T.InterpolationMode.BILINEAR), T.CenterCrop(224), T.ToTensor(),
+                         T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    images = torch.stack([prepare(Image.open(folder / f"{i}.jpg").convert("RGB")) for i in range(2)])
+    reference.fc = torch.nn.Identity()  # the pooled 2048-d features the nested head reads
+    with torch.no_grad():
+        expected = reference(images)[:, :64].numpy()
+    np.testing.assert_allclose(np.load(meta["output"])["embeddings"], expected, rtol=1e-3, atol=1e-4)
+    with pytest.raises(ValueError, match=r"^reference='mrl_e': ckpt=.* holds a mrl head"):
+        embed_run(str(path), str(folder), reference="mrl_e")

@@ -10,6 +10,9 @@ this machine. An unreadable image is left out, and its path is named in the outp
 INPUT for a text model: a ``.txt`` file (one text per line) or a table (``.csv``, ``.tsv``, ``.jsonl``,
 ``.json``, ``.parquet``) whose ``--column`` (default ``text``) holds the texts, tokenized as in training.
 
+``--reference``: RUN_OR_CKPT is an official RAIVNLab/MRL ResNet-50 file, and the images are prepared as the
+reference evaluates ImageNet (``conf/data/imagenet.yaml``: resize to 256, center 224, bilinear).
+
 The ``.npz`` it writes holds ``embeddings [N, dim]`` (the first ``dim`` coordinates; re-normalised with
 ``--normalize``), ``ids [N]`` (image paths relative to INPUT, or the texts), ``labels [N]`` (-1: the
 inputs carry no label) and ``meta`` (JSON: checkpoint, input, sizes, dim, normalised, skipped), so
@@ -35,6 +38,7 @@ from mrl.io import atomic_savez
 __all__ = ["embed_image_files", "embed_texts", "image_transform", "list_images", "main", "read_texts"]
 
 log = logging.getLogger("mrl.embed")  # not __name__: that is __main__ under python -m
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 TEXT_TABLES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 
 
@@ -87,6 +91,18 @@ def read_texts(source: str | Path, column: str = "text") -> list[str]:
     if not texts:
         raise ValueError(f"input={str(source)!r}: no texts in it")
     return texts
+
+
+def reference_transform(module: torch.nn.Module) -> Callable:
+    """ImageNet's evaluation preprocessing as ``conf/data/imagenet.yaml`` sets it (the reference protocol: resize
+    to 256, center 224, bilinear), for an official RAIVNLab/MRL checkpoint that comes without a run."""
+    from omegaconf import OmegaConf
+
+    from mrl.data.image_folder import ImageFolderDataModule
+
+    imagenet = OmegaConf.load(CONF_DIR / "data" / "imagenet.yaml")
+    settings = {key: imagenet[key] for key in ("image_size", "crop_pct", "interpolation")}
+    return ImageFolderDataModule.file_transform(settings, getattr(module.backbone, "data_config", None))
 
 
 def image_transform(run_dir: Path, module: torch.nn.Module) -> Callable:
@@ -166,8 +182,12 @@ def embed_texts(module, texts: Sequence[str], batch_size: int = 64, precision: s
 # ------------------------------------------------------------------------------------------------- run
 def run(target: str, source: str, out: str | None = None, dim: int | None = None, normalize: bool = False,
         dtype: str = "fp32", column: str = "text", batch_size: int = 64, num_workers: int = 0,
-        device: str = "auto", precision: str = "fp32") -> dict[str, Any]:
-    """Embed ``source`` with the run or checkpoint ``target`` and write the ``.npz``; returns its meta."""
+        device: str = "auto", precision: str = "fp32", reference: str | None = None) -> dict[str, Any]:
+    """Embed ``source`` with the run or checkpoint ``target`` and write the ``.npz``; returns its meta.
+
+    ``reference``: ``target`` is an official RAIVNLab/MRL ResNet-50 file (``"auto"``: the head kind read off the
+    file, or one of :data:`mrl.compat.REFERENCE_KINDS`), read with ImageNet's evaluation preprocessing.
+    """
     from mrl.checkpoints import find_checkpoint, load_module
     from mrl.eval.device import check_precision, resolve_device
 
@@ -180,7 +200,12 @@ def run(target: str, source: str, out: str | None = None, dim: int | None = None
     ckpt = find_checkpoint(target)
     run_dir = Path(target) if Path(target).is_dir() else (
         ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent)
-    module = load_module(ckpt)
+    if reference:
+        from mrl.compat import load_reference_resnet50
+
+        module = load_reference_resnet50(ckpt, kind=None if reference == "auto" else reference)
+    else:
+        module = load_module(ckpt)
     width, sizes = int(module.embed_dim), [int(m) for m in module.sizes]
     dim = width if dim is None else int(dim)
     if not 1 <= dim <= width:
@@ -192,7 +217,7 @@ def run(target: str, source: str, out: str | None = None, dim: int | None = None
         ids = read_texts(source, column)
     else:
         paths, ids = list_images(source)
-        transform = image_transform(run_dir, module)
+        transform = reference_transform(module) if reference else image_transform(run_dir, module)
     module.to(torch_device).eval()
     log.info("Embedding %d %s from %s with %s (%s, %s)", len(ids), "texts" if is_text else "images", source, ckpt,
              torch_device, precision)
@@ -211,8 +236,9 @@ def run(target: str, source: str, out: str | None = None, dim: int | None = None
         log.warning("%d unreadable image(s) left out, e.g. %s", len(skipped), skipped[0])
     default_name = Path(source).name if Path(source).is_dir() else Path(source).stem
     path = Path(out) if out else run_dir / "embed" / f"{default_name}_{dim}d.npz"
-    meta = {"checkpoint": str(ckpt.resolve()), "input": str(Path(source).resolve()), "kind": "text" if is_text else "image",
-            "head": (module.hparams.get("head") or {}).get("kind"), "sizes": sizes,
+    meta = {"checkpoint": str(ckpt.resolve()), "input": str(Path(source).resolve()),
+            "kind": "text" if is_text else "image", "head": (module.hparams.get("head") or {}).get("kind"),
+            "sizes": sizes, "reference": bool(reference),
             "width": width, "dim": dim, "normalized": bool(normalize), "dtype": dtype, "count": len(kept),
             "skipped": skipped, "precision": precision}
     atomic_savez(path, embeddings=embeddings.astype(np.float16 if dtype == "fp16" else np.float32),
@@ -235,6 +261,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for decoding images")
     parser.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda, cuda:N")
     parser.add_argument("--precision", default="fp32", help="fp32, bf16 or fp16 (autocast)")
+    parser.add_argument("--reference", nargs="?", const="auto", default=None, metavar="KIND",
+                        help="RUN is an official RAIVNLab/MRL ResNet-50 file, read with ImageNet's evaluation "
+                             "preprocessing; KIND (mrl, mrl_e, ff, standard) checks or sets its head")
     args = parser.parse_args(argv)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -243,7 +272,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     meta = exit_on_config_error(lambda: run(
         args.run, args.input, out=args.out, dim=args.dim, normalize=args.normalize, dtype=args.dtype,
         column=args.column, batch_size=args.batch_size, num_workers=args.workers, device=args.device,
-        precision=args.precision))
+        precision=args.precision, reference=args.reference))
     print(f"{meta['count']} {meta['kind']} embeddings of {meta['dim']} dimensions -> {meta['output']}"
           + (f" ({len(meta['skipped'])} unreadable left out)" if meta["skipped"] else ""))
     return meta
