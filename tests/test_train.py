@@ -87,8 +87,10 @@ def test_nesting_wider_than_embedding_fails(make_cfg):
 
 @pytest.mark.parametrize("option", ["model.channels_last=true", "trainer.precision=bf16-mixed"])
 def test_speed_options_train(make_cfg, option):
-    """channels-last and mixed precision are real code paths: a short run trains and logs every size."""
-    cfg = make_cfg("trainer.max_epochs=1", option)
+    """channels-last and mixed precision are real code paths: a short run trains and logs every size (one small
+    batch each way: bf16 on a CPU without bf16 arithmetic is emulated, and slow)."""
+    cfg = make_cfg("trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
+                   "data.batch_size=32", option)
     results = run_training(cfg, cfg.paths.output_dir)
     assert all(f"val/top1@{m}" in results["metrics"] for m in results["sizes"])
 
