@@ -138,12 +138,12 @@ def test_trainers_write_checkpoints_atomically_and_ddp_follows_slurm(monkeypatch
 def test_slurm_launcher_config_asks_for_lightning_requeue(tmp_path, monkeypatch):
     """The sbatch header submitit writes for a sweep job: resources from config, SIGUSR1 and --requeue."""
     import submitit
-    from submitit.slurm.slurm import SlurmExecutor
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.utils import instantiate
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
     from omegaconf import OmegaConf
+    from submitit.slurm.slurm import SlurmExecutor
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
+
+import pytest
 
 from mrl.experiment import run_training
 from mrl.wandb_setup import ensure_wandb_mode, stable_run_id
@@ -61,3 +64,38 @@ def test_api_key_means_online(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     assert ensure_wandb_mode(tmp_path) == "online"
+
+
+def test_truncation_curve_of_a_text_pairs_run(tmp_path, monkeypatch, capsys):
+    """Text runs log retrieval metrics per size: the W&B table and the end-of-run table show those."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.loggers import WandbLogger
+
+    from mrl.callbacks import TruncationCurve, curve_table, print_curve
+
+    sizes = [8, 16, 32]
+    metrics = {f"val/{name}@{m}": 0.1 * i + m / 100 for i, name in enumerate(["mrr@10", "ndcg@10", "recall@1",
+                                                                           "recall@10"]) for m in sizes}
+    metrics["val/loss@8"] = 3.0
+    del metrics["val/recall@1@32"]
+    names, rows = curve_table(metrics, sizes)
+    assert names == ["mrr@10", "ndcg@10", "recall@1", "recall@10"]
+    assert rows[0] == [8, 0.08, 0.18, pytest.approx(0.28), pytest.approx(0.38)]
+    assert rows[2][0] == 32 and math.isnan(rows[2][3])
+    assert curve_table({"val/loss@8": 1.0}, sizes) == ([], [])
+    scored = curve_table({"val/spearman@8": 0.81234, "val/spearman@16": 0.8}, sizes)
+    print_curve(*scored, "scored pairs")
+    printed = capsys.readouterr().out
+    assert "Spearman" in printed and "0.8123" in printed
+
+    logger = WandbLogger(project="mrl-test", save_dir=str(tmp_path), offline=True)
+    logged = []
+    monkeypatch.setattr(logger.experiment, "log", lambda data: logged.append(data))
+    trainer = SimpleNamespace(sanity_checking=False, is_global_zero=True, loggers=[logger], callback_metrics=metrics,
+                              global_step=3)
+    TruncationCurve().on_validation_epoch_end(trainer, SimpleNamespace(sizes=sizes))
+    logger.experiment.finish()
+    table = logged[0]["val/truncation_table"]
+    assert table.columns == ["size", *names] and [row[0] for row in table.data] == sizes
+    assert "val/truncation_curve" in logged[0]

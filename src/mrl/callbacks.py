@@ -1,5 +1,5 @@
-"""Lightning callbacks: the truncation curve (accuracy against embedding size) after each validation, and
-progressive resizing of the training images (the reference ImageNet recipe)."""
+"""Lightning callbacks: the truncation curve (accuracy, or retrieval quality, against embedding size) after each
+validation, and progressive resizing of the training images (the reference ImageNet recipe)."""
 
 from __future__ import annotations
 
@@ -10,33 +10,46 @@ from lightning.pytorch.loggers import WandbLogger
 
 from mrl.io import console
 
+# The per-size metrics a run may log as ``{split}/{name}@{m}``, in table order: (name, column title, in %).
+CURVE_METRICS = (
+    ("top1", "top-1 %", True), ("top5", "top-5 %", True),  # classifiers
+    ("mrr@10", "MRR@10 %", True), ("ndcg@10", "NDCG@10 %", True), ("recall@1", "recall@1 %", True),
+    ("recall@10", "recall@10 %", True),  # sentence pairs
+    ("spearman", "Spearman", False),  # scored pairs
+)
 
-def curve_rows(metrics: Mapping, sizes: Sequence[int], split: str = "val") -> list[list[float]]:
-    """Rows of (size, top-1, top-5) read from logged metrics named ``{split}/top1@{m}``."""
+
+def curve_table(metrics: Mapping, sizes: Sequence[int], split: str = "val") -> tuple[list[str], list[list[float]]]:
+    """(metric names, rows ``[size, value, ...]``): the per-size metrics of :data:`CURVE_METRICS` logged at some
+    size, one row per size that has any (NaN where one is missing). Empty when there are none."""
+    names = [name for name, _, _ in CURVE_METRICS if any(f"{split}/{name}@{m}" in metrics for m in sizes)]
     rows = []
     for m in sizes:
-        top1, top5 = metrics.get(f"{split}/top1@{m}"), metrics.get(f"{split}/top5@{m}")
-        if top1 is None:
-            continue
-        rows.append([int(m), float(top1), float(top5) if top5 is not None else float("nan")])
-    return rows
+        values = [metrics.get(f"{split}/{name}@{m}") for name in names]
+        if any(v is not None for v in values):
+            rows.append([int(m), *(float("nan") if v is None else float(v) for v in values)])
+    return (names, rows) if rows else ([], [])
 
 
-def print_curve(rows: list[list[float]], title: str) -> None:
-    """A rich table of the truncation curve, for the console at the end of a run."""
+def print_curve(names: Sequence[str], rows: list[list[float]], title: str) -> None:
+    """A rich table of the per-size metrics, for the console at the end of a run."""
     from rich.table import Table
 
+    columns = {name: (column, percent) for name, column, percent in CURVE_METRICS}
     table = Table(title=title)
-    for column in ("size", "top-1 %", "top-5 %"):
-        table.add_column(column, justify="right")
-    for size, top1, top5 in rows:
-        table.add_row(str(size), f"{100 * top1:.2f}", f"{100 * top5:.2f}")
+    table.add_column("size", justify="right")
+    for name in names:
+        table.add_column(columns[name][0], justify="right")
+    for size, *values in rows:
+        cells = [f"{100 * v:.2f}" if columns[name][1] else f"{v:.4f}" for name, v in zip(names, values)]
+        table.add_row(str(size), *cells)
     console().print(table)
 
 
 class TruncationCurve(L.Callback):
-    """Logs a W&B table of (size, top-1, top-5) and a line chart of top-1 against size after each
-    validation, so runs of MRL, MRL-E, FF and standard models can be compared on one chart."""
+    """Logs a W&B table of the per-size metrics (size, top-1, top-5; for text pairs MRR@10, NDCG@10, recall; or
+    Spearman) and a line chart of the first of them against size after each validation, so runs of MRL, MRL-E,
+    FF and standard models can be compared on one chart."""
 
     def __init__(self, split: str = "val") -> None:
         self.split = split
@@ -45,13 +58,13 @@ class TruncationCurve(L.Callback):
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
-        rows = curve_rows(trainer.callback_metrics, pl_module.sizes, self.split)
+        names, rows = curve_table(trainer.callback_metrics, pl_module.sizes, self.split)
         if not wandb_loggers or not rows:
             return
         import wandb
 
-        table = wandb.Table(columns=["size", "top1", "top5"], data=rows)
-        chart = wandb.plot.line(table, "size", "top1", title=f"{self.split} top-1 against embedding size")
+        table = wandb.Table(columns=["size", *names], data=rows)
+        chart = wandb.plot.line(table, "size", names[0], title=f"{self.split} {names[0]} against embedding size")
         for logger in wandb_loggers:
             logger.experiment.log(
                 {

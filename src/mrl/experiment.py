@@ -12,7 +12,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mrl.callbacks import curve_rows, print_curve
+from mrl.callbacks import curve_table, print_curve
 from mrl.checkpointing import latest_resume_checkpoint
 from mrl.io import atomic_write_text, console, write_json
 from mrl.wandb_setup import ensure_wandb_mode, stable_run_id
@@ -178,9 +178,10 @@ def collect_results(cfg, trainer, model, datamodule, run_dir: Path) -> dict[str,
     }
     if trainer.is_global_zero:
         write_json(run_dir / "results.json", results)
-        rows = curve_rows(metrics, model.sizes, "val")
+        names, rows = curve_table(metrics, model.sizes, "val")
         if rows:
-            print_curve(rows, f"{results['experiment']} ({results['head']}): val accuracy by embedding size")
+            what = {"top1": "accuracy", "spearman": "Spearman"}.get(names[0], "retrieval")
+            print_curve(names, rows, f"{results['experiment']} ({results['head']}): val {what} by embedding size")
     return results
 
 
