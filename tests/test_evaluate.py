@@ -44,8 +44,8 @@ def test_eval_writes_every_output(trained_runs):
     run_dir, _, results = runs["mrl"]
     out = run_dir / "eval"
     for name in ("results.json", "results.csv", "summary.md", "truncation_curve.png",
-                 "adaptive_classification.png", "funnel_retrieval.png", "embeddings_train.npz",
-                 "embeddings_test.npz"):
+                 "adaptive_classification.png", "funnel_retrieval.png", "storage_retrieval.png",
+                 "embeddings_train.npz", "embeddings_test.npz"):
         assert (out / name).is_file(), name
     saved = json.loads((out / "results.json").read_text())
     for m in SIZES:
@@ -53,6 +53,16 @@ def test_eval_writes_every_output(trained_runs):
             assert f"eval/{key}@{m}" in saved["metrics"], key
     assert saved["adaptive_classification"] and saved["funnel_retrieval"] and saved["storage"]
     assert "| size |" in (out / "summary.md").read_text()
+    # retrieval from the compressed prefixes, next to their bytes in the storage table
+    for codec in ("fp16", "int8", "binary"):
+        for m in SIZES:
+            assert f"eval/{codec}_knn_top1@{m}" in saved["metrics"] and f"eval/{codec}_map@10@{m}" in saved["metrics"]
+    rows = {(r["dtype"], r["size"]): r for r in saved["storage"]}
+    assert len(rows) == 4 * len(SIZES)
+    assert rows[("fp32", 64)]["knn_top1"] == saved["metrics"]["eval/knn_top1@64"]
+    assert rows[("binary", 512)]["bytes_per_vector"] == 64 and rows[("int8", 512)]["bytes_per_vector"] == 512
+    assert rows[("binary", 512)]["map@10"] == saved["metrics"]["eval/binary_map@10@512"]
+    assert "| 8 | binary | 1 |" in (out / "summary.md").read_text()
 
 
 def test_eval_prints_the_per_size_table(trained_runs, capsys):
@@ -211,7 +221,7 @@ def test_embed_split_fills_whole_arrays_and_skips_logits_when_asked(make_cfg, ca
     with torch.no_grad():
         embeddings = module.embed(images)
         logits = module.head(embeddings)
-    with caplog.at_level("INFO", logger="mrl.eval.runner"):
+    with caplog.at_level("INFO", logger="mrl.eval.embeddings"):
         got = embed_split(module, loader, name="val")
     assert len(labels) % 50 and got["embeddings"].shape == (len(labels), module.embed_dim)
     progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("val: ")]

@@ -50,3 +50,25 @@ def plot_xy(rows: Sequence[Mapping], x: str, y: str, path: str | Path, title: st
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
+
+
+def plot_groups(rows: Sequence[Mapping], x: str, y: str, group: str, path: str | Path, title: str, xlabel: str,
+                ylabel: str, point_label: str | None = None) -> Path:
+    """One line per value of ``rows[i][group]`` (x on a log2 axis, y in [0, 1] shown in %), each point
+    annotated with ``rows[i][point_label]``."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name in dict.fromkeys(r[group] for r in rows):
+        points = sorted((r for r in rows if r[group] == name), key=lambda r: r[x])
+        ax.plot([r[x] for r in points], [100 * r[y] for r in points], marker="o", label=str(name))
+        for r in points if point_label else []:
+            ax.annotate(str(r[point_label]), (r[x], 100 * r[y]), fontsize=6, xytext=(2, 2), textcoords="offset points")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

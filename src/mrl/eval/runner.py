@@ -25,7 +25,8 @@ from mrl.eval.baselines import baseline_curves
 from mrl.eval.device import check_precision, resolve_device
 from mrl.eval.embeddings import embed_split, load_embeddings, save_embeddings  # noqa: F401 (load_embeddings: kept importable from here)
 from mrl.eval.knn import knn_metrics
-from mrl.eval.plots import plot_curves, plot_xy
+from mrl.eval.plots import plot_curves, plot_groups, plot_xy
+from mrl.eval.quantized import check_codecs, quantized_knn_metrics
 from mrl.eval.storage import storage_table
 from mrl.io import atomic_write_text, write_json
 from mrl.nesting import default_nesting
@@ -79,6 +80,16 @@ def funnel_rows(db: np.ndarray, queries: np.ndarray, db_labels: np.ndarray, q_la
     exact = rows[0]["ms_per_query"]
     for row in rows:
         row["speedup"] = exact / row["ms_per_query"] if row["ms_per_query"] else float("nan")
+    return rows
+
+
+def storage_rows(rows: list[dict], metrics: dict[str, float], map_k: int) -> list[dict]:
+    """The storage table with the retrieval each row keeps: 1-NN accuracy and mAP of the cosine search
+    (fp32) or of the quantised codes (``eval/{dtype}_knn_top1@m``), where measured."""
+    for row in rows:
+        key = "" if row["dtype"] == "fp32" else f"{row['dtype']}_"
+        row["knn_top1"] = metrics.get(f"eval/{key}knn_top1@{row['size']}")
+        row[f"map@{map_k}"] = metrics.get(f"eval/{key}map@{map_k}@{row['size']}")
     return rows
 
 
@@ -216,6 +227,11 @@ def evaluate_classifier(cfg, module, datamodule, ckpt: Path, run_dir: Path, out:
                           metric=metric, ks=[k for k in cfg.knn.ks if k <= len(db["labels"])],
                           map_k=min(cfg.knn.map_k, len(db["labels"])))
         metrics.update({prefix + k: v for k, v in knn.items()})
+    codecs = check_codecs(cfg.get("quantized")) if retrieval else []
+    if codecs:
+        metrics.update({f"eval/{k}": v for k, v in quantized_knn_metrics(
+            db["embeddings"], db["labels"], query["embeddings"], query["labels"], sizes, codecs,
+            map_k=min(cfg.knn.map_k, len(db["labels"]))).items()})
     if retrieval and cfg.baselines.enabled and (kind == "standard" or cfg.baselines.all_heads):
         base = baseline_curves(db["embeddings"], db["labels"], query["embeddings"], query["labels"], sizes,
                                seed=cfg.seed, max_train=cfg.baselines.get("max_train"))
@@ -230,7 +246,8 @@ def evaluate_classifier(cfg, module, datamodule, ckpt: Path, run_dir: Path, out:
     if retrieval:
         funnels = funnel_rows(db["embeddings"], query["embeddings"], db["labels"], query["labels"], sizes,
                               cfg.funnel.shortlist)
-        storage = storage_table(sizes, len(db["labels"]))
+        storage = storage_rows(storage_table(sizes, len(db["labels"]), ("fp32", *codecs)), metrics,
+                               min(cfg.knn.map_k, len(db["labels"])))
     results = {
         "checkpoint": str(ckpt),
         "head": kind,
@@ -300,7 +317,7 @@ def write_outputs(out: Path, results: dict, metrics: dict, sizes: list[int], cas
         writer.writerows(rows)
     header, rows = per_size_table(metrics or results.get("metrics", {}), sizes or results.get("sizes", []),
                                   SUMMARY_COLUMNS)
-    atomic_write_text(out / "summary.md", summary_markdown(results, header, rows, cascade, funnels))
+    atomic_write_text(out / "summary.md", summary_markdown(results, header, rows, cascade, funnels, storage))
     curves = {}
     for family, label in (("top1", "head top-1"), ("knn_top1", "1-NN (cosine)"),
                           ("probe_trunc_top1", "truncate + probe"), ("probe_pca_top1", "PCA + probe"),
@@ -314,6 +331,10 @@ def write_outputs(out: Path, results: dict, metrics: dict, sizes: list[int], cas
         plot_xy(cascade, "expected_size", "accuracy", out / "adaptive_classification.png",
                 "adaptive classification (confidence cascade)", "expected size (dimensions)",
                 "top-1 accuracy (%)", logx=True)
+    measured = [row for row in storage if row.get("knn_top1") is not None]
+    if measured:
+        plot_groups(measured, "bytes_per_vector", "knn_top1", "dtype", out / "storage_retrieval.png",
+                    "1-NN accuracy against storage per vector", "bytes per vector", "1-NN accuracy (%)", "size")
     if funnels:
         plot_xy([{**r, "label": r["funnel"]} for r in funnels], "mflops_per_query", "knn_top1",
                 out / "funnel_retrieval.png", "funnel retrieval: 1-NN accuracy against cost",
@@ -325,7 +346,7 @@ def _fmt(value) -> str:
 
 
 def summary_markdown(results: dict, header: list[str], rows: list[list], cascade: list[dict],
-                     funnels: list[dict]) -> str:
+                     funnels: list[dict], storage: list[dict] | None = None) -> str:
     lines = [f"# Evaluation of `{results['checkpoint']}`", ""]
     if results.get("head"):
         database = results.get("database")
@@ -348,4 +369,12 @@ def summary_markdown(results: dict, header: list[str], rows: list[list], cascade
                   "| funnel | 1-NN % | MFLOPs/query | ms/query | speed-up |", "|---|---|---|---|---|"]
         lines += [f"| {f['funnel']} | {100 * f['knn_top1']:.2f} | {f['mflops_per_query']:.3f} | "
                   f"{f['ms_per_query']:.4f} | {f['speedup']:.2f}x |" for f in funnels]
+    measured = [row for row in storage or [] if row.get("knn_top1") is not None]
+    if measured:
+        map_key = next(key for key in measured[0] if key.startswith("map@"))
+        lines += ["", "## Storage (database prefixes, smallest first; retrieval by the stored codes)", "",
+                  f"| size | dtype | bytes/vector | database MiB | 1-NN % | {map_key} % |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['size']} | {r['dtype']} | {r['bytes_per_vector']} | {r['total_mib']:.3f} | "
+                  f"{_fmt(r['knn_top1'])} | {_fmt(r[map_key])} |"
+                  for r in sorted(measured, key=lambda r: (r["bytes_per_vector"], -r["knn_top1"]))]
     return "\n".join(lines) + "\n"

@@ -1,0 +1,63 @@
+"""Retrieval from compressed prefixes: every size stored as fp16, int8 or binary codes and searched as such.
+
+Matryoshka sizes and quantisation multiply: a 64-d prefix in int8 is 64 bytes, 32x less than the 512-d
+vector in fp32. This measures what each combination keeps. At each size m the prefixes are re-normalised
+(as cosine search uses them) and then encoded:
+
+* ``fp16``: cast to half precision.
+* ``int8``: symmetric per-dimension scales fitted on the database prefixes (:func:`quantize_int8`); queries
+  are quantised with the database's scales. Searched by the inner product of the dequantised vectors,
+  which is what an int8 engine computes with the scales folded into the query.
+* ``binary``: one sign bit per coordinate (``x > 0``), searched by Hamming distance, computed as the
+  inner product of the +-1 vectors (``m - 2 * hamming``: the same order). At small m many database items
+  share a distance, and which of them comes first is up to the search.
+
+The metrics are those of :func:`mrl.eval.knn.knn_metrics` (1-NN accuracy and mAP@k), keyed
+``{codec}_knn_top1@{m}`` and ``{codec}_map@{k}@{m}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from mrl.eval.knn import knn_metrics
+from mrl.eval.storage import quantize_int8
+from mrl.retrieval import prefix
+
+CODECS = ("fp16", "int8", "binary")
+
+
+def check_codecs(codecs: Sequence[str] | None) -> list[str]:
+    codecs = list(codecs or [])
+    bad = [c for c in codecs if c not in CODECS]
+    if bad:
+        raise ValueError(f"quantized={codecs}: unknown {bad[0]!r}; use a list of {', '.join(CODECS)} (or [] for none)")
+    return codecs
+
+
+def encode(db: np.ndarray, queries: np.ndarray, size: int, codec: str) -> tuple[np.ndarray, np.ndarray]:
+    """The ``size``-prefixes of ``db`` and ``queries``, re-normalised, encoded with ``codec`` and decoded back
+    to float32 vectors whose inner products rank as the codes do."""
+    check_codecs([codec])
+    d, q = prefix(db, size, True), prefix(queries, size, True)
+    if codec == "fp16":
+        return d.astype(np.float16).astype(np.float32), q.astype(np.float16).astype(np.float32)
+    if codec == "int8":
+        d_codes, scale = quantize_int8(d)
+        q_codes, _ = quantize_int8(q, scale)
+        return d_codes.astype(np.float32) * scale, q_codes.astype(np.float32) * scale
+    return np.where(d > 0, 1.0, -1.0).astype(np.float32), np.where(q > 0, 1.0, -1.0).astype(np.float32)
+
+
+def quantized_knn_metrics(db: np.ndarray, db_labels: np.ndarray, queries: np.ndarray, query_labels: np.ndarray,
+                          sizes: Sequence[int], codecs: Sequence[str] = CODECS, map_k: int = 10) -> dict[str, float]:
+    """1-NN accuracy and mAP@``map_k`` at every size for every codec (see the module docstring)."""
+    out: dict[str, float] = {}
+    for codec in check_codecs(codecs):
+        for m in sizes:
+            d, q = encode(db, queries, int(m), codec)
+            found = knn_metrics(d, db_labels, q, query_labels, [int(m)], metric="ip", ks=(), map_k=map_k)
+            out.update({f"{codec}_{key}": value for key, value in found.items()})
+    return out
