@@ -201,6 +201,17 @@ def test_texts_from_lines_and_tables(tmp_path):
     with pytest.raises(ValueError, match=r"^column='text': not a column of table.jsonl; its columns are id, body"):
         embed_run(str(run), str(tmp_path / "table.jsonl"))
 
+    from mrl.module import MatryoshkaModule  # a text classifier (MRL head over the encoder) embeds the same way
+
+    classifier = MatryoshkaModule(backbone, num_classes=3, nesting=[12, 24, 48]).eval()
+    ckpt = tmp_path / "classifier.ckpt"
+    torch.save({"state_dict": classifier.state_dict(), "hyper_parameters": dict(classifier.hparams)}, ckpt)
+    with torch.no_grad():
+        expected = classifier.embed(classifier.backbone.tokenize(texts)).numpy()
+    meta = embed_main([str(ckpt), str(tmp_path / "texts.txt"), "--out", str(tmp_path / "c.npz")])
+    assert meta["head"] == "mrl" and meta["sizes"] == [12, 24, 48]
+    np.testing.assert_allclose(np.load(meta["output"])["embeddings"], expected, atol=1e-5, rtol=1e-4)
+
 
 def test_embedding_files_are_replaced_whole_or_not_at_all(tmp_path):
     from mrl.io import atomic_savez
