@@ -1,4 +1,4 @@
-"""Matplotlib charts of the trade-offs: accuracy against embedding size, cascades and funnels."""
+"""Matplotlib charts of the trade-offs: accuracy against embedding size, cascades, funnels and storage."""
 
 from __future__ import annotations
 
@@ -11,6 +11,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 
+def _save(fig, ax, path: str | Path, title: str, xlabel: str, ylabel: str, legend: bool = False) -> Path:
+    """Labels, grid (and legend), then the figure written to ``path`` and closed."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if legend:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_curves(curves: Mapping[str, Mapping[int, float]], path: str | Path, title: str,
                 ylabel: str = "accuracy (%)") -> Path:
     """One line per named curve of {size: value in [0, 1]}; sizes on a log2 axis."""
@@ -21,15 +35,7 @@ def plot_curves(curves: Mapping[str, Mapping[int, float]], path: str | Path, tit
         sizes = sorted(points)
         ax.plot(sizes, [100 * points[m] for m in sizes], marker="o", label=name)
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("embedding size (dimensions)")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, ax, path, title, "embedding size (dimensions)", ylabel, legend=True)
 
 
 def plot_xy(rows: Sequence[Mapping], x: str, y: str, path: str | Path, title: str, xlabel: str,
@@ -42,14 +48,7 @@ def plot_xy(rows: Sequence[Mapping], x: str, y: str, path: str | Path, title: st
                         textcoords="offset points")
     if logx:
         ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, ax, path, title, xlabel, ylabel)
 
 
 def plot_groups(rows: Sequence[Mapping], x: str, y: str, group: str, path: str | Path, title: str, xlabel: str,
@@ -63,12 +62,4 @@ def plot_groups(rows: Sequence[Mapping], x: str, y: str, group: str, path: str |
         for r in points if point_label else []:
             ax.annotate(str(r[point_label]), (r[x], 100 * r[y]), fontsize=6, xytext=(2, 2), textcoords="offset points")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, ax, path, title, xlabel, ylabel, legend=True)
