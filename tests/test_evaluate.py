@@ -121,8 +121,11 @@ def test_report_puts_all_runs_on_one_chart(trained_runs):
     assert set(report["curves"]["val_top1"]) == {"MRL", "standard"}
     assert set(report["curves"]["knn_top1"]["MRL"]) == set(SIZES)
     assert report["curves"]["knn_top1"]["MRL"][8] == pytest.approx(runs["mrl"][2]["metrics"]["eval/knn_top1@8"])
-    for name in ("report.md", "report_val_top1.png", "report_knn_top1.png", "report_val_top1.csv"):
+    for name in ("report.md", "report_val_top1.png", "report_knn_top1.png", "report_val_top1.csv",
+                 "report_binary_knn_top1.png"):
         assert (root / name).is_file()
+    binary = report["curves"]["binary_knn_top1"]["standard"][16]
+    assert binary == pytest.approx(runs["standard"][2]["metrics"]["eval/binary_knn_top1@16"])
 
 
 def test_eval_of_a_sweep_directory_evaluates_every_run(trained_runs, tmp_path):

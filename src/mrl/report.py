@@ -33,6 +33,8 @@ SECTIONS = {
     "val_spearman": ("val Spearman x 100 (scored pairs)", "val/spearman", "train"),
     "knn_top1": ("1-NN top-1 (eval, cosine)", "eval/knn_top1", "eval"),
     "map10": ("mAP@10 (eval, cosine)", "eval/map@10", "eval"),
+    "int8_knn_top1": ("1-NN top-1 (eval, prefixes stored as int8)", "eval/int8_knn_top1", "eval"),
+    "binary_knn_top1": ("1-NN top-1 (eval, prefixes stored as bits, Hamming distance)", "eval/binary_knn_top1", "eval"),
     "mrr10": ("MRR@10 (eval, text pairs)", "eval/mrr@10", "eval"),
     "ndcg10": ("NDCG@10 (eval, text pairs)", "eval/ndcg@10", "eval"),
     "spearman": ("Spearman x 100 (eval, scored pairs)", "eval/spearman", "eval"),
