@@ -59,7 +59,7 @@ search: $(STAMP) ## nearest items of each query, 16-d shortlist then full-width 
 	@test -n "$(DB)" -a -n "$(QUERIES)" || { echo "make search: give DB=<embeddings .npz of the items> QUERIES=<embeddings .npz of the queries> (make embed writes them)" >&2; exit 2; }
 	$(PY) -m mrl.search $(DB) $(QUERIES) $(ARGS)
 
-export: $(STAMP) ## export a text run to sentence-transformers: make export RUN=... [ARGS="--truncate-dim 64"]
+export: $(STAMP) ## export a run for serving (text: sentence-transformers; images: a torch.export program): make export RUN=...
 	$(PY) -m mrl.export $(RUN) $(ARGS)
 
 test: $(STAMP) ## fast tests (under ten minutes)

@@ -254,3 +254,74 @@ def test_an_official_checkpoint_embeds_with_the_reference_preprocessing(tmp_path
     np.testing.assert_allclose(np.load(meta["output"])["embeddings"], expected, rtol=1e-3, atol=1e-4)
     with pytest.raises(ValueError, match=r"^reference='mrl_e': ckpt=.* holds a mrl head"):
         embed_run(str(path), str(folder), reference="mrl_e")
+
+
+# ------------------------------------------------------------------------------------------ image export
+def _apply_steps(steps, image):
+    """The export's preprocessing recipe carried out with PIL, numpy and torch only, as a server would."""
+    resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "box": Image.BOX, "nearest": Image.NEAREST}
+    x = image
+    for step in steps:
+        if "convert" in step:
+            x = x.convert(step["convert"])
+        elif "grayscale" in step:
+            x = x.convert("L").convert("RGB" if step["grayscale"] == 3 else "L")
+        elif "resize" in step and step["on"] == "pil":
+            size, (w, h) = step["resize"], x.size
+            if isinstance(size, int):  # the shorter side to size, the longer one in proportion
+                size = [size, int(size * h / w)] if w <= h else [int(size * w / h), size]
+                size = size[::-1]
+            x = x.resize((size[1], size[0]), resample[step["interpolation"]])
+        elif "resize" in step:
+            x = F.interpolate(x[None], size=tuple(step["resize"]), mode=step["interpolation"], align_corners=False)[0]
+        elif "center_crop" in step:
+            (ch, cw), (w, h) = step["center_crop"], x.size
+            top, left = int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))
+            x = x.crop((left, top, left + cw, top + ch))
+        elif "to_tensor" in step:
+            array = np.asarray(x, dtype=np.float32) / 255.0
+            x = torch.from_numpy(array[None] if array.ndim == 2 else array.transpose(2, 0, 1).copy())
+        elif "clamp" in step:
+            x = x.clamp(*step["clamp"])
+        elif "normalize" in step:
+            mean, std = (torch.tensor(step["normalize"][k]).view(-1, 1, 1) for k in ("mean", "std"))
+            x = (x - mean) / std
+        elif "repeat_channels" in step:
+            x = x.expand(step["repeat_channels"], -1, -1)
+        else:
+            raise AssertionError(f"unknown step {step}")
+    return x
+
+
+@pytest.mark.parametrize("kind", ["folder", "folder_gray", "mnist", "digits"])
+def test_the_exported_recipe_is_the_preprocessing(kind):
+    from mrl.image_export import describe_preprocessing
+
+    transform = {
+        "folder": lambda: ImageFolderDataModule.file_transform({"image_size": 40, "crop_pct": 0.8}, None),
+        "folder_gray": lambda: ImageFolderDataModule.file_transform({"image_size": 24, "in_chans": 1}, None),
+        "mnist": lambda: TorchvisionDataModule.file_transform({"name": "mnist", "in_chans": 3}),
+        "digits": lambda: DigitsDataModule.file_transform({"image_size": 20, "in_chans": 3}),
+    }[kind]()
+    steps = json.loads(json.dumps(describe_preprocessing(transform)))  # plain data, as written to the file
+    for size, mode in [((45, 37), "RGB"), ((30, 62), "L"), ((28, 28), "RGBA")]:
+        image = _photo(size=size, mode=mode)
+        torch.testing.assert_close(_apply_steps(steps, image), transform(image), atol=1e-5, rtol=1e-5)
+
+
+def test_an_image_run_exports_a_program_that_needs_only_torch(digits_run, tmp_path):
+    from mrl.export import main as export_main
+
+    run_dir, scans, tensors = digits_run
+    out = export_main([str(run_dir), "--out", str(tmp_path / "export")])
+    info = json.loads((out / "mrl_export.json").read_text())
+    assert info["sizes"] == [8, 16, 32, 64, 128, 256, 512] and info["input_shape"] == [3, 16, 16]
+    program = torch.export.load(out / "embedder.pt2").module()
+    module = load_module(find_checkpoint(run_dir)).eval()
+    with torch.no_grad():
+        for batch in (tensors[:1], tensors[:33]):  # any batch size
+            torch.testing.assert_close(program(batch), module.embed(batch), atol=1e-5, rtol=1e-5)
+        files = sorted((scans / "nested").glob("*.png"))[:6]
+        served = program(torch.stack([_apply_steps(info["preprocess"], Image.open(f)) for f in files]))
+    embedded = embed_main([str(run_dir), str(scans / "nested"), "--out", str(tmp_path / "e.npz")])
+    np.testing.assert_allclose(served.numpy(), np.load(embedded["output"])["embeddings"][:6], atol=1e-5, rtol=1e-5)

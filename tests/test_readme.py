@@ -9,6 +9,7 @@ import pytest
 
 from mrl.eval.runner import evaluate
 from mrl.experiment import run_training
+from mrl.export import main as export_main
 
 from conftest import FAST, ROOT, compose_train, eval_cfg
 
@@ -31,6 +32,7 @@ def run_dir(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("readme") / "run"
     run_training(compose_train([*FAST, "trainer.max_epochs=1"], run_dir), run_dir)
     evaluate(eval_cfg(run_dir))
+    export_main([str(run_dir)])
     return run_dir
 
 

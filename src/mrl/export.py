@@ -1,4 +1,5 @@
-"""Export a trained text model as a sentence-transformers model directory plus plain Hugging Face weights.
+"""Export a trained text model as a sentence-transformers model directory plus plain Hugging Face weights
+(an image model goes to :mod:`mrl.image_export` instead: a ``torch.export`` program and its preprocessing).
 
 ``python -m mrl.export RUN_DIR_OR_CKPT [--out DIR] [--truncate-dim M]`` (default out: ``<run>/export``).
 
@@ -112,11 +113,12 @@ def _default_out(path: Path, checkpoint: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(prog="python -m mrl.export",
-                                     description="Export a trained text run to a sentence-transformers directory.")
+                                     description="Export a trained run: a text run to a sentence-transformers "
+                                                 "directory, an image run to a torch.export program.")
     parser.add_argument("run", help="a run directory (checkpoints/*.ckpt, results.json) or a .ckpt file")
     parser.add_argument("--out", default=None, help="output directory (default: <run>/export)")
     parser.add_argument("--truncate-dim", type=int, default=None,
-                        help="default truncation of the saved model (one of the trained sizes)")
+                        help="text runs: default truncation of the saved model (one of the trained sizes)")
     args = parser.parse_args(argv)
     from mrl.checkpoints import find_checkpoint, load_module
 
@@ -124,6 +126,17 @@ def main(argv: list[str] | None = None) -> Path:
     checkpoint = find_checkpoint(path)
     module: Any = load_module(checkpoint)
     out = Path(args.out) if args.out else _default_out(path, checkpoint)
+    if not hasattr(module.backbone, "tokenize"):
+        from mrl.embed import image_transform
+        from mrl.image_export import export_image_model
+
+        if args.truncate_dim is not None:
+            raise SystemExit("--truncate-dim is for text runs; an image export keeps every size (slice the output)")
+        run_dir = path if path.is_dir() else _default_out(path, checkpoint).parent
+        export_image_model(module, image_transform(run_dir, module), out, checkpoint=str(checkpoint))
+        print(f"exported {checkpoint} -> {out}/embedder.pt2 (sizes {list(module.sizes)}; preprocessing in "
+              f"{out}/mrl_export.json; torch.export.load(...).module()(images))")
+        return out
     export_sentence_transformer(module, out, truncate_dim=args.truncate_dim)
     print(f"exported {checkpoint} -> {out} (sizes {list(module.sizes)}; SentenceTransformer({str(out)!r}))")
     return out
