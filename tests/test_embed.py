@@ -200,6 +200,8 @@ def test_texts_from_lines_and_tables(tmp_path):
     np.testing.assert_allclose(np.load(table["output"])["embeddings"], expected, atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match=r"^column='text': not a column of table.jsonl; its columns are id, body"):
         embed_run(str(run), str(tmp_path / "table.jsonl"))
+    with pytest.raises(ValueError, match=r"^input='.*': a folder, but this run is a text model"):
+        embed_run(str(run), str(tmp_path))
 
     from mrl.module import MatryoshkaModule  # a text classifier (MRL head over the encoder) embeds the same way
 

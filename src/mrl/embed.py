@@ -72,6 +72,9 @@ def read_texts(source: str | Path, column: str = "text") -> list[str]:
     from mrl.data.text import read_table
 
     path = Path(source).expanduser()
+    if path.is_dir():
+        raise ValueError(f"input={str(source)!r}: a folder, but this run is a text model, which embeds a .txt file "
+                         "or a table; for images give an image model's run (RUN=...)")
     if not path.is_file():
         raise FileNotFoundError(f"input={str(source)!r}: no such file (a text model embeds a .txt file or a table)")
     suffix = path.suffix.lower()
