@@ -9,6 +9,8 @@ Compared, all with cosine similarity (every prefix re-normalised):
 * exact flat:   FAISS IndexFlatIP over the full vectors (the baseline every ratio is taken against);
 * funnel flat:  AdaptiveRetriever [(first_size, shortlist), (dim, 1)], exact first stage;
 * funnel hnsw:  the same funnel with an HNSW first stage;
+* funnel bits:  AdaptiveRetriever [(binary_size, shortlist), (dim, 1)], the first stage scanning sign bits
+                by Hamming distance (``binary_size / 8`` bytes per item);
 * exact hnsw:   FAISS IndexHNSWFlat over the full vectors (reference for an ANN index without MRL).
 
 Index construction is not timed. Each system searches all queries in one batch, ``--repeats`` rounds,
@@ -42,6 +44,7 @@ def parse_args(argv=None):
     p.add_argument("--embeddings", type=str, default=None, help=".npz with db, db_labels, queries, query_labels")
     p.add_argument("--first-size", type=int, default=16, help="funnel first-stage prefix size")
     p.add_argument("--shortlist", type=int, default=200, help="funnel first-stage candidates")
+    p.add_argument("--binary-size", type=int, default=128, help="sign bits in the binary funnel's first stage")
     p.add_argument("--hnsw-m", type=int, default=32)
     p.add_argument("--ef-search", type=int, default=None, help="HNSW efSearch (default: the shortlist)")
     p.add_argument("--ef-search-full", type=int, default=64, help="efSearch of the full-size HNSW reference")
@@ -119,6 +122,7 @@ def main(argv=None) -> dict:
         db, funnel, metric="cosine", index="hnsw", hnsw_m=args.hnsw_m, ef_search=args.ef_search
     )
     print(f"built funnel hnsw (first stage d={args.first_size}, M={args.hnsw_m}) in {time.perf_counter() - t:.1f}s")
+    systems["funnel bits"] = AdaptiveRetriever(db, [(args.binary_size, args.shortlist), (dim, 1)], index="binary")
     if not args.no_hnsw_full:
         t = time.perf_counter()
         h = AdaptiveRetriever(db, [(dim, 1)], metric="cosine", index="hnsw", hnsw_m=args.hnsw_m, ef_construction=40)

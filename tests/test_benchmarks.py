@@ -53,9 +53,12 @@ def test_retrieval_benchmark_funnel_finds_the_exact_neighbours():
     pytest.importorskip("faiss")
     results = load("retrieval").main(
         ["--n", "3000", "--dim", "128", "--queries", "40", "--classes", "100", "--repeats", "1",
-         "--shortlist", "100", "--no-hnsw-full"]
+         "--shortlist", "100", "--binary-size", "64", "--no-hnsw-full"]
     )  # fmt: skip
-    assert {"exact flat", "funnel flat", "funnel hnsw"} <= set(results)
+    assert {"exact flat", "funnel flat", "funnel hnsw", "funnel bits"} <= set(results)
+    # 64 sign bits are 8 bytes per item; on these clustered vectors they keep the class of the neighbour
+    assert results["funnel bits"]["acc"] >= results["exact flat"]["acc"] - 0.05
+    assert results["funnel bits"]["mflops"] == pytest.approx((3000 * 64 / 64 + 100 * 128) / 1e6)
     # a 100-candidate shortlist from 16-d prefixes of MRL-like vectors keeps the exact neighbour
     assert results["funnel flat"]["same_as_exact"] >= 0.95
     assert results["funnel flat"]["mflops"] < results["exact flat"]["mflops"] / 2

@@ -104,6 +104,12 @@ def test_exported_embeddings_reproduce_knn_metrics(trained_runs):
     assert again["knn_top1@8"] == pytest.approx(results["metrics"]["eval/knn_top1@8"])
     exact = results["funnel_retrieval"][0]
     assert exact["funnel"] == "exact" and exact["knn_top1"] == pytest.approx(again["knn_top1@512"])
+    # sign-bit shortlists (Hamming) of every smaller size, reranked at 512: their scan costs m/64 per item
+    rows = {row["funnel"]: row for row in results["funnel_retrieval"]}
+    for m in SIZES[:-1]:
+        bits = rows[f"{m} bits->512"]
+        assert bits["mflops_per_query"] == pytest.approx((len(db) * m / 64 + 50 * 512) / 1e6)
+        assert bits["knn_top1"] >= exact["knn_top1"] - 0.1
 
 
 def test_standard_model_gets_the_paper_baselines(trained_runs):

@@ -175,6 +175,43 @@ def test_hnsw_and_ivf_first_stage_close_to_exact(data):
     np.testing.assert_array_equal(i_ids, flat)
 
 
+def _hamming(q, db, m):
+    """Hamming distances of the sign patterns of the first m coordinates, counted coordinate by coordinate."""
+    return ((q[:, None, :m] > 0) != (db[None, :, :m] > 0)).sum(-1)
+
+
+def test_binary_first_stage_shortlists_by_hamming_then_reranks_exactly(data):
+    db, db_y, q, q_y = data
+    m1, c1, k = 32, 150, 5
+    r = AdaptiveRetriever(db, [(m1, c1), (128, k)], index="binary")
+    scores, ids = r.search(q, k)
+    ham = _hamming(q, db, m1)
+    cut = np.sort(ham, axis=1)[:, c1 - 1 : c1]  # the shortlist's worst Hamming distance
+    # every result was shortlisted: nothing beyond the c1-th smallest distance comes back
+    assert (np.take_along_axis(ham, ids, axis=1) <= cut).all()
+    # items strictly inside the cut are surely shortlisted, so none of them may beat the results at 128 dims
+    unit = db / np.linalg.norm(db, axis=1, keepdims=True)
+    qu = q / np.linalg.norm(q, axis=1, keepdims=True)
+    cos = qu @ unit.T
+    np.testing.assert_allclose(scores, np.take_along_axis(cos, ids, axis=1), rtol=1e-5, atol=1e-6)
+    inside_best = np.sort(np.where(ham < cut, cos, -np.inf), axis=1)[:, -k:][:, ::-1]
+    assert (scores >= inside_best - 1e-5).all()
+    # the sign bits of 32 coordinates keep most of the class signal on MRL-like data
+    _, exact = exact_search(db, q, 1)
+    assert np.mean(db_y[ids[:, 0]] == q_y) >= np.mean(db_y[exact[:, 0]] == q_y) - 0.05
+    # 4 bytes per item scanned with 64-bit popcounts, plus the rerank
+    assert r.mflops_per_query() == pytest.approx((len(db) * m1 / 64 + c1 * 128) / 1e6)
+
+
+@pytest.mark.parametrize("funnel, match", [
+    ([(12, 50), (128, 5)], r"funnel\[0\] size 12: index='binary' needs a multiple of 8"),
+    ([(32, 5)], r"index='binary' shortlists by Hamming distance and needs a float stage after it"),
+])
+def test_binary_first_stage_errors(data, funnel, match):
+    with pytest.raises(ValueError, match=match):
+        AdaptiveRetriever(data[0], funnel, index="binary")
+
+
 def test_l2_funnel_and_single_query(data):
     db, _, q, _ = data
     r = AdaptiveRetriever(db, [(16, 100), (128, 5)], metric="l2")

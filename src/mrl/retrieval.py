@@ -32,6 +32,12 @@ Implementation notes (measured on 200k x 2048 float32, 1000 queries, 2 CPU cores
   Gaussian data nothing is pruned and the extra pass costs about 1/8 of the rerank.
 * Every stage's prefix array is precomputed in ``__init__`` as a contiguous float32 array
   (re-normalised for cosine), so a rerank reads ``size * 4`` contiguous bytes per candidate.
+* ``index="binary"`` keeps one sign bit per coordinate of the first-stage prefix (``m / 8`` bytes per
+  item, 64x less than its float32 prefix) and shortlists by Hamming distance with FAISS's
+  ``IndexBinaryFlat`` (XOR + popcount). Hamming distances are not scores of any metric, so a binary
+  first stage always needs a float stage after it. On the synthetic 200k x 2048 set a 128-bit
+  shortlist of 200 reranked at 2048 ran 25x faster than exact search, against 15x for the 16-d float
+  shortlist (``benchmarks/retrieval.py``).
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ METRICS = ("cosine", "l2", "ip")
 PRUNE_MIN_SIZE = 128  # rerank stages at least this wide use bound pruning
 PRUNE_HEAD_FRACTION = 8  # ... scoring the first m/8 coordinates first
 SCAN_MAX_SIZE = 64  # exact flat search this narrow runs as torch GEMM tiles + FAISS heaps (see FlatIndex)
-INDEXES = ("flat", "hnsw", "ivf")
+INDEXES = ("flat", "hnsw", "ivf", "binary")
 
 
 def _require_faiss() -> None:
@@ -90,6 +96,22 @@ def validate_funnel(funnel: Sequence[Sequence[int]], dim: int) -> list[tuple[int
             )
         stages.append((size, cand))
     return stages
+
+
+def check_binary_funnel(funnel: Sequence[tuple[int, int]]) -> None:
+    """A binary first stage packs 8 coordinates per byte and ranks by Hamming distance, which is no metric's
+    score: its size must be a multiple of 8 and a float stage must follow it."""
+    m1, c1 = funnel[0]
+    if m1 % 8:
+        raise ValueError(f"funnel[0] size {m1}: index='binary' needs a multiple of 8 (sign bits are packed in bytes)")
+    if len(funnel) < 2:
+        raise ValueError(f"funnel={list(funnel)}: index='binary' shortlists by Hamming distance and needs a float "
+                         f"stage after it to score the shortlist, e.g. [({m1}, {c1}), (<full width>, 10)]")
+
+
+def sign_bits(x: np.ndarray) -> np.ndarray:
+    """``[N, m]`` floats -> ``[N, m / 8]`` uint8 codes, bit j of a row set where coordinate j is positive."""
+    return np.packbits(np.asarray(x) > 0, axis=1, bitorder="little")
 
 
 @contextmanager
@@ -224,7 +246,9 @@ class AdaptiveRetriever:
             ``"ip"`` (raw inner products, higher is better) or ``"l2"`` (squared Euclidean distances,
             lower is better).
         index: first-stage index: ``"flat"`` (exact), ``"hnsw"`` (``faiss.IndexHNSWFlat``, inner product
-            for cosine/ip) or ``"ivf"`` (``faiss.IndexIVFFlat``). Later stages are always exact.
+            for cosine/ip), ``"ivf"`` (``faiss.IndexIVFFlat``) or ``"binary"`` (sign bits of the prefix,
+            Hamming distance, ``faiss.IndexBinaryFlat``; the size must be a multiple of 8 and a float stage
+            must follow). Later stages are always exact.
         hnsw_m: HNSW graph degree. ``ef_search``: HNSW search beam, raised to the stage-1 candidates if
             smaller (FAISS HNSW returns at most efSearch results). ``ef_construction``: HNSW build beam.
         nlist, nprobe: IVF lists (default ``4 * sqrt(N)``, capped so every list gets ~39 training points)
@@ -267,8 +291,12 @@ class AdaptiveRetriever:
         self._last_ndis_per_query: float | None = None
 
         m1, c1 = self.funnel[0]
+        if index == "binary":
+            check_binary_funnel(self.funnel)
         first = prefix(db, m1, self._normalize)
-        if index == "flat":
+        if index == "binary":
+            self.index = faiss.IndexBinaryFlat(m1)
+        elif index == "flat":
             self.index = FlatIndex(first, l2=metric == "l2")
         elif index == "hnsw":
             if hnsw_m < 2:
@@ -289,7 +317,9 @@ class AdaptiveRetriever:
             sample = first if n_train == self.n else first[np.sort(rng.choice(self.n, n_train, replace=False))]
             self.index.train(sample)
             self.index.nprobe = int(nprobe if nprobe is not None else max(1, nlist // 16))
-        if index != "flat":
+        if index == "binary":
+            self.index.add(sign_bits(first))
+        elif index != "flat":
             self.index.add(first)
         del first
         # Contiguous (re-normalised) prefix arrays for the rerank stages.
@@ -344,6 +374,8 @@ class AdaptiveRetriever:
         single = len(self.funnel) == 1
         # With one stage, ask for exactly k: the result is a plain exact search.
         qp = prefix(q, m1, self._normalize)
+        if self.index_type == "binary":
+            qp = sign_bits(qp)
         scores, ids = self.index.search(qp, k if single else c1)
         last = len(self.funnel) - 1
         for stage in range(1, last + 1):
@@ -421,6 +453,7 @@ class AdaptiveRetriever:
 
         * flat first stage: ``N * m_1``;
         * ivf first stage: ``nlist * m_1 + nprobe * (N / nlist) * m_1`` (expected, balanced lists);
+        * binary first stage: ``N * m_1 / 64``, one 64-bit XOR + popcount counted as one multiply-add;
         * hnsw first stage: ``(mean distance computations per query in the last `search`) * m_1``
           (from ``faiss.cvar.hnsw_stats``), NaN before the first search;
         * each later stage i: ``candidates_{i-1} * m_i`` (it scores the previous stage's survivors).
@@ -428,6 +461,8 @@ class AdaptiveRetriever:
         m1, _ = self.funnel[0]
         if self.index_type == "flat":
             first = self.n * m1
+        elif self.index_type == "binary":
+            first = self.n * m1 / 64
         elif self.index_type == "ivf":
             nlist, nprobe = self.index.nlist, self.index.nprobe
             first = nlist * m1 + min(nprobe, nlist) * (self.n / nlist) * m1

@@ -5,6 +5,7 @@
 Both files are embeddings as ``make embed`` writes them (or ``make eval``'s ``embeddings_*.npz``) from the same
 model. The default funnel shortlists 200 candidates with the first 16 coordinates and reranks them with
 all of them (:class:`mrl.AdaptiveRetriever`); ``--funnel 2048:10`` is an exact search at full width.
+``--index binary`` shortlists by the Hamming distance between sign bits (the first 128 by default).
 The results go to a CSV file (query, rank, id, score, and the item's label where the database file has
 labels; ids as the files name their rows) and the first queries' results are printed.
 """
@@ -25,16 +26,18 @@ from mrl.io import console
 
 __all__ = ["main", "parse_funnel", "read_embeddings", "run"]
 
+BINARY_FIRST_SIZE = 128  # the default funnel's first stage with --index binary
 
-def parse_funnel(text: str | None, dim: int, k: int, n: int | None = None) -> list[tuple[int, int]]:
+
+def parse_funnel(text: str | None, dim: int, k: int, n: int | None = None, first: int = 16) -> list[tuple[int, int]]:
     """``"16:200,2048:10"`` -> ``[(16, 200), (2048, 10)]``; a last stage without ``:candidates`` keeps ``k``.
 
-    ``None`` is the default funnel: 200 candidates from the first 16 coordinates, reranked at full width
-    (one exact full-width stage when the embeddings are 16 wide or less). No stage keeps more candidates
-    than the database's ``n`` items.
+    ``None`` is the default funnel: 200 candidates from the first ``first`` coordinates, reranked at full
+    width (one exact full-width stage when the embeddings are ``first`` wide or less). No stage keeps more
+    candidates than the database's ``n`` items.
     """
     if text is None:
-        stages = [(dim, k)] if dim <= 16 else [(16, max(200, k)), (dim, k)]
+        stages = [(dim, k)] if dim <= first else [(first, max(200, k)), (dim, k)]
         return [(m, min(c, n or c)) for m, c in stages]
     stages = []
     for i, part in enumerate(text.split(",")):
@@ -89,7 +92,9 @@ def run(database: str, queries: str, k: int = 10, funnel: str | None = None, met
                          f"{db_meta['checkpoint']}; embeddings of different models are not comparable")
     if isinstance(k, bool) or not 1 <= k <= len(db):
         raise ValueError(f"k={k}: must be in 1..{len(db)} (the database size)")
-    stages = parse_funnel(funnel, db.shape[1], k, len(db))
+    # sign bits carry less than floats: a binary shortlist starts from a longer prefix (128 bits = 16 bytes)
+    first = min(BINARY_FIRST_SIZE, db.shape[1] // 2 // 8 * 8) if index == "binary" else 16
+    stages = parse_funnel(funnel, db.shape[1], k, len(db), first=max(first, 8))
     retriever = AdaptiveRetriever(db, funnel=stages, metric=metric, index=index)
     began = time.perf_counter()
     scores, ids = retriever.search(q, k=k)
@@ -119,7 +124,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--funnel", default=None,
                         help="size:candidates stages, e.g. 16:200,512:10 (default: 16:200 then full width)")
     parser.add_argument("--metric", default="cosine", help="cosine (prefixes re-normalised), ip or l2")
-    parser.add_argument("--index", default="flat", help="first stage: flat (exact), hnsw or ivf")
+    parser.add_argument("--index", default="flat",
+                        help="first stage: flat (exact), hnsw, ivf or binary (sign bits by Hamming distance; "
+                             "its default funnel shortlists with 128 bits)")
     parser.add_argument("--out", default=None, help="the CSV to write (default: <queries>_top<k>.csv)")
     parser.add_argument("--show", type=int, default=5, help="queries whose results are printed (default 5)")
     args = parser.parse_args(argv)

@@ -55,17 +55,20 @@ def split_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
 
 
 def funnel_rows(db: np.ndarray, queries: np.ndarray, db_labels: np.ndarray, q_labels: np.ndarray,
-                sizes: list[int], shortlist: int, repeats: int = 3) -> list[dict]:
+                sizes: list[int], shortlist: int, repeats: int = 3, binary: bool = False) -> list[dict]:
     """1-NN accuracy, MFLOPs and measured ms per query: exact full-size search against funnels that
-    shortlist at each smaller size and rerank at full size."""
+    shortlist at each smaller size and rerank at full size; with ``binary``, also funnels that shortlist
+    by Hamming distance between the sign bits of each smaller size (those that are multiples of 8)."""
     full = sizes[-1]
     shortlist = min(shortlist, len(db))
-    funnels = [("exact", [(full, 1)])] + [
-        (f"{m}->{full}", [(m, shortlist), (full, 1)]) for m in sizes[:-1]
+    funnels = [("exact", [(full, 1)], "flat")] + [
+        (f"{m}->{full}", [(m, shortlist), (full, 1)], "flat") for m in sizes[:-1]
     ]
+    if binary:
+        funnels += [(f"{m} bits->{full}", [(m, shortlist), (full, 1)], "binary") for m in sizes[:-1] if m % 8 == 0]
     rows = []
-    for name, funnel in funnels:
-        retriever = AdaptiveRetriever(db, funnel, metric="cosine")
+    for name, funnel, index in funnels:
+        retriever = AdaptiveRetriever(db, funnel, metric="cosine", index=index)
         retriever.search(queries[: min(8, len(queries))], 1)  # warm-up
         best = float("inf")
         for _ in range(repeats):
@@ -246,7 +249,7 @@ def evaluate_classifier(cfg, module, datamodule, ckpt: Path, run_dir: Path, out:
     funnels, storage = [], []
     if retrieval:
         funnels = funnel_rows(db["embeddings"], query["embeddings"], db["labels"], query["labels"], sizes,
-                              cfg.funnel.shortlist)
+                              cfg.funnel.shortlist, binary=bool(cfg.funnel.get("binary", True)))
         storage = storage_rows(storage_table(sizes, len(db["labels"]), ("fp32", *codecs)), metrics,
                                min(cfg.knn.map_k, len(db["labels"])))
     results = {
