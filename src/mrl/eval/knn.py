@@ -29,7 +29,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+import torch
 
+from mrl.eval.torch_search import torch_search
 from mrl.retrieval import FlatIndex, prefix
 
 try:
@@ -110,17 +112,25 @@ def _drop_self(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray,
 
 
 def knn_search(
-    db: np.ndarray, queries: np.ndarray, size: int, k: int, metric: str = "cosine", exclude_self: bool = False
+    db: np.ndarray, queries: np.ndarray, size: int, k: int, metric: str = "cosine", exclude_self: bool = False,
+    device: str | torch.device | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-``k`` neighbours at prefix ``size``: ``(scores[Q, k], ids[Q, k])`` best first."""
+    """Exact top-``k`` neighbours at prefix ``size``: ``(scores[Q, k], ids[Q, k])`` best first.
+
+    ``device=None`` searches with FAISS on the CPU; a torch device (``"cuda"``) searches there with
+    `mrl.eval.torch_search.torch_search` (same results up to float rounding and the order of ties).
+    """
     if faiss is None:  # pragma: no cover
         raise ImportError("kNN metrics need FAISS: pip install 'mrl[retrieval]' (faiss-cpu)")
     if metric not in ("cosine", "l2", "ip"):
         raise ValueError(f"metric must be 'cosine', 'l2' or 'ip', got {metric!r}")
     normalize = metric == "cosine"
-    index = FlatIndex(prefix(db, size, normalize), l2=metric == "l2")
-    kk = min(k + int(exclude_self), index.ntotal)
-    scores, ids = index.search(prefix(queries, size, normalize), kk)
+    x = prefix(db, size, normalize)
+    kk = min(k + int(exclude_self), len(x))
+    if device is None:
+        scores, ids = FlatIndex(x, l2=metric == "l2").search(prefix(queries, size, normalize), kk)
+    else:
+        scores, ids = torch_search(x, prefix(queries, size, normalize), kk, l2=metric == "l2", device=device)
     if exclude_self:
         ids, scores = _drop_self(ids, scores, min(k, kk))
     return scores, ids
@@ -136,6 +146,7 @@ def knn_metrics(
     ks: Iterable[int] = (10, 25, 50, 100),
     map_k: int = 10,
     exclude_self: bool = False,
+    device: str | torch.device | None = None,
 ) -> dict[str, float]:
     """Retrieval metrics at each prefix size; see the module docstring for the exact definitions.
 
@@ -145,6 +156,7 @@ def knn_metrics(
     ``exclude_self=True`` is leave-one-out retrieval of a set against itself: ``queries`` must be the
     database (query i is database item i); item i is removed from its own neighbour list and from
     its class count. A ``k`` larger than the database (minus one with ``exclude_self``) is an error.
+    ``device`` is where the neighbours are searched (see `knn_search`).
     """
     db = np.asarray(db)
     queries = np.asarray(queries)
@@ -169,7 +181,7 @@ def knn_metrics(
 
     out: dict[str, float] = {}
     for m in sizes:
-        _, ids = knn_search(db, queries, m, kmax, metric=metric, exclude_self=exclude_self)
+        _, ids = knn_search(db, queries, m, kmax, metric=metric, exclude_self=exclude_self, device=device)
         rel = relevance_matrix(ids, db_labels, query_labels)
         out[f"knn_top1@{m}"] = float(rel[:, 0].mean())
         out[f"map@{map_k}@{m}"] = float(average_precision_at_k(rel, k=map_k).mean())

@@ -58,8 +58,10 @@ def encode(db: np.ndarray, queries: np.ndarray, size: int, codec: str) -> tuple[
 
 
 def quantized_knn_metrics(db: np.ndarray, db_labels: np.ndarray, queries: np.ndarray, query_labels: np.ndarray,
-                          sizes: Sequence[int], codecs: Sequence[str] = CODECS, map_k: int = 10) -> dict[str, float]:
-    """1-NN accuracy and mAP@``map_k`` at every size for every codec (see the module docstring)."""
+                          sizes: Sequence[int], codecs: Sequence[str] = CODECS, map_k: int = 10,
+                          device=None) -> dict[str, float]:
+    """1-NN accuracy and mAP@``map_k`` at every size for every codec (see the module docstring); ``device``:
+    where fp16, int8 and fractional-byte binary codes are searched (see :func:`mrl.eval.knn.knn_search`)."""
     out: dict[str, float] = {}
     for codec in check_codecs(codecs):
         for m in sizes:
@@ -67,7 +69,8 @@ def quantized_knn_metrics(db: np.ndarray, db_labels: np.ndarray, queries: np.nda
                 out.update(binary_knn_metrics(db, db_labels, queries, query_labels, int(m), map_k))
                 continue
             d, q = encode(db, queries, int(m), codec)
-            found = knn_metrics(d, db_labels, q, query_labels, [int(m)], metric="ip", ks=(), map_k=map_k)
+            found = knn_metrics(d, db_labels, q, query_labels, [int(m)], metric="ip", ks=(), map_k=map_k,
+                                device=device)
             out.update({f"{codec}_{key}": value for key, value in found.items()})
     return out
 

@@ -48,6 +48,19 @@ def head_accuracy(logits: np.ndarray, labels: np.ndarray, sizes: list[int]) -> d
     return out
 
 
+def knn_device(name: str | None, model_device: torch.device) -> torch.device | None:
+    """Where kNN metrics search: ``auto`` = the model's device when it is a GPU, else FAISS on the CPU (None);
+    ``cpu`` = FAISS; a GPU name = there."""
+    if name in (None, "auto"):
+        return model_device if model_device.type == "cuda" else None
+    if str(name) == "cpu":
+        return None
+    try:
+        return resolve_device(name)
+    except ValueError as error:
+        raise ValueError(f"knn.{error}") from None
+
+
 def split_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.random.default_rng(seed).permutation(n)
     cut = int(round(n * fraction))
@@ -168,6 +181,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate one run (``run=<run directory>``) or one checkpoint (``ckpt=<file>``)."""
     precision = check_precision(cfg.get("precision", "fp32"))
     device = resolve_device(cfg.get("device", "auto"))
+    search_device = knn_device(cfg.knn.get("device", "auto"), device)
     ckpt, run_dir, out = resolve_paths(cfg)
     out.mkdir(parents=True, exist_ok=True)
     reference = cfg.get("reference")
@@ -187,10 +201,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         results = {"checkpoint": str(ckpt), "sizes": module.sizes, "metrics": metrics}
         write_outputs(out, results, {}, [], [], [], [])
         return results
-    return evaluate_classifier(cfg, module, datamodule, ckpt, run_dir, out)
+    return evaluate_classifier(cfg, module, datamodule, ckpt, run_dir, out, search_device)
 
 
-def evaluate_classifier(cfg, module, datamodule, ckpt: Path, run_dir: Path, out: Path) -> dict[str, Any]:
+def evaluate_classifier(cfg, module, datamodule, ckpt: Path, run_dir: Path, out: Path,
+                        search_device: torch.device | None = None) -> dict[str, Any]:
     kind = module.hparams.head.get("kind")
     head_sizes = list(module.sizes)
     # Retrieval sizes: every size MRL would serve (halving the width) plus the model's own nesting list,
@@ -229,13 +244,13 @@ def evaluate_classifier(cfg, module, datamodule, ckpt: Path, run_dir: Path, out:
         prefix = "eval/" if metric == "cosine" else f"eval/{metric}_"
         knn = knn_metrics(db["embeddings"], db["labels"], query["embeddings"], query["labels"], sizes,
                           metric=metric, ks=[k for k in cfg.knn.ks if k <= len(db["labels"])],
-                          map_k=min(cfg.knn.map_k, len(db["labels"])))
+                          map_k=min(cfg.knn.map_k, len(db["labels"])), device=search_device)
         metrics.update({prefix + k: v for k, v in knn.items()})
     codecs = check_codecs(cfg.get("quantized")) if retrieval else []
     if codecs:
         metrics.update({f"eval/{k}": v for k, v in quantized_knn_metrics(
             db["embeddings"], db["labels"], query["embeddings"], query["labels"], sizes, codecs,
-            map_k=min(cfg.knn.map_k, len(db["labels"]))).items()})
+            map_k=min(cfg.knn.map_k, len(db["labels"])), device=search_device).items()})
     if retrieval and cfg.baselines.enabled and (kind == "standard" or cfg.baselines.all_heads):
         base = baseline_curves(db["embeddings"], db["labels"], query["embeddings"], query["labels"], sizes,
                                seed=cfg.seed, max_train=cfg.baselines.get("max_train"))
