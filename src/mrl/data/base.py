@@ -11,6 +11,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from mrl.data.resume import ResumableLoader, ResumableOrder
+
 SPLITS = ("train", "val", "test")
 
 
@@ -55,7 +57,7 @@ class ConvertThen:
         return f"ConvertThen(mode={self.mode!r}, transform={self.transform!r})"
 
 
-class ImageDataModule(L.LightningDataModule):
+class ImageDataModule(ResumableOrder, L.LightningDataModule):
     """Base class: loaders, data-config handling and the `eval_dataloader(split)` contract.
 
     Subclasses set `num_classes`, `in_chans` and `name` in `__init__`, implement `_build()` (called once
@@ -130,16 +132,16 @@ class ImageDataModule(L.LightningDataModule):
 
     # ----------------------------------------------------------------- loaders
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(
+        """``shuffle``: the training order of `mrl.data.resume` (seeded per epoch, resumable mid-epoch)."""
+        sampler = self.training_sampler(dataset) if shuffle else None
+        return (ResumableLoader if shuffle else DataLoader)(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
             drop_last=False,
-            generator=generator,
         )
 
     def train_dataloader(self) -> DataLoader:

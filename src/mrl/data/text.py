@@ -58,6 +58,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mrl.data.base import SPLITS
+from mrl.data.resume import ResumableLoader, ResumableOrder
 
 __all__ = [
     "BUILTIN",
@@ -326,7 +327,7 @@ def _rows(features: Mapping[str, torch.Tensor], start: int, stop: int) -> dict[s
 
 
 # ------------------------------------------------------------------------------------------ base module
-class _TextDataModule(L.LightningDataModule):
+class _TextDataModule(ResumableOrder, L.LightningDataModule):
     """Loader options, the tokenizer and the split contract shared by the text data modules."""
 
     name: str
@@ -386,15 +387,15 @@ class _TextDataModule(L.LightningDataModule):
         return self.kind
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            _ListDataset(self.split_items(split)),
+        items = _ListDataset(self.split_items(split))
+        return (ResumableLoader if shuffle else DataLoader)(
+            items,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=self.training_sampler(items) if shuffle else None,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
             collate_fn=_Collate(self.tokenizer, self.max_length, self._collate_kind(split)),
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
             drop_last=False,
         )
 
