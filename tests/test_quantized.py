@@ -42,7 +42,7 @@ def test_binary_search_finds_the_nearest_in_hamming_distance():
     q, q_labels = _clusters(40, dim=64, seed=2)
     bits_db, bits_q = db > 0, q > 0
     right = db_labels[None, :] == q_labels[:, None]
-    for m in (24, 20):  # 24: packed bits in a FAISS binary index; 20 (not whole bytes): +-1 vectors
+    for m in (24, 20):  # 3 whole bytes; 20 bits padded to 3 bytes with zero bits on both sides
         hamming = (bits_q[:, None, :m] != bits_db[None, :, :m]).sum(-1)  # [Q, N], counted bit by bit
         nearest = hamming == hamming.min(1, keepdims=True)
         surely = (nearest & right).sum(1) == nearest.sum(1)  # every tied nearest item has the query's label

@@ -82,9 +82,10 @@ def test_binary_index_shortlists_with_sign_bits(tmp_path):
     cos = np.take_along_axis(unit(q) @ unit(db).T, result["rows"], axis=1)
     np.testing.assert_allclose(result["scores"], cos, atol=1e-5)
     assert (result["rows"][:, 0] == order[:, 0]).mean() >= 0.4
-    with pytest.raises(SystemExit):  # 8-wide embeddings leave no room for a float stage after the bits
-        search_main([_write(tmp_path / "narrow.npz", db[:, :8]), _write(tmp_path / "nq.npz", q[:, :8]),
-                     "--index", "binary"])
+    narrow = [_write(tmp_path / "narrow.npz", db[:, :8]), _write(tmp_path / "nq.npz", q[:, :8]), "--show", "0"]
+    assert search_main([*narrow, "--index", "binary"])["funnel"] == [(4, 200), (8, 10)]  # half a byte of bits
+    with pytest.raises(SystemExit):  # bits alone give Hamming distances, not scores
+        search_main([*narrow, "--index", "binary", "--funnel", "8:10"])
 
 
 def test_funnel_text_and_its_defaults():

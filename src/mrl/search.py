@@ -93,8 +93,8 @@ def run(database: str, queries: str, k: int = 10, funnel: str | None = None, met
     if isinstance(k, bool) or not 1 <= k <= len(db):
         raise ValueError(f"k={k}: must be in 1..{len(db)} (the database size)")
     # sign bits carry less than floats: a binary shortlist starts from a longer prefix (128 bits = 16 bytes)
-    first = min(BINARY_FIRST_SIZE, db.shape[1] // 2 // 8 * 8) if index == "binary" else 16
-    stages = parse_funnel(funnel, db.shape[1], k, len(db), first=max(first, 8))
+    first = min(BINARY_FIRST_SIZE, max(db.shape[1] // 2, 1)) if index == "binary" else 16
+    stages = parse_funnel(funnel, db.shape[1], k, len(db), first=first)
     retriever = AdaptiveRetriever(db, funnel=stages, metric=metric, index=index)
     began = time.perf_counter()
     scores, ids = retriever.search(q, k=k)

@@ -25,12 +25,7 @@ import numpy as np
 
 from mrl.eval.knn import average_precision_at_k, knn_metrics, relevance_matrix
 from mrl.eval.storage import quantize_int8
-from mrl.retrieval import prefix, sign_bits
-
-try:
-    import faiss
-except ImportError:  # pragma: no cover
-    faiss = None
+from mrl.retrieval import binary_index, prefix, sign_bits
 
 CODECS = ("fp16", "int8", "binary")
 
@@ -61,11 +56,11 @@ def quantized_knn_metrics(db: np.ndarray, db_labels: np.ndarray, queries: np.nda
                           sizes: Sequence[int], codecs: Sequence[str] = CODECS, map_k: int = 10,
                           device=None) -> dict[str, float]:
     """1-NN accuracy and mAP@``map_k`` at every size for every codec (see the module docstring); ``device``:
-    where fp16, int8 and fractional-byte binary codes are searched (see :func:`mrl.eval.knn.knn_search`)."""
+    where fp16 and int8 codes are searched (see :func:`mrl.eval.knn.knn_search`)."""
     out: dict[str, float] = {}
     for codec in check_codecs(codecs):
         for m in sizes:
-            if codec == "binary" and int(m) % 8 == 0:
+            if codec == "binary":
                 out.update(binary_knn_metrics(db, db_labels, queries, query_labels, int(m), map_k))
                 continue
             d, q = encode(db, queries, int(m), codec)
@@ -78,8 +73,8 @@ def quantized_knn_metrics(db: np.ndarray, db_labels: np.ndarray, queries: np.nda
 def binary_knn_metrics(db: np.ndarray, db_labels: np.ndarray, queries: np.ndarray, query_labels: np.ndarray,
                        size: int, map_k: int = 10) -> dict[str, float]:
     """``binary_knn_top1@size`` and ``binary_map@{map_k}@size`` from the packed sign bits of the prefixes,
-    searched by Hamming distance (``size`` a multiple of 8; other sizes go through the +-1 vectors)."""
-    index = faiss.IndexBinaryFlat(size)
+    searched by Hamming distance."""
+    index = binary_index(size)
     index.add(sign_bits(np.asarray(db)[:, :size]))
     _, ids = index.search(sign_bits(np.asarray(queries)[:, :size]), min(max(1, map_k), len(db)))
     rel = relevance_matrix(ids, np.asarray(db_labels).reshape(-1), np.asarray(query_labels).reshape(-1))

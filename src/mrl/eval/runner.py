@@ -71,14 +71,14 @@ def funnel_rows(db: np.ndarray, queries: np.ndarray, db_labels: np.ndarray, q_la
                 sizes: list[int], shortlist: int, repeats: int = 3, binary: bool = False) -> list[dict]:
     """1-NN accuracy, MFLOPs and measured ms per query: exact full-size search against funnels that
     shortlist at each smaller size and rerank at full size; with ``binary``, also funnels that shortlist
-    by Hamming distance between the sign bits of each smaller size (those that are multiples of 8)."""
+    by Hamming distance between the sign bits of each smaller size."""
     full = sizes[-1]
     shortlist = min(shortlist, len(db))
     funnels = [("exact", [(full, 1)], "flat")] + [
         (f"{m}->{full}", [(m, shortlist), (full, 1)], "flat") for m in sizes[:-1]
     ]
     if binary:
-        funnels += [(f"{m} bits->{full}", [(m, shortlist), (full, 1)], "binary") for m in sizes[:-1] if m % 8 == 0]
+        funnels += [(f"{m} bits->{full}", [(m, shortlist), (full, 1)], "binary") for m in sizes[:-1]]
     rows = []
     for name, funnel, index in funnels:
         retriever = AdaptiveRetriever(db, funnel, metric="cosine", index=index)
