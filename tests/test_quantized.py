@@ -40,10 +40,11 @@ def test_fp16_and_int8_codes():
 def test_binary_search_finds_the_nearest_in_hamming_distance():
     db, db_labels = _clusters(300, dim=64)
     q, q_labels = _clusters(40, dim=64, seed=2)
-    bits_db, bits_q = db > 0, q > 0
     right = db_labels[None, :] == q_labels[:, None]
     for m in (24, 20):  # 3 whole bytes; 20 bits padded to 3 bytes with zero bits on both sides
-        hamming = (bits_q[:, None, :m] != bits_db[None, :, :m]).sum(-1)  # [Q, N], counted bit by bit
+        center = _unit(db[:, :m]).mean(0)  # a bit is set above the database's mean of its coordinate
+        bits_db, bits_q = _unit(db[:, :m]) > center, _unit(q[:, :m]) > center
+        hamming = (bits_q[:, None, :] != bits_db[None, :, :]).sum(-1)  # [Q, N], counted bit by bit
         nearest = hamming == hamming.min(1, keepdims=True)
         surely = (nearest & right).sum(1) == nearest.sum(1)  # every tied nearest item has the query's label
         maybe = (nearest & right).any(1)
@@ -54,6 +55,19 @@ def test_binary_search_finds_the_nearest_in_hamming_distance():
     assert set(np.unique(d)) == {-1.0, 1.0}
     _, ids = knn_search(d, qq, 20, 1, metric="ip")
     assert (hamming[np.arange(40), ids[:, 0]] == hamming.min(1)).all()
+
+
+def test_bits_of_features_that_are_never_negative_split_at_the_mean():
+    """A ResNet's pooled features come out of a ReLU: bits taken at 0 would all be ones."""
+    db, db_labels = _clusters(400)
+    q, q_labels = _clusters(60, seed=3)
+    shift = 1.0 - min(db.min(), q.min())
+    db, q = db + shift, q + shift  # every coordinate positive
+    d, _ = encode(db, q, 32, "binary")
+    assert 0.3 < (d > 0).mean() < 0.7  # bits split the data, they are not all ones
+    metrics = quantized_knn_metrics(db, db_labels, q, q_labels, [32], ["binary"])
+    full = knn_metrics(db, db_labels, q, q_labels, [32], ks=())
+    assert metrics["binary_knn_top1@32"] >= full["knn_top1@32"] - 0.1  # at 0: one class for everything
 
 
 def test_metric_names_and_what_quantisation_keeps():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mrl.eval.synthetic import coordinate_profiles, make_mrl_like, make_mrl_split
-from mrl.retrieval import AdaptiveRetriever, FlatIndex, exact_search, validate_funnel
+from mrl.retrieval import AdaptiveRetriever, FlatIndex, exact_search, prefix, validate_funnel
 
 faiss = pytest.importorskip("faiss")
 
@@ -175,9 +175,15 @@ def test_hnsw_and_ivf_first_stage_close_to_exact(data):
     np.testing.assert_array_equal(i_ids, flat)
 
 
+def _bits(x, db, m):
+    """Bit j: coordinate j of the re-normalised m-prefix above the database's mean of it (float32)."""
+    center = prefix(db, m, True).astype(np.float64).mean(0).astype(np.float32)
+    return prefix(x, m, True) > center
+
+
 def _hamming(q, db, m):
-    """Hamming distances of the sign patterns of the first m coordinates, counted coordinate by coordinate."""
-    return ((q[:, None, :m] > 0) != (db[None, :, :m] > 0)).sum(-1)
+    """Hamming distances of the bit patterns of the first m coordinates, counted coordinate by coordinate."""
+    return (_bits(q, db, m)[:, None, :] != _bits(db, db, m)[None, :, :]).sum(-1)
 
 
 def test_binary_first_stage_shortlists_by_hamming_then_reranks_exactly(data):

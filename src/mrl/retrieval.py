@@ -32,8 +32,9 @@ Implementation notes (measured on 200k x 2048 float32, 1000 queries, 2 CPU cores
   Gaussian data nothing is pruned and the extra pass costs about 1/8 of the rerank.
 * Every stage's prefix array is precomputed in ``__init__`` as a contiguous float32 array
   (re-normalised for cosine), so a rerank reads ``size * 4`` contiguous bytes per candidate.
-* ``index="binary"`` keeps one sign bit per coordinate of the first-stage prefix (``m / 8`` bytes per
-  item, rounded up; 32x less than its float32 prefix) and shortlists by Hamming distance with FAISS's
+* ``index="binary"`` keeps one bit per coordinate of the first-stage prefix, set where the coordinate is
+  above the database's mean (`bit_center`; ``m / 8`` bytes per item, rounded up; 32x less than its float32
+  prefix) and shortlists by Hamming distance with FAISS's
   ``IndexBinaryFlat`` (XOR + popcount). Hamming distances are not scores of any metric, so a binary
   first stage always needs a float stage after it. On the synthetic 200k x 2048 set a 128-bit
   shortlist of 200 reranked at 2048 ran 22.5x faster than exact search, against 10.6x for the 16-d
@@ -106,11 +107,21 @@ def check_binary_funnel(funnel: Sequence[tuple[int, int]]) -> None:
                          f"stage after it to score the shortlist, e.g. [({m1}, {c1}), (<full width>, 10)]")
 
 
-def sign_bits(x: np.ndarray) -> np.ndarray:
-    """``[N, m]`` floats -> ``[N, ceil(m / 8)]`` uint8 codes, bit j of a row set where coordinate j is positive.
+def sign_bits(x: np.ndarray, center: np.ndarray | None = None) -> np.ndarray:
+    """``[N, m]`` floats -> ``[N, ceil(m / 8)]`` uint8 codes: bit j of a row is set where coordinate j exceeds
+    ``center[j]`` (0 without a center).
 
     The last byte is padded with zero bits, which add nothing to the Hamming distance between two codes."""
-    return np.packbits(np.asarray(x) > 0, axis=1, bitorder="little")
+    x = np.asarray(x)
+    return np.packbits(x > (0 if center is None else center), axis=1, bitorder="little")
+
+
+def bit_center(x: np.ndarray) -> np.ndarray:
+    """The per-coordinate thresholds of `sign_bits` fitted on a database: its mean. Embeddings read off a
+    ReLU network (a ResNet's pooled features) are never negative, so bits taken at 0 would be nearly all
+    ones; bits taken at the mean split every coordinate where the data lies (on the digits' 8-d MRL
+    prefixes, 1-NN accuracy 96.7% against 95.3% at 0)."""
+    return np.asarray(x, dtype=np.float64).mean(axis=0).astype(np.float32)
 
 
 def binary_index(m: int):
@@ -322,7 +333,8 @@ class AdaptiveRetriever:
             self.index.train(sample)
             self.index.nprobe = int(nprobe if nprobe is not None else max(1, nlist // 16))
         if index == "binary":
-            self.index.add(sign_bits(first))
+            self._bit_center = bit_center(first)
+            self.index.add(sign_bits(first, self._bit_center))
         elif index != "flat":
             self.index.add(first)
         del first
@@ -379,7 +391,7 @@ class AdaptiveRetriever:
         # With one stage, ask for exactly k: the result is a plain exact search.
         qp = prefix(q, m1, self._normalize)
         if self.index_type == "binary":
-            qp = sign_bits(qp)
+            qp = sign_bits(qp, self._bit_center)
         scores, ids = self.index.search(qp, k if single else c1)
         last = len(self.funnel) - 1
         for stage in range(1, last + 1):

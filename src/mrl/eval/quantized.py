@@ -8,10 +8,12 @@ vector in fp32. This measures what each combination keeps. At each size m the pr
 * ``int8``: symmetric per-dimension scales fitted on the database prefixes (:func:`quantize_int8`); queries
   are quantised with the database's scales. Searched by the inner product of the dequantised vectors,
   which is what an int8 engine computes with the scales folded into the query.
-* ``binary``: one sign bit per coordinate (``x > 0``), packed 8 to a byte and searched by Hamming distance
-  with FAISS's ``IndexBinaryFlat`` (XOR + popcount, as a binary index serves them). At small m many
-  database items share a distance, and which of them comes first is up to the search. `encode` also gives
-  the codes as +-1 vectors, whose inner products ``m - 2 * hamming`` rank the same way.
+* ``binary``: one bit per coordinate, set where it is above the database's mean of that coordinate
+  (:func:`mrl.retrieval.bit_center`; queries use the database's thresholds), packed 8 to a byte and
+  searched by Hamming distance with FAISS's ``IndexBinaryFlat`` (XOR + popcount, as a binary index serves
+  them). At small m many database items share a distance, and which of them comes first is up to the
+  search. `encode` also gives the codes as +-1 vectors, whose inner products ``m - 2 * hamming`` rank the
+  same way.
 
 The metrics are those of :func:`mrl.eval.knn.knn_metrics` (1-NN accuracy and mAP@k), keyed
 ``{codec}_knn_top1@{m}`` and ``{codec}_map@{k}@{m}``.
@@ -25,7 +27,7 @@ import numpy as np
 
 from mrl.eval.knn import average_precision_at_k, knn_metrics, relevance_matrix
 from mrl.eval.storage import quantize_int8
-from mrl.retrieval import binary_index, prefix, sign_bits
+from mrl.retrieval import binary_index, bit_center, prefix, sign_bits
 
 CODECS = ("fp16", "int8", "binary")
 
@@ -49,7 +51,8 @@ def encode(db: np.ndarray, queries: np.ndarray, size: int, codec: str) -> tuple[
         d_codes, scale = quantize_int8(d)
         q_codes, _ = quantize_int8(q, scale)
         return d_codes.astype(np.float32) * scale, q_codes.astype(np.float32) * scale
-    return np.where(d > 0, 1.0, -1.0).astype(np.float32), np.where(q > 0, 1.0, -1.0).astype(np.float32)
+    center = bit_center(d)
+    return np.where(d > center, 1.0, -1.0).astype(np.float32), np.where(q > center, 1.0, -1.0).astype(np.float32)
 
 
 def quantized_knn_metrics(db: np.ndarray, db_labels: np.ndarray, queries: np.ndarray, query_labels: np.ndarray,
@@ -74,9 +77,11 @@ def binary_knn_metrics(db: np.ndarray, db_labels: np.ndarray, queries: np.ndarra
                        size: int, map_k: int = 10) -> dict[str, float]:
     """``binary_knn_top1@size`` and ``binary_map@{map_k}@size`` from the packed sign bits of the prefixes,
     searched by Hamming distance."""
+    d, q = prefix(db, size, True), prefix(queries, size, True)
+    center = bit_center(d)
     index = binary_index(size)
-    index.add(sign_bits(np.asarray(db)[:, :size]))
-    _, ids = index.search(sign_bits(np.asarray(queries)[:, :size]), min(max(1, map_k), len(db)))
+    index.add(sign_bits(d, center))
+    _, ids = index.search(sign_bits(q, center), min(max(1, map_k), len(db)))
     rel = relevance_matrix(ids, np.asarray(db_labels).reshape(-1), np.asarray(query_labels).reshape(-1))
     return {f"binary_knn_top1@{size}": float(rel[:, 0].mean()),
             f"binary_map@{map_k}@{size}": float(average_precision_at_k(rel, k=map_k).mean())}
