@@ -75,8 +75,8 @@ def quantized_knn_metrics(db: np.ndarray, db_labels: np.ndarray, queries: np.nda
 
 def binary_knn_metrics(db: np.ndarray, db_labels: np.ndarray, queries: np.ndarray, query_labels: np.ndarray,
                        size: int, map_k: int = 10) -> dict[str, float]:
-    """``binary_knn_top1@size`` and ``binary_map@{map_k}@size`` from the packed sign bits of the prefixes,
-    searched by Hamming distance."""
+    """``binary_knn_top1@size`` and ``binary_map@{map_k}@size`` from the packed bits of the re-normalised
+    prefixes (set above the database's mean), searched by Hamming distance."""
     d, q = prefix(db, size, True), prefix(queries, size, True)
     center = bit_center(d)
     index = binary_index(size)

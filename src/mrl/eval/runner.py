@@ -71,7 +71,7 @@ def funnel_rows(db: np.ndarray, queries: np.ndarray, db_labels: np.ndarray, q_la
                 sizes: list[int], shortlist: int, repeats: int = 3, binary: bool = False) -> list[dict]:
     """1-NN accuracy, MFLOPs and measured ms per query: exact full-size search against funnels that
     shortlist at each smaller size and rerank at full size; with ``binary``, also funnels that shortlist
-    by Hamming distance between the sign bits of each smaller size."""
+    by Hamming distance between the bits of each smaller size (:func:`mrl.retrieval.sign_bits`)."""
     full = sizes[-1]
     shortlist = min(shortlist, len(db))
     funnels = [("exact", [(full, 1)], "flat")] + [
