@@ -28,8 +28,8 @@ class ResumableSampler(DistributedSampler):
     """
 
     def __init__(self, dataset: Dataset, seed: int = 0, num_replicas: int = 1, rank: int = 0, epoch: int = 0,
-                 skip: int = 0, shuffle: bool = True) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+                 skip: int = 0) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
         self.epoch = int(epoch)
         self.skip = int(skip)
 
