@@ -23,7 +23,7 @@ EMBED_RUN = $(or $(RUN),$(call newest,$(OUTPUTS)/train/*/*/))
 REPORT_DIR = $(or $(DIR),$(call newest,$(OUTPUTS)/multirun/*/*/),$(OUTPUTS))
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline WANDB_SILENT=true
 
-.PHONY: help install train sweep eval report embed search export test test-full lint bench bench-heads bench-retrieval clean
+.PHONY: help install train sweep eval report embed search export test test-full lint format bench bench-heads bench-retrieval clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -38,29 +38,29 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create .venv and install the project with its extras
 
 train: $(STAMP) ## train one experiment: make train EXP=digits_mrl ARGS="..."
-	$(PY) -m mrl.train experiment=$(EXP) $(ARGS)
+	$(PY) -m mrl.cli.train experiment=$(EXP) $(ARGS)
 
 sweep: $(STAMP) ## Hydra multirun: make sweep EXP=digits_mrl SWEEP=heads
-	$(PY) -m mrl.train --multirun experiment=$(EXP) sweep=$(SWEEP) $(ARGS)
+	$(PY) -m mrl.cli.train --multirun experiment=$(EXP) sweep=$(SWEEP) $(ARGS)
 
 eval: $(STAMP) ## evaluate a run, or every run of a sweep (default: the newest of either): make eval RUN=...
 	@test -n "$(EVAL_RUN)$(findstring ckpt=,$(ARGS))" || { echo "make eval: no run under $(OUTPUTS)/train or $(OUTPUTS)/multirun yet; run make train first, or give RUN=<run or sweep directory>" >&2; exit 2; }
-	$(PY) -m mrl.evaluate $(if $(EVAL_RUN),run=$(EVAL_RUN)) $(ARGS)
+	$(PY) -m mrl.cli.evaluate $(if $(EVAL_RUN),run=$(EVAL_RUN)) $(ARGS)
 
 report: $(STAMP) ## compare runs (default: the newest sweep): make report DIR=outputs/multirun/digits_mrl
-	$(PY) -m mrl.report $(REPORT_DIR) $(ARGS)
+	$(PY) -m mrl.cli.report $(REPORT_DIR) $(ARGS)
 
 embed: $(STAMP) ## embed your own images or texts (default: the newest run): make embed INPUT=<folder or file> [RUN=...] [ARGS="--dim 64"]
 	@test -n "$(INPUT)" || { echo "make embed: give INPUT=<image folder or list of image paths, for an image model; .txt file or table of texts, for a text model>" >&2; exit 2; }
 	@test -n "$(EMBED_RUN)" || { echo "make embed: no run under $(OUTPUTS)/train yet; run make train first, or give RUN=<run directory>" >&2; exit 2; }
-	$(PY) -m mrl.embed $(EMBED_RUN) $(INPUT) $(ARGS)
+	$(PY) -m mrl.cli.embed $(EMBED_RUN) $(INPUT) $(ARGS)
 
 search: $(STAMP) ## nearest items of each query, 16-d shortlist then full-width rerank: make search DB=items.npz QUERIES=queries.npz [ARGS="--k 5"]
 	@test -n "$(DB)" -a -n "$(QUERIES)" || { echo "make search: give DB=<embeddings .npz of the items> QUERIES=<embeddings .npz of the queries> (make embed writes them)" >&2; exit 2; }
-	$(PY) -m mrl.search $(DB) $(QUERIES) $(ARGS)
+	$(PY) -m mrl.cli.search $(DB) $(QUERIES) $(ARGS)
 
 export: $(STAMP) ## export a run for serving (text: sentence-transformers; images: a torch.export program): make export RUN=...
-	$(PY) -m mrl.export $(RUN) $(ARGS)
+	$(PY) -m mrl.cli.export $(RUN) $(ARGS)
 
 test: $(STAMP) ## fast tests (under ten minutes)
 	$(TEST_ENV) $(PY) -m pytest -q $(ARGS)
@@ -68,8 +68,13 @@ test: $(STAMP) ## fast tests (under ten minutes)
 test-full: $(STAMP) ## all tests, the slow ones too
 	$(TEST_ENV) $(PY) -m pytest -q -m "slow or not slow" $(ARGS)
 
-lint: $(STAMP) ## ruff
+lint: $(STAMP) ## ruff check and ruff format --check (pre-commit runs the same)
 	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff format --check src tests benchmarks
+
+format: $(STAMP) ## apply ruff's fixes and formatting
+	$(PY) -m ruff check --fix src tests benchmarks
+	$(PY) -m ruff format src tests benchmarks
 
 bench: ## both benchmarks with their defaults (ratios measured side by side)
 	@test -z "$(ARGS)" || { echo "make bench: the two benchmarks take different options; give ARGS to make bench-heads or make bench-retrieval" >&2; exit 2; }

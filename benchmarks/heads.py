@@ -10,19 +10,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from mrl.heads import MatryoshkaHead, _mm_into
-from mrl.losses import MatryoshkaCrossEntropy
-from mrl.nesting import default_nesting
-
-from reference_mrl import NaiveMatryoshkaCE, NaiveMRLLinear
+from mrl.core.heads import MatryoshkaHead, _mm_into
+from mrl.core.losses import MatryoshkaCrossEntropy
+from mrl.core.nesting import default_nesting
+from mrl_testing.reference import NaiveMatryoshkaCE, NaiveMRLLinear
 
 
 def make_step(head, loss_fn, x, target):

@@ -30,8 +30,8 @@ import time
 import faiss
 import numpy as np
 
-from mrl.eval.synthetic import make_mrl_split
 from mrl.retrieval import AdaptiveRetriever
+from mrl_testing.synthetic import make_mrl_split
 
 
 def parse_args(argv=None):

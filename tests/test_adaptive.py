@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mrl.eval.adaptive import as_probs, cascade_curve, fit_cascade_thresholds, run_cascade, softmax
+from mrl.evaluation.adaptive import as_probs, cascade_curve, fit_cascade_thresholds, run_cascade, softmax
 
 
 def _two_class_probs(conf, pred):

@@ -3,7 +3,7 @@ training (no checkpoint written); a NaN loss stops the run keeping the last good
 images are skipped and counted; checkpoints with pickled objects are refused unless the user opts out.
 
 The error messages of the pieces themselves are tested next to them (test_nesting, test_data,
-test_train); here they are driven through the whole run, as `python -m mrl.train` drives them."""
+test_train); here they are driven through the whole run, as `python -m mrl.cli.train` drives them."""
 
 from __future__ import annotations
 
@@ -17,11 +17,10 @@ import pytest
 import torch
 from PIL import Image
 
-from mrl.checkpoints import load_module
-from mrl.experiment import build_datamodule, build_model, run_training
-from mrl.module import MatryoshkaModule
-
-from conftest import FAST, ROOT
+from mrl.runs import load_module
+from mrl.training.classifier import MatryoshkaClassifier
+from mrl.training.procedure import build_datamodule, build_model, run_training
+from mrl_testing.configs import FAST, ROOT
 
 CHECKPOINTS = ["callbacks=default", "callbacks.rich_progress_bar=null", "callbacks.rich_model_summary=null",
                "callbacks.learning_rate_monitor=null"]
@@ -100,7 +99,7 @@ def test_bad_data_roots_fail_before_training(make_cfg, tmp_path):
 
 def test_command_line_shows_the_error_last_and_exits_nonzero(tmp_path):
     run_dir = tmp_path / "run"
-    args = [sys.executable, "-m", "mrl.train", *FAST, "data=image_folder", f"data.root={tmp_path / 'nowhere'}",
+    args = [sys.executable, "-m", "mrl.cli.train", *FAST, "data=image_folder", f"data.root={tmp_path / 'nowhere'}",
             f"hydra.run.dir={run_dir}"]
     result = subprocess.run(args, cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"},
                             capture_output=True, text=True, timeout=120)
@@ -113,7 +112,7 @@ def test_command_line_shows_the_error_last_and_exits_nonzero(tmp_path):
 
 def test_eval_command_line_gives_one_line_for_a_wrong_run(tmp_path):
     missing = tmp_path / "no_such_run"
-    result = subprocess.run([sys.executable, "-m", "mrl.evaluate", f"run={missing}", f"hydra.run.dir={tmp_path}"],
+    result = subprocess.run([sys.executable, "-m", "mrl.cli.evaluate", f"run={missing}", f"hydra.run.dir={tmp_path}"],
                             cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"}, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 1
@@ -122,7 +121,7 @@ def test_eval_command_line_gives_one_line_for_a_wrong_run(tmp_path):
                                      "checkpoint file")
 
 
-class NaNAfterSteps(MatryoshkaModule):
+class NaNAfterSteps(MatryoshkaClassifier):
     """A module whose logits turn NaN from training step ``NAN_AT`` on (a diverging run, on cue)."""
 
     NAN_AT = 5

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mrl.eval.baselines import (
+from mrl.evaluation.baselines import (
     baseline_curves,
     fit_pca,
     linear_probe_accuracy,
@@ -11,7 +11,7 @@ from mrl.eval.baselines import (
     sample_rows,
     truncate,
 )
-from mrl.eval.storage import bytes_per_vector, dequantize_int8, quantize_int8, storage_table
+from mrl.evaluation.storage import bytes_per_vector, dequantize_int8, quantize_int8, storage_table
 
 
 def _low_rank(n, seed, d=96, r=4, classes=6, noise=3.0):

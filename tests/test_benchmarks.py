@@ -35,8 +35,8 @@ def test_heads_benchmark_floor_with_loss_does_the_training_arithmetic():
     """The 'products + loss' row computes what the MRL head and loss compute: the same input gradient."""
     import torch
 
-    from mrl.heads import MatryoshkaHead
-    from mrl.losses import MatryoshkaCrossEntropy
+    from mrl.core.heads import MatryoshkaHead
+    from mrl.core.losses import MatryoshkaCrossEntropy
 
     torch.manual_seed(0)
     bench = load("heads")

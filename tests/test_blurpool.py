@@ -8,8 +8,7 @@ import torch
 
 from mrl.backbones import TimmBackbone
 from mrl.backbones.blurpool import BlurConv2d, apply_blurpool
-
-from reference_mrl import ShiftedSumBlurConv
+from mrl_testing.reference import ShiftedSumBlurConv
 
 
 @pytest.mark.parametrize(
@@ -47,8 +46,8 @@ def test_training_with_blurpool_and_loading_back(tmp_path, make_cfg):
     """A few steps on the digits with BlurPool lower the loss; the checkpoint loads back blurred."""
     import lightning as L
 
-    from mrl.checkpoints import load_module
-    from mrl.experiment import build_datamodule, build_model
+    from mrl.runs import load_module
+    from mrl.training.procedure import build_datamodule, build_model
 
     cfg = make_cfg("model.backbone.blurpool=true")
     datamodule = build_datamodule(cfg)

@@ -6,10 +6,9 @@ import pytest
 import torch
 import torchvision
 
-from mrl.checkpoints import load_module
-from mrl.compat import load_reference_resnet50
-
-from reference_mrl import NaiveMRLLinear, ShiftedSumBlurConv
+from mrl.interop.reference import load_reference_resnet50
+from mrl.runs import load_module
+from mrl_testing.reference import NaiveMRLLinear, ShiftedSumBlurConv
 
 NESTING = [8, 16, 32, 64, 128, 256, 512, 1024, 2048]
 
@@ -105,7 +104,7 @@ def test_framework_checkpoint_round_trip(tmp_path, make_cfg):
     """A module saved by Lightning comes back through load_module with identical outputs."""
     import lightning as L
 
-    from mrl.experiment import build_datamodule, build_model
+    from mrl.training.procedure import build_datamodule, build_model
 
     cfg = make_cfg()
     datamodule = build_datamodule(cfg)
@@ -125,13 +124,12 @@ def test_framework_checkpoint_round_trip(tmp_path, make_cfg):
 
 @pytest.mark.parametrize("tta", [False, True])
 def test_an_official_checkpoint_evaluates_like_the_reference_model(tmp_path, tta):
-    """``python -m mrl.evaluate ckpt=... reference=true data=...`` on a BlurPool file: the reference's per-size
+    """``python -m mrl.cli.evaluate ckpt=... reference=true data=...`` on a BlurPool file: the reference's per-size
     top-1 on the same images (with ``tta``, of the summed logits of each image and its mirror image)."""
     from omegaconf import OmegaConf
 
-    from mrl.eval.runner import embed_split, evaluate
-
-    from conftest import ROOT, eval_cfg
+    from mrl.evaluation.runner import embed_split, evaluate
+    from mrl_testing.configs import ROOT, eval_cfg
 
     reference = reference_model(False, num_classes=10, blurpool=True)
     path = tmp_path / "r50_mrl1.pt"
@@ -143,7 +141,7 @@ def test_an_official_checkpoint_evaluates_like_the_reference_model(tmp_path, tta
     results = evaluate(cfg)
     assert results["head_sizes"] == NESTING
 
-    from mrl.data import SyntheticDataModule
+    from mrl.data.image import SyntheticDataModule
 
     data = SyntheticDataModule(num_classes=10, image_size=32, train_size=128, val_size=96, seed=0)
     images, labels = map(torch.cat, zip(*data.eval_dataloader("val")))
@@ -160,9 +158,8 @@ def test_an_official_checkpoint_evaluates_like_the_reference_model(tmp_path, tta
 
 
 def test_an_unknown_reference_kind_is_a_one_line_error(tmp_path):
-    from mrl.eval.runner import evaluate
-
-    from conftest import eval_cfg
+    from mrl.evaluation.runner import evaluate
+    from mrl_testing.configs import eval_cfg
 
     path = tmp_path / "r50.pt"
     save_from_ddp(reference_model(True), path)
@@ -177,10 +174,9 @@ def test_an_evaluation_only_set_of_some_classes(tmp_path):
     from omegaconf import OmegaConf
     from PIL import Image
 
-    from mrl.data import ImageFolderDataModule
-    from mrl.eval.runner import evaluate
-
-    from conftest import eval_cfg
+    from mrl.data.image import ImageFolderDataModule
+    from mrl.evaluation.runner import evaluate
+    from mrl_testing.configs import eval_cfg
 
     reference = reference_model(False, num_classes=12, blurpool=True)
     path = tmp_path / "r50_mrl1.pt"
@@ -192,7 +188,7 @@ def test_an_evaluation_only_set_of_some_classes(tmp_path):
         for i in range(6):
             Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(
                 tmp_path / "set" / str(label) / f"{i}.png")
-    data = {"_target_": "mrl.data.ImageFolderDataModule", "root": str(tmp_path / "set"), "train_dir": None,
+    data = {"_target_": "mrl.data.image.ImageFolderDataModule", "root": str(tmp_path / "set"), "train_dir": None,
             "val_dir": ".", "classes": "index", "image_size": 32, "crop_pct": 0.875, "interpolation": "bilinear",
             "batch_size": 8}
     cfg = eval_cfg(None, ckpt=str(path), reference=True, output_dir=str(tmp_path / "eval"), database_split=None,

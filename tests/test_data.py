@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mrl.data import (
+from mrl.data.image import (
     TORCHVISION_SETS,
     DigitsDataModule,
     ImageFolderDataModule,

@@ -11,10 +11,9 @@ import sys
 import lightning as L
 import pytest
 
-from mrl.checkpoints import load_module
-from mrl.data import SyntheticDataModule
-
-from conftest import FAST, ROOT
+from mrl.data.image import SyntheticDataModule
+from mrl.runs import load_module
+from mrl_testing.configs import FAST, ROOT
 
 # Sizes divisible by 2 processes x batch size: DistributedSampler pads nothing, every sample counts once.
 DATA = {"image_size": 16, "train_size": 256, "val_size": 128, "batch_size": 32, "seed": 0}
@@ -24,7 +23,7 @@ def test_two_processes_match_one_process_on_the_same_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     keep = [a for a in FAST if not a.startswith(("data.", "callbacks=", "trainer.limit_", "trainer.accelerator"))]
     args = [
-        sys.executable, "-m", "mrl.train", "data=synthetic", *keep,
+        sys.executable, "-m", "mrl.cli.train", "data=synthetic", *keep,
         *(f"data.{k}={v}" for k, v in DATA.items()),
         "trainer=ddp_cpu", "trainer.max_epochs=1",
         "callbacks=default", "callbacks.rich_progress_bar=null", "callbacks.rich_model_summary=null",

@@ -11,22 +11,21 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from mrl.checkpoints import find_checkpoint, load_module
-from mrl.data import DigitsDataModule
-from mrl.data.image_folder import ImageFolderDataModule
-from mrl.data.synthetic import SyntheticDataModule
-from mrl.data.torchvision_sets import TorchvisionDataModule
-from mrl.embed import main as embed_main
-from mrl.embed import run as embed_run
-from mrl.eval.embeddings import load_embeddings
-
-from conftest import FAST, compose_train
+from mrl.cli.embed import main as embed_main
+from mrl.evaluation.embed_files import embed_inputs as embed_run
+from mrl.data.image import DigitsDataModule
+from mrl.data.image.folder import ImageFolderDataModule
+from mrl.data.image.synthetic import SyntheticDataModule
+from mrl.data.image.torchvision_sets import TorchvisionDataModule
+from mrl.evaluation.embeddings import load_embeddings
+from mrl.runs import find_checkpoint, load_module
+from mrl_testing.configs import FAST, compose_train
 
 
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
     """A digits MRL run (one short epoch), and the val split written as 8x8 PNG scans named by position."""
-    from mrl.experiment import run_training
+    from mrl.training.procedure import run_training
 
     root = tmp_path_factory.mktemp("embed")
     run_dir = root / "run"
@@ -177,7 +176,7 @@ def test_synthetic_data_has_no_file_preprocessing():
 
 # -------------------------------------------------------------------------------------------------- texts
 def test_texts_from_lines_and_tables(tmp_path):
-    from mrl.text_module import MatryoshkaContrastiveModule
+    from mrl.training.contrastive import MatryoshkaContrastiveModule
 
     backbone = {"_target_": "mrl.backbones.HFTextEncoder", "name_or_path": None, "max_length": 32, "embed_dim": 48}
     module = MatryoshkaContrastiveModule(backbone, nesting=[12, 24, 48]).eval()
@@ -203,9 +202,11 @@ def test_texts_from_lines_and_tables(tmp_path):
     with pytest.raises(ValueError, match=r"^input='.*': a folder, but this run is a text model"):
         embed_run(str(run), str(tmp_path))
 
-    from mrl.module import MatryoshkaModule  # a text classifier (MRL head over the encoder) embeds the same way
+    from mrl.training.classifier import (
+        MatryoshkaClassifier,  # a text classifier (MRL head over the encoder) embeds the same way
+    )
 
-    classifier = MatryoshkaModule(backbone, num_classes=3, nesting=[12, 24, 48]).eval()
+    classifier = MatryoshkaClassifier(backbone, num_classes=3, nesting=[12, 24, 48]).eval()
     ckpt = tmp_path / "classifier.ckpt"
     torch.save({"state_dict": classifier.state_dict(), "hyper_parameters": dict(classifier.hparams)}, ckpt)
     with torch.no_grad():
@@ -216,7 +217,7 @@ def test_texts_from_lines_and_tables(tmp_path):
 
 
 def test_embedding_files_are_replaced_whole_or_not_at_all(tmp_path):
-    from mrl.io import atomic_savez
+    from mrl.common.io import atomic_savez
 
     path = tmp_path / "items.npz"
     atomic_savez(path, embeddings=np.ones((3, 4), dtype=np.float32))
@@ -297,7 +298,7 @@ def _apply_steps(steps, image):
 
 @pytest.mark.parametrize("kind", ["folder", "folder_gray", "mnist", "digits"])
 def test_the_exported_recipe_is_the_preprocessing(kind):
-    from mrl.image_export import describe_preprocessing
+    from mrl.interop.torch_export import describe_preprocessing
 
     transform = {
         "folder": lambda: ImageFolderDataModule.file_transform({"image_size": 40, "crop_pct": 0.8}, None),
@@ -312,7 +313,7 @@ def test_the_exported_recipe_is_the_preprocessing(kind):
 
 
 def test_an_image_run_exports_a_program_that_needs_only_torch(digits_run, tmp_path):
-    from mrl.export import main as export_main
+    from mrl.cli.export import main as export_main
 
     run_dir, scans, tensors = digits_run
     out = export_main([str(run_dir), "--out", str(tmp_path / "export")])

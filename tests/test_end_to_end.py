@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import run_make as make
+from mrl_testing.configs import run_make as make
 
 
 @pytest.mark.slow

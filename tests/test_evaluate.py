@@ -11,21 +11,23 @@ import sys
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
-from mrl.eval.knn import knn_metrics
-from mrl.eval.runner import evaluate, evaluate_runs, load_embeddings
-from mrl.evaluate import show
-from mrl.experiment import run_training
-from mrl.report import write_report
-
-from conftest import FAST, ROOT, compose_train, eval_cfg
+from mrl.cli.evaluate import show
+from mrl.common.errors import is_config_error
+from mrl.evaluation.comparison import write_report
+from mrl.evaluation.config import EvalConfig, eval_config
+from mrl.evaluation.knn import knn_metrics
+from mrl.evaluation.runner import evaluate, evaluate_run, evaluate_runs, load_embeddings
+from mrl.training.procedure import run_training
+from mrl_testing.configs import FAST, ROOT, compose_train, eval_cfg
 
 SIZES = [8, 16, 32, 64, 128, 256, 512]
 
 
 @pytest.fixture(scope="module")
 def trained_runs(tmp_path_factory):
-    """An MRL run and a standard run, a few hundred steps each at most, with their evaluations."""
+    """An MRL run and a standard run, a few hundred steps each at most, with their evaluation results."""
     root = tmp_path_factory.mktemp("runs")
     runs = {}
     for head in ("mrl", "standard"):
@@ -35,19 +37,20 @@ def trained_runs(tmp_path_factory):
                              "callbacks=default", "callbacks.rich_progress_bar=null",
                              "callbacks.rich_model_summary=null"], run_dir)
         train_results = run_training(cfg, run_dir)
-        runs[head] = (run_dir, train_results, evaluate(eval_cfg(run_dir)))
+        runs[head] = (run_dir, train_results, evaluate_run(eval_cfg(run_dir)))
     return root, runs
 
 
 def test_eval_writes_every_output(trained_runs):
     _, runs = trained_runs
-    run_dir, _, results = runs["mrl"]
+    run_dir, _, result = runs["mrl"]
     out = run_dir / "eval"
     for name in ("results.json", "results.csv", "summary.md", "truncation_curve.png",
                  "adaptive_classification.png", "funnel_retrieval.png", "storage_retrieval.png",
                  "embeddings_train.npz", "embeddings_test.npz"):
         assert (out / name).is_file(), name
     saved = json.loads((out / "results.json").read_text())
+    assert saved == json.loads(json.dumps(result.to_dict())) and saved["output_dir"] == str(out)
     for m in SIZES:
         for key in ("top1", "top5", "knn_top1", "map@10", "precision@10", "recall@100", "l2_knn_top1"):
             assert f"eval/{key}@{m}" in saved["metrics"], key
@@ -67,16 +70,16 @@ def test_eval_writes_every_output(trained_runs):
 
 def test_eval_prints_the_per_size_table(trained_runs, capsys):
     _, runs = trained_runs
-    run_dir, _, results = runs["mrl"]
-    show(results)
+    run_dir, _, result = runs["mrl"]
+    show(result)
     printed = capsys.readouterr().out
-    knn_at_8 = f"{100 * results['metrics']['eval/knn_top1@8']:.2f}"
+    knn_at_8 = f"{100 * result.metrics['eval/knn_top1@8']:.2f}"
     assert "knn_top1" in printed and knn_at_8 in printed
     assert "Adaptive classification" not in printed  # those tables stay in summary.md
     assert str(run_dir / "eval") in printed
     # the standard model's table is the widest (probes); in a log every row keeps one line
-    run_dir, _, results = runs["standard"]
-    show(results)
+    run_dir, _, result = runs["standard"]
+    show(result)
     printed = capsys.readouterr().out
     header = (run_dir / "eval" / "summary.md").read_text().split("\n| size |", 1)[1].split("\n", 1)[0]
     columns = ["size", *(c.strip() for c in header.strip(" |").split("|"))]
@@ -86,26 +89,26 @@ def test_eval_prints_the_per_size_table(trained_runs, capsys):
 def test_head_accuracy_matches_training_metrics(trained_runs):
     """Top-1 and top-5 on the exported logits equal torchmetrics' test figures for the same checkpoint."""
     _, runs = trained_runs
-    for head, (_, train_results, results) in runs.items():
+    for head, (_, train_results, result) in runs.items():
         for m in train_results["sizes"]:
             for k in ("top1", "top5"):
-                assert results["metrics"][f"eval/{k}@{m}"] == pytest.approx(
+                assert result.metrics[f"eval/{k}@{m}"] == pytest.approx(
                     train_results["metrics"][f"test/{k}@{m}"], abs=1e-6), (head, m, k)
 
 
 def test_exported_embeddings_reproduce_knn_metrics(trained_runs):
     _, runs = trained_runs
-    run_dir, _, results = runs["mrl"]
+    run_dir, _, result = runs["mrl"]
     db, db_labels, meta = load_embeddings(run_dir / "eval" / "embeddings_train.npz")
     queries, q_labels, q_meta = load_embeddings(run_dir / "eval" / "embeddings_test.npz")
     assert meta["split"] == "train" and q_meta["split"] == "test" and meta["sizes"] == SIZES
     assert db.shape == (meta["count"], 512) and db.dtype == np.float32
     again = knn_metrics(db, db_labels, queries, q_labels, [8, 512])
-    assert again["knn_top1@8"] == pytest.approx(results["metrics"]["eval/knn_top1@8"])
-    exact = results["funnel_retrieval"][0]
+    assert again["knn_top1@8"] == pytest.approx(result.metrics["eval/knn_top1@8"])
+    exact = result.funnel_retrieval[0]
     assert exact["funnel"] == "exact" and exact["knn_top1"] == pytest.approx(again["knn_top1@512"])
     # sign-bit shortlists (Hamming) of every smaller size, reranked at 512: their scan costs m/64 per item
-    rows = {row["funnel"]: row for row in results["funnel_retrieval"]}
+    rows = {row["funnel"]: row for row in result.funnel_retrieval}
     for m in SIZES[:-1]:
         bits = rows[f"{m} bits->512"]
         assert bits["mflops_per_query"] == pytest.approx((len(db) * m / 64 + 50 * 512) / 1e6)
@@ -114,11 +117,11 @@ def test_exported_embeddings_reproduce_knn_metrics(trained_runs):
 
 def test_standard_model_gets_the_paper_baselines(trained_runs):
     _, runs = trained_runs
-    metrics = runs["standard"][2]["metrics"]
+    metrics = runs["standard"][2].metrics
     for m in SIZES:
         for name in ("probe_trunc_top1", "probe_pca_top1", "probe_rp_top1"):
             assert 0.0 <= metrics[f"eval/{name}@{m}"] <= 1.0
-    assert not any("probe_" in k for k in runs["mrl"][2]["metrics"])
+    assert not any("probe_" in k for k in runs["mrl"][2].metrics)
 
 
 def test_report_puts_all_runs_on_one_chart(trained_runs):
@@ -126,12 +129,12 @@ def test_report_puts_all_runs_on_one_chart(trained_runs):
     report = write_report(root)
     assert set(report["curves"]["val_top1"]) == {"MRL", "standard"}
     assert set(report["curves"]["knn_top1"]["MRL"]) == set(SIZES)
-    assert report["curves"]["knn_top1"]["MRL"][8] == pytest.approx(runs["mrl"][2]["metrics"]["eval/knn_top1@8"])
+    assert report["curves"]["knn_top1"]["MRL"][8] == pytest.approx(runs["mrl"][2].metrics["eval/knn_top1@8"])
     for name in ("report.md", "report_val_top1.png", "report_knn_top1.png", "report_val_top1.csv",
                  "report_binary_knn_top1.png"):
         assert (root / name).is_file()
     binary = report["curves"]["binary_knn_top1"]["standard"][16]
-    assert binary == pytest.approx(runs["standard"][2]["metrics"]["eval/binary_knn_top1@16"])
+    assert binary == pytest.approx(runs["standard"][2].metrics["eval/binary_knn_top1@16"])
 
 
 def test_eval_of_a_sweep_directory_evaluates_every_run(trained_runs, tmp_path):
@@ -146,7 +149,7 @@ def test_eval_of_a_sweep_directory_evaluates_every_run(trained_runs, tmp_path):
         evaluate_runs(eval_cfg(sweep))
     for head in ("mrl", "standard"):  # the broken run did not stop the others
         again = json.loads((sweep / f"0_{head}" / "eval" / "results.json").read_text())["metrics"]
-        assert again["eval/knn_top1@8"] == pytest.approx(runs[head][2]["metrics"]["eval/knn_top1@8"])
+        assert again["eval/knn_top1@8"] == pytest.approx(runs[head][2].metrics["eval/knn_top1@8"])
     shutil.rmtree(sweep / "1_broken")
     assert evaluate_runs(eval_cfg(sweep, skip_evaluated=True)) == []
     with pytest.raises(ValueError, match="holds 2 runs"):
@@ -161,12 +164,12 @@ def test_a_checkpoint_evaluates_on_a_data_set_named_on_the_command_line(trained_
     run_dir, _, own = runs["mrl"]
     out = tmp_path / "out"
     # the run was trained on conf/data/digits.yaml, so naming that set again must give the same figures
-    subprocess.run([sys.executable, "-m", "mrl.evaluate", f"ckpt={own['checkpoint']}", "data=digits",
+    subprocess.run([sys.executable, "-m", "mrl.cli.evaluate", f"ckpt={own.checkpoint}", "data=digits",
                     f"output_dir={out}", "funnel.shortlist=50", f"hydra.run.dir={tmp_path}"],
                    cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"}, check=True, capture_output=True, timeout=300)
     metrics = json.loads((out / "results.json").read_text())["metrics"]
     for key in ("eval/top1@8", "eval/knn_top1@8", "eval/map@10@512"):
-        assert metrics[key] == pytest.approx(own["metrics"][key])
+        assert metrics[key] == pytest.approx(own.metrics[key])
 
 
 def test_sparse_nesting_is_also_measured_between_its_sizes(tmp_path):
@@ -198,14 +201,27 @@ def test_eval_needs_a_run_or_checkpoint():
 def test_mrl_short_prefix_beats_truncated_standard(trained_runs):
     """The paper's claim on a short run; the full-length check is tests/test_end_to_end.py (slow)."""
     _, runs = trained_runs
-    mrl, std = runs["mrl"][2]["metrics"], runs["standard"][2]["metrics"]
+    mrl, std = runs["mrl"][2].metrics, runs["standard"][2].metrics
     assert mrl["eval/knn_top1@8"] > std["eval/knn_top1@8"] + 0.03
 
 
-def test_eval_goes_to_the_training_runs_wandb_run(trained_runs, monkeypatch):
-    from mrl.wandb_setup import stable_run_id
+def run_record(path):
+    """The ``run`` record of an offline W&B run file: its project, entity and id."""
+    from wandb.proto import wandb_internal_pb2 as pb
 
-    from wandb_records import read_finished_run
+    from mrl_testing.wandb_records import iter_payloads
+
+    for payload in iter_payloads(path):
+        record = pb.Record()
+        record.ParseFromString(payload)
+        if record.WhichOneof("record_type") == "run":
+            return record.run
+    raise AssertionError(f"{path}: no run record")
+
+
+def test_eval_goes_to_the_training_runs_wandb_run(trained_runs, monkeypatch):
+    from mrl.common.wandb_runs import stable_run_id
+    from mrl_testing.wandb_records import read_finished_run
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     run_dir = trained_runs[1]["mrl"][0]
@@ -216,11 +232,86 @@ def test_eval_goes_to_the_training_runs_wandb_run(trained_runs, monkeypatch):
     assert run["run_id"] == stable_run_id(run_dir)
     assert "eval/knn_top1@8" in run["summary"]
     assert any(k.startswith("eval/funnel_retrieval") for k in run["history_keys"])
+    assert run_record(files[-1]).project == "mrl"  # the run was trained without a W&B logger: the default
+
+
+def test_eval_goes_to_the_wandb_project_of_the_runs_config(trained_runs, tmp_path, monkeypatch):
+    from mrl.common.wandb_runs import stable_run_id
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_runs[1]["mrl"][0], run_dir, ignore=shutil.ignore_patterns("eval", "wandb*"))
+    config = OmegaConf.load(run_dir / "config.yaml")
+    config.logger = {"wandb": {"_target_": "lightning.pytorch.loggers.WandbLogger", "project": "mrl-elsewhere",
+                               "entity": "my-team"}}
+    OmegaConf.save(config, run_dir / "config.yaml")
+    evaluate_run(eval_cfg(run_dir, wandb=True, quantized=[], **{"knn.metrics": ["cosine"], "baselines.enabled": False}))
+    files = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(files) == 1
+    record = run_record(files[0])
+    assert (record.project, record.entity, record.run_id) == ("mrl-elsewhere", "my-team", stable_run_id(run_dir))
+
+
+def test_eval_yaml_documents_the_typed_defaults():
+    """conf/eval.yaml, composed as the command line composes it, gives exactly the dataclass defaults."""
+    import typing
+    from dataclasses import is_dataclass
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from mrl.evaluation.config import GROUPS
+    from mrl_testing.configs import CONF_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="eval")
+    assert eval_config(cfg) == EvalConfig()
+
+    def keys(section) -> set[str]:  # every setting of a dataclass, nested ones dotted
+        hints = typing.get_type_hints(section)
+        return set().union(*({f"{k}.{sub}" for sub in keys(h)} if is_dataclass(h) else {k} for k, h in hints.items()))
+
+    flat = set()
+    for key, value in OmegaConf.to_container(cfg).items():
+        if key not in GROUPS:
+            flat |= {f"{key}.{sub}" for sub in value} if isinstance(value, dict) else {key}
+    assert flat == keys(EvalConfig)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ({"knn.foo": 1}, r"^knn\.foo=1: unknown key; valid keys: metrics, ks, map_k, device$"),
+    ({"sized": [8]}, r"^sized=\[8\]: unknown key; valid keys: run, skip_evaluated, ckpt, "),
+    ({"knn.map_k": "ten"}, r"^knn\.map_k='ten': expected int$"),
+    ({"sizes": [8, "x"]}, r"^sizes=\[8, 'x'\]: expected a list of int or null$"),
+    ({"funnel": 5}, r"^funnel=5: expected a section with keys shortlist, binary$"),
+    ({"embeddings_dtype": "bf16"}, r"^embeddings_dtype='bf16': expected one of fp32, fp16$"),
+    ({"quantized": ["int4"]}, r"^quantized=\['int4'\]: unknown 'int4'"),
+])
+def test_a_wrong_eval_setting_is_a_one_line_error_naming_it(override, message):
+    with pytest.raises(ValueError, match=message) as error:
+        eval_config(eval_cfg(None, **override))
+    assert is_config_error(error.value)
+
+
+def test_eval_settings_are_typed():
+    settings = eval_config(eval_cfg("runs/a", sizes=[8, 16], reference="mrl_e", **{"adaptive.holdout_fraction": 1}))
+    assert settings.run == "runs/a" and settings.sizes == (8, 16) and settings.reference == "mrl_e"
+    assert settings.adaptive.holdout_fraction == 1.0 and isinstance(settings.adaptive.holdout_fraction, float)
+    assert settings.funnel.shortlist == 50 and settings.knn == EvalConfig().knn
+
+
+def test_eval_command_line_names_an_unknown_setting(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "mrl.cli.evaluate", f"run={tmp_path}", "+knn.foo=1",
+                             f"hydra.run.dir={tmp_path}"], cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == "ValueError: knn.foo=1: unknown key; valid keys: metrics, ks, map_k, device"
 
 
 def test_embed_split_fills_whole_arrays_and_skips_logits_when_asked(make_cfg, caplog):
-    from mrl.eval.runner import embed_split
-    from mrl.experiment import build_datamodule, build_model
+    from mrl.evaluation.runner import embed_split
+    from mrl.training.procedure import build_datamodule, build_model
 
     cfg = make_cfg("data.batch_size=50")  # 50 does not divide the split: the last batch is short
     datamodule = build_datamodule(cfg)
@@ -230,7 +321,7 @@ def test_embed_split_fills_whole_arrays_and_skips_logits_when_asked(make_cfg, ca
     with torch.no_grad():
         embeddings = module.embed(images)
         logits = module.head(embeddings)
-    with caplog.at_level("INFO", logger="mrl.eval.embeddings"):
+    with caplog.at_level("INFO", logger="mrl.evaluation.embeddings"):
         got = embed_split(module, loader, name="val")
     assert len(labels) % 50 and got["embeddings"].shape == (len(labels), module.embed_dim)
     progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("val: ")]
@@ -242,9 +333,9 @@ def test_embed_split_fills_whole_arrays_and_skips_logits_when_asked(make_cfg, ca
 
 
 def test_evaluation_device_and_precision(make_cfg):
-    from mrl.eval.device import resolve_device
-    from mrl.eval.runner import embed_split
-    from mrl.experiment import build_datamodule, build_model
+    from mrl.evaluation.device import resolve_device
+    from mrl.evaluation.runner import embed_split
+    from mrl.training.procedure import build_datamodule, build_model
 
     assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
     assert resolve_device("cpu") == torch.device("cpu")

@@ -3,11 +3,10 @@
 import pytest
 import torch
 
-from mrl.heads import FixedFeatureHead, MatryoshkaHead, StandardHead, build_head
-from mrl.losses import MatryoshkaCrossEntropy
-from mrl.nesting import NestingError
-
-from reference_mrl import NaiveMatryoshkaCE, NaiveMRLLinear
+from mrl.core.heads import FixedFeatureHead, MatryoshkaHead, StandardHead, build_head
+from mrl.core.losses import MatryoshkaCrossEntropy
+from mrl.core.nesting import NestingError
+from mrl_testing.reference import NaiveMatryoshkaCE, NaiveMRLLinear
 
 
 def _pair(in_features, num_classes, nesting, efficient, bias, dtype=torch.float64, seed=0):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mrl.eval.knn import (
+from mrl.evaluation.knn import (
     average_precision_at_k,
     count_relevant,
     hit_at_k,

@@ -5,10 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mrl.losses import MatryoshkaContrastiveLoss, MatryoshkaCrossEntropy
-from mrl.nesting import NestingError
-
-from reference_mrl import NaiveMatryoshkaCE
+from mrl.core.losses import MatryoshkaContrastiveLoss, MatryoshkaCrossEntropy
+from mrl.core.nesting import NestingError
+from mrl_testing.reference import NaiveMatryoshkaCE
 
 
 @pytest.mark.parametrize("weights", [None, [1.0, 0.5, 2.0, 0.25]])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import run_make
+from mrl_testing.configs import run_make
 
 
 def test_make_train_runs_the_default_experiment(tmp_path):

@@ -3,7 +3,7 @@
 import pytest
 from omegaconf import OmegaConf
 
-from mrl.nesting import NestingError, default_nesting, resolve_nesting, validate_nesting
+from mrl.core.nesting import NestingError, default_nesting, resolve_nesting, validate_nesting
 
 
 @pytest.mark.parametrize(

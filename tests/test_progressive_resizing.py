@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from mrl.callbacks import ProgressiveResizing
-from mrl.data import ImageFolderDataModule
-from mrl.errors import is_config_error
-from mrl.experiment import build_datamodule, build_model
+from mrl.common.errors import is_config_error
+from mrl.data.image import ImageFolderDataModule
+from mrl.training.callbacks import ProgressiveResizing
+from mrl.training.procedure import build_datamodule, build_model
 
 
 def ffcv_size(epoch, start_size, end_size, start_epoch, end_epoch, multiple=32):
@@ -157,4 +157,4 @@ def test_a_data_set_that_cannot_resize_is_named(make_cfg):
     message = r"^callbacks\.progressive_resizing=16->32: the data module DigitsDataModule cannot"
     with pytest.raises(ValueError, match=message) as error:
         fit(cfg, 1, [ProgressiveResizing(16, 32, 0, 2)])
-    assert is_config_error(error.value)  # mrl.train prints it as one line
+    assert is_config_error(error.value)  # mrl.cli.train prints it as one line

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mrl.eval.knn import knn_metrics, knn_search
-from mrl.eval.quantized import check_codecs, encode, quantized_knn_metrics
+from mrl.evaluation.knn import knn_metrics
+from mrl.evaluation.quantized import check_codecs, encode, quantized_knn_metrics
+from mrl.retrieval import knn_search
 
 
 def _clusters(n, dim=32, classes=5, seed=0):

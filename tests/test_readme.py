@@ -7,11 +7,10 @@ import re
 
 import pytest
 
-from mrl.eval.runner import evaluate
-from mrl.experiment import run_training
-from mrl.export import main as export_main
-
-from conftest import FAST, ROOT, compose_train, eval_cfg
+from mrl.cli.export import main as export_main
+from mrl.evaluation.runner import evaluate
+from mrl.training.procedure import run_training
+from mrl_testing.configs import FAST, ROOT, compose_train, eval_cfg
 
 RUN_PLACEHOLDERS = ("outputs/train/digits_mrl/<date-time>", "outputs/<run>")
 
@@ -48,7 +47,7 @@ def test_readme_example_runs(index, run_dir, capsys):
 
 def test_package_exports_the_building_blocks():
     import mrl
-    from mrl.heads import MatryoshkaHead
+    from mrl.core.heads import MatryoshkaHead
     from mrl.retrieval import AdaptiveRetriever
 
     assert mrl.MatryoshkaHead is MatryoshkaHead and mrl.AdaptiveRetriever is AdaptiveRetriever

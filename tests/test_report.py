@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from mrl.io import write_json
-from mrl.report import label_runs, main, write_report
-
-from conftest import compose_train
-from wandb_records import read_finished_run
+from mrl.cli.report import main
+from mrl.common.io import write_json
+from mrl.evaluation.comparison import label_runs, write_report
+from mrl_testing.configs import compose_train
+from mrl_testing.wandb_records import read_finished_run
 
 
 def fake_run(root, name, overrides, head, sizes, top1, knn=None, test_top1=None):
@@ -110,6 +110,20 @@ def test_report_goes_to_wandb_as_tables_and_line_charts(sweep):
     panel = run["config"]["_wandb/visualize/report/val_top1_curves"]["panel_config"]
     assert panel["panelDefId"] == "wandb/lineseries/v0"
     assert panel["stringSettings"]["xname"] == "embedding size"
+
+
+def test_report_goes_to_the_wandb_project_of_the_runs(tmp_path):
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    from mrl_testing.wandb_records import iter_payloads
+
+    fake_run(tmp_path, "a", ["logger.wandb.project=mrl-sweep", "logger.wandb.entity=my-team"], "mrl", [8], [0.5])
+    write_report(tmp_path, use_wandb=True)
+    (path,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
+    read_finished_run(path)
+    records = [pb.Record.FromString(payload) for payload in iter_payloads(path)]
+    (run,) = [record.run for record in records if record.WhichOneof("record_type") == "run"]
+    assert (run.project, run.entity, run.job_type) == ("mrl-sweep", "my-team", "report")
 
 
 def test_text_runs_report_their_own_metrics(tmp_path):

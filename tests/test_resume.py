@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mrl.checkpointing import AtomicCheckpointIO, atomic_torch_save, latest_resume_checkpoint
-
-from conftest import CONF_DIR, FAST, ROOT
-from wandb_records import read_finished_run
+from mrl.runs import latest_resume_checkpoint
+from mrl.training.checkpoint_io import AtomicCheckpointIO, atomic_torch_save
+from mrl_testing.configs import CONF_DIR, FAST, ROOT
+from mrl_testing.wandb_records import read_finished_run
 
 EPOCHS, BATCHES, EVERY = 3, 3, 2  # 9 optimizer steps; last.ckpt every 2 steps (mid-epoch)
 
@@ -34,7 +34,7 @@ OVERRIDES = [
 
 
 def _command(run_dir) -> list[str]:
-    return [sys.executable, "-m", "mrl.train", "experiment=digits_mrl", *OVERRIDES, f"hydra.run.dir={run_dir}"]
+    return [sys.executable, "-m", "mrl.cli.train", "experiment=digits_mrl", *OVERRIDES, f"hydra.run.dir={run_dir}"]
 
 
 def _wait_for(path, running, timeout: float = 180) -> None:

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 
-from mrl.data.resume import ResumableOrder, ResumableSampler, resume_position
-from mrl.experiment import build_datamodule, build_model
+from mrl.data.sampling import ResumableOrder, ResumableSampler, resume_position
+from mrl.training.procedure import build_datamodule, build_model
 
 
 class RecordSamples(L.Callback):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from mrl.eval.synthetic import coordinate_profiles, make_mrl_like, make_mrl_split
 from mrl.retrieval import AdaptiveRetriever, FlatIndex, exact_search, prefix, validate_funnel
+from mrl_testing.synthetic import coordinate_profiles, make_mrl_like, make_mrl_split
 
 faiss = pytest.importorskip("faiss")
 

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from mrl.search import main as search_main
-from mrl.search import parse_funnel
-from mrl.search import run as search_run
+from mrl.cli.search import main as search_main
+from mrl.cli.search import parse_funnel
+from mrl.cli.search import run as search_run
 
 
 def _write(path, embeddings, ids=None, labels=None, meta=None):
@@ -66,7 +66,7 @@ def test_default_funnel_shortlists_with_16_coordinates(tmp_path):
         assert next(csv.reader(handle)) == ["query", "rank", "id", "score"]  # no labels in this database
 
 
-def test_binary_index_shortlists_with_sign_bits(tmp_path):
+def test_binary_index_shortlists_with_threshold_bits(tmp_path):
     db, q = _mrl_like(2000), _mrl_like(50, seed=2)
     database, queries = _write(tmp_path / "db.npz", db), _write(tmp_path / "q.npz", q)
     result = search_main([database, queries, "--k", "3", "--index", "binary", "--show", "0"])

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mrl.backbones import HFTextEncoder
+from mrl.core.retrieval_metrics import retrieval_metrics, sts_spearman
 from mrl.data.text import (
     PYTHON_DOCS_CLASSES,
     TextClassificationDataModule,
@@ -25,9 +26,9 @@ from mrl.data.text import (
     python_docs_pairs,
     python_docs_sentences,
 )
-from mrl.eval.text import evaluate_text_run, retrieval_metrics, sts_spearman
-from mrl.module import MatryoshkaModule
-from mrl.text_module import MatryoshkaContrastiveModule
+from mrl.evaluation.text import evaluate_text_run
+from mrl.training.classifier import MatryoshkaClassifier
+from mrl.training.contrastive import MatryoshkaContrastiveModule
 
 SIZES = [8, 16, 32, 64, 128, 256, 384]
 
@@ -192,7 +193,7 @@ def test_contrastive_training_lowers_the_loss_at_every_size(minilm):
 def test_classification_training_lowers_the_loss_at_every_size(minilm):
     torch.manual_seed(0)
     dm = TextClassificationDataModule(max_per_class=20, batch_size=8, max_length=24, seed=0)
-    module = MatryoshkaModule(copy.deepcopy(minilm), num_classes=dm.num_classes, nesting=SIZES)
+    module = MatryoshkaClassifier(copy.deepcopy(minilm), num_classes=dm.num_classes, nesting=SIZES)
     x, y = next(iter(dm.train_dataloader()))
 
     def per_size():
@@ -274,7 +275,7 @@ def test_evaluate_text_run_scored_pairs(tmp_path, minilm):
 def test_export_round_trip_full_and_truncated(tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from mrl.export import main as export_main
+    from mrl.cli.export import main as export_main
 
     backbone = {"_target_": "mrl.backbones.HFTextEncoder", "name_or_path": None, "max_length": 32, "embed_dim": 64}
     module = MatryoshkaContrastiveModule(backbone, nesting=[16, 32, 64]).eval()
@@ -305,7 +306,7 @@ def test_export_round_trip_full_and_truncated(tmp_path):
 # --------------------------------------------------------------------------------------- full experiment
 @pytest.mark.slow
 def test_text_pairs_experiment_runs_end_to_end(make_cfg, tmp_path):
-    from mrl.experiment import run_training
+    from mrl.training.procedure import run_training
 
     cfg = make_cfg("experiment=text_pairs_mrl", "trainer.max_epochs=1", "data.max_pairs=48", "data.batch_size=8",
                    "model.backbone.max_length=32", "logger=csv", "test=false", fast=False)

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from mrl.eval.knn import knn_metrics, knn_search
-from mrl.eval.runner import knn_device
-from mrl.eval.torch_search import torch_search
+from mrl.evaluation.knn import knn_metrics
+from mrl.evaluation.runner import knn_device
+from mrl.retrieval import knn_search
+from mrl.retrieval.torch_search import torch_search
 
 faiss = pytest.importorskip("faiss")
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from mrl.experiment import build_datamodule, build_model, run_training
+from mrl.training.procedure import build_datamodule, build_model, run_training
 
 
 @pytest.mark.parametrize("head", ["mrl", "mrl_e", "ff", "standard"])

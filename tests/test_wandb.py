@@ -7,10 +7,9 @@ import math
 
 import pytest
 
-from mrl.experiment import run_training
-from mrl.wandb_setup import ensure_wandb_mode, stable_run_id
-
-from wandb_records import read_finished_run
+from mrl.common.wandb_runs import ensure_wandb_mode, logger_target, stable_run_id
+from mrl.training.procedure import run_training
+from mrl_testing.wandb_records import read_finished_run
 
 WANDB_ARGS = ["logger=wandb", "callbacks=default", "callbacks.rich_progress_bar=null",
               "callbacks.rich_model_summary=null"]
@@ -66,13 +65,31 @@ def test_api_key_means_online(monkeypatch, tmp_path):
     assert ensure_wandb_mode(tmp_path) == "online"
 
 
+def test_uploads_go_to_the_project_of_the_runs_logger_config(tmp_path):
+    """Evaluation and report uploads read the W&B project (and entity) off the training run's config.yaml."""
+    from omegaconf import OmegaConf
+
+    assert logger_target(tmp_path) is None  # no config.yaml
+    wandb_logger = {"_target_": "lightning.pytorch.loggers.WandbLogger", "project": "vision", "entity": "lab"}
+    for loggers, expected in [
+        ({"wandb": wandb_logger}, {"project": "vision", "entity": "lab"}),
+        ({"csv": {"_target_": "lightning.pytorch.loggers.CSVLogger"}, "mine": wandb_logger},
+         {"project": "vision", "entity": "lab"}),
+        ({"wandb": {**wandb_logger, "project": None, "entity": None}}, {"project": "mrl", "entity": None}),
+        ({"csv": {"_target_": "lightning.pytorch.loggers.CSVLogger"}}, None),
+        (None, None),
+    ]:
+        OmegaConf.save({"seed": 0, "logger": loggers}, tmp_path / "config.yaml")
+        assert logger_target(tmp_path) == expected, loggers
+
+
 def test_truncation_curve_of_a_text_pairs_run(tmp_path, monkeypatch, capsys):
     """Text runs log retrieval metrics per size: the W&B table and the end-of-run table show those."""
     from types import SimpleNamespace
 
     from lightning.pytorch.loggers import WandbLogger
 
-    from mrl.callbacks import TruncationCurve, curve_table, print_curve
+    from mrl.training.callbacks import TruncationCurve, curve_table, print_curve
 
     sizes = [8, 16, 32]
     metrics = {f"val/{name}@{m}": 0.1 * i + m / 100 for i, name in enumerate(["mrr@10", "ndcg@10", "recall@1",

@@ -10,24 +10,30 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "MatryoshkaHead": "mrl.heads",
-    "FixedFeatureHead": "mrl.heads",
-    "StandardHead": "mrl.heads",
-    "MatryoshkaCrossEntropy": "mrl.losses",
-    "MatryoshkaContrastiveLoss": "mrl.losses",
-    "default_nesting": "mrl.nesting",
-    "validate_nesting": "mrl.nesting",
-    "MatryoshkaModule": "mrl.module",
-    "load_module": "mrl.checkpoints",
-    "find_checkpoint": "mrl.checkpoints",
+    "MatryoshkaHead": "mrl.core.heads",
+    "FixedFeatureHead": "mrl.core.heads",
+    "StandardHead": "mrl.core.heads",
+    "MatryoshkaCrossEntropy": "mrl.core.losses",
+    "MatryoshkaContrastiveLoss": "mrl.core.losses",
+    "default_nesting": "mrl.core.nesting",
+    "validate_nesting": "mrl.core.nesting",
+    "MatryoshkaClassifier": "mrl.training.classifier",
+    "MatryoshkaContrastiveModule": "mrl.training.contrastive",
+    "load_module": "mrl.runs",
+    "find_checkpoint": "mrl.runs",
     "AdaptiveRetriever": "mrl.retrieval",
-    "load_embeddings": "mrl.eval.embeddings",
+    "load_embeddings": "mrl.evaluation.embeddings",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+# Names kept for code written against earlier releases: {old name: new name}.
+_RENAMED = {"MatryoshkaModule": "MatryoshkaClassifier"}
+
+__all__ = ["__version__", *_EXPORTS, *_RENAMED]
 
 
 def __getattr__(name: str):
+    if name in _RENAMED:
+        return __getattr__(_RENAMED[name])
     if name in _EXPORTS:
         return getattr(import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'mrl' has no attribute {name!r}")

@@ -1,23 +1,2 @@
-"""Image LightningDataModules: the offline digits default, synthetic data, image folders, torchvision sets.
-
-Every module exposes `num_classes`, `in_chans` and `name` after construction, `class_names` after
-`setup()`, takes the backbone's timm data config through `set_data_config(cfg)`, and serves
-`train/val/test_dataloader()` plus `eval_dataloader(split)` (non-shuffled, eval transforms).
-"""
-
-from mrl.data.base import ImageDataModule
-from mrl.data.digits import DigitsDataModule
-from mrl.data.image_folder import ImageFolderDataModule, SafeImageDataset
-from mrl.data.synthetic import SyntheticDataModule
-from mrl.data.torchvision_sets import SETS as TORCHVISION_SETS
-from mrl.data.torchvision_sets import TorchvisionDataModule
-
-__all__ = [
-    "TORCHVISION_SETS",
-    "DigitsDataModule",
-    "ImageDataModule",
-    "ImageFolderDataModule",
-    "SafeImageDataset",
-    "SyntheticDataModule",
-    "TorchvisionDataModule",
-]
+"""Training and evaluation data: image sets (``mrl.data.image``), text sets (``mrl.data.text``), the data-module
+base both build on (``mrl.data.base``) and the resumable training order they share (``mrl.data.sampling``)."""

@@ -1,152 +1,67 @@
-"""The contract every image data module follows: loaders for train/val/test, an ordered eval loader for
-exporting embeddings, the backbone's timm data config received before setup, and the evaluation
-preprocessing for image files of the user's own (``file_transform``, used by ``make embed``)."""
+"""The base every data module builds on: loader options checked once, the resumable training order, and the
+split contract (``train/val/test_dataloader`` and an ordered ``eval_dataloader(split)`` for exporting
+embeddings)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 import lightning as L
-import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mrl.data.resume import ResumableLoader, ResumableOrder
+from mrl.data.sampling import ResumableLoader, ResumableOrder
 
 SPLITS = ("train", "val", "test")
 
 
-def fit_channels(values: Any, in_chans: int) -> tuple[float, ...]:
-    """Per-channel stats (mean or std) for `in_chans` channels: kept if the length matches, averaged to
-    one value for a single channel, a single value repeated otherwise."""
-    vals = tuple(float(v) for v in (values if isinstance(values, (list, tuple)) else [values]))
-    if len(vals) == in_chans:
-        return vals
-    if len(vals) == 1:
-        return vals * in_chans
-    avg = sum(vals) / len(vals)
-    return (avg,) * in_chans
+def check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r} is not a data split; valid: {', '.join(SPLITS)}")
+    return split
 
 
-def config_size(image_size: int | tuple[int, int] | None, data_config: Mapping[str, Any] | None,
-                default: int) -> tuple[int, int]:
-    """(H, W): the explicit image_size if given, else the data config's input size, else default."""
-    if image_size is not None:
-        if isinstance(image_size, int):
-            return (image_size, image_size)
-        h, w = image_size
-        return (int(h), int(w))
-    if data_config and data_config.get("input_size") is not None:
-        size = data_config["input_size"]
-        return (int(size[-2]), int(size[-1]))
-    return (default, default)
+class MatryoshkaDataModule(ResumableOrder, L.LightningDataModule):
+    """Loader options (checked here, once) and the loaders built from them.
 
-
-class ConvertThen:
-    """``transform(image.convert(mode))``: any PIL image (palette, RGBA, grayscale) into the mode a data set
-    was trained in, then its own preprocessing. A class rather than a closure, so DataLoader workers can
-    pickle it."""
-
-    def __init__(self, mode: str, transform: Callable) -> None:
-        self.mode, self.transform = mode, transform
-
-    def __call__(self, image: Any) -> torch.Tensor:
-        return self.transform(image.convert(self.mode))
-
-    def __repr__(self) -> str:
-        return f"ConvertThen(mode={self.mode!r}, transform={self.transform!r})"
-
-
-class ImageDataModule(ResumableOrder, L.LightningDataModule):
-    """Base class: loaders, data-config handling and the `eval_dataloader(split)` contract.
-
-    Subclasses set `num_classes`, `in_chans` and `name` in `__init__`, implement `_build()` (called once
-    by `setup`, fills `class_names`) and `_dataset(split, train)` returning a map-style dataset of
-    `(float[C,H,W], int)` pairs for split in {"train", "val", "test"}.
+    Subclasses implement ``split_dataset(split, train)``: the map-style data set of a split, with training
+    transforms when ``train``; and may give each split its own ``collate_fn(split)``.
     """
 
-    num_classes: int
-    in_chans: int
-    name: str
-
-    def __init__(
-        self,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, batch_size: int = 64, num_workers: int = 0, pin_memory: bool = False,
+                 persistent_workers: bool = False, seed: int = 0) -> None:
         super().__init__()
-        if int(batch_size) < 1:
+        if isinstance(batch_size, bool) or int(batch_size) < 1:
             raise ValueError(f"data.batch_size={batch_size} is invalid; use a positive integer")
-        if int(num_workers) < 0:
+        if isinstance(num_workers, bool) or int(num_workers) < 0:
             raise ValueError(f"data.num_workers={num_workers} is invalid; use 0 or a positive integer")
         self.batch_size = int(batch_size)
         self.num_workers = int(num_workers)
         self.pin_memory = bool(pin_memory)
         self.persistent_workers = bool(persistent_workers)
         self.seed = int(seed)
-        self.data_config: dict[str, Any] | None = None
-        self.class_names: list[str] = []
-        self._built = False
 
-    # ----------------------------------------------------------------- configuration
-    def set_data_config(self, cfg: dict[str, Any] | None) -> None:
-        """Receive the backbone's resolved timm data config (input_size, mean, std, interpolation, crop_pct).
-
-        Meant to be called before `setup`; a different config after it makes the next `setup` rebuild.
-        """
-        new = dict(cfg) if cfg is not None else None
-        if self._built and new != self.data_config:
-            self._built = False
-            getattr(self, "_datasets", {}).clear()
-        self.data_config = new
-
-    def _config_size(self, image_size: int | tuple[int, int] | None, default: int) -> tuple[int, int]:
-        return config_size(image_size, self.data_config, default)
-
-    @classmethod
-    def file_transform(cls, settings: Mapping[str, Any], data_config: Mapping[str, Any] | None = None) -> Callable:
-        """PIL image -> the model's evaluation input ``float[C, H, W]``, as this data set prepares its own images.
-
-        ``settings`` are the data module's keyword arguments (a run's ``data:`` config, ``_target_`` and
-        unknown keys ignored), ``data_config`` the backbone's timm data config. Subclasses build it without
-        reading their data where the preprocessing does not depend on it, so a trained model embeds new
-        images on a machine that lacks its training set.
-        """
-        raise ValueError(f"data module {cls.__name__} is not made of image files, so there is no preprocessing to "
-                         "apply to new ones; train on an image folder, a torchvision set or the digits")
-
-    # ----------------------------------------------------------------- lifecycle
-    def setup(self, stage: str | None = None) -> None:
-        if not self._built:
-            self._build()
-            self._built = True
-
-    def _build(self) -> None:  # pragma: no cover - abstract
+    def split_dataset(self, split: str, train: bool) -> Dataset:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _dataset(self, split: str, train: bool) -> Dataset:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def collate_fn(self, split: str) -> Callable | None:
+        return None
 
-    # ----------------------------------------------------------------- loaders
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        """``shuffle``: the training order of `mrl.data.resume` (seeded per epoch, resumable mid-epoch)."""
-        sampler = self.training_sampler(dataset) if shuffle else None
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        """``shuffle``: the training order of `mrl.data.sampling` (seeded per epoch, resumable mid-epoch)."""
+        dataset = self.split_dataset(check_split(split), train=shuffle)
         return (ResumableLoader if shuffle else DataLoader)(
             dataset,
             batch_size=self.batch_size,
-            sampler=sampler,
+            sampler=self.training_sampler(dataset) if shuffle else None,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
+            collate_fn=self.collate_fn(split),
             drop_last=False,
         )
 
     def train_dataloader(self) -> DataLoader:
-        self.setup("fit")
-        return self._loader(self._dataset("train", train=True), shuffle=True)
+        return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
         return self.eval_dataloader("val")
@@ -155,8 +70,5 @@ class ImageDataModule(ResumableOrder, L.LightningDataModule):
         return self.eval_dataloader("test")
 
     def eval_dataloader(self, split: str) -> DataLoader:
-        """Non-shuffled loader with eval transforms over `split` (train, val or test)."""
-        if split not in SPLITS:
-            raise ValueError(f"split={split!r} is not a data split; valid: {', '.join(SPLITS)}")
-        self.setup(split)
-        return self._loader(self._dataset(split, train=False), shuffle=False)
+        """Non-shuffled loader with evaluation transforms over ``split`` (train, val or test)."""
+        return self._loader(split, shuffle=False)

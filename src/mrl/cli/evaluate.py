@@ -1,0 +1,34 @@
+"""Hydra entry point for evaluation: ``python -m mrl.cli.evaluate run=<run or sweep directory>`` (``make eval``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from mrl.common.configs import config_dir
+from mrl.common.errors import exit_on_config_error
+from mrl.common.io import console
+from mrl.evaluation.result import EvaluationResult
+from mrl.evaluation.runner import evaluate_runs
+
+
+def show(result: EvaluationResult) -> None:
+    """Print the per-size table of the run's ``summary.md``; the cascade and funnel tables stay in the file."""
+    from rich.markdown import Markdown
+
+    out = Path(result.output_dir)
+    summary = (out / "summary.md").read_text()
+    console().print(Markdown(summary.split("\n## ", 1)[0]))
+    print(f"Evaluation written to {out} (summary.md also has the adaptive-classification and funnel tables)")
+
+
+@hydra.main(config_path=str(config_dir()), config_name="eval", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    for result in exit_on_config_error(lambda: evaluate_runs(cfg)):
+        show(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Configs: where the Hydra configs are (shipped inside the installed package as ``mrl/conf``, so the console
+scripts work after ``pip install``; or the checkout's top-level ``conf/`` in a source tree or an editable
+install), and config sections read into typed dataclasses, so a wrong key fails with its name and every
+default is written once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+def config_dir() -> Path:
+    """The directory holding ``train.yaml`` and ``eval.yaml``."""
+    for candidate in (PACKAGE_DIR / "conf", PACKAGE_DIR.parents[1] / "conf"):
+        if (candidate / "train.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"config_dir={str(PACKAGE_DIR / 'conf')!r}: the package has no configs; reinstall it "
+                            "(pip install mrl) or run from a checkout that has conf/")
+
+
+def typed(cls: type[T], values: Mapping[str, Any] | None, key: str) -> T:
+    """The dataclass ``cls`` built from a config section; an unknown key fails in one line that names it
+    (``model.optimizer.nesterv=true: unknown key; valid keys: ...``). Defaults are the dataclass's own."""
+    values = dict(values or {})
+    names = [f.name for f in fields(cls)]
+    unknown = [name for name in values if name not in names]
+    if unknown:
+        raise ValueError(f"{key}.{unknown[0]}={values[unknown[0]]!r}: unknown key; valid keys: {', '.join(names)}")
+    return cls(**values)

@@ -1,0 +1,358 @@
+"""Text LightningDataModules: topic classification and sentence pairs.
+
+Text LightningDataModules: topic classification and sentence pairs, from local files, Hugging Face
+datasets, or the small offline default built from the Python documentation shipped with CPython.
+
+Batches
+-------
+Classification: ``(features, labels)``, ``features`` the tokenizer's dict (``input_ids``,
+``attention_mask``[, ``token_type_ids``]). Pairs: ``(anchor, positive)`` or ``(anchor, positive,
+negative)`` token dicts padded to one common length (so a model can concatenate them into one forward);
+scored (STS-style) pairs: ``(sentence1, sentence2, scores)`` with float scores. The tokenizer is the
+backbone's: ``tokenizer`` takes its name or path (``${model.backbone.name_or_path}`` in the configs; null
+= the bundled all-MiniLM-L6-v2).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from mrl.data.base import MatryoshkaDataModule, check_split
+from mrl.data.text.corpus import BUILTIN, PYTHON_DOCS_CLASSES, python_docs_pairs, python_docs_sentences
+from mrl.data.text.tables import (
+    _check_columns,
+    _has_split,
+    _is_builtin,
+    _is_file_source,
+    _require_datasets,
+    read_table,
+)
+
+__all__ = ["TextClassificationDataModule", "TextPairsDataModule"]
+
+
+class _ListDataset(Dataset):
+    def __init__(self, items: Sequence) -> None:
+        self.items = list(items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        return self.items[index]
+
+
+class _Collate:
+    """Tokenizes a batch of items. ``kind``: "classification" (text, label), "pairs" (a, p[, n]) or
+    "scored" (a, b, score). Pair texts are tokenized in one call, so every part has one length."""
+
+    def __init__(self, tokenizer, max_length: int, kind: str) -> None:
+        self.tokenizer, self.max_length, self.kind = tokenizer, int(max_length), kind
+
+    def _tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        return dict(self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                                   return_tensors="pt"))
+
+    def __call__(self, items: list[tuple]):
+        if self.kind == "classification":
+            texts, labels = zip(*items)
+            return self._tokenize(list(texts)), torch.tensor(labels, dtype=torch.long)
+        if self.kind == "scored":
+            a, b, scores = zip(*items)
+            features = self._tokenize([*a, *b])
+            n = len(items)
+            return (_rows(features, 0, n), _rows(features, n, 2 * n), torch.tensor(scores, dtype=torch.float32))
+        parts = len(items[0])
+        n = len(items)
+        features = self._tokenize([text for part in range(parts) for text in (item[part] for item in items)])
+        return tuple(_rows(features, i * n, (i + 1) * n) for i in range(parts))
+
+
+def _rows(features: Mapping[str, torch.Tensor], start: int, stop: int) -> dict[str, torch.Tensor]:
+    return {k: v[start:stop] for k, v in features.items()}
+
+
+# ------------------------------------------------------------------------------------------ base module
+class _TextDataModule(MatryoshkaDataModule):
+    """Loader options, the tokenizer and the split contract shared by the text data modules."""
+
+    name: str
+    num_classes: int
+    in_chans = None  # text: no image channels
+    kind: str
+
+    def __init__(self, tokenizer: str | None, max_length: int, val_fraction: float, batch_size: int,
+                 num_workers: int, pin_memory: bool, persistent_workers: bool, seed: int) -> None:
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed)
+        if not 0.0 < float(val_fraction) < 1.0:
+            raise ValueError(f"data.val_fraction={val_fraction} is invalid; use a fraction in (0, 1)")
+        if int(max_length) < 2:
+            raise ValueError(f"data.max_length={max_length} is invalid; use an integer >= 2")
+        self.tokenizer_name = tokenizer
+        self.max_length = int(max_length)
+        self.val_fraction = float(val_fraction)
+        self._tokenizer = None
+        self._splits: dict[str, list] = {}
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from mrl.backbones.hf_text import load_tokenizer
+
+            self._tokenizer = load_tokenizer(self.tokenizer_name, key="data.tokenizer")
+        return self._tokenizer
+
+    def set_tokenizer(self, tokenizer) -> None:
+        """Use an already loaded tokenizer (e.g. the backbone's) instead of loading ``data.tokenizer``."""
+        self._tokenizer = tokenizer
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self._splits:
+            self._splits = self._build()
+
+    def _build(self) -> dict[str, list]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def split_items(self, split: str) -> list:
+        """The raw items (texts, labels, scores) of a split: test falls back to val when there is none."""
+        self.setup(check_split(split))
+        return self._splits.get(split) or self._splits["val"]
+
+    def _collate_kind(self, split: str) -> str:
+        return self.kind
+
+    def split_dataset(self, split: str, train: bool) -> Dataset:
+        return _ListDataset(self.split_items(split))
+
+    def collate_fn(self, split: str) -> _Collate:
+        return _Collate(self.tokenizer, self.max_length, self._collate_kind(split))
+
+
+# ------------------------------------------------------------------------------------- classification
+class TextClassificationDataModule(_TextDataModule):
+    """Texts with class labels. ``num_classes``, ``class_names`` and ``name`` are known after construction
+    (the table is read then; it is small for the default and cached by ``datasets`` otherwise).
+
+    Labels may be integers or strings; they are mapped to ``0..C-1`` in sorted order (``class_names``).
+    A single table (local file, the offline default, a Hugging Face set without ``val_split``) is split
+    into train/val with a stratified, seeded ``val_fraction``; ``test_split`` names a Hugging Face test split
+    (else test is val). ``max_samples`` caps the training rows (seeded choice) for quick runs.
+    """
+
+    kind = "classification"
+
+    def __init__(
+        self,
+        source: str | None = BUILTIN,
+        text_column: str = "text",
+        label_column: str = "label",
+        tokenizer: str | None = None,
+        max_length: int = 128,
+        val_fraction: float = 0.2,
+        subset: str | None = None,
+        train_split: str = "train",
+        val_split: str | None = "validation",
+        test_split: str | None = None,
+        max_per_class: int | None = None,
+        max_samples: int | None = None,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(tokenizer, max_length, val_fraction, batch_size, num_workers, pin_memory,
+                         persistent_workers, seed)
+        self.save_hyperparameters()
+        self.source = BUILTIN if _is_builtin(source) else str(source)
+        _require_datasets(self.source)
+        self.text_column, self.label_column = text_column, label_column
+        self.max_samples = max_samples
+        tables = self._read(subset, train_split, val_split, test_split, max_per_class)
+        labels = sorted({row[1] for rows in tables.values() for row in rows}, key=lambda v: (str(type(v)), v))
+        if len(labels) < 2:
+            raise ValueError(f"data.label_column={label_column!r}: {len(labels)} distinct label(s) in "
+                             f"{self.source!r}; classification needs at least 2")
+        if self.source == BUILTIN:
+            self.class_names = list(PYTHON_DOCS_CLASSES)
+            index = {i: i for i in range(len(self.class_names))}
+        else:
+            self.class_names = [str(v) for v in labels]
+            index = {v: i for i, v in enumerate(labels)}
+        self._tables = {split: [(text, index[label]) for text, label in rows] for split, rows in tables.items()}
+        self.num_classes = len(self.class_names)
+        self.name = "python-docs-topics" if self.source == BUILTIN else Path(self.source).stem or self.source
+
+    def _read(self, subset, train_split, val_split, test_split, max_per_class) -> dict[str, list]:
+        if self.source == BUILTIN:
+            texts, labels, _ = python_docs_sentences(max_per_class, self.seed)
+            return {"all": list(zip(texts, labels))}
+        columns = {"text_column": self.text_column, "label_column": self.label_column}
+
+        def rows(split):
+            table = read_table(self.source, subset=subset, split=split)
+            _check_columns(table, columns, "data.", self.source)
+            return [(str(r[self.text_column]), r[self.label_column]) for r in table
+                    if r[self.text_column] is not None and r[self.label_column] is not None]
+
+        if _is_file_source(self.source):
+            return {"all": rows(None)}
+        tables = {"train": rows(train_split)}
+        if _has_split(self.source, subset, val_split):
+            tables["val"] = rows(val_split)
+        else:
+            tables = {"all": tables["train"]}
+        if _has_split(self.source, subset, test_split):
+            tables["test"] = rows(test_split)
+        return tables
+
+    def _build(self) -> dict[str, list]:
+        splits = dict(self._tables)
+        if "all" in splits:
+            from sklearn.model_selection import train_test_split
+
+            items = splits.pop("all")
+            labels = [y for _, y in items]
+            counts = torch.bincount(torch.tensor(labels), minlength=self.num_classes)
+            n_val = max(1, round(self.val_fraction * len(items)))
+            stratify = labels if int(counts.min()) >= 2 and n_val >= self.num_classes else None
+            train, val = train_test_split(items, test_size=n_val, stratify=stratify, random_state=self.seed)
+            splits["train"], splits["val"] = list(train), list(val)
+        if self.max_samples is not None and len(splits["train"]) > int(self.max_samples):
+            rng = random.Random(self.seed)
+            splits["train"] = rng.sample(splits["train"], int(self.max_samples))
+        return splits
+
+
+# ------------------------------------------------------------------------------------------------ pairs
+class TextPairsDataModule(_TextDataModule):
+    """Sentence pairs for contrastive training, or scored pairs (STS-style) for evaluation.
+
+    Training items are ``(anchor, positive)`` or, with ``negative_column``, ``(anchor, positive, negative)``.
+    With ``score_column`` every split is scored: items ``(sentence1, sentence2, score)``, used for
+    evaluation (Spearman correlation of cosine similarity with the gold score), not for training.
+    ``eval_source`` (a dict with ``source``, ``subset``, ``split``, ``test_split``, ``anchor_column``,
+    ``positive_column``, ``score_column``) takes val/test from another set, e.g. train on AllNLI triplets and
+    evaluate on STS-benchmark. ``num_classes`` is 0 (no classes); ``kind`` is "pairs" or "scored" and
+    ``eval_kind`` the kind of the val/test splits.
+    """
+
+    num_classes = 0
+
+    def __init__(
+        self,
+        source: str | None = BUILTIN,
+        anchor_column: str = "anchor",
+        positive_column: str = "positive",
+        negative_column: str | None = None,
+        score_column: str | None = None,
+        eval_source: Mapping | None = None,
+        tokenizer: str | None = None,
+        max_length: int = 128,
+        val_fraction: float = 0.2,
+        subset: str | None = None,
+        train_split: str = "train",
+        val_split: str | None = "validation",
+        test_split: str | None = None,
+        max_pairs: int | None = None,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(tokenizer, max_length, val_fraction, batch_size, num_workers, pin_memory,
+                         persistent_workers, seed)
+        self.save_hyperparameters()
+        self.source = BUILTIN if _is_builtin(source) else str(source)
+        _require_datasets(self.source)
+        if eval_source:
+            _require_datasets(eval_source.get("source"), "data.eval_source.source")
+        if self.source == BUILTIN and (negative_column or score_column):
+            raise ValueError("data.negative_column / data.score_column: the offline pairs "
+                             f"({BUILTIN}) have neither; set them to null or use another data.source")
+        self.columns = {"anchor_column": anchor_column, "positive_column": positive_column,
+                        "negative_column": negative_column, "score_column": score_column}
+        self.subset, self.train_split, self.val_split, self.test_split = subset, train_split, val_split, test_split
+        self.max_pairs = max_pairs
+        self.kind = "scored" if score_column else "pairs"
+        self.eval_source = dict(eval_source) if eval_source else None
+        if self.eval_source is not None:
+            unknown = set(self.eval_source) - {"source", "subset", "split", "test_split", "anchor_column",
+                                               "positive_column", "score_column"}
+            if unknown or "source" not in self.eval_source:
+                raise ValueError(f"data.eval_source={self.eval_source!r}: needs 'source' and may have subset, "
+                                 "split, test_split, anchor_column, positive_column, score_column")
+        self.eval_kind = ("scored" if self.eval_source.get("score_column") else "pairs") if self.eval_source \
+            else self.kind
+        self.name = "python-docs-pairs" if self.source == BUILTIN else Path(self.source).stem or self.source
+        if _is_file_source(self.source) or self.source == BUILTIN:
+            self.setup()  # small: read now so column errors surface before training starts
+
+    def _collate_kind(self, split: str) -> str:
+        return self.kind if split == "train" else self.eval_kind
+
+    @staticmethod
+    def _items(table: list[dict], columns: Mapping[str, str | None], prefix: str, source: str) -> list[tuple]:
+        _check_columns(table, columns, prefix, source)
+        names = [c for c in (columns.get("anchor_column"), columns.get("positive_column"),
+                             columns.get("negative_column")) if c]
+        score = columns.get("score_column")
+        items = []
+        for row in table:
+            values = [row[c] for c in names]
+            if any(v is None for v in values) or (score and row[score] is None):
+                continue
+            item = tuple(str(v) for v in values)
+            items.append((*item, float(row[score])) if score else item)
+        return items
+
+    def _table(self, split: str | None, source: str | None = None, subset: str | None = None):
+        return read_table(source or self.source, key="data.source", subset=subset or self.subset, split=split)
+
+    def _build(self) -> dict[str, list]:
+        if self.source == BUILTIN:
+            pairs = python_docs_pairs(self.max_pairs, self.seed)
+            splits = {"all": pairs}
+        elif _is_file_source(self.source):
+            splits = {"all": self._items(self._table(None), self.columns, "data.", self.source)}
+        else:
+            splits = {"train": self._items(self._table(self.train_split), self.columns, "data.", self.source)}
+            if self.eval_source is None and _has_split(self.source, self.subset, self.val_split):
+                splits["val"] = self._items(self._table(self.val_split), self.columns, "data.", self.source)
+            if self.eval_source is None and _has_split(self.source, self.subset, self.test_split):
+                splits["test"] = self._items(self._table(self.test_split), self.columns, "data.", self.source)
+        if "all" in splits:
+            items = splits.pop("all")
+            rng = random.Random(self.seed)
+            order = list(range(len(items)))
+            rng.shuffle(order)
+            n_val = max(1, round(self.val_fraction * len(items)))
+            if len(items) - n_val < 1:
+                raise ValueError(f"data.val_fraction={self.val_fraction}: leaves no training pairs of {len(items)}")
+            splits["val"] = [items[i] for i in sorted(order[:n_val])]
+            splits["train"] = [items[i] for i in sorted(order[n_val:])]
+        if self.max_pairs is not None and self.source != BUILTIN and len(splits["train"]) > int(self.max_pairs):
+            splits["train"] = random.Random(self.seed).sample(splits["train"], int(self.max_pairs))
+        if self.eval_source is not None:
+            splits.update(self._eval_splits())
+        return splits
+
+    def _eval_splits(self) -> dict[str, list]:
+        spec = self.eval_source
+        columns = {"anchor_column": spec.get("anchor_column", "sentence1"),
+                   "positive_column": spec.get("positive_column", "sentence2"),
+                   "score_column": spec.get("score_column")}
+        out = {}
+        for split, name in (("val", spec.get("split", "validation")), ("test", spec.get("test_split"))):
+            if name is None and split == "test":
+                continue
+            table = read_table(spec["source"], key="data.eval_source.source", subset=spec.get("subset"),
+                               split=None if _is_file_source(str(spec["source"])) else name)
+            out[split] = self._items(table, columns, "data.eval_source.", str(spec["source"]))
+        return out

@@ -1,0 +1,112 @@
+"""Reading text tables: local files by extension, or one split of a Hugging Face dataset.
+
+Sources
+-------
+``source`` is one of
+
+* ``"builtin:python-docs"`` (or null), the offline default, described below;
+* a local file, read by extension: ``.csv``, ``.tsv``, ``.jsonl`` / ``.json`` (JSON lines or a JSON list of
+  records), ``.parquet`` (needs pyarrow); one file is split into train/val by ``val_fraction``;
+* a Hugging Face dataset name (``datasets.load_dataset(source, subset, split=...)``) for users with the
+  ``datasets`` package and a network or a filled cache; its own train/validation(/test) splits are used.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mrl.data.text.corpus import BUILTIN
+
+__all__ = ["FILE_TYPES", "read_table"]
+
+FILE_TYPES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+
+
+def _is_builtin(source: str | None) -> bool:
+    return source is None or str(source).strip().lower() in (BUILTIN, "builtin", "null", "")
+
+
+def _is_file_source(source: str) -> bool:
+    return Path(source).suffix.lower() in FILE_TYPES or Path(source).expanduser().exists()
+
+
+def _require_datasets(source: str | None, key: str = "data.source") -> None:
+    """Fail fast (before any training) when a Hugging Face dataset name is given without ``datasets``."""
+    if source is None or _is_builtin(source) or _is_file_source(str(source)):
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("datasets") is None:
+        _import_datasets(key, str(source))
+
+
+def _import_datasets(key: str, source: str):
+    try:
+        import datasets
+    except ImportError as error:
+        raise ImportError(
+            f"{key}={source!r}: a Hugging Face dataset name needs the `datasets` package; "
+            "`pip install datasets` (or give a local .csv/.jsonl/.parquet file)"
+        ) from error
+    return datasets
+
+
+def read_table(source: str, key: str = "data.source", subset: str | None = None,
+               split: str | None = None) -> list[dict[str, Any]]:
+    """Rows (dicts) of a local file (by extension) or of one split of a Hugging Face dataset."""
+    source = str(source)
+    if _is_file_source(source):
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"{key}={source!r}: no such file")
+        suffix = path.suffix.lower()
+        if suffix not in FILE_TYPES:
+            raise ValueError(f"{key}={source!r}: unknown file type {suffix!r}; use one of {', '.join(FILE_TYPES)}")
+        import pandas as pd
+
+        if suffix in (".csv", ".tsv"):
+            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+        elif suffix == ".parquet":
+            try:
+                frame = pd.read_parquet(path)
+            except ImportError as error:
+                raise ImportError(f"{key}={source!r}: reading parquet needs pyarrow; `pip install pyarrow`") from error
+        else:
+            text = path.read_text(encoding="utf-8")
+            stripped = text.lstrip()
+            if stripped.startswith("["):
+                return list(json.loads(text))
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+        return frame.to_dict(orient="records")
+    datasets = _import_datasets(key, source)
+    try:
+        data = datasets.load_dataset(source, subset, split=split)
+    except Exception as error:  # the library raises many types; keep the message one line
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise RuntimeError(f"{key}={source!r} (subset={subset!r}, split={split!r}): could not load ({first[:200]})") \
+            from error
+    return data.to_list()
+
+
+def _check_columns(rows: list[dict], columns: Mapping[str, str | None], key_prefix: str, source: str) -> None:
+    if not rows:
+        raise ValueError(f"{key_prefix}source={source!r}: no rows")
+    available = sorted(rows[0])
+    for key, column in columns.items():
+        if column is not None and column not in rows[0]:
+            raise KeyError(f"{key_prefix}{key}={column!r}: no such column in {source!r}; "
+                           f"available: {', '.join(map(str, available))}")
+
+
+def _has_split(source: str, subset: str | None, split: str | None) -> bool:
+    """Whether a Hugging Face dataset has ``split`` (local files have only one table)."""
+    if split is None or _is_builtin(source) or _is_file_source(source):
+        return False
+    datasets = _import_datasets("data.source", source)
+    try:
+        return split in datasets.get_dataset_split_names(source, subset)
+    except Exception:  # noqa: BLE001 - offline or unknown: treat as absent, the load itself will say why
+        return False

@@ -1,0 +1,126 @@
+"""The LightningModule base both model kinds share: backbone -> embedding, the hyper-parameters saved so a
+checkpoint rebuilds its model, the per-size loss logging, the non-finite-loss stop, and the optimizer with its
+warm-up and decay."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
+
+from mrl.common.configs import typed
+from mrl.training.optim import (
+    OPTIMIZERS,
+    SCHEDULES,
+    OptimizerConfig,
+    SchedulerConfig,
+    build_optimizer,
+    build_scheduler,
+)
+
+
+def plain(value: Any) -> Any:
+    """OmegaConf containers as plain Python, so checkpoints load with ``weights_only=True``."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+    except ImportError:  # pragma: no cover
+        return value
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def build_backbone(backbone: Mapping | nn.Module) -> nn.Module:
+    """Instantiate a backbone from a Hydra-style config (``_target_``) or pass a module through."""
+    if isinstance(backbone, nn.Module):
+        return backbone
+    from hydra.utils import instantiate
+
+    return instantiate(dict(backbone), _convert_="all")
+
+
+class MatryoshkaLightningModule(L.LightningModule):
+    """A backbone trained at several nested embedding sizes at once (``self.sizes``).
+
+    Subclasses build their loss and metrics; this class saves the hyper-parameters (``backbone`` as its config,
+    plus ``extra``), builds the backbone (``self.embed_dim`` is its width), logs ``{split}/loss`` and
+    ``{split}/loss@{m}`` per size, and configures the optimizer and schedule from ``optimizer``/``scheduler``.
+    """
+
+    def __init__(self, backbone: Mapping | nn.Module, nesting: Sequence[int] | None, loss: Mapping | None,
+                 optimizer: Mapping | None, scheduler: Mapping | None, **extra: Any) -> None:
+        super().__init__()
+        self.save_hyperparameters({
+            "backbone": None if isinstance(backbone, nn.Module) else plain(backbone),
+            "nesting": plain(nesting),
+            "loss": dict(plain(loss) or {}),
+            "optimizer": dict(plain(optimizer) or {}),
+            "scheduler": dict(plain(scheduler) or {}),
+            **{key: plain(value) for key, value in extra.items()},
+        })
+        self.optimizer_config = typed(OptimizerConfig, self.hparams.optimizer, "model.optimizer")
+        if str(self.optimizer_config.name).lower() not in OPTIMIZERS:
+            raise ValueError(f"model.optimizer.name={self.optimizer_config.name!r}: expected one of "
+                             f"{', '.join(OPTIMIZERS)}")
+        # No scheduler section, or name none: the learning rate stays as it is.
+        scheduler_config = typed(SchedulerConfig, self.hparams.scheduler, "model.scheduler")
+        name = str(scheduler_config.name).lower()
+        if name not in (*SCHEDULES, "none"):
+            raise ValueError(f"model.scheduler.name={scheduler_config.name!r}: expected one of "
+                             f"{', '.join(SCHEDULES)} or none")
+        self.scheduler_config = scheduler_config if self.hparams.scheduler and name != "none" else None
+        self.backbone = build_backbone(backbone)
+        self.embed_dim = int(self.backbone.embed_dim)
+        self.sizes: list[int] = []
+
+    def embed(self, x: Any) -> torch.Tensor:
+        """Full-width embeddings ``[B, D]``; keep the first m coordinates for size m."""
+        return self.backbone(x)
+
+    # ---------------------------------------------------------------------------------------- logging
+    def log_losses(self, split: str, loss: torch.Tensor, per_size: torch.Tensor, batch_size: int) -> None:
+        """Stop on a non-finite loss (the last good checkpoint is kept), else log the total and each size's.
+
+        Epoch-level validation and test losses are averaged over processes."""
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"{split}/loss is {loss.item()} at step {self.global_step} (per size: "
+                f"{per_size.detach().tolist()}); the last good checkpoint is kept. "
+                "Lower model.optimizer.lr or enable gradient clipping (trainer.gradient_clip_val)."
+            )
+        on_step, sync = split == "train", split != "train"
+        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=batch_size,
+                 sync_dist=sync)
+        for i, m in enumerate(self.sizes):
+            self.log(f"{split}/loss@{m}", per_size[i].detach(), on_step=on_step, on_epoch=True,
+                     batch_size=batch_size, sync_dist=sync)
+
+    # ------------------------------------------------------------------------------------- optimizers
+    def global_batch(self) -> int | None:
+        """Examples per optimizer step over all processes: batch size x processes x accumulated batches."""
+        batch_size = getattr(self.trainer.datamodule, "batch_size", None)
+        if not batch_size:
+            return None
+        return int(batch_size) * self.trainer.world_size * self.trainer.accumulate_grad_batches
+
+    def configure_optimizers(self):
+        global_batch = self.global_batch()
+        config = self.optimizer_config
+        optimizer = build_optimizer(self, config, global_batch=global_batch)
+        if config.lr_batch and global_batch != config.lr_batch:
+            rank_zero_info(f"learning rate {config.lr} is set for a global batch of {config.lr_batch}; "
+                           f"{optimizer.param_groups[0]['lr']:.6g} for this run's {global_batch}")
+        if self.scheduler_config is None:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        batches = self.trainer.num_training_batches
+        if batches == float("inf") or not batches:
+            steps_per_epoch = total / max(1, int(self.trainer.max_epochs or 1))
+        else:
+            steps_per_epoch = max(1.0, batches / self.trainer.accumulate_grad_batches)
+        scheduler = build_scheduler(optimizer, self.scheduler_config, total, steps_per_epoch=steps_per_epoch)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,133 @@
+"""The classifier: backbone -> embedding -> nested head -> Matryoshka cross-entropy, with per-size accuracy."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from mrl.common.configs import typed
+from mrl.core.heads import HEAD_KINDS, build_head
+from mrl.core.losses import MatryoshkaCrossEntropy
+from mrl.core.nesting import resolve_nesting
+from mrl.data.base import SPLITS
+from mrl.training.base import MatryoshkaLightningModule, plain
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """``model.head``: ``kind`` (mrl, mrl_e, ff, standard), ``dim`` (the ff head's size), ``bias``."""
+
+    kind: str = "mrl"
+    bias: bool = True
+    dim: int | None = None
+
+
+@dataclass(frozen=True)
+class CrossEntropyConfig:
+    """``model.loss``: per-size ``weights`` (null: 1 each, as the paper sums) and ``label_smoothing``."""
+
+    weights: Sequence[float] | None = None
+    label_smoothing: float = 0.0
+
+
+class MatryoshkaClassifier(MatryoshkaLightningModule):
+    """Trains one embedding at several nested sizes at once.
+
+    ``head`` is a dict for :func:`mrl.core.heads.build_head` (``kind``: mrl, mrl_e, ff or standard, plus
+    ``dim`` for ff and ``bias``); ``nesting`` is resolved against the backbone's embedding width (None =
+    halve down to 8). Metrics are logged as ``{split}/top1@{m}``, ``{split}/top5@{m}``,
+    ``{split}/loss@{m}`` and ``{split}/loss`` for every size m the head serves.
+    """
+
+    def __init__(
+        self,
+        backbone: Mapping | nn.Module,
+        num_classes: int,
+        head: Mapping | None = None,
+        nesting: list[int] | None = None,
+        loss: Mapping | None = None,
+        optimizer: Mapping | None = None,
+        scheduler: Mapping | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
+        head_config = typed(HeadConfig, plain(head), "model.head")
+        if head_config.kind not in HEAD_KINDS:
+            raise ValueError(f"model.head.kind={head_config.kind!r}: expected one of {', '.join(HEAD_KINDS)}")
+        super().__init__(backbone, nesting, loss, optimizer, scheduler, num_classes=int(num_classes),
+                         head=asdict(head_config), channels_last=channels_last, compile=compile)
+        if int(num_classes) < 2:
+            raise ValueError(f"model.num_classes={num_classes!r}: need at least 2 classes")
+        loss_config = typed(CrossEntropyConfig, self.hparams.loss, "model.loss")
+        kind = head_config.kind
+        self.nesting = resolve_nesting(self.hparams.nesting, self.embed_dim) if kind in ("mrl", "mrl_e") else None
+        self.head = build_head(kind, self.embed_dim, int(num_classes), nesting=self.nesting, dim=head_config.dim,
+                               bias=head_config.bias)
+        self.sizes = list(self.head.sizes)
+        self.criterion = MatryoshkaCrossEntropy(weights=loss_config.weights,
+                                                label_smoothing=float(loss_config.label_smoothing))
+        top5 = min(5, int(num_classes))
+
+        def accuracy(k: int) -> nn.ModuleList:
+            return nn.ModuleList(MulticlassAccuracy(num_classes, top_k=k, average="micro") for _ in self.sizes)
+
+        self.metrics = nn.ModuleDict(
+            {f"{split}_acc": nn.ModuleDict({"top1": accuracy(1), "top5": accuracy(top5)}) for split in SPLITS}
+        )
+        self._embed_fn = self.backbone
+        if compile:
+            # Not registered as a submodule, so state-dict keys stay free of ``_orig_mod.``.
+            object.__setattr__(self, "_embed_fn", torch.compile(self.backbone))
+        if channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+
+    # ----------------------------------------------------------------------------------------- forward
+    def _prepare(self, x: Any) -> Any:
+        if self.hparams.channels_last and isinstance(x, torch.Tensor) and x.ndim == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def embed(self, x: Any) -> torch.Tensor:
+        """Full-width embeddings ``[B, D]``; truncate to any prefix for a smaller representation."""
+        return self._embed_fn(self._prepare(x))
+
+    def forward(self, x: Any) -> torch.Tensor:
+        """Logits for every size, stacked ``[G, B, C]``."""
+        return self.head(self.embed(x))
+
+    # ------------------------------------------------------------------------------------------- steps
+    def _shared_step(self, batch: Any, split: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        per_size = self.criterion.per_size(logits, y)
+        loss = self.criterion.reduce(per_size)
+        batch_size = y.shape[0]
+        self.log_losses(split, loss, per_size, batch_size)
+        detached = logits.detach()
+        for i, m in enumerate(self.sizes):
+            for name in ("top1", "top5"):
+                metric = self.metrics[f"{split}_acc"][name][i]
+                metric(detached[i], y)
+                self.log(f"{split}/{name}@{m}", metric, on_step=False, on_epoch=True, batch_size=batch_size)
+        return loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        x, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
+        out = {"embedding": self.embed(x)}
+        if y is not None:
+            out["label"] = y
+        return out

@@ -1,0 +1,184 @@
+"""The training procedure behind ``mrl.cli.train``: build data, model, callbacks, loggers and trainer from a
+composed config, fit (resuming when the run directory holds a checkpoint), test, and write results."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from mrl.common.errors import instantiate_clearly
+from mrl.common.io import atomic_write_text, console, write_json
+from mrl.common.wandb_runs import ensure_wandb_mode, stable_run_id
+from mrl.runs import latest_resume_checkpoint
+from mrl.training.callbacks import curve_table, print_curve
+
+log = logging.getLogger(__name__)
+
+
+def print_config_tree(cfg: DictConfig) -> None:
+    from rich.syntax import Syntax
+    from rich.tree import Tree
+
+    tree = Tree("config", guide_style="dim")
+    for key in cfg:
+        branch = tree.add(str(key))
+        value = cfg[key]
+        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        branch.add(Syntax(text, "yaml"))
+    console().print(tree)
+
+
+def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    if cfg.get("data") is None or "_target_" not in cfg.data:
+        raise ValueError("data: no data module configured; choose one, e.g. data=digits")
+    return instantiate_clearly(cfg.data)
+
+
+def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> L.LightningModule:
+    """Fill in what the data decides (class count, input channels) and check what the user set."""
+    model_cfg = cfg.model.copy()
+    expected = model_cfg.get("num_classes")
+    if expected is not None and int(expected) != int(datamodule.num_classes):
+        raise ValueError(
+            f"model.num_classes={expected}: does not match the data ({type(datamodule).__name__} has "
+            f"{datamodule.num_classes} classes); set it to {datamodule.num_classes} or null"
+        )
+    with open_dict(model_cfg):
+        if "num_classes" in model_cfg:  # a classifier; a contrastive model has no classes
+            model_cfg.num_classes = int(datamodule.num_classes)
+        if "backbone" in model_cfg and model_cfg.backbone.get("in_chans", 1) is None:
+            model_cfg.backbone.in_chans = int(getattr(datamodule, "in_chans", 3))
+    model = instantiate_clearly(model_cfg, _recursive_=False)
+    backbone = getattr(model, "backbone", None)
+    if hasattr(datamodule, "set_data_config") and hasattr(backbone, "data_config"):
+        datamodule.set_data_config(backbone.data_config)
+    return model
+
+
+def build_callbacks(cfg: DictConfig, with_loggers: bool = True) -> list[L.Callback]:
+    """Callbacks from config; the learning-rate monitor is dropped when there is no logger to feed."""
+    callbacks = []
+    for callback_cfg in (cfg.get("callbacks") or {}).values():
+        if not callback_cfg or "_target_" not in callback_cfg:
+            continue
+        if not with_loggers and callback_cfg._target_.endswith("LearningRateMonitor"):
+            continue
+        callbacks.append(instantiate(callback_cfg))
+    return callbacks
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
+    loggers = []
+    for logger_cfg in (cfg.get("logger") or {}).values():
+        if not logger_cfg or "_target_" not in logger_cfg:
+            continue
+        if "WandbLogger" in logger_cfg._target_:
+            ensure_wandb_mode(run_dir)
+            with open_dict(logger_cfg):
+                logger_cfg.id = logger_cfg.get("id") or stable_run_id(run_dir)
+                logger_cfg.name = logger_cfg.get("name") or run_dir.name
+                logger_cfg.resume = "allow"
+        loggers.append(instantiate(logger_cfg))
+    return loggers
+
+
+def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
+    """An explicit ``ckpt_path``, else the run directory's ``checkpoints/last.ckpt`` if it exists."""
+    if cfg.ckpt_path:
+        path = Path(cfg.ckpt_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path!r}: no such checkpoint file")
+        log.info("Resuming from ckpt_path=%s", path)
+        return str(path)
+    latest = latest_resume_checkpoint(run_dir)
+    if latest is not None:
+        log.info("Resuming from %s (this run directory already holds a checkpoint)", latest)
+        return str(latest)
+    return None
+
+
+def _numbers(metrics: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if not k.endswith("_step")}
+
+
+def run_training(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Train, evaluate the best checkpoint, write ``results.json``; always closes the loggers."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.print_config:
+        print_config_tree(cfg)
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(cfg.seed, workers=True)
+
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg, datamodule)
+    loggers = build_loggers(cfg, run_dir)
+    callbacks = build_callbacks(cfg, with_loggers=bool(loggers))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    try:
+        for logger in loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        if cfg.train:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, run_dir))
+        results = collect_results(cfg, trainer, model, datamodule, run_dir)
+    finally:
+        for logger in loggers:
+            if hasattr(logger, "finalize"):
+                logger.finalize("success")
+        if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+            import wandb
+
+            wandb.finish()
+    return results
+
+
+def collect_results(cfg, trainer, model, datamodule, run_dir: Path) -> dict[str, Any]:
+    """Validate (and test) the best checkpoint and write the final per-size metrics to results.json."""
+    fast = bool(cfg.trainer.get("fast_dev_run"))
+    best = None if fast else (getattr(trainer.checkpoint_callback, "best_model_path", "") or None)
+    if best is None and not cfg.train and cfg.ckpt_path:
+        best = str(cfg.ckpt_path)  # evaluate-only: the given checkpoint, not fresh weights
+    metrics: dict[str, float] = {}
+    if cfg.train or cfg.ckpt_path:
+        metrics.update(_numbers(trainer.validate(model, datamodule=datamodule, ckpt_path=best,
+                                                 verbose=False)[0]))
+        if cfg.test:
+            metrics.update(_numbers(trainer.test(model, datamodule=datamodule, ckpt_path=best,
+                                                 verbose=False)[0]))
+    results = {
+        "experiment": cfg.experiment_name,
+        "head": (model.hparams.get("head") or {}).get("kind", "contrastive"),
+        "backbone": getattr(model.backbone, "name", type(model.backbone).__name__),
+        "embed_dim": model.embed_dim,
+        "sizes": model.sizes,
+        "nesting": model.nesting,
+        "num_classes": model.hparams.get("num_classes"),
+        "seed": cfg.seed,
+        "run_dir": str(run_dir),
+        "best_checkpoint": best,
+        "global_step": trainer.global_step,
+        "metrics": metrics,
+    }
+    if trainer.is_global_zero:
+        write_json(run_dir / "results.json", results)
+        names, rows = curve_table(metrics, model.sizes, "val")
+        if rows:
+            what = {"top1": "accuracy", "spearman": "Spearman"}.get(names[0], "retrieval")
+            print_curve(names, rows, f"{results['experiment']} ({results['head']}): val {what} by embedding size")
+    return results
+
+
+def optimized_metric(cfg: DictConfig, results: dict[str, Any]) -> float | None:
+    name = cfg.optimized_metric
+    if not name:
+        return None
+    value = results.get("metrics", {}).get(name)
+    if value is None:
+        raise KeyError(f"optimized_metric={name!r}: not among the run's metrics "
+                       f"({', '.join(sorted(results.get('metrics', {}))[:8])}, ...)")
+    return float(value)
