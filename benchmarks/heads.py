@@ -134,10 +134,7 @@ def main(argv=None) -> dict[str, float]:
         # (other processes) moves both alike
         q1, ratio, q3 = statistics.quantiles([t / b for t, b in zip(ts, base)], n=4)
         ratios[name] = ratio
-        print(
-            f"{name:<21} {statistics.median(ts):>10.2f} {min(ts):>8.2f} {ratio:>8.2f} "
-            f"{f'({q1:.2f}-{q3:.2f})':>13}"
-        )
+        print(f"{name:<21} {statistics.median(ts):>10.2f} {min(ts):>8.2f} {ratio:>8.2f} {f'({q1:.2f}-{q3:.2f})':>13}")
     return ratios
 
 

@@ -22,8 +22,12 @@ from mrl.training.classifier import MatryoshkaClassifier
 from mrl.training.procedure import build_datamodule, build_model, run_training
 from mrl_testing.configs import FAST, ROOT
 
-CHECKPOINTS = ["callbacks=default", "callbacks.rich_progress_bar=null", "callbacks.rich_model_summary=null",
-               "callbacks.learning_rate_monitor=null"]
+CHECKPOINTS = [
+    "callbacks=default",
+    "callbacks.rich_progress_bar=null",
+    "callbacks.rich_model_summary=null",
+    "callbacks.learning_rate_monitor=null",
+]
 
 
 def _png(path: Path, color: tuple[int, int, int], size: int = 12) -> None:
@@ -81,44 +85,65 @@ def test_bad_model_settings_fail_before_training(make_cfg, overrides, match):
 def test_bad_data_roots_fail_before_training(make_cfg, tmp_path):
     data = ["data=image_folder", "data.num_workers=0", "data.persistent_workers=false", "data.pin_memory=false"]
     missing = tmp_path / "nowhere"
-    _fails_before_training(make_cfg(*data, f"data.root={missing}", *CHECKPOINTS),
-                           rf"data\.root={missing} does not exist")
+    _fails_before_training(
+        make_cfg(*data, f"data.root={missing}", *CHECKPOINTS), rf"data\.root={missing} does not exist"
+    )
     bare = tmp_path / "bare"
     (bare / "train").mkdir(parents=True)
     (bare / "val").mkdir()
-    _fails_before_training(make_cfg(*data, f"data.root={bare}", *CHECKPOINTS),
-                           rf"data\.root={bare}: train/ has no class folders")
+    _fails_before_training(
+        make_cfg(*data, f"data.root={bare}", *CHECKPOINTS), rf"data\.root={bare}: train/ has no class folders"
+    )
     empty_class = _image_folder(tmp_path / "empty_class", {"train/fox": 0})
-    _fails_before_training(make_cfg(*data, f"data.root={empty_class}", *CHECKPOINTS),
-                           r"class folder .*train/fox has no images")
+    _fails_before_training(
+        make_cfg(*data, f"data.root={empty_class}", *CHECKPOINTS), r"class folder .*train/fox has no images"
+    )
     # The class count of the head must match the folder's three classes.
     ok = _image_folder(tmp_path / "ok")
-    _fails_before_training(make_cfg(*data, f"data.root={ok}", "model.num_classes=10", *CHECKPOINTS),
-                           r"model\.num_classes=10: does not match the data \(ImageFolderDataModule has 3")
+    _fails_before_training(
+        make_cfg(*data, f"data.root={ok}", "model.num_classes=10", *CHECKPOINTS),
+        r"model\.num_classes=10: does not match the data \(ImageFolderDataModule has 3",
+    )
 
 
 def test_command_line_shows_the_error_last_and_exits_nonzero(tmp_path):
     run_dir = tmp_path / "run"
-    args = [sys.executable, "-m", "mrl.cli.train", *FAST, "data=image_folder", f"data.root={tmp_path / 'nowhere'}",
-            f"hydra.run.dir={run_dir}"]
-    result = subprocess.run(args, cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"},
-                            capture_output=True, text=True, timeout=120)
+    args = [
+        sys.executable,
+        "-m",
+        "mrl.cli.train",
+        *FAST,
+        "data=image_folder",
+        f"data.root={tmp_path / 'nowhere'}",
+        f"hydra.run.dir={run_dir}",
+    ]
+    result = subprocess.run(
+        args, cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"}, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line]
-    assert lines[-1] == (f"FileNotFoundError: data.root={tmp_path / 'nowhere'} does not exist or is not a folder; "
-                         "point it at a folder holding train/ and val/ class folders (ImageNet layout)")
+    assert lines[-1] == (
+        f"FileNotFoundError: data.root={tmp_path / 'nowhere'} does not exist or is not a folder; "
+        "point it at a folder holding train/ and val/ class folders (ImageNet layout)"
+    )
     assert not (run_dir / "checkpoints").exists()
 
 
 def test_eval_command_line_gives_one_line_for_a_wrong_run(tmp_path):
     missing = tmp_path / "no_such_run"
-    result = subprocess.run([sys.executable, "-m", "mrl.cli.evaluate", f"run={missing}", f"hydra.run.dir={tmp_path}"],
-                            cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"}, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "mrl.cli.evaluate", f"run={missing}", f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip() == (f"FileNotFoundError: run={str(missing)!r}: neither a run directory nor a "
-                                     "checkpoint file")
+    assert result.stderr.strip() == (
+        f"FileNotFoundError: run={str(missing)!r}: neither a run directory nor a checkpoint file"
+    )
 
 
 class NaNAfterSteps(MatryoshkaClassifier):
@@ -134,8 +159,12 @@ class NaNAfterSteps(MatryoshkaClassifier):
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(make_cfg, tmp_path):
-    cfg = make_cfg(f"model._target_={__name__}.NaNAfterSteps", "trainer.max_epochs=3", *CHECKPOINTS,
-                   "callbacks.periodic_checkpoint.every_n_train_steps=2")
+    cfg = make_cfg(
+        f"model._target_={__name__}.NaNAfterSteps",
+        "trainer.max_epochs=3",
+        *CHECKPOINTS,
+        "callbacks.periodic_checkpoint.every_n_train_steps=2",
+    )
     with pytest.raises(FloatingPointError, match=r"train/loss is nan at step 5 .*last good checkpoint is kept"):
         run_training(cfg, cfg.paths.output_dir)
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
@@ -150,8 +179,15 @@ def test_truncated_image_is_skipped_and_counted_in_a_training_run(make_cfg, tmp_
     root = _image_folder(tmp_path / "images")
     good = (root / "train" / "dog" / "0.png").read_bytes()
     (root / "train" / "dog" / "9.png").write_bytes(good[: len(good) // 2])
-    cfg = make_cfg("data=image_folder", f"data.root={root}", "data.batch_size=5", "data.num_workers=0",
-                   "data.persistent_workers=false", "data.pin_memory=false", "trainer.max_epochs=1")
+    cfg = make_cfg(
+        "data=image_folder",
+        f"data.root={root}",
+        "data.batch_size=5",
+        "data.num_workers=0",
+        "data.persistent_workers=false",
+        "data.pin_memory=false",
+        "trainer.max_epochs=1",
+    )
     with pytest.warns(UserWarning, match=r"skipped 1 unreadable image\(s\) under data\.root=.*9\.png"):
         results = run_training(cfg, cfg.paths.output_dir)
     # 13 files, 12 readable: the bad one is replaced by the next readable image, 13 samples in 3 batches.
@@ -170,10 +206,12 @@ def test_checkpoint_with_pickled_object_is_refused_unless_opted_out(make_cfg, tm
     cfg = make_cfg()
     model = build_model(cfg, build_datamodule(cfg))
     path = tmp_path / "untrusted.ckpt"
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
-                "extra": Payload()}, path)
-    with pytest.raises(ValueError, match=r"untrusted.ckpt'?: not a readable checkpoint \(it holds a pickled object, "
-                       r"print, .* pass weights_only=false\)"):
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams), "extra": Payload()}, path)
+    with pytest.raises(
+        ValueError,
+        match=r"untrusted.ckpt'?: not a readable checkpoint \(it holds a pickled object, "
+        r"print, .* pass weights_only=false\)",
+    ):
         load_module(path)
     assert "unpickled" not in capsys.readouterr().out
     loaded = load_module(path, weights_only=False)  # the user's explicit opt-out for a trusted file

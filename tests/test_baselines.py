@@ -93,7 +93,8 @@ def test_baseline_curves_on_a_sample_of_the_training_rows():
     assert sampled == baseline_curves(tr_x[rows], tr_y[rows], te_x, te_y, sizes=[2, 8], seed=3)
     assert sampled != baseline_curves(tr_x, tr_y, te_x, te_y, sizes=[2, 8], seed=3)
     assert baseline_curves(tr_x, tr_y, te_x, te_y, sizes=[8], max_train=10_000) == baseline_curves(
-        tr_x, tr_y, te_x, te_y, sizes=[8])
+        tr_x, tr_y, te_x, te_y, sizes=[8]
+    )
     with pytest.raises(ValueError, match=r"^baselines\.max_train=0: use a positive number"):
         sample_rows(400, 0)
 

@@ -40,9 +40,7 @@ def save_from_ddp(model: torch.nn.Module, path) -> None:
     torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, path)
 
 
-@pytest.mark.parametrize(
-    ("efficient", "blurpool"), [(False, False), (True, False), (False, True), (True, True)]
-)
+@pytest.mark.parametrize(("efficient", "blurpool"), [(False, False), (True, False), (False, True), (True, True)])
 def test_reference_checkpoint_gives_reference_logits(tmp_path, efficient, blurpool):
     reference = reference_model(efficient, blurpool=blurpool)
     path = tmp_path / "r50_mrl.pt"
@@ -109,8 +107,13 @@ def test_framework_checkpoint_round_trip(tmp_path, make_cfg):
     cfg = make_cfg()
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule).eval()
-    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, accelerator="cpu")
+    trainer = L.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
     trainer.strategy.connect(model)
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)
@@ -134,8 +137,14 @@ def test_an_official_checkpoint_evaluates_like_the_reference_model(tmp_path, tta
     reference = reference_model(False, num_classes=10, blurpool=True)
     path = tmp_path / "r50_mrl1.pt"
     save_from_ddp(reference, path)
-    cfg = eval_cfg(None, ckpt=str(path), reference=True, output_dir=str(tmp_path / "eval"), tta=tta,
-                   **{"knn.metrics": ["cosine"], "baselines.enabled": False})
+    cfg = eval_cfg(
+        None,
+        ckpt=str(path),
+        reference=True,
+        output_dir=str(tmp_path / "eval"),
+        tta=tta,
+        **{"knn.metrics": ["cosine"], "baselines.enabled": False},
+    )
     cfg.data = OmegaConf.load(ROOT / "conf" / "data" / "synthetic.yaml")
     cfg.data.train_size, cfg.data.val_size = 128, 96
     results = evaluate(cfg)
@@ -187,12 +196,27 @@ def test_an_evaluation_only_set_of_some_classes(tmp_path):
         (tmp_path / "set" / str(label)).mkdir(parents=True)
         for i in range(6):
             Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(
-                tmp_path / "set" / str(label) / f"{i}.png")
-    data = {"_target_": "mrl.data.image.ImageFolderDataModule", "root": str(tmp_path / "set"), "train_dir": None,
-            "val_dir": ".", "classes": "index", "image_size": 32, "crop_pct": 0.875, "interpolation": "bilinear",
-            "batch_size": 8}
-    cfg = eval_cfg(None, ckpt=str(path), reference=True, output_dir=str(tmp_path / "eval"), database_split=None,
-                   only_present_classes=True)
+                tmp_path / "set" / str(label) / f"{i}.png"
+            )
+    data = {
+        "_target_": "mrl.data.image.ImageFolderDataModule",
+        "root": str(tmp_path / "set"),
+        "train_dir": None,
+        "val_dir": ".",
+        "classes": "index",
+        "image_size": 32,
+        "crop_pct": 0.875,
+        "interpolation": "bilinear",
+        "batch_size": 8,
+    }
+    cfg = eval_cfg(
+        None,
+        ckpt=str(path),
+        reference=True,
+        output_dir=str(tmp_path / "eval"),
+        database_split=None,
+        only_present_classes=True,
+    )
     cfg.data = OmegaConf.create(data)
     results = evaluate(cfg)
     assert results["database"] is None and results["funnel_retrieval"] == [] and results["storage"] == []

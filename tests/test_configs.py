@@ -11,8 +11,17 @@ from mrl.training.callbacks import ProgressiveResizing
 from mrl.training.procedure import build_callbacks, build_datamodule, build_model
 from mrl_testing.configs import EXPERIMENTS, compose_train
 
-EXPECTED = {"digits_mrl", "digits_mrl_e", "digits_ff", "digits_standard", "imagenet_mrl", "imagenet_mrl_e",
-            "imagenet_ff", "imagenet_standard", "cifar100_mrl"}
+EXPECTED = {
+    "digits_mrl",
+    "digits_mrl_e",
+    "digits_ff",
+    "digits_standard",
+    "imagenet_mrl",
+    "imagenet_mrl_e",
+    "imagenet_ff",
+    "imagenet_standard",
+    "cifar100_mrl",
+}
 
 
 def tiny_image_folder(root: Path, classes=("cat", "dog", "fox"), per_class=2) -> Path:

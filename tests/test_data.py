@@ -196,9 +196,7 @@ def _fake_mnist(root: Path, n_train: int = 40, n_test: int = 20) -> None:
 def test_torchvision_num_classes_table_and_missing_root(tmp_path: Path):
     assert TorchvisionDataModule(name="cifar100", root=str(tmp_path)).num_classes == 100
     assert TORCHVISION_SETS["svhn"].num_classes == 10
-    with pytest.raises(
-        FileNotFoundError, match=r"data\.root=.*missing does not hold cifar10.*data\.download=true"
-    ):
+    with pytest.raises(FileNotFoundError, match=r"data\.root=.*missing does not hold cifar10.*data\.download=true"):
         TorchvisionDataModule(name="cifar10", root=str(tmp_path / "missing"))
     dm = TorchvisionDataModule(name="cifar10", root=str(tmp_path))  # exists but empty
     with pytest.raises(FileNotFoundError, match=r"does not hold cifar10"):

@@ -23,10 +23,17 @@ def test_two_processes_match_one_process_on_the_same_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     keep = [a for a in FAST if not a.startswith(("data.", "callbacks=", "trainer.limit_", "trainer.accelerator"))]
     args = [
-        sys.executable, "-m", "mrl.cli.train", "data=synthetic", *keep,
+        sys.executable,
+        "-m",
+        "mrl.cli.train",
+        "data=synthetic",
+        *keep,
         *(f"data.{k}={v}" for k, v in DATA.items()),
-        "trainer=ddp_cpu", "trainer.max_epochs=1",
-        "callbacks=default", "callbacks.rich_progress_bar=null", "callbacks.rich_model_summary=null",
+        "trainer=ddp_cpu",
+        "trainer.max_epochs=1",
+        "callbacks=default",
+        "callbacks.rich_progress_bar=null",
+        "callbacks.rich_model_summary=null",
         f"hydra.run.dir={run_dir}",
     ]
     env = {**os.environ, "WANDB_MODE": "disabled"}
@@ -40,8 +47,14 @@ def test_two_processes_match_one_process_on_the_same_checkpoint(tmp_path):
 
     # The same checkpoint validated by a single process on the same validation set.
     model = load_module(saved["best_checkpoint"])
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, enable_checkpointing=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
     single = trainer.validate(model, datamodule=SyntheticDataModule(**DATA), verbose=False)[0]
     two = saved["metrics"]
     expected = {"val/loss"} | {f"val/{name}@{m}" for m in saved["sizes"] for name in ("top1", "top5", "loss")}

@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from mrl.cli.embed import main as embed_main
-from mrl.evaluation.embed_files import embed_inputs as embed_run
 from mrl.data.image import DigitsDataModule
 from mrl.data.image.folder import ImageFolderDataModule
 from mrl.data.image.synthetic import SyntheticDataModule
 from mrl.data.image.torchvision_sets import TorchvisionDataModule
+from mrl.evaluation.embed_files import embed_inputs as embed_run
 from mrl.evaluation.embeddings import load_embeddings
 from mrl.runs import find_checkpoint, load_module
 from mrl_testing.configs import FAST, compose_train
@@ -36,8 +36,9 @@ def digits_run(tmp_path_factory):
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
-    _, val_index = train_test_split(np.arange(len(digits.target)), test_size=round(0.2 * len(digits.target)),
-                                    stratify=digits.target, random_state=3)
+    _, val_index = train_test_split(
+        np.arange(len(digits.target)), test_size=round(0.2 * len(digits.target)), stratify=digits.target, random_state=3
+    )
     folder = root / "scans" / "nested"
     folder.mkdir(parents=True)
     for i, index in enumerate(val_index[:40]):  # bright ink on a dark ground, as the scans are
@@ -67,8 +68,9 @@ def test_images_are_embedded_as_the_run_prepares_its_own(digits_run):
     assert cosine.min() > 0.999
     assert np.abs(embeddings - reference).max() < 0.02 * np.abs(reference).max()
     shuffled = np.roll(reference, 1, axis=0)  # a wrong order would not pass the same check
-    assert (F.normalize(torch.from_numpy(embeddings), dim=1) * F.normalize(torch.from_numpy(shuffled), dim=1)
-            ).sum(1).min() < 0.99
+    assert (F.normalize(torch.from_numpy(embeddings), dim=1) * F.normalize(torch.from_numpy(shuffled), dim=1)).sum(
+        1
+    ).min() < 0.99
 
 
 def test_prefix_normalisation_half_precision_and_list_files(digits_run, tmp_path):
@@ -76,11 +78,29 @@ def test_prefix_normalisation_half_precision_and_list_files(digits_run, tmp_path
     full, _, _ = load_embeddings(embed_main([str(run_dir), str(scans), "--out", str(tmp_path / "full.npz")])["output"])
     listing = tmp_path / "list.txt"
     files = sorted((scans / "nested").glob("*.png"))[::3]
-    listing.write_text("\n".join(f"{scans / 'nested' / f.name}" if i % 2 else f"../{tmp_path.name}_link/{f.name}"
-                                 for i, f in enumerate(files)) + "\n")
+    listing.write_text(
+        "\n".join(
+            f"{scans / 'nested' / f.name}" if i % 2 else f"../{tmp_path.name}_link/{f.name}"
+            for i, f in enumerate(files)
+        )
+        + "\n"
+    )
     (tmp_path.parent / f"{tmp_path.name}_link").symlink_to(scans / "nested")  # relative paths: from the list's folder
-    meta = embed_main([str(run_dir), str(listing), "--dim", "16", "--normalize", "--dtype", "fp16",
-                       "--out", str(tmp_path / "small.npz"), "--batch-size", "5"])
+    meta = embed_main(
+        [
+            str(run_dir),
+            str(listing),
+            "--dim",
+            "16",
+            "--normalize",
+            "--dtype",
+            "fp16",
+            "--out",
+            str(tmp_path / "small.npz"),
+            "--batch-size",
+            "5",
+        ]
+    )
     small, _, saved = load_embeddings(meta["output"])
     assert small.dtype == np.float16 and small.shape == (len(files), 16)
     assert saved["normalized"] and saved["dim"] == 16 and saved["dtype"] == "fp16"
@@ -164,8 +184,18 @@ def test_digits_preprocessing_matches_the_scans():
     scan = load_digits().images[0]
     # a 32x32 bitmap whose 4x4 blocks hold the scan's ink counts, box-averaged back to the scan
     bitmap = np.kron(np.round(scan * 255 / 16), np.ones((4, 4))).astype(np.uint8)
-    expected = ((F.interpolate(torch.tensor(scan, dtype=torch.float32).view(1, 1, 8, 8) / 16, size=(24, 24),
-                               mode="bilinear", align_corners=False).clamp(0, 1) - data.mean) / data.std)[0]
+    expected = (
+        (
+            F.interpolate(
+                torch.tensor(scan, dtype=torch.float32).view(1, 1, 8, 8) / 16,
+                size=(24, 24),
+                mode="bilinear",
+                align_corners=False,
+            ).clamp(0, 1)
+            - data.mean
+        )
+        / data.std
+    )[0]
     torch.testing.assert_close(transform(Image.fromarray(bitmap)), expected, atol=3e-3 / data.std, rtol=0)
 
 
@@ -184,8 +214,12 @@ def test_texts_from_lines_and_tables(tmp_path):
     (run / "checkpoints").mkdir(parents=True)
     ckpt = run / "checkpoints" / "epoch_000.ckpt"
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, ckpt)
-    texts = ["Lists are mutable sequences.", "The with statement wraps the execution of a block.",
-             "Tuples are immutable.", "A generator function yields values one at a time, lazily."]
+    texts = [
+        "Lists are mutable sequences.",
+        "The with statement wraps the execution of a block.",
+        "Tuples are immutable.",
+        "A generator function yields values one at a time, lazily.",
+    ]
     with torch.no_grad():
         expected = module.embed(module.backbone.tokenize(texts)).numpy()  # one padded batch, all at once
     (tmp_path / "texts.txt").write_text("\n".join(texts[:2]) + "\n\n" + "\n".join(texts[2:]) + "\n")
@@ -248,8 +282,14 @@ def test_an_official_checkpoint_embeds_with_the_reference_preprocessing(tmp_path
     meta = embed_main([str(path), str(folder), "--reference", "--dim", "64"])
     assert meta["output"] == str(tmp_path / "embed" / "photos_64d.npz") and meta["sizes"] == NESTING
     assert meta["head"] == "mrl" and meta["reference"]
-    prepare = T.Compose([T.Resize(256, interpolation=T.InterpolationMode.BILINEAR), T.CenterCrop(224), T.ToTensor(),
-                         T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    prepare = T.Compose(
+        [
+            T.Resize(256, interpolation=T.InterpolationMode.BILINEAR),
+            T.CenterCrop(224),
+            T.ToTensor(),
+            T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ]
+    )
     images = torch.stack([prepare(Image.open(folder / f"{i}.jpg").convert("RGB")) for i in range(2)])
     reference.fc = torch.nn.Identity()  # the pooled 2048-d features the nested head reads
     with torch.no_grad():

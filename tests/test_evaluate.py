@@ -17,7 +17,7 @@ from mrl.cli.evaluate import show
 from mrl.common.errors import is_config_error
 from mrl.evaluation.comparison import write_report
 from mrl.evaluation.config import EvalConfig, eval_config
-from mrl.evaluation.knn import knn_metrics
+from mrl.evaluation.knn_metrics import knn_metrics
 from mrl.evaluation.runner import evaluate, evaluate_run, evaluate_runs, load_embeddings
 from mrl.training.procedure import run_training
 from mrl_testing.configs import FAST, ROOT, compose_train, eval_cfg
@@ -32,10 +32,21 @@ def trained_runs(tmp_path_factory):
     runs = {}
     for head in ("mrl", "standard"):
         run_dir = root / head
-        cfg = compose_train([*FAST, f"head={head}", "trainer.max_epochs=3", "trainer.limit_train_batches=1.0",
-                             "trainer.limit_val_batches=1.0", "trainer.limit_test_batches=1.0", "test=true",
-                             "callbacks=default", "callbacks.rich_progress_bar=null",
-                             "callbacks.rich_model_summary=null"], run_dir)
+        cfg = compose_train(
+            [
+                *FAST,
+                f"head={head}",
+                "trainer.max_epochs=3",
+                "trainer.limit_train_batches=1.0",
+                "trainer.limit_val_batches=1.0",
+                "trainer.limit_test_batches=1.0",
+                "test=true",
+                "callbacks=default",
+                "callbacks.rich_progress_bar=null",
+                "callbacks.rich_model_summary=null",
+            ],
+            run_dir,
+        )
         train_results = run_training(cfg, run_dir)
         runs[head] = (run_dir, train_results, evaluate_run(eval_cfg(run_dir)))
     return root, runs
@@ -45,9 +56,17 @@ def test_eval_writes_every_output(trained_runs):
     _, runs = trained_runs
     run_dir, _, result = runs["mrl"]
     out = run_dir / "eval"
-    for name in ("results.json", "results.csv", "summary.md", "truncation_curve.png",
-                 "adaptive_classification.png", "funnel_retrieval.png", "storage_retrieval.png",
-                 "embeddings_train.npz", "embeddings_test.npz"):
+    for name in (
+        "results.json",
+        "results.csv",
+        "summary.md",
+        "truncation_curve.png",
+        "adaptive_classification.png",
+        "funnel_retrieval.png",
+        "storage_retrieval.png",
+        "embeddings_train.npz",
+        "embeddings_test.npz",
+    ):
         assert (out / name).is_file(), name
     saved = json.loads((out / "results.json").read_text())
     assert saved == json.loads(json.dumps(result.to_dict())) and saved["output_dir"] == str(out)
@@ -93,7 +112,8 @@ def test_head_accuracy_matches_training_metrics(trained_runs):
         for m in train_results["sizes"]:
             for k in ("top1", "top5"):
                 assert result.metrics[f"eval/{k}@{m}"] == pytest.approx(
-                    train_results["metrics"][f"test/{k}@{m}"], abs=1e-6), (head, m, k)
+                    train_results["metrics"][f"test/{k}@{m}"], abs=1e-6
+                ), (head, m, k)
 
 
 def test_exported_embeddings_reproduce_knn_metrics(trained_runs):
@@ -130,8 +150,13 @@ def test_report_puts_all_runs_on_one_chart(trained_runs):
     assert set(report["curves"]["val_top1"]) == {"MRL", "standard"}
     assert set(report["curves"]["knn_top1"]["MRL"]) == set(SIZES)
     assert report["curves"]["knn_top1"]["MRL"][8] == pytest.approx(runs["mrl"][2].metrics["eval/knn_top1@8"])
-    for name in ("report.md", "report_val_top1.png", "report_knn_top1.png", "report_val_top1.csv",
-                 "report_binary_knn_top1.png"):
+    for name in (
+        "report.md",
+        "report_val_top1.png",
+        "report_knn_top1.png",
+        "report_val_top1.csv",
+        "report_binary_knn_top1.png",
+    ):
         assert (root / name).is_file()
     binary = report["curves"]["binary_knn_top1"]["standard"][16]
     assert binary == pytest.approx(runs["standard"][2].metrics["eval/binary_knn_top1@16"])
@@ -164,9 +189,23 @@ def test_a_checkpoint_evaluates_on_a_data_set_named_on_the_command_line(trained_
     run_dir, _, own = runs["mrl"]
     out = tmp_path / "out"
     # the run was trained on conf/data/digits.yaml, so naming that set again must give the same figures
-    subprocess.run([sys.executable, "-m", "mrl.cli.evaluate", f"ckpt={own.checkpoint}", "data=digits",
-                    f"output_dir={out}", "funnel.shortlist=50", f"hydra.run.dir={tmp_path}"],
-                   cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"}, check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mrl.cli.evaluate",
+            f"ckpt={own.checkpoint}",
+            "data=digits",
+            f"output_dir={out}",
+            "funnel.shortlist=50",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     metrics = json.loads((out / "results.json").read_text())["metrics"]
     for key in ("eval/top1@8", "eval/knn_top1@8", "eval/map@10@512"):
         assert metrics[key] == pytest.approx(own.metrics[key])
@@ -242,8 +281,9 @@ def test_eval_goes_to_the_wandb_project_of_the_runs_config(trained_runs, tmp_pat
     run_dir = tmp_path / "run"
     shutil.copytree(trained_runs[1]["mrl"][0], run_dir, ignore=shutil.ignore_patterns("eval", "wandb*"))
     config = OmegaConf.load(run_dir / "config.yaml")
-    config.logger = {"wandb": {"_target_": "lightning.pytorch.loggers.WandbLogger", "project": "mrl-elsewhere",
-                               "entity": "my-team"}}
+    config.logger = {
+        "wandb": {"_target_": "lightning.pytorch.loggers.WandbLogger", "project": "mrl-elsewhere", "entity": "my-team"}
+    }
     OmegaConf.save(config, run_dir / "config.yaml")
     evaluate_run(eval_cfg(run_dir, wandb=True, quantized=[], **{"knn.metrics": ["cosine"], "baselines.enabled": False}))
     files = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
@@ -279,15 +319,18 @@ def test_eval_yaml_documents_the_typed_defaults():
     assert flat == keys(EvalConfig)
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ({"knn.foo": 1}, r"^knn\.foo=1: unknown key; valid keys: metrics, ks, map_k, device$"),
-    ({"sized": [8]}, r"^sized=\[8\]: unknown key; valid keys: run, skip_evaluated, ckpt, "),
-    ({"knn.map_k": "ten"}, r"^knn\.map_k='ten': expected int$"),
-    ({"sizes": [8, "x"]}, r"^sizes=\[8, 'x'\]: expected a list of int or null$"),
-    ({"funnel": 5}, r"^funnel=5: expected a section with keys shortlist, binary$"),
-    ({"embeddings_dtype": "bf16"}, r"^embeddings_dtype='bf16': expected one of fp32, fp16$"),
-    ({"quantized": ["int4"]}, r"^quantized=\['int4'\]: unknown 'int4'"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"knn.foo": 1}, r"^knn\.foo=1: unknown key; valid keys: metrics, ks, map_k, device$"),
+        ({"sized": [8]}, r"^sized=\[8\]: unknown key; valid keys: run, skip_evaluated, ckpt, "),
+        ({"knn.map_k": "ten"}, r"^knn\.map_k='ten': expected int$"),
+        ({"sizes": [8, "x"]}, r"^sizes=\[8, 'x'\]: expected a list of int or null$"),
+        ({"funnel": 5}, r"^funnel=5: expected a section with keys shortlist, binary$"),
+        ({"embeddings_dtype": "bf16"}, r"^embeddings_dtype='bf16': expected one of fp32, fp16$"),
+        ({"quantized": ["int4"]}, r"^quantized=\['int4'\]: unknown 'int4'"),
+    ],
+)
 def test_a_wrong_eval_setting_is_a_one_line_error_naming_it(override, message):
     with pytest.raises(ValueError, match=message) as error:
         eval_config(eval_cfg(None, **override))
@@ -302,9 +345,14 @@ def test_eval_settings_are_typed():
 
 
 def test_eval_command_line_names_an_unknown_setting(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "mrl.cli.evaluate", f"run={tmp_path}", "+knn.foo=1",
-                             f"hydra.run.dir={tmp_path}"], cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"},
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "mrl.cli.evaluate", f"run={tmp_path}", "+knn.foo=1", f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip() == "ValueError: knn.foo=1: unknown key; valid keys: metrics, ks, map_k, device"
 
@@ -354,5 +402,6 @@ def test_evaluation_device_and_precision(make_cfg):
     full, half = embed_split(module, loader), embed_split(module, loader, precision="bf16")
     assert not np.array_equal(full["embeddings"], half["embeddings"])  # bf16 did run
     cosine = (full["embeddings"] * half["embeddings"]).sum(1) / (
-        np.linalg.norm(full["embeddings"], axis=1) * np.linalg.norm(half["embeddings"], axis=1))
+        np.linalg.norm(full["embeddings"], axis=1) * np.linalg.norm(half["embeddings"], axis=1)
+    )
     assert cosine.min() > 0.99 and half["embeddings"].dtype == half["logits"].dtype == np.float32

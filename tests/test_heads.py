@@ -191,9 +191,7 @@ def test_load_official_state_dict_errors_name_the_key():
     source = MatryoshkaHead(64, 10, [8, 16, 32, 64])
     sd = _official_checkpoint(source, "module.fc.")
     wrong_classes = MatryoshkaHead(64, 1000, [8, 16, 32, 64])
-    with pytest.raises(
-        ValueError, match=r"nesting_classifier_0\.weight has shape \[10, 8\], expected \[1000, 8\]"
-    ):
+    with pytest.raises(ValueError, match=r"nesting_classifier_0\.weight has shape \[10, 8\], expected \[1000, 8\]"):
         wrong_classes.load_official_state_dict(sd)
     sd.pop("module.fc.nesting_classifier_3.bias")
     target = MatryoshkaHead(64, 10, [8, 16, 32, 64])
@@ -227,16 +225,12 @@ def test_standard_head_is_a_plain_linear():
     head = StandardHead(32, 6)
     x = torch.randn(3, 32)
     assert head.sizes == [32]
-    torch.testing.assert_close(
-        head(x)[0], torch.nn.functional.linear(x, head.linear.weight, head.linear.bias)
-    )
+    torch.testing.assert_close(head(x)[0], torch.nn.functional.linear(x, head.linear.weight, head.linear.bias))
 
 
 def test_build_head():
     mrl = build_head("mrl", 512, 10)
-    assert (
-        isinstance(mrl, MatryoshkaHead) and not mrl.efficient and mrl.sizes == [8, 16, 32, 64, 128, 256, 512]
-    )
+    assert isinstance(mrl, MatryoshkaHead) and not mrl.efficient and mrl.sizes == [8, 16, 32, 64, 128, 256, 512]
     mrl_e = build_head("mrl_e", 768, 10, nesting=[12, 768], bias=False)
     assert mrl_e.efficient and mrl_e.sizes == [12, 768] and mrl_e.nesting_classifier_0.bias is None
     assert build_head("ff", 512, 10, dim=64).sizes == [64]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mrl.evaluation.knn import (
+from mrl.evaluation.knn_metrics import (
     average_precision_at_k,
     count_relevant,
     hit_at_k,

@@ -25,9 +25,7 @@ def test_cross_entropy_matches_per_size_reference(weights, label_smoothing):
     ref.backward()
     torch.testing.assert_close(loss, ref)
     torch.testing.assert_close(l1.grad, l2.grad)
-    expected = torch.stack(
-        [F.cross_entropy(logits[g], target, label_smoothing=label_smoothing) for g in range(4)]
-    )
+    expected = torch.stack([F.cross_entropy(logits[g], target, label_smoothing=label_smoothing) for g in range(4)])
     torch.testing.assert_close(crit.last_per_size, expected)
     assert not crit.last_per_size.requires_grad
     per_size = crit.per_size(l1, target)
@@ -55,9 +53,7 @@ def test_cross_entropy_weights_are_a_non_persistent_buffer():
     crit = MatryoshkaCrossEntropy(weights=[1.0, 2.0]).to(torch.float64)
     assert "weights" not in crit.state_dict()
     loss = crit(torch.zeros(2, 3, 4, dtype=torch.float64), torch.zeros(3, dtype=torch.long))
-    torch.testing.assert_close(
-        loss, torch.tensor(3 * torch.log(torch.tensor(4.0)).item(), dtype=torch.float64)
-    )
+    torch.testing.assert_close(loss, torch.tensor(3 * torch.log(torch.tensor(4.0)).item(), dtype=torch.float64))
 
 
 def _naive_contrastive(anchor, positive, negative, dims, weights, scale):
@@ -135,8 +131,10 @@ def test_cross_entropy_extreme_logits_stay_exact(label_smoothing):
     # Row 0's target probability underflows to 0 in float32 (exp(-300)), row 1's is tiny but
     # representable (exp(-60)), row 2 is ordinary: all must match F.cross_entropy.
     logits = torch.tensor(
-        [[[0.0, 300.0, -50.0], [1e4, -1e4, 0.0], [0.3, -0.2, 0.1]],
-         [[0.0, 60.0, 1.0], [2.0, 1.0, 0.0], [-1e4, 1e4, 0.0]]],
+        [
+            [[0.0, 300.0, -50.0], [1e4, -1e4, 0.0], [0.3, -0.2, 0.1]],
+            [[0.0, 60.0, 1.0], [2.0, 1.0, 0.0], [-1e4, 1e4, 0.0]],
+        ],
         requires_grad=True,
     )
     target = torch.tensor([0, 1, 0])

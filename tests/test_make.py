@@ -26,8 +26,11 @@ def dry_run(target: str, *make_args: str) -> list[str]:
 
 
 def test_make_eval_defaults_to_the_newest_run_or_sweep(tmp_path):
-    for name in ("train/exp_b/2026-01-01_10-00-00", "train/exp_a/2026-01-02_00-00-00",
-                 "multirun/exp_b/2025-12-31_23-59-59"):
+    for name in (
+        "train/exp_b/2026-01-01_10-00-00",
+        "train/exp_a/2026-01-02_00-00-00",
+        "multirun/exp_b/2025-12-31_23-59-59",
+    ):
         (tmp_path / name).mkdir(parents=True)
     assert f"run={tmp_path}/train/exp_a/2026-01-02_00-00-00/" in dry_run("eval", f"OUTPUTS={tmp_path}")
     (tmp_path / "multirun/exp_a/2026-01-03_08-00-00").mkdir(parents=True)  # a sweep after that

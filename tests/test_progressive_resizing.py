@@ -59,14 +59,26 @@ def image_folder(root: Path, classes=("cat", "dog"), per_class=6) -> Path:
 
 def test_reference_evaluation_transform(tmp_path):
     """data=imagenet's settings give the reference protocol: resize to 256, center 224, bilinear."""
-    dm = ImageFolderDataModule(root=str(image_folder(tmp_path)), image_size=224, crop_pct=0.875,
-                               interpolation="bilinear", color_jitter=0.0)
-    dm.set_data_config({"input_size": (3, 224, 224), "interpolation": "bicubic", "crop_pct": 0.95,
-                        "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)})  # a timm resnet50's
-    reference = transforms.Compose([
-        transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
-        transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
-    ])
+    dm = ImageFolderDataModule(
+        root=str(image_folder(tmp_path)), image_size=224, crop_pct=0.875, interpolation="bilinear", color_jitter=0.0
+    )
+    dm.set_data_config(
+        {
+            "input_size": (3, 224, 224),
+            "interpolation": "bicubic",
+            "crop_pct": 0.95,
+            "mean": (0.485, 0.456, 0.406),
+            "std": (0.229, 0.224, 0.225),
+        }
+    )  # a timm resnet50's
+    reference = transforms.Compose(
+        [
+            transforms.Resize(256),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+        ]
+    )
     image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (300, 400, 3), dtype=np.uint8))
     torch.testing.assert_close(dm._transform(is_training=False)(image), reference(image))
     train = dm._transform(is_training=True)
@@ -78,8 +90,9 @@ def test_reference_evaluation_transform(tmp_path):
 
 
 def test_running_workers_follow_the_size(tmp_path):
-    dm = ImageFolderDataModule(root=str(image_folder(tmp_path)), image_size=16, batch_size=4, num_workers=2,
-                               persistent_workers=True)
+    dm = ImageFolderDataModule(
+        root=str(image_folder(tmp_path)), image_size=16, batch_size=4, num_workers=2, persistent_workers=True
+    )
     loader = dm.train_dataloader()
     assert {tuple(x.shape[-2:]) for x, _ in loader} == {(16, 16)}
     dm.set_train_image_size(24)  # the same loader and workers, as between two epochs
@@ -100,17 +113,31 @@ class RecordSizes(L.Callback):
 def fit(cfg, max_epochs, callbacks, ckpt_path=None):
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule)
-    trainer = L.Trainer(max_epochs=max_epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=1,
-                        callbacks=callbacks, default_root_dir=cfg.paths.output_dir)
+    trainer = L.Trainer(
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=1,
+        callbacks=callbacks,
+        default_root_dir=cfg.paths.output_dir,
+    )
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     return trainer
 
 
 def test_training_follows_the_schedule_and_resumes_on_it(tmp_path, make_cfg):
     root = image_folder(tmp_path / "images")
-    cfg = make_cfg("data=image_folder", f"data.root={root}", "data.batch_size=4", "data.num_workers=2",
-                   "data.persistent_workers=true", "trainer.limit_train_batches=null")
+    cfg = make_cfg(
+        "data=image_folder",
+        f"data.root={root}",
+        "data.batch_size=4",
+        "data.num_workers=2",
+        "data.persistent_workers=true",
+        "trainer.limit_train_batches=null",
+    )
     schedule = dict(start_size=16, end_size=32, start_epoch=1, end_epoch=3, multiple=8)
     record = RecordSizes()
     trainer = fit(cfg, 4, [ProgressiveResizing(**schedule), record])
@@ -138,9 +165,15 @@ def test_a_run_stopped_mid_epoch_resumes_that_epoch_at_its_size(tmp_path, make_c
     schedule = dict(start_size=16, end_size=32, start_epoch=1, end_epoch=3, multiple=8)
     ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=1)
     datamodule = build_datamodule(cfg)
-    trainer = L.Trainer(max_steps=4, accelerator="cpu", logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=0,
-                        callbacks=[ProgressiveResizing(**schedule), ckpt])
+    trainer = L.Trainer(
+        max_steps=4,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[ProgressiveResizing(**schedule), ckpt],
+    )
     trainer.fit(build_model(cfg, datamodule), datamodule=datamodule)  # 3 steps an epoch: stops in epoch 1
     assert resizing_state(tmp_path / "ckpt" / "last.ckpt") == {"resume_epoch": 1}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mrl.evaluation.knn import knn_metrics
+from mrl.evaluation.knn_metrics import knn_metrics
 from mrl.evaluation.quantized import check_codecs, encode, quantized_knn_metrics
 from mrl.retrieval import knn_search
 
@@ -75,8 +75,9 @@ def test_metric_names_and_what_quantisation_keeps():
     db, db_labels = _clusters(400)
     q, q_labels = _clusters(60, seed=3)
     metrics = quantized_knn_metrics(db, db_labels, q, q_labels, [4, 32], map_k=10)
-    assert set(metrics) == {f"{c}_{k}@{m}" for c in ("fp16", "int8", "binary") for k in ("knn_top1", "map@10")
-                            for m in (4, 32)}
+    assert set(metrics) == {
+        f"{c}_{k}@{m}" for c in ("fp16", "int8", "binary") for k in ("knn_top1", "map@10") for m in (4, 32)
+    }
     full = knn_metrics(db, db_labels, q, q_labels, [32], ks=(), map_k=10)
     assert metrics["fp16_knn_top1@32"] == full["knn_top1@32"]
     assert abs(metrics["int8_map@10@32"] - full["map@10@32"]) < 0.02

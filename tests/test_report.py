@@ -62,8 +62,10 @@ def test_seeds_average_and_other_settings_split(sweep):
 
 def test_an_evaluation_written_elsewhere_is_not_a_run(sweep):
     """eval output_dir=... (a robustness set, say) may put a results.json anywhere below the runs."""
-    write_json(sweep / "eval_sets" / "imagenet_a" / "results.json",
-               {"checkpoint": "mrl_s0/checkpoints/best.ckpt", "metrics": {"eval/top1@8": 0.1}})
+    write_json(
+        sweep / "eval_sets" / "imagenet_a" / "results.json",
+        {"checkpoint": "mrl_s0/checkpoints/best.ckpt", "metrics": {"eval/top1@8": 0.1}},
+    )
     write_report(sweep)
     text = (sweep / "report.md").read_text()
     assert "5 runs." in text and "imagenet_a" not in text
@@ -131,8 +133,10 @@ def test_text_runs_report_their_own_metrics(tmp_path):
         run = tmp_path / name
         run.mkdir()
         OmegaConf.save(compose_train(["experiment=text_pairs_mrl", f"seed={seed}"], run), run / "config.yaml")
-        write_json(run / "results.json", {"head": "contrastive", "sizes": [64, 384],
-                                          "metrics": {"val/mrr@10@64": mrr, "val/mrr@10@384": mrr + 0.1}})
+        write_json(
+            run / "results.json",
+            {"head": "contrastive", "sizes": [64, 384], "metrics": {"val/mrr@10@64": mrr, "val/mrr@10@384": mrr + 0.1}},
+        )
         write_json(run / "eval" / "results.json", {"metrics": {"eval/spearman@64": rho, "eval/spearman@384": rho}})
     report = write_report(tmp_path)
     assert report["curves"]["val_mrr10"] == {"MRL contrastive": pytest.approx({64: 0.65, 384: 0.75})}

@@ -26,9 +26,13 @@ EPOCHS, BATCHES, EVERY = 3, 3, 2  # 9 optimizer steps; last.ckpt every 2 steps (
 
 OVERRIDES = [
     *(a for a in FAST if a not in ("callbacks=none", "logger=none")),
-    f"trainer.max_epochs={EPOCHS}", f"trainer.limit_train_batches={BATCHES}",
-    "logger=wandb", "callbacks=default", "callbacks.rich_progress_bar=null",
-    "callbacks.rich_model_summary=null", "callbacks.learning_rate_monitor=null",
+    f"trainer.max_epochs={EPOCHS}",
+    f"trainer.limit_train_batches={BATCHES}",
+    "logger=wandb",
+    "callbacks=default",
+    "callbacks.rich_progress_bar=null",
+    "callbacks.rich_model_summary=null",
+    "callbacks.learning_rate_monitor=null",
     f"callbacks.periodic_checkpoint.every_n_train_steps={EVERY}",
 ]
 
@@ -49,8 +53,14 @@ def test_killed_run_resumes_from_last_checkpoint_in_the_same_wandb_run(tmp_path)
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     last = run_dir / "checkpoints" / "last.ckpt"
 
-    first = subprocess.Popen(_command(run_dir), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True)
+    first = subprocess.Popen(
+        _command(run_dir),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         _wait_for(last, lambda: first.poll() is None)
         os.killpg(first.pid, signal.SIGKILL)  # the run's own process group: the trainer and W&B's service
@@ -147,24 +157,40 @@ def test_slurm_launcher_config_asks_for_lightning_requeue(tmp_path, monkeypatch)
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", return_hydra_config=True, overrides=[
-            "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=4",
-            "hydra.launcher.timeout_min=600", "hydra.launcher.mem_gb=128", "hydra.job.name=mrl",
-            f"hydra.sweep.dir={tmp_path}",
-        ])
+        cfg = compose(
+            config_name="train",
+            return_hydra_config=True,
+            overrides=[
+                "hydra/launcher=slurm",
+                "hydra.launcher.partition=gpu",
+                "hydra.launcher.gpus_per_node=4",
+                "hydra.launcher.timeout_min=600",
+                "hydra.launcher.mem_gb=128",
+                "hydra.job.name=mrl",
+                f"hydra.sweep.dir={tmp_path}",
+            ],
+        )
     launcher = instantiate(cfg.hydra.launcher)
     assert type(launcher).__name__ == "SlurmLauncher"
     # The executor built as BaseSubmititLauncher.launch builds it, then the script it would submit.
     params = dict(launcher.params)
     # submitit >= 1.5.4 refuses to build a SLURM executor where there is no srun; this machine plays a login node
     monkeypatch.setattr(SlurmExecutor, "affinity", classmethod(lambda cls: 2))
-    executor = submitit.AutoExecutor(cluster="slurm", folder=params.pop("submitit_folder"),
-                                     slurm_max_num_timeout=params.pop("max_num_timeout"))
+    executor = submitit.AutoExecutor(
+        cluster="slurm", folder=params.pop("submitit_folder"), slurm_max_num_timeout=params.pop("max_num_timeout")
+    )
     base = set(OmegaConf.structured(BaseQueueConf).keys())
     executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
     header = executor._executor._make_submission_file_text("python -m submitit", "uid")
-    for flag in ("--partition=gpu", "--gpus-per-node=4", "--ntasks-per-node=4", "--time=600", "--mem=128GB",
-                 "--signal=USR1@90", "--requeue"):
+    for flag in (
+        "--partition=gpu",
+        "--gpus-per-node=4",
+        "--ntasks-per-node=4",
+        "--time=600",
+        "--mem=128GB",
+        "--signal=USR1@90",
+        "--requeue",
+    ):
         assert f"#SBATCH {flag}\n" in header, (flag, header)
     assert "USR2" not in header  # submitit's own requeue signal is replaced: one mechanism only
 
@@ -194,33 +220,69 @@ def slurm(tmp_path_factory):
     key.chmod(0o400)
     sock, host = base / "munge.sock", socket.gethostname().split(".")[0]
     conf = base / "slurm.conf"
-    conf.write_text("\n".join([
-        "ClusterName=mrltest", f"SlurmctldHost={host}", "SlurmUser=root", "SlurmdUser=root",
-        "AuthType=auth/munge", "CredType=cred/munge", f"AuthInfo=socket={sock},cred_expire=5",
-        "MpiDefault=none", "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
-        "SelectType=select/cons_tres", "SelectTypeParameters=CR_CPU", "SchedulerType=sched/builtin",
-        f"StateSaveLocation={base}/state", f"SlurmdSpoolDir={base}/spool",
-        f"SlurmctldPidFile={base}/slurmctld.pid", f"SlurmdPidFile={base}/slurmd.pid",
-        f"SlurmctldLogFile={base}/slurmctld.log", f"SlurmdLogFile={base}/slurmd.log",
-        f"SlurmctldPort={_free_port()}", f"SlurmdPort={_free_port()}",
-        "ReturnToService=2", "KillWait=5", "MinJobAge=600", "JobRequeue=1",
-        "AccountingStorageType=accounting_storage/none", "JobCompType=jobcomp/none",
-        "JobAcctGatherType=jobacct_gather/none",
-        f"NodeName={host} CPUs={os.cpu_count()} RealMemory=2000 State=UNKNOWN",
-        f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES", "",
-    ]))
+    conf.write_text(
+        "\n".join(
+            [
+                "ClusterName=mrltest",
+                f"SlurmctldHost={host}",
+                "SlurmUser=root",
+                "SlurmdUser=root",
+                "AuthType=auth/munge",
+                "CredType=cred/munge",
+                f"AuthInfo=socket={sock},cred_expire=5",
+                "MpiDefault=none",
+                "ProctrackType=proctrack/linuxproc",
+                "TaskPlugin=task/none",
+                "SelectType=select/cons_tres",
+                "SelectTypeParameters=CR_CPU",
+                "SchedulerType=sched/builtin",
+                f"StateSaveLocation={base}/state",
+                f"SlurmdSpoolDir={base}/spool",
+                f"SlurmctldPidFile={base}/slurmctld.pid",
+                f"SlurmdPidFile={base}/slurmd.pid",
+                f"SlurmctldLogFile={base}/slurmctld.log",
+                f"SlurmdLogFile={base}/slurmd.log",
+                f"SlurmctldPort={_free_port()}",
+                f"SlurmdPort={_free_port()}",
+                "ReturnToService=2",
+                "KillWait=5",
+                "MinJobAge=600",
+                "JobRequeue=1",
+                "AccountingStorageType=accounting_storage/none",
+                "JobCompType=jobcomp/none",
+                "JobAcctGatherType=jobacct_gather/none",
+                f"NodeName={host} CPUs={os.cpu_count()} RealMemory=2000 State=UNKNOWN",
+                f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES",
+                "",
+            ]
+        )
+    )
     env = {**os.environ, "SLURM_CONF": str(conf)}
     log = open(base / "daemons.log", "w")  # noqa: SIM115 - closed at teardown
-    daemons = [subprocess.Popen([tools["munged"], "-F", "--force", f"--socket={sock}", f"--key-file={key}",
-                                 f"--pid-file={base}/munged.pid", f"--log-file={base}/munged.log",
-                                 f"--seed-file={base}/munged.seed"], stdout=log, stderr=log)]
+    daemons = [
+        subprocess.Popen(
+            [
+                tools["munged"],
+                "-F",
+                "--force",
+                f"--socket={sock}",
+                f"--key-file={key}",
+                f"--pid-file={base}/munged.pid",
+                f"--log-file={base}/munged.log",
+                f"--seed-file={base}/munged.seed",
+            ],
+            stdout=log,
+            stderr=log,
+        )
+    ]
     try:
         deadline = time.monotonic() + 20
         while not sock.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         daemons.append(subprocess.Popen([tools["slurmctld"], "-D", "-f", str(conf)], env=env, stdout=log, stderr=log))
-        daemons.append(subprocess.Popen([tools["slurmd"], "-D", "-f", str(conf), "-N", host], env=env,
-                                        stdout=log, stderr=log))
+        daemons.append(
+            subprocess.Popen([tools["slurmd"], "-D", "-f", str(conf), "-N", host], env=env, stdout=log, stderr=log)
+        )
         deadline, state = time.monotonic() + 60, ""
         while time.monotonic() < deadline and state != "idle":
             time.sleep(0.5)
@@ -251,17 +313,40 @@ def test_slurm_job_requeued_on_sigusr1_resumes_the_same_run(slurm, tmp_path):
     once with scancel instead of 90 s before the limit) makes Lightning save hpc_ckpt_1.ckpt and requeue
     the job; the same script then resumes in the same run directory and W&B run, to the same step count."""
     run_dir = tmp_path / "run"
-    env = {**slurm, "RUN_DIR": str(run_dir), "EXPERIMENT": "digits_mrl", "TRAINER": "cpu",
-           "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    env = {
+        **slurm,
+        "RUN_DIR": str(run_dir),
+        "EXPERIMENT": "digits_mrl",
+        "TRAINER": "cpu",
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+    }
     out = tmp_path / "job.out"
     submit = subprocess.run(
-        ["sbatch", "--parsable", "--partition=debug", "--gpus-per-node=0", "--ntasks-per-node=1", "--cpus-per-task=1",
-         "--mem=1G", "--time=10", f"--output={out}", "scripts/slurm/train.sbatch", *OVERRIDES],
-        cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+        [
+            "sbatch",
+            "--parsable",
+            "--partition=debug",
+            "--gpus-per-node=0",
+            "--ntasks-per-node=1",
+            "--cpus-per-task=1",
+            "--mem=1G",
+            "--time=10",
+            f"--output={out}",
+            "scripts/slurm/train.sbatch",
+            *OVERRIDES,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     job_id = submit.stdout.strip().split(";")[0]
-    _wait_for(run_dir / "checkpoints" / "last.ckpt",
-              lambda: _job(env, job_id).get("JobState") in ("PENDING", "CONFIGURING", "RUNNING"))
+    _wait_for(
+        run_dir / "checkpoints" / "last.ckpt",
+        lambda: _job(env, job_id).get("JobState") in ("PENDING", "CONFIGURING", "RUNNING"),
+    )
     subprocess.run(["scancel", "--signal=USR1", job_id], env=env, check=True)
     deadline, job = time.monotonic() + 300, {}
     while time.monotonic() < deadline:

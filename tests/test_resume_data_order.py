@@ -25,16 +25,30 @@ class RecordSamples(L.Callback):
 
 def fit(cfg, callbacks, ckpt_path=None, **limits):
     datamodule = build_datamodule(cfg)
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        num_sanity_val_steps=0, limit_val_batches=1, callbacks=callbacks,
-                        default_root_dir=cfg.paths.output_dir, **limits)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=1,
+        callbacks=callbacks,
+        default_root_dir=cfg.paths.output_dir,
+        **limits,
+    )
     trainer.fit(build_model(cfg, datamodule), datamodule=datamodule, ckpt_path=ckpt_path)
     return datamodule
 
 
 def test_a_run_stopped_mid_epoch_trains_on_the_rest_of_that_epoch(tmp_path, make_cfg):
-    cfg = make_cfg("data=synthetic", "data.train_size=40", "data.val_size=8", "data.batch_size=8",
-                   "data.image_size=16", "trainer.limit_train_batches=null")  # 5 batches an epoch
+    cfg = make_cfg(
+        "data=synthetic",
+        "data.train_size=40",
+        "data.val_size=8",
+        "data.batch_size=8",
+        "data.image_size=16",
+        "trainer.limit_train_batches=null",
+    )  # 5 batches an epoch
     whole = RecordSamples()
     datamodule = fit(cfg, [whole], max_epochs=2)
     samples = sorted(hashlib.sha1(x.numpy().tobytes()).hexdigest() for x in datamodule._tensors["train"][0])
@@ -42,8 +56,9 @@ def test_a_run_stopped_mid_epoch_trains_on_the_rest_of_that_epoch(tmp_path, make
     assert whole.seen[0] != whole.seen[1]  # in a new order
 
     # stopped after 2 of epoch 1's 5 batches, with a checkpoint after every step; then resumed
-    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=1,
-                                                save_top_k=-1)
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=1, save_top_k=-1
+    )
     first, second = RecordSamples(), RecordSamples()
     fit(cfg, [first, ckpt], max_steps=7)
     fit(cfg, [second], ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"), max_epochs=2)
@@ -59,9 +74,10 @@ def test_a_run_stopped_mid_epoch_trains_on_the_rest_of_that_epoch(tmp_path, make
 def _trainer(started, processed, batches, world_size=1, rank=0):
     """The parts of a Trainer that the training position is read from."""
     epochs = SimpleNamespace(started=started, processed=processed)
-    loop = SimpleNamespace(epoch_progress=SimpleNamespace(current=epochs),
-                           epoch_loop=SimpleNamespace(batch_progress=SimpleNamespace(
-                               current=SimpleNamespace(processed=batches))))
+    loop = SimpleNamespace(
+        epoch_progress=SimpleNamespace(current=epochs),
+        epoch_loop=SimpleNamespace(batch_progress=SimpleNamespace(current=SimpleNamespace(processed=batches))),
+    )
     return SimpleNamespace(fit_loop=loop, num_training_batches=5, world_size=world_size, global_rank=rank)
 
 

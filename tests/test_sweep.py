@@ -13,9 +13,16 @@ from mrl_testing.configs import FAST, ROOT
 def test_multirun_over_heads_one_directory_per_job(tmp_path):
     sweep_dir = tmp_path / "sweep"
     args = [
-        sys.executable, "-m", "mrl.cli.train", "--multirun", "experiment=digits_mrl",
-        "head=mrl,standard,ff", "model.head.dim=16", "trainer.max_epochs=1",
-        f"hydra.sweep.dir={sweep_dir}", *FAST,
+        sys.executable,
+        "-m",
+        "mrl.cli.train",
+        "--multirun",
+        "experiment=digits_mrl",
+        "head=mrl,standard,ff",
+        "model.head.dim=16",
+        "trainer.max_epochs=1",
+        f"hydra.sweep.dir={sweep_dir}",
+        *FAST,
     ]
     args = [a if a != "logger=none" else "logger=csv" for a in args]
     env = {**os.environ, "WANDB_MODE": "disabled"}
@@ -32,8 +39,15 @@ def test_multirun_over_heads_one_directory_per_job(tmp_path):
 def test_failing_job_is_recorded_and_others_go_on(tmp_path):
     sweep_dir = tmp_path / "sweep"
     args = [
-        sys.executable, "-m", "mrl.cli.train", "--multirun", "experiment=digits_mrl",
-        "model.nesting=[8,16,32],[16,8]", "trainer.max_epochs=1", f"hydra.sweep.dir={sweep_dir}", *FAST,
+        sys.executable,
+        "-m",
+        "mrl.cli.train",
+        "--multirun",
+        "experiment=digits_mrl",
+        "model.nesting=[8,16,32],[16,8]",
+        "trainer.max_epochs=1",
+        f"hydra.sweep.dir={sweep_dir}",
+        *FAST,
     ]
     env = {**os.environ, "WANDB_MODE": "disabled"}
     result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -48,8 +62,16 @@ def test_failing_job_is_recorded_and_others_go_on(tmp_path):
 def test_optuna_sweep_runs_trials_and_reports_the_best(tmp_path):
     sweep_dir = tmp_path / "optuna"
     args = [
-        sys.executable, "-m", "mrl.cli.train", "--multirun", "experiment=digits_mrl", "sweep=optuna",
-        "hydra.sweeper.n_trials=2", "trainer.max_epochs=1", f"hydra.sweep.dir={sweep_dir}", *FAST,
+        sys.executable,
+        "-m",
+        "mrl.cli.train",
+        "--multirun",
+        "experiment=digits_mrl",
+        "sweep=optuna",
+        "hydra.sweeper.n_trials=2",
+        "trainer.max_epochs=1",
+        f"hydra.sweep.dir={sweep_dir}",
+        *FAST,
     ]
     env = {**os.environ, "WANDB_MODE": "disabled"}
     result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

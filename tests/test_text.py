@@ -100,10 +100,12 @@ def test_local_files_columns_and_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="data.source="):
         TextClassificationDataModule(str(tmp_path / "missing.csv"))
     jsonl = tmp_path / "triplets.jsonl"
-    jsonl.write_text("\n".join(json.dumps({"q": f"question {i}", "a": f"answer {i}", "n": f"other {i}"})
-                               for i in range(10)))
-    pairs = TextPairsDataModule(str(jsonl), anchor_column="q", positive_column="a", negative_column="n",
-                                batch_size=4, val_fraction=0.2)
+    jsonl.write_text(
+        "\n".join(json.dumps({"q": f"question {i}", "a": f"answer {i}", "n": f"other {i}"}) for i in range(10))
+    )
+    pairs = TextPairsDataModule(
+        str(jsonl), anchor_column="q", positive_column="a", negative_column="n", batch_size=4, val_fraction=0.2
+    )
     a, p, n = next(iter(pairs.train_dataloader()))
     assert a["input_ids"].shape == p["input_ids"].shape == n["input_ids"].shape  # one common length
     if importlib.util.find_spec("datasets") is None:
@@ -251,17 +253,33 @@ def test_sts_spearman_matches_scipy():
 
 def test_evaluate_text_run_scored_pairs(tmp_path, minilm):
     sts = tmp_path / "sts.csv"
-    texts = ["A cat sits on the mat.", "A dog runs in the park.", "The stock market fell today.",
-             "It is raining in London.", "Python lists are mutable.", "Tuples cannot be changed."]
+    texts = [
+        "A cat sits on the mat.",
+        "A dog runs in the park.",
+        "The stock market fell today.",
+        "It is raining in London.",
+        "Python lists are mutable.",
+        "Tuples cannot be changed.",
+    ]
     lines = ["sentence1,sentence2,score"]
     for i, s in enumerate(texts):
         lines.append(f'"{s}","{s}",1.0')
         lines.append(f'"{s}","{texts[(i + 3) % len(texts)]}",0.0')
     sts.write_text("\n".join(lines) + "\n")
     # Train on the pairs, evaluate on the same file read as scored pairs (all twelve rows).
-    dm = TextPairsDataModule(str(sts), anchor_column="sentence1", positive_column="sentence2", batch_size=4,
-                             max_length=32, eval_source={"source": str(sts), "anchor_column": "sentence1",
-                                                         "positive_column": "sentence2", "score_column": "score"})
+    dm = TextPairsDataModule(
+        str(sts),
+        anchor_column="sentence1",
+        positive_column="sentence2",
+        batch_size=4,
+        max_length=32,
+        eval_source={
+            "source": str(sts),
+            "anchor_column": "sentence1",
+            "positive_column": "sentence2",
+            "score_column": "score",
+        },
+    )
     assert dm.kind == "pairs" and dm.eval_kind == "scored" and len(dm.split_items("val")) == 12
     module = MatryoshkaContrastiveModule(minilm, nesting=[32, 384])
     out = evaluate_text_run(module, dm)
@@ -308,8 +326,16 @@ def test_export_round_trip_full_and_truncated(tmp_path):
 def test_text_pairs_experiment_runs_end_to_end(make_cfg, tmp_path):
     from mrl.training.procedure import run_training
 
-    cfg = make_cfg("experiment=text_pairs_mrl", "trainer.max_epochs=1", "data.max_pairs=48", "data.batch_size=8",
-                   "model.backbone.max_length=32", "logger=csv", "test=false", fast=False)
+    cfg = make_cfg(
+        "experiment=text_pairs_mrl",
+        "trainer.max_epochs=1",
+        "data.max_pairs=48",
+        "data.batch_size=8",
+        "model.backbone.max_length=32",
+        "logger=csv",
+        "test=false",
+        fast=False,
+    )
     results = run_training(cfg, cfg.paths.output_dir)
     for m in SIZES:
         for name in ("loss", "mrr@10", "ndcg@10", "recall@1", "recall@10"):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mrl.evaluation.knn import knn_metrics
+from mrl.evaluation.knn_metrics import knn_metrics
 from mrl.evaluation.runner import knn_device
 from mrl.retrieval import knn_search
 from mrl.retrieval.torch_search import torch_search

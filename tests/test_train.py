@@ -34,9 +34,16 @@ def test_a_few_steps_lower_the_loss_at_every_size(make_cfg, head):
 
 
 def test_run_writes_results_checkpoint_and_per_size_metrics(make_cfg, tmp_path):
-    cfg = make_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=1.0", "trainer.limit_val_batches=1.0",
-                   "callbacks=default", "callbacks.rich_progress_bar=null",
-                   "callbacks.rich_model_summary=null", "logger=csv", "test=true")
+    cfg = make_cfg(
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=1.0",
+        "trainer.limit_val_batches=1.0",
+        "callbacks=default",
+        "callbacks.rich_progress_bar=null",
+        "callbacks.rich_model_summary=null",
+        "logger=csv",
+        "test=true",
+    )
     results = run_training(cfg, cfg.paths.output_dir)
     run_dir = tmp_path / "run"
     saved = json.loads((run_dir / "results.json").read_text())
@@ -89,8 +96,13 @@ def test_nesting_wider_than_embedding_fails(make_cfg):
 def test_speed_options_train(make_cfg, option):
     """channels-last and mixed precision are real code paths: a short run trains and logs every size (one small
     batch each way: bf16 on a CPU without bf16 arithmetic is emulated, and slow)."""
-    cfg = make_cfg("trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
-                   "data.batch_size=32", option)
+    cfg = make_cfg(
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=1",
+        "trainer.limit_val_batches=1",
+        "data.batch_size=32",
+        option,
+    )
     results = run_training(cfg, cfg.paths.output_dir)
     assert all(f"val/top1@{m}" in results["metrics"] for m in results["sizes"])
 
@@ -109,13 +121,26 @@ def test_lr_batch_scales_the_rate_with_the_global_batch(make_cfg, accumulate, ex
     cfg = make_cfg("data.batch_size=64", "model.optimizer.lr=0.1", "model.optimizer.lr_batch=256")
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule)
-    trainer = L.Trainer(max_steps=1, accumulate_grad_batches=accumulate, accelerator="cpu", logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        limit_val_batches=0)
+    trainer = L.Trainer(
+        max_steps=1,
+        accumulate_grad_batches=accumulate,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
     trainer.fit(model, datamodule=datamodule)
     assert model.global_batch() == 64 * accumulate
     assert trainer.lr_scheduler_configs[0].scheduler.base_lrs == pytest.approx([expected, expected])
     cfg.model.optimizer.lr_batch = 0
     with pytest.raises(ValueError, match=r"^model\.optimizer\.lr_batch=0: use a positive global batch size"):
-        L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                  enable_progress_bar=False, enable_model_summary=False).fit(build_model(cfg, datamodule), datamodule)
+        L.Trainer(
+            max_steps=1,
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        ).fit(build_model(cfg, datamodule), datamodule)

@@ -11,8 +11,12 @@ from mrl.common.wandb_runs import ensure_wandb_mode, logger_target, stable_run_i
 from mrl.training.procedure import run_training
 from mrl_testing.wandb_records import read_finished_run
 
-WANDB_ARGS = ["logger=wandb", "callbacks=default", "callbacks.rich_progress_bar=null",
-              "callbacks.rich_model_summary=null"]
+WANDB_ARGS = [
+    "logger=wandb",
+    "callbacks=default",
+    "callbacks.rich_progress_bar=null",
+    "callbacks.rich_model_summary=null",
+]
 
 
 def run_files(run_dir):
@@ -73,8 +77,10 @@ def test_uploads_go_to_the_project_of_the_runs_logger_config(tmp_path):
     wandb_logger = {"_target_": "lightning.pytorch.loggers.WandbLogger", "project": "vision", "entity": "lab"}
     for loggers, expected in [
         ({"wandb": wandb_logger}, {"project": "vision", "entity": "lab"}),
-        ({"csv": {"_target_": "lightning.pytorch.loggers.CSVLogger"}, "mine": wandb_logger},
-         {"project": "vision", "entity": "lab"}),
+        (
+            {"csv": {"_target_": "lightning.pytorch.loggers.CSVLogger"}, "mine": wandb_logger},
+            {"project": "vision", "entity": "lab"},
+        ),
         ({"wandb": {**wandb_logger, "project": None, "entity": None}}, {"project": "mrl", "entity": None}),
         ({"csv": {"_target_": "lightning.pytorch.loggers.CSVLogger"}}, None),
         (None, None),
@@ -92,8 +98,11 @@ def test_truncation_curve_of_a_text_pairs_run(tmp_path, monkeypatch, capsys):
     from mrl.training.callbacks import TruncationCurve, curve_table, print_curve
 
     sizes = [8, 16, 32]
-    metrics = {f"val/{name}@{m}": 0.1 * i + m / 100 for i, name in enumerate(["mrr@10", "ndcg@10", "recall@1",
-                                                                           "recall@10"]) for m in sizes}
+    metrics = {
+        f"val/{name}@{m}": 0.1 * i + m / 100
+        for i, name in enumerate(["mrr@10", "ndcg@10", "recall@1", "recall@10"])
+        for m in sizes
+    }
     metrics["val/loss@8"] = 3.0
     del metrics["val/recall@1@32"]
     names, rows = curve_table(metrics, sizes)
@@ -109,8 +118,9 @@ def test_truncation_curve_of_a_text_pairs_run(tmp_path, monkeypatch, capsys):
     logger = WandbLogger(project="mrl-test", save_dir=str(tmp_path), offline=True)
     logged = []
     monkeypatch.setattr(logger.experiment, "log", lambda data: logged.append(data))
-    trainer = SimpleNamespace(sanity_checking=False, is_global_zero=True, loggers=[logger], callback_metrics=metrics,
-                              global_step=3)
+    trainer = SimpleNamespace(
+        sanity_checking=False, is_global_zero=True, loggers=[logger], callback_metrics=metrics, global_step=3
+    )
     TruncationCurve().on_validation_epoch_end(trainer, SimpleNamespace(sizes=sizes))
     logger.experiment.finish()
     table = logged[0]["val/truncation_table"]

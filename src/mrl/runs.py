@@ -60,12 +60,15 @@ def _load_failure(error: Exception) -> str:
     """The useful part of torch.load's error (its weights_only message buries the cause)."""
     text = str(error).strip()
     if "WeightsUnpickler error:" in text:
-        cause = next((line.strip() for line in text.split("WeightsUnpickler error:", 1)[1].splitlines()
-                      if line.strip()), "")
+        cause = next(
+            (line.strip() for line in text.split("WeightsUnpickler error:", 1)[1].splitlines() if line.strip()), ""
+        )
         if cause.startswith("Unsupported global"):
             name = cause.split(" was not", 1)[0].removeprefix("Unsupported global: GLOBAL ")
-            return (f"it holds a pickled object, {name}, which weights_only loading refuses; "
-                    "if you trust the file, pass weights_only=false")
+            return (
+                f"it holds a pickled object, {name}, which weights_only loading refuses; "
+                "if you trust the file, pass weights_only=false"
+            )
         return f"corrupt, or not a PyTorch checkpoint: {cause}"
     return text.splitlines()[0] if text else type(error).__name__
 
@@ -81,8 +84,10 @@ def load_module(path: str | Path, weights_only: bool = True) -> L.LightningModul
     except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
         raise ValueError(f"ckpt={str(path)!r}: not a readable checkpoint ({_load_failure(error)})") from error
     if "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
-        raise ValueError(f"ckpt={str(path)!r}: not a Lightning checkpoint of this framework "
-                         "(for official RAIVNLab/MRL files use mrl.interop.reference.load_reference_resnet50)")
+        raise ValueError(
+            f"ckpt={str(path)!r}: not a Lightning checkpoint of this framework "
+            "(for official RAIVNLab/MRL files use mrl.interop.reference.load_reference_resnet50)"
+        )
     hparams = dict(checkpoint["hyper_parameters"])
     backbone = dict(hparams.get("backbone") or {})
     if "pretrained" in backbone:

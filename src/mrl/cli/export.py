@@ -15,13 +15,19 @@ __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(prog="mrl-export",
-                                     description="Export a trained run: a text run to a sentence-transformers "
-                                                 "directory, an image run to a torch.export program.")
+    parser = argparse.ArgumentParser(
+        prog="mrl-export",
+        description="Export a trained run: a text run to a sentence-transformers "
+        "directory, an image run to a torch.export program.",
+    )
     parser.add_argument("run", help="a run directory (checkpoints/*.ckpt, results.json) or a .ckpt file")
     parser.add_argument("--out", default=None, help="output directory (default: <run>/export)")
-    parser.add_argument("--truncate-dim", type=int, default=None,
-                        help="text runs: default truncation of the saved model (one of the trained sizes)")
+    parser.add_argument(
+        "--truncate-dim",
+        type=int,
+        default=None,
+        help="text runs: default truncation of the saved model (one of the trained sizes)",
+    )
     args = parser.parse_args(argv)
     from mrl.runs import find_checkpoint, load_module, run_dir_of
 
@@ -37,8 +43,10 @@ def main(argv: list[str] | None = None) -> Path:
         if args.truncate_dim is not None:
             raise SystemExit("--truncate-dim is for text runs; an image export keeps every size (slice the output)")
         export_image_model(module, image_transform(run_dir, module), out, checkpoint=str(checkpoint))
-        print(f"exported {checkpoint} -> {out}/embedder.pt2 (sizes {list(module.sizes)}; preprocessing in "
-              f"{out}/mrl_export.json; torch.export.load(...).module()(images))")
+        print(
+            f"exported {checkpoint} -> {out}/embedder.pt2 (sizes {list(module.sizes)}; preprocessing in "
+            f"{out}/mrl_export.json; torch.export.load(...).module()(images))"
+        )
         return out
     from mrl.interop.sentence_transformers import export_sentence_transformer
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,9 @@ import numpy as np
 
 from mrl.common.errors import exit_on_config_error
 from mrl.common.io import console
+from mrl.evaluation.embeddings import read_embeddings
 
-__all__ = ["main", "parse_funnel", "read_embeddings", "run"]
+__all__ = ["main", "parse_funnel", "run"]
 
 BINARY_FIRST_SIZE = 128  # the default funnel's first stage with --index binary
 
@@ -45,8 +45,9 @@ def parse_funnel(text: str | None, dim: int, k: int, n: int | None = None, first
         try:
             stages.append((int(size), min(int(candidates) if candidates else k, n or int(1e18))))
         except ValueError:
-            raise ValueError(f"funnel={text!r}: stage {i + 1} is {part.strip()!r}; write size:candidates stages, "
-                             "e.g. 16:200,512:10") from None
+            raise ValueError(
+                f"funnel={text!r}: stage {i + 1} is {part.strip()!r}; write size:candidates stages, e.g. 16:200,512:10"
+            ) from None
     from mrl.retrieval import validate_funnel
 
     try:
@@ -58,24 +59,15 @@ def parse_funnel(text: str | None, dim: int, k: int, n: int | None = None, first
     return stages
 
 
-def read_embeddings(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, Any]]:
-    """(embeddings as float32, row ids, labels, meta) of an ``.npz``. A file without ``ids`` names its rows
-    0..N-1; labels are None where the file has none (``make embed`` marks its unlabelled rows -1)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"embeddings={str(path)!r}: no such file (make embed or make eval writes them)")
-    with np.load(path) as data:
-        if "embeddings" not in data:
-            raise ValueError(f"embeddings={str(path)!r}: no 'embeddings' array in it (keys: {', '.join(data)})")
-        embeddings = np.asarray(data["embeddings"], dtype=np.float32)
-        ids = data["ids"] if "ids" in data else np.arange(len(embeddings))
-        meta = json.loads(str(data["meta"])) if "meta" in data else {}
-        labels = data["labels"] if "labels" in data and (data["labels"] >= 0).any() else None
-    return embeddings, ids, labels, meta
-
-
-def run(database: str, queries: str, k: int = 10, funnel: str | None = None, metric: str = "cosine",
-        index: str = "flat", out: str | None = None) -> dict[str, Any]:
+def run(
+    database: str,
+    queries: str,
+    k: int = 10,
+    funnel: str | None = None,
+    metric: str = "cosine",
+    index: str = "flat",
+    out: str | None = None,
+) -> dict[str, Any]:
     """Search ``queries`` against ``database``; writes the CSV and returns a summary with the results."""
     from mrl.retrieval import METRICS, AdaptiveRetriever
 
@@ -84,12 +76,16 @@ def run(database: str, queries: str, k: int = 10, funnel: str | None = None, met
     db, db_ids, db_labels, db_meta = read_embeddings(database)
     q, q_ids, _, q_meta = read_embeddings(queries)
     if db.shape[1] != q.shape[1]:
-        raise ValueError(f"queries={queries!r}: {q.shape[1]}-wide embeddings against a {db.shape[1]}-wide database; "
-                         "embed both with the same --dim")
+        raise ValueError(
+            f"queries={queries!r}: {q.shape[1]}-wide embeddings against a {db.shape[1]}-wide database; "
+            "embed both with the same --dim"
+        )
     models = [Path(meta.get("checkpoint") or "").resolve() for meta in (db_meta, q_meta)]
     if db_meta.get("checkpoint") and q_meta.get("checkpoint") and models[0] != models[1]:
-        raise ValueError(f"queries={queries!r}: embedded by {q_meta['checkpoint']}, the database by "
-                         f"{db_meta['checkpoint']}; embeddings of different models are not comparable")
+        raise ValueError(
+            f"queries={queries!r}: embedded by {q_meta['checkpoint']}, the database by "
+            f"{db_meta['checkpoint']}; embeddings of different models are not comparable"
+        )
     if isinstance(k, bool) or not 1 <= k <= len(db):
         raise ValueError(f"k={k}: must be in 1..{len(db)} (the database size)")
     # sign bits carry less than floats: a binary shortlist starts from a longer prefix (128 bits = 16 bytes)
@@ -110,10 +106,19 @@ def run(database: str, queries: str, k: int = 10, funnel: str | None = None, met
                 if row >= 0:
                     label = [int(db_labels[row])] if db_labels is not None else []
                     writer.writerow([q_ids[qi], rank + 1, db_ids[row], f"{scores[qi, rank]:.6g}", *label])
-    return {"output": str(path), "funnel": stages, "queries": len(q), "database": len(db), "k": k,
-            "ms_per_query": 1e3 * seconds / max(len(q), 1), "mflops_per_query": retriever.mflops_per_query(),
-            "query_ids": q_ids, "rows": ids, "ids": np.where(ids >= 0, db_ids[np.maximum(ids, 0)], None),
-            "scores": scores}
+    return {
+        "output": str(path),
+        "funnel": stages,
+        "queries": len(q),
+        "database": len(db),
+        "k": k,
+        "ms_per_query": 1e3 * seconds / max(len(q), 1),
+        "mflops_per_query": retriever.mflops_per_query(),
+        "query_ids": q_ids,
+        "rows": ids,
+        "ids": np.where(ids >= 0, db_ids[np.maximum(ids, 0)], None),
+        "scores": scores,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -121,17 +126,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("database", help="the .npz of the items to search")
     parser.add_argument("queries", help="the .npz of the queries (same model, same width)")
     parser.add_argument("--k", type=int, default=10, help="results per query (default 10)")
-    parser.add_argument("--funnel", default=None,
-                        help="size:candidates stages, e.g. 16:200,512:10 (default: 16:200 then full width)")
+    parser.add_argument(
+        "--funnel", default=None, help="size:candidates stages, e.g. 16:200,512:10 (default: 16:200 then full width)"
+    )
     parser.add_argument("--metric", default="cosine", help="cosine (prefixes re-normalised), ip or l2")
-    parser.add_argument("--index", default="flat",
-                        help="first stage: flat (exact), hnsw, ivf or binary (sign bits by Hamming distance; "
-                             "its default funnel shortlists with 128 bits)")
+    parser.add_argument(
+        "--index",
+        default="flat",
+        help="first stage: flat (exact), hnsw, ivf or binary (sign bits by Hamming distance; "
+        "its default funnel shortlists with 128 bits)",
+    )
     parser.add_argument("--out", default=None, help="the CSV to write (default: <queries>_top<k>.csv)")
     parser.add_argument("--show", type=int, default=5, help="queries whose results are printed (default 5)")
     args = parser.parse_args(argv)
-    result = exit_on_config_error(lambda: run(args.database, args.queries, k=args.k, funnel=args.funnel,
-                                              metric=args.metric, index=args.index, out=args.out))
+    result = exit_on_config_error(
+        lambda: run(
+            args.database,
+            args.queries,
+            k=args.k,
+            funnel=args.funnel,
+            metric=args.metric,
+            index=args.index,
+            out=args.out,
+        )
+    )
     from rich.table import Table
 
     funnel = " -> ".join(f"{m}d:{c}" for m, c in result["funnel"])
@@ -144,8 +162,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         table.add_row(str(result["query_ids"][qi]), *cells)
     if args.show > 0:
         console().print(table)
-    print(f"{result['queries']} queries, {result['ms_per_query']:.3f} ms and {result['mflops_per_query']:.3g} MFLOPs "
-          f"per query; results -> {result['output']}")
+    print(
+        f"{result['queries']} queries, {result['ms_per_query']:.3f} ms and {result['mflops_per_query']:.3g} MFLOPs "
+        f"per query; results -> {result['output']}"
+    )
     return result
 
 

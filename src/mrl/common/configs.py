@@ -20,8 +20,10 @@ def config_dir() -> Path:
     for candidate in (PACKAGE_DIR / "conf", PACKAGE_DIR.parents[1] / "conf"):
         if (candidate / "train.yaml").is_file():
             return candidate
-    raise FileNotFoundError(f"config_dir={str(PACKAGE_DIR / 'conf')!r}: the package has no configs; reinstall it "
-                            "(pip install mrl) or run from a checkout that has conf/")
+    raise FileNotFoundError(
+        f"config_dir={str(PACKAGE_DIR / 'conf')!r}: the package has no configs; reinstall it "
+        "(pip install mrl) or run from a checkout that has conf/"
+    )
 
 
 def typed(cls: type[T], values: Mapping[str, Any] | None, key: str) -> T:

@@ -67,8 +67,9 @@ def logger_target(run_dir: str | os.PathLike) -> dict[str, str | None] | None:
     return None
 
 
-def open_run(save_dir: str | os.PathLike, config_from: Sequence[str | os.PathLike] = (), resume: bool = False,
-             **init: Any):
+def open_run(
+    save_dir: str | os.PathLike, config_from: Sequence[str | os.PathLike] = (), resume: bool = False, **init: Any
+):
     """A W&B run for an upload after training (an evaluation, a report), written below ``save_dir``.
 
     The project and entity are those of the first run in ``config_from`` whose config names a W&B logger

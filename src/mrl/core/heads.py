@@ -182,9 +182,7 @@ class MatryoshkaHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"MatryoshkaHead expects embeddings [..., {self.in_features}], got {list(x.shape)}"
-            )
+            raise ValueError(f"MatryoshkaHead expects embeddings [..., {self.in_features}], got {list(x.shape)}")
         lead = x.shape[:-1]
         x = x.reshape(-1, x.shape[-1])
         sizes = tuple(self.sizes)
@@ -248,9 +246,7 @@ class FixedFeatureHead(nn.Module):
     def __init__(self, in_features: int, num_classes: int, dim: int, bias: bool = True):
         super().__init__()
         if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or not 0 < dim <= in_features:
-            raise ValueError(
-                f"head.dim={dim!r}: must be an integer in 1..{in_features} (the embedding width)"
-            )
+            raise ValueError(f"head.dim={dim!r}: must be an integer in 1..{in_features} (the embedding width)")
         self.sizes = [int(dim)]
         self.in_features, self.num_classes = in_features, num_classes
         self.linear = nn.Linear(dim, num_classes, bias=bias)

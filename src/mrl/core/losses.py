@@ -71,9 +71,7 @@ class _WeightedSizes(nn.Module):
         self.key = key
         w = None if weights is None else torch.as_tensor(list(weights), dtype=torch.float32)
         if w is not None and w.dim() != 1:
-            raise ValueError(
-                f"{key}={list(weights)!r}: expected a flat list of numbers, one per nesting size"
-            )
+            raise ValueError(f"{key}={list(weights)!r}: expected a flat list of numbers, one per nesting size")
         self.register_buffer("weights", w, persistent=False)
         self.last_per_size: Tensor | None = None
 
@@ -108,9 +106,7 @@ class MatryoshkaCrossEntropy(_WeightedSizes):
             return _SoftmaxCrossEntropy.apply(logits, target, self.label_smoothing)
         g, b, c = logits.shape  # class probabilities
         soft = target.unsqueeze(0).expand(g, b, c).reshape(g * b, c)
-        losses = F.cross_entropy(
-            logits.reshape(g * b, c), soft, reduction="none", label_smoothing=self.label_smoothing
-        )
+        losses = F.cross_entropy(logits.reshape(g * b, c), soft, reduction="none", label_smoothing=self.label_smoothing)
         return losses.view(g, b).mean(1)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:

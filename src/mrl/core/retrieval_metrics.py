@@ -90,13 +90,13 @@ def retrieval_metrics(
         docs = _prefix(c_all, m)
         hits_rows = []
         for start in range(0, n_queries, chunk_size):
-            q = _prefix(q_all[start:start + chunk_size], m)
+            q = _prefix(q_all[start : start + chunk_size], m)
             top = torch.topk(q @ docs.T, depth, dim=1).indices  # [chunk, depth]
             if rel_sets is None:
-                hits_rows.append(top == single[start:start + chunk_size, None])
+                hits_rows.append(top == single[start : start + chunk_size, None])
             else:
                 mask = torch.zeros(q.shape[0], n_docs, dtype=torch.bool)
-                for i, r in enumerate(rel_sets[start:start + chunk_size]):
+                for i, r in enumerate(rel_sets[start : start + chunk_size]):
                     mask[i, r] = True
                 hits_rows.append(torch.gather(mask, 1, top))
         hits = torch.cat(hits_rows).float()[keep]  # [Q', depth]

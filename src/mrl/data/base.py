@@ -27,8 +27,14 @@ class MatryoshkaDataModule(ResumableOrder, L.LightningDataModule):
     transforms when ``train``; and may give each split its own ``collate_fn(split)``.
     """
 
-    def __init__(self, batch_size: int = 64, num_workers: int = 0, pin_memory: bool = False,
-                 persistent_workers: bool = False, seed: int = 0) -> None:
+    def __init__(
+        self,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         if isinstance(batch_size, bool) or int(batch_size) < 1:
             raise ValueError(f"data.batch_size={batch_size} is invalid; use a positive integer")

@@ -27,8 +27,9 @@ class ResumableSampler(DistributedSampler):
     batches are drawn); ``skip`` leaves out the first ``skip`` indices of that pass, on this rank.
     """
 
-    def __init__(self, dataset: Dataset, seed: int = 0, num_replicas: int = 1, rank: int = 0, epoch: int = 0,
-                 skip: int = 0) -> None:
+    def __init__(
+        self, dataset: Dataset, seed: int = 0, num_replicas: int = 1, rank: int = 0, epoch: int = 0, skip: int = 0
+    ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
         self.epoch = int(epoch)
         self.skip = int(skip)
@@ -89,5 +90,11 @@ class ResumableOrder:
         rank = int(getattr(trainer, "global_rank", 0) or 0)
         (epoch, batches), self._resume_at = self._resume_at, (0, 0)
         per_rank = math.ceil(len(dataset) / replicas)
-        return ResumableSampler(dataset, seed=self.seed, num_replicas=replicas, rank=rank, epoch=epoch,
-                                skip=min(batches * self.batch_size, per_rank))
+        return ResumableSampler(
+            dataset,
+            seed=self.seed,
+            num_replicas=replicas,
+            rank=rank,
+            epoch=epoch,
+            skip=min(batches * self.batch_size, per_rank),
+        )

@@ -59,8 +59,9 @@ def find_runs(root: str | Path) -> list[Path]:
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"DIR={str(root)!r}: no such directory")
-    return sorted(p.parent for p in root.rglob("results.json")
-                  if p.parent.name != "eval" and "checkpoint" not in read_json(p))
+    return sorted(
+        p.parent for p in root.rglob("results.json") if p.parent.name != "eval" and "checkpoint" not in read_json(p)
+    )
 
 
 def run_settings(run_dir: Path) -> dict[str, str]:
@@ -106,8 +107,9 @@ def label_runs(run_dirs: list[Path]) -> dict[Path, str]:
     return labels
 
 
-def gather_values(run_dirs: list[Path], metric: str = "val/top1", source: str = "train",
-                  labels: dict[Path, str] | None = None) -> dict[str, dict[int, list[float]]]:
+def gather_values(
+    run_dirs: list[Path], metric: str = "val/top1", source: str = "train", labels: dict[Path, str] | None = None
+) -> dict[str, dict[int, list[float]]]:
     """{label: {size: [value of each run]}}; ``source="eval"`` reads ``eval/results.json``."""
     labels = labels if labels is not None else label_runs(run_dirs)
     values: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -144,12 +146,24 @@ def write_report(root: str | Path, out: str | Path | None = None, use_wandb: boo
     labels = label_runs(runs)
     groups = {label: [run for run in runs if labels[run] == label] for label in dict.fromkeys(labels.values())}
     count = f"{len(runs)} run{'' if len(runs) == 1 else 's'}"
-    lines = [f"# Report: {root}", "", f"{count}. Values in %: the mean over the runs of each curve, ± the standard "
-             "deviation where a curve has several (seeds).", "", "| curve | runs |", "|---|---|"]
+    lines = [
+        f"# Report: {root}",
+        "",
+        f"{count}. Values in %: the mean over the runs of each curve, ± the standard "
+        "deviation where a curve has several (seeds).",
+        "",
+        "| curve | runs |",
+        "|---|---|",
+    ]
     lines += [f"| {label} | {len(group)}: {', '.join(run.name for run in group)} |" for label, group in groups.items()]
     lines.append("")
-    report = {"root": str(root), "runs": [str(r) for r in runs], "labels": {str(r): labels[r] for r in runs},
-              "curves": {}, "spread": {}}
+    report = {
+        "root": str(root),
+        "runs": [str(r) for r in runs],
+        "labels": {str(r): labels[r] for r in runs},
+        "curves": {},
+        "spread": {},
+    }
     val_top1 = None
     for key, (title, metric, source) in SECTIONS.items():
         values = gather_values(runs, metric, source, labels)
@@ -157,19 +171,31 @@ def write_report(root: str | Path, out: str | Path | None = None, use_wandb: boo
         if not values or (key == "test_top1" and values == val_top1):
             continue  # data sets without a test split of their own (digits, ImageNet) test on val
         curves = {label: {m: float(np.mean(v)) for m, v in sizes.items()} for label, sizes in values.items()}
-        spread = {label: {m: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for m, v in sizes.items()}
-                  for label, sizes in values.items()}
+        spread = {
+            label: {m: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for m, v in sizes.items()}
+            for label, sizes in values.items()
+        }
         report["curves"][key], report["spread"][key] = curves, spread
         header, rows = curves_table(curves)
         write_csv(out / f"report_{key}.csv", header, rows)
         lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join([str(m)] + [_cell(values[label].get(m), curves[label].get(m), spread[label].get(m))
-                                                for label in header[1:]]) + " |" for m, *_ in rows]
+        lines += [
+            "| "
+            + " | ".join(
+                [str(m)]
+                + [_cell(values[label].get(m), curves[label].get(m), spread[label].get(m)) for label in header[1:]]
+            )
+            + " |"
+            for m, *_ in rows
+        ]
         lines += ["", f"![{title}](report_{key}.png)", ""]
         plot_curves(curves, out / f"report_{key}.png", title)
     if not any(SECTIONS[key][2] == "eval" for key in report["curves"]):
-        lines += ["Evaluation metrics (1-NN, mAP@10; MRR, NDCG, Spearman for text) appear here once the runs "
-                  "are evaluated: `make eval RUN=<run or sweep directory>`.", ""]
+        lines += [
+            "Evaluation metrics (1-NN, mAP@10; MRR, NDCG, Spearman for text) appear here once the runs "
+            "are evaluated: `make eval RUN=<run or sweep directory>`.",
+            "",
+        ]
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     write_json(out / "report.json", report)
     if use_wandb:

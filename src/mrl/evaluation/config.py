@@ -80,14 +80,18 @@ class EvalConfig:
 
 def eval_config(cfg: DictConfig | Mapping[str, Any]) -> EvalConfig:
     """The typed settings of a composed conf/eval.yaml (the ``data`` and ``paths`` groups left out)."""
-    plain = {key: OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig))
-             else value for key, value in cfg.items() if key not in GROUPS}
+    plain = {
+        key: OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+        for key, value in cfg.items()
+        if key not in GROUPS
+    }
     settings = _build(EvalConfig, plain, "")
     check_precision(settings.precision)
     check_codecs(settings.quantized)
     if settings.embeddings_dtype not in EMBEDDING_DTYPES:
-        raise ValueError(f"embeddings_dtype={settings.embeddings_dtype!r}: expected one of "
-                         f"{', '.join(EMBEDDING_DTYPES)}")
+        raise ValueError(
+            f"embeddings_dtype={settings.embeddings_dtype!r}: expected one of {', '.join(EMBEDDING_DTYPES)}"
+        )
     return settings
 
 
@@ -107,8 +111,10 @@ def _build(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             if not isinstance(value, Mapping):
-                raise ValueError(f"{_show(path, value)}: expected a section with keys "
-                                 f"{', '.join(f.name for f in dataclasses.fields(hint))}")
+                raise ValueError(
+                    f"{_show(path, value)}: expected a section with keys "
+                    f"{', '.join(f.name for f in dataclasses.fields(hint))}"
+                )
             kwargs[key] = _build(hint, value, f"{path}.")
         else:
             kwargs[key] = _checked(path, value, hint)

@@ -47,13 +47,16 @@ def list_images(source: str | Path) -> tuple[list[Path], list[str]]:
         ids = [p.relative_to(source).as_posix() for p in paths]
     elif source.is_file():
         lines = [line.strip() for line in source.read_text().splitlines() if line.strip()]
-        paths = [Path(line).expanduser() if Path(line).expanduser().is_absolute() else source.parent / line
-                 for line in lines]
+        paths = [
+            Path(line).expanduser() if Path(line).expanduser().is_absolute() else source.parent / line for line in lines
+        ]
         ids = lines
         missing = [line for line, path in zip(lines, paths) if not path.is_file()]
         if missing:
-            raise FileNotFoundError(f"input={str(source)!r}: {len(missing)} listed file(s) do not exist, "
-                                    f"e.g. {missing[0]!r} (relative paths are read from the list's folder)")
+            raise FileNotFoundError(
+                f"input={str(source)!r}: {len(missing)} listed file(s) do not exist, "
+                f"e.g. {missing[0]!r} (relative paths are read from the list's folder)"
+            )
     else:
         raise FileNotFoundError(f"input={str(source)!r}: no such folder or list file")
     if not paths:
@@ -67,8 +70,10 @@ def read_texts(source: str | Path, column: str = "text") -> list[str]:
 
     path = Path(source).expanduser()
     if path.is_dir():
-        raise ValueError(f"input={str(source)!r}: a folder, but this run is a text model, which embeds a .txt file "
-                         "or a table; for images give an image model's run (RUN=...)")
+        raise ValueError(
+            f"input={str(source)!r}: a folder, but this run is a text model, which embeds a .txt file "
+            "or a table; for images give an image model's run (RUN=...)"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"input={str(source)!r}: no such file (a text model embeds a .txt file or a table)")
     suffix = path.suffix.lower()
@@ -110,8 +115,10 @@ def image_transform(run_dir: Path, module: torch.nn.Module) -> Callable:
 
     config = run_dir / "config.yaml"
     if not config.is_file():
-        raise FileNotFoundError(f"run={str(run_dir)!r}: no config.yaml; images are prepared as the run prepared its "
-                                "own, so give the run directory (or a checkpoint inside its checkpoints/)")
+        raise FileNotFoundError(
+            f"run={str(run_dir)!r}: no config.yaml; images are prepared as the run prepared its "
+            "own, so give the run directory (or a checkpoint inside its checkpoints/)"
+        )
     data = OmegaConf.to_container(OmegaConf.load(config).data, resolve=True)
     cls = get_class(data.pop("_target_"))
     return cls.file_transform(data, getattr(module.backbone, "data_config", None))
@@ -162,8 +169,14 @@ def _embed(module, loader: DataLoader, precision: str) -> tuple[np.ndarray, np.n
     return out["embeddings"], out["labels"] >= 0
 
 
-def embed_image_files(module, paths: Sequence[Path], transform: Callable, batch_size: int = 64,
-                      num_workers: int = 0, precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
+def embed_image_files(
+    module,
+    paths: Sequence[Path],
+    transform: Callable,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    precision: str = "fp32",
+) -> tuple[np.ndarray, np.ndarray]:
     """Full-width embeddings ``[N, D]`` of image files, and which of them could be read (``bool[N]``; the
     rows of the others are meaningless)."""
     loader = DataLoader(_ImageFiles(paths, transform), batch_size=batch_size, num_workers=num_workers)
@@ -178,9 +191,20 @@ def embed_texts(module, texts: Sequence[str], batch_size: int = 64, precision: s
 
 
 # ------------------------------------------------------------------------------------------------- run
-def embed_inputs(target: str, source: str, out: str | None = None, dim: int | None = None, normalize: bool = False,
-        dtype: str = "fp32", column: str = "text", batch_size: int = 64, num_workers: int = 0,
-        device: str = "auto", precision: str = "fp32", reference: str | None = None) -> dict[str, Any]:
+def embed_inputs(
+    target: str,
+    source: str,
+    out: str | None = None,
+    dim: int | None = None,
+    normalize: bool = False,
+    dtype: str = "fp32",
+    column: str = "text",
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: str = "auto",
+    precision: str = "fp32",
+    reference: str | None = None,
+) -> dict[str, Any]:
     """Embed ``source`` with the run or checkpoint ``target`` and write the ``.npz``; returns its meta.
 
     ``reference``: ``target`` is an official RAIVNLab/MRL ResNet-50 file (``"auto"``: the head kind read off the
@@ -216,8 +240,15 @@ def embed_inputs(target: str, source: str, out: str | None = None, dim: int | No
         paths, ids = list_images(source)
         transform = reference_transform(module) if reference else image_transform(run_dir, module)
     module.to(torch_device).eval()
-    log.info("Embedding %d %s from %s with %s (%s, %s)", len(ids), "texts" if is_text else "images", source, ckpt,
-             torch_device, precision)
+    log.info(
+        "Embedding %d %s from %s with %s (%s, %s)",
+        len(ids),
+        "texts" if is_text else "images",
+        source,
+        ckpt,
+        torch_device,
+        precision,
+    )
     if is_text:
         embeddings, readable = embed_texts(module, ids, batch_size, precision), np.ones(len(ids), dtype=bool)
     else:
@@ -233,12 +264,26 @@ def embed_inputs(target: str, source: str, out: str | None = None, dim: int | No
         log.warning("%d unreadable image(s) left out, e.g. %s", len(skipped), skipped[0])
     default_name = Path(source).name if Path(source).is_dir() else Path(source).stem
     path = Path(out) if out else run_dir / "embed" / f"{default_name}_{dim}d.npz"
-    meta = {"checkpoint": str(ckpt.resolve()), "input": str(Path(source).resolve()),
-            "kind": "text" if is_text else "image", "head": (module.hparams.get("head") or {}).get("kind"),
-            "sizes": sizes, "reference": bool(reference),
-            "width": width, "dim": dim, "normalized": bool(normalize), "dtype": dtype, "count": len(kept),
-            "skipped": skipped, "precision": precision}
-    atomic_savez(path, embeddings=embeddings.astype(np.float16 if dtype == "fp16" else np.float32),
-                 ids=np.array(kept, dtype=str), labels=np.full(len(kept), -1, dtype=np.int64),
-                 meta=np.array(json.dumps(meta)))
+    meta = {
+        "checkpoint": str(ckpt.resolve()),
+        "input": str(Path(source).resolve()),
+        "kind": "text" if is_text else "image",
+        "head": (module.hparams.get("head") or {}).get("kind"),
+        "sizes": sizes,
+        "reference": bool(reference),
+        "width": width,
+        "dim": dim,
+        "normalized": bool(normalize),
+        "dtype": dtype,
+        "count": len(kept),
+        "skipped": skipped,
+        "precision": precision,
+    }
+    atomic_savez(
+        path,
+        embeddings=embeddings.astype(np.float16 if dtype == "fp16" else np.float32),
+        ids=np.array(kept, dtype=str),
+        labels=np.full(len(kept), -1, dtype=np.int64),
+        meta=np.array(json.dumps(meta)),
+    )
     return {**meta, "output": str(path)}

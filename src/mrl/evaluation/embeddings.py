@@ -17,14 +17,15 @@ import torch
 from mrl.common.io import atomic_savez
 from mrl.evaluation.device import inference_autocast, to_device
 
-__all__ = ["embed_split", "load_embeddings", "save_embeddings"]
+__all__ = ["embed_split", "load_embeddings", "read_embeddings", "save_embeddings"]
 
 log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def embed_split(module, loader, logits: bool = True, flip: bool = False, precision: str = "fp32",
-                name: str = "split") -> dict[str, np.ndarray]:
+def embed_split(
+    module, loader, logits: bool = True, flip: bool = False, precision: str = "fp32", name: str = "split"
+) -> dict[str, np.ndarray]:
     """Full-width embeddings, labels and (with ``logits``) per-size logits ``[G, N, C]`` of one split, in
     loader order.
 
@@ -59,8 +60,13 @@ def embed_split(module, loader, logits: bool = True, flip: bool = False, precisi
         start = stop
         if start >= next_report or start == count:
             next_report += count / 10
-            log.info("%s: %d/%d embedded (%.0f per second)", name, start, count,
-                     start / max(time.perf_counter() - began, 1e-9))
+            log.info(
+                "%s: %d/%d embedded (%.0f per second)",
+                name,
+                start,
+                count,
+                start / max(time.perf_counter() - began, 1e-9),
+            )
     if start != count:
         raise RuntimeError(f"the loader gave {start} examples for a split of {count}")
     return out
@@ -70,10 +76,33 @@ def save_embeddings(path: Path, split: dict[str, np.ndarray], meta: dict[str, An
     """``.npz`` with ``embeddings [N, D]`` (fp32 or fp16), ``labels [N]`` and ``meta`` (a JSON string:
     model, head, sizes, split, dtype, count) so a file can be used without the run that made it."""
     np_dtype = {"fp32": np.float32, "fp16": np.float16}[dtype]
-    return atomic_savez(path, embeddings=split["embeddings"].astype(np_dtype), labels=split["labels"],
-                        meta=np.array(json.dumps(meta)))
+    return atomic_savez(
+        path, embeddings=split["embeddings"].astype(np_dtype), labels=split["labels"], meta=np.array(json.dumps(meta))
+    )
+
+
+def read_embeddings(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """(embeddings as float32, row ids, labels, meta) of an ``.npz``. A file without ``ids`` names its rows
+    0..N-1; labels are None where the file has none (``make embed`` marks its unlabelled rows -1)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"embeddings={str(path)!r}: no such file (make embed or make eval writes them)")
+    with np.load(path) as data:
+        if "embeddings" not in data:
+            raise ValueError(f"embeddings={str(path)!r}: no 'embeddings' array in it (keys: {', '.join(data)})")
+        embeddings = np.asarray(data["embeddings"], dtype=np.float32)
+        ids = data["ids"] if "ids" in data else np.arange(len(embeddings))
+        meta = json.loads(str(data["meta"])) if "meta" in data else {}
+        labels = data["labels"] if "labels" in data and (data["labels"] >= 0).any() else None
+    return embeddings, ids, labels, meta
 
 
 def load_embeddings(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(embeddings, labels, meta) of an ``.npz`` written by ``make eval`` or ``make embed``, as stored (fp16 stays
+    fp16; labels -1 where the inputs had none)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"embeddings={str(path)!r}: no such file (make embed or make eval writes them)")
     with np.load(path) as data:
-        return data["embeddings"], data["labels"], json.loads(str(data["meta"]))
+        meta = json.loads(str(data["meta"])) if "meta" in data else {}
+        return data["embeddings"], data["labels"], meta

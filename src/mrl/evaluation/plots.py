@@ -25,8 +25,9 @@ def _save(fig, ax, path: str | Path, title: str, xlabel: str, ylabel: str, legen
     return Path(path)
 
 
-def plot_curves(curves: Mapping[str, Mapping[int, float]], path: str | Path, title: str,
-                ylabel: str = "accuracy (%)") -> Path:
+def plot_curves(
+    curves: Mapping[str, Mapping[int, float]], path: str | Path, title: str, ylabel: str = "accuracy (%)"
+) -> Path:
     """One line per named curve of {size: value in [0, 1]}; sizes on a log2 axis."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for name, points in curves.items():
@@ -38,21 +39,38 @@ def plot_curves(curves: Mapping[str, Mapping[int, float]], path: str | Path, tit
     return _save(fig, ax, path, title, "embedding size (dimensions)", ylabel, legend=True)
 
 
-def plot_xy(rows: Sequence[Mapping], x: str, y: str, path: str | Path, title: str, xlabel: str,
-            ylabel: str, label: str | None = None, logx: bool = False) -> Path:
+def plot_xy(
+    rows: Sequence[Mapping],
+    x: str,
+    y: str,
+    path: str | Path,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    label: str | None = None,
+    logx: bool = False,
+) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.plot([r[x] for r in rows], [100 * r[y] for r in rows], marker="o", label=label)
     for r in rows:
         if "label" in r:
-            ax.annotate(str(r["label"]), (r[x], 100 * r[y]), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
+            ax.annotate(str(r["label"]), (r[x], 100 * r[y]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     if logx:
         ax.set_xscale("log")
     return _save(fig, ax, path, title, xlabel, ylabel)
 
 
-def plot_groups(rows: Sequence[Mapping], x: str, y: str, group: str, path: str | Path, title: str, xlabel: str,
-                ylabel: str, point_label: str | None = None) -> Path:
+def plot_groups(
+    rows: Sequence[Mapping],
+    x: str,
+    y: str,
+    group: str,
+    path: str | Path,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    point_label: str | None = None,
+) -> Path:
     """One line per value of ``rows[i][group]`` (x on a log2 axis, y in [0, 1] shown in %), each point
     annotated with ``rows[i][point_label]``."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))

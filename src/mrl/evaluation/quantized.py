@@ -15,7 +15,7 @@ vector in fp32. This measures what each combination keeps. At each size m the pr
   search. `encode` also gives the codes as +-1 vectors, whose inner products ``m - 2 * hamming`` rank the
   same way.
 
-The metrics are those of :func:`mrl.evaluation.knn.knn_metrics` (1-NN accuracy and mAP@k), keyed
+The metrics are those of :func:`mrl.evaluation.knn_metrics.knn_metrics` (1-NN accuracy and mAP@k), keyed
 ``{codec}_knn_top1@{m}`` and ``{codec}_map@{k}@{m}``.
 """
 
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mrl.evaluation.knn import average_precision_at_k, knn_metrics, relevance_matrix
+from mrl.evaluation.knn_metrics import average_precision_at_k, knn_metrics, relevance_matrix
 from mrl.evaluation.storage import quantize_int8
 from mrl.retrieval import binary_index, bit_center, prefix, threshold_bits
 
@@ -55,9 +55,16 @@ def encode(db: np.ndarray, queries: np.ndarray, size: int, codec: str) -> tuple[
     return np.where(d > center, 1.0, -1.0).astype(np.float32), np.where(q > center, 1.0, -1.0).astype(np.float32)
 
 
-def quantized_knn_metrics(db: np.ndarray, db_labels: np.ndarray, queries: np.ndarray, query_labels: np.ndarray,
-                          sizes: Sequence[int], codecs: Sequence[str] = CODECS, map_k: int = 10,
-                          device=None) -> dict[str, float]:
+def quantized_knn_metrics(
+    db: np.ndarray,
+    db_labels: np.ndarray,
+    queries: np.ndarray,
+    query_labels: np.ndarray,
+    sizes: Sequence[int],
+    codecs: Sequence[str] = CODECS,
+    map_k: int = 10,
+    device=None,
+) -> dict[str, float]:
     """1-NN accuracy and mAP@``map_k`` at every size for every codec (see the module docstring); ``device``:
     where fp16 and int8 codes are searched (see :func:`mrl.retrieval.knn.knn_search`)."""
     out: dict[str, float] = {}
@@ -67,14 +74,14 @@ def quantized_knn_metrics(db: np.ndarray, db_labels: np.ndarray, queries: np.nda
                 out.update(binary_knn_metrics(db, db_labels, queries, query_labels, int(m), map_k))
                 continue
             d, q = encode(db, queries, int(m), codec)
-            found = knn_metrics(d, db_labels, q, query_labels, [int(m)], metric="ip", ks=(), map_k=map_k,
-                                device=device)
+            found = knn_metrics(d, db_labels, q, query_labels, [int(m)], metric="ip", ks=(), map_k=map_k, device=device)
             out.update({f"{codec}_{key}": value for key, value in found.items()})
     return out
 
 
-def binary_knn_metrics(db: np.ndarray, db_labels: np.ndarray, queries: np.ndarray, query_labels: np.ndarray,
-                       size: int, map_k: int = 10) -> dict[str, float]:
+def binary_knn_metrics(
+    db: np.ndarray, db_labels: np.ndarray, queries: np.ndarray, query_labels: np.ndarray, size: int, map_k: int = 10
+) -> dict[str, float]:
     """``binary_knn_top1@size`` and ``binary_map@{map_k}@size`` from the packed bits of the re-normalised
     prefixes (set above the database's mean), searched by Hamming distance."""
     d, q = prefix(db, size, True), prefix(queries, size, True)
@@ -83,5 +90,7 @@ def binary_knn_metrics(db: np.ndarray, db_labels: np.ndarray, queries: np.ndarra
     index.add(threshold_bits(d, center))
     _, ids = index.search(threshold_bits(q, center), min(max(1, map_k), len(db)))
     rel = relevance_matrix(ids, np.asarray(db_labels).reshape(-1), np.asarray(query_labels).reshape(-1))
-    return {f"binary_knn_top1@{size}": float(rel[:, 0].mean()),
-            f"binary_map@{map_k}@{size}": float(average_precision_at_k(rel, k=map_k).mean())}
+    return {
+        f"binary_knn_top1@{size}": float(rel[:, 0].mean()),
+        f"binary_map@{map_k}@{size}": float(average_precision_at_k(rel, k=map_k).mean()),
+    }

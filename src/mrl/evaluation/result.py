@@ -47,8 +47,12 @@ class EvaluationResult:
     def to_dict(self) -> dict[str, Any]:
         """The content of ``results.json``."""
         if self.is_text:
-            return {"checkpoint": self.checkpoint, "sizes": list(self.sizes), "metrics": dict(self.metrics),
-                    "output_dir": self.output_dir}
+            return {
+                "checkpoint": self.checkpoint,
+                "sizes": list(self.sizes),
+                "metrics": dict(self.metrics),
+                "output_dir": self.output_dir,
+            }
         return {
             "checkpoint": self.checkpoint,
             "head": self.head,

@@ -1,7 +1,7 @@
 """`make eval`: evaluate one trained model, or every run of a sweep, and write the results next to the checkpoint.
 
 This module resolves what to evaluate (``run=`` or ``ckpt=``), loads the module and its data, has it measured
-(a classifier by :mod:`mrl.evaluation.classifier`, a text model by :mod:`mrl.evaluation.text`) into an
+(a classifier by :mod:`mrl.evaluation.classification`, a text model by :mod:`mrl.evaluation.text`) into an
 :class:`EvaluationResult`, and has that rendered (:mod:`mrl.evaluation.render`: results.json, results.csv,
 summary.md, charts; with ``wandb=true`` also W&B).
 """
@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mrl.evaluation.classifier import evaluate_classifier
+from mrl.evaluation.classification import evaluate_classifier
 from mrl.evaluation.config import EvalConfig, eval_config
 from mrl.evaluation.device import resolve_device
 from mrl.evaluation.embeddings import embed_split, load_embeddings
@@ -63,7 +63,7 @@ def load_eval_module(settings: EvalConfig, ckpt: Path):
 
 def build_eval_data(cfg: DictConfig, run_dir: Path, module):
     """The data module of ``data=``, else of the run's own ``config.yaml``."""
-    from mrl.training.procedure import instantiate_clearly
+    from mrl.common.errors import instantiate_clearly
 
     if cfg.get("data") is None:
         train_cfg = run_dir / "config.yaml"
@@ -97,8 +97,10 @@ def evaluate_runs(cfg: DictConfig) -> list[EvaluationResult]:
     if not runs:
         raise FileNotFoundError(f"run={str(target)!r}: no run (a directory with checkpoints/*.ckpt) at or below it")
     if settings.output_dir:
-        raise ValueError(f"output_dir={settings.output_dir!r}: run={str(target)!r} holds {len(runs)} runs and each "
-                         "writes its own <run>/eval; leave output_dir=null")
+        raise ValueError(
+            f"output_dir={settings.output_dir!r}: run={str(target)!r} holds {len(runs)} runs and each "
+            "writes its own <run>/eval; leave output_dir=null"
+        )
     results, failed = [], []
     for i, run in enumerate(runs, 1):
         if settings.skip_evaluated and (run / "eval" / "results.json").is_file():

@@ -33,8 +33,13 @@ def embed_loader(module: torch.nn.Module, loader: Iterable, precision: str = "fp
     return [torch.cat(p) for p in parts]
 
 
-def evaluate_text_run(module: torch.nn.Module, datamodule: Any, sizes: Iterable[int] | None = None,
-                      split: str = "val", precision: str = "fp32") -> dict[str, float]:
+def evaluate_text_run(
+    module: torch.nn.Module,
+    datamodule: Any,
+    sizes: Iterable[int] | None = None,
+    split: str = "val",
+    precision: str = "fp32",
+) -> dict[str, float]:
     """Per-size text metrics of ``module`` on ``split``, keys prefixed ``eval/``.
 
     Classification sets add nothing (their per-size accuracy comes from the heads, like images); sentence

@@ -63,8 +63,9 @@ def infer_reference_head(state_dict: Mapping[str, torch.Tensor]) -> dict:
         return {"kind": "ff", "num_classes": int(weight.shape[0]), "dim": int(weight.shape[1])}
     if "fc.weight" in state_dict:
         return {"kind": "standard", "num_classes": int(state_dict["fc.weight"].shape[0])}
-    raise ValueError("reference checkpoint: no classifier found (expected fc.nesting_classifier_*, "
-                     "fc.classifier.* or fc.weight)")
+    raise ValueError(
+        "reference checkpoint: no classifier found (expected fc.nesting_classifier_*, fc.classifier.* or fc.weight)"
+    )
 
 
 def load_reference_resnet50(
@@ -99,8 +100,12 @@ def load_reference_resnet50(
         head["dim"] = info["dim"]
     blurpool = any(key.endswith(".blur_filter") for key in state_dict)
     module = MatryoshkaClassifier(
-        backbone={"_target_": "mrl.backbones.TimmBackbone", "name": "resnet50", "pretrained": False,
-                  "blurpool": blurpool},
+        backbone={
+            "_target_": "mrl.backbones.TimmBackbone",
+            "name": "resnet50",
+            "pretrained": False,
+            "blurpool": blurpool,
+        },
         num_classes=info["num_classes"],
         head=head,
         nesting=nesting or info.get("nesting"),
@@ -124,7 +129,6 @@ def load_reference_resnet50(
         module.head.load_official_state_dict(head_sd)
     else:
         prefix = "fc.classifier." if kind == "ff" else "fc."
-        own = {k[len(prefix):]: v for k, v in head_sd.items() if k.startswith(prefix)}
+        own = {k[len(prefix) :]: v for k, v in head_sd.items() if k.startswith(prefix)}
         module.head.linear.load_state_dict(own)
     return module.eval()
-

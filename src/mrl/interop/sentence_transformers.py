@@ -55,8 +55,10 @@ def export_sentence_transformer(module: nn.Module, out_dir: str | Path, truncate
 
     backbone = getattr(module, "backbone", module)
     if not isinstance(backbone, HFTextEncoder):
-        raise TypeError(f"export: the backbone is {type(backbone).__name__}; only HFTextEncoder text models export "
-                        "to sentence-transformers")
+        raise TypeError(
+            f"export: the backbone is {type(backbone).__name__}; only HFTextEncoder text models export "
+            "to sentence-transformers"
+        )
     sizes = [int(m) for m in (getattr(module, "sizes", None) or [backbone.embed_dim])]
     if truncate_dim is not None and not 0 < int(truncate_dim) <= backbone.embed_dim:
         raise ValueError(f"--truncate-dim={truncate_dim}: must lie in 1..{backbone.embed_dim} (trained sizes: {sizes})")
@@ -73,14 +75,19 @@ def export_sentence_transformer(module: nn.Module, out_dir: str | Path, truncate
     ]
     if isinstance(backbone.projection, nn.Linear):
         linear = backbone.projection
-        dense = Dense(linear.in_features, linear.out_features, bias=linear.bias is not None,
-                      activation_function=nn.Identity())
+        dense = Dense(
+            linear.in_features, linear.out_features, bias=linear.bias is not None, activation_function=nn.Identity()
+        )
         dense.linear.load_state_dict(linear.state_dict())
         modules.append(dense)
     if backbone.normalize:
         modules.append(Normalize())
-    model = SentenceTransformer(modules=modules, device="cpu", similarity_fn_name="cosine",
-                                truncate_dim=None if truncate_dim is None else int(truncate_dim))
+    model = SentenceTransformer(
+        modules=modules,
+        device="cpu",
+        similarity_fn_name="cosine",
+        truncate_dim=None if truncate_dim is None else int(truncate_dim),
+    )
     model.save(str(out))
     info = {
         "format": "sentence-transformers",
@@ -93,7 +100,7 @@ def export_sentence_transformer(module: nn.Module, out_dir: str | Path, truncate
         "normalize_module": backbone.normalize,
         "truncate_dim": truncate_dim,
         "usage": "SentenceTransformer(out, truncate_dim=m).encode(texts, normalize_embeddings=True) gives unit "
-                 "m-prefixes (truncated first, then normalised); cosine similarity needs no normalisation",
+        "m-prefixes (truncated first, then normalised); cosine similarity needs no normalisation",
         "hf_weights": "hf/",
     }
     (out / "mrl_export.json").write_text(json.dumps(info, indent=2) + "\n")

@@ -55,10 +55,15 @@ def describe_preprocessing(transform: Callable) -> list[dict[str, Any]]:
     if isinstance(transform, ConvertThen):
         return [{"convert": transform.mode}, *describe_preprocessing(transform.transform)]
     if isinstance(transform, DigitsImageTransform):
-        return [{"convert": "L"}, {"resize": [8, 8], "interpolation": "box", "on": "pil"}, {"to_tensor": True},
-                {"resize": list(transform.size), "interpolation": "bilinear", "on": "tensor"},
-                {"clamp": [0.0, 1.0]}, {"normalize": {"mean": [transform.mean], "std": [transform.std]}},
-                {"repeat_channels": transform.in_chans}]
+        return [
+            {"convert": "L"},
+            {"resize": [8, 8], "interpolation": "box", "on": "pil"},
+            {"to_tensor": True},
+            {"resize": list(transform.size), "interpolation": "bilinear", "on": "tensor"},
+            {"clamp": [0.0, 1.0]},
+            {"normalize": {"mean": [transform.mean], "std": [transform.std]}},
+            {"repeat_channels": transform.in_chans},
+        ]
     if isinstance(transform, T.Compose):
         return [step for part in transform.transforms for step in describe_preprocessing(part)]
     if isinstance(transform, T.Grayscale):
@@ -72,12 +77,15 @@ def describe_preprocessing(transform: Callable) -> list[dict[str, Any]]:
         return [{"normalize": {"mean": mean, "std": std}}]
     if isinstance(transform, T.ToTensor) or type(transform).__name__ == "MaybeToTensor":
         return [{"to_tensor": True}]
-    raise ValueError(f"preprocessing step {transform!r}: no plain description for it; the export supports image "
-                     "folders, torchvision sets and the digits")
+    raise ValueError(
+        f"preprocessing step {transform!r}: no plain description for it; the export supports image "
+        "folders, torchvision sets and the digits"
+    )
 
 
-def export_image_model(module: nn.Module, transform: Callable, out_dir: str | Path,
-                       checkpoint: str | None = None) -> Path:
+def export_image_model(
+    module: nn.Module, transform: Callable, out_dir: str | Path, checkpoint: str | None = None
+) -> Path:
     """Write ``embedder.pt2`` and ``mrl_export.json`` for ``module`` (an image model) into ``out_dir``."""
     from PIL import Image
 
@@ -91,12 +99,20 @@ def export_image_model(module: nn.Module, transform: Callable, out_dir: str | Pa
     out.mkdir(parents=True, exist_ok=True)
     torch.export.save(program, out / "embedder.pt2")
     sizes = [int(m) for m in module.sizes]
-    write_json(out / "mrl_export.json", {
-        "format": "torch.export", "program": "embedder.pt2", "checkpoint": checkpoint,
-        "head": (module.hparams.get("head") or {}).get("kind"), "sizes": sizes,
-        "nesting": list(module.nesting or []), "embedding_width": int(module.embed_dim),
-        "input_shape": list(example.shape[1:]), "preprocess": steps,
-        "usage": "torch.export.load('embedder.pt2').module()(images) -> [B, width]; keep the first m "
-                 "coordinates for size m and compare them by cosine",
-    })
+    write_json(
+        out / "mrl_export.json",
+        {
+            "format": "torch.export",
+            "program": "embedder.pt2",
+            "checkpoint": checkpoint,
+            "head": (module.hparams.get("head") or {}).get("kind"),
+            "sizes": sizes,
+            "nesting": list(module.nesting or []),
+            "embedding_width": int(module.embed_dim),
+            "input_shape": list(example.shape[1:]),
+            "preprocess": steps,
+            "usage": "torch.export.load('embedder.pt2').module()(images) -> [B, width]; keep the first m "
+            "coordinates for size m and compare them by cosine",
+        },
+    )
     return out

@@ -97,9 +97,7 @@ class FlatIndex:
             self._xt = torch.from_numpy(np.ascontiguousarray(x.T))  # [m, N]: one column per row of x
             self._x_sq = torch.from_numpy(np.einsum("ij,ij->i", x, x)) if l2 else None
 
-    def search(
-        self, q: np.ndarray, k: int, q_block: int = 128, db_block: int = 16384
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, q: np.ndarray, k: int, q_block: int = 128, db_block: int = 16384) -> tuple[np.ndarray, np.ndarray]:
         """``(scores[Q, k], ids[Q, k])`` best first, FAISS conventions (``-1`` ids when ``k > N``)."""
         q = np.ascontiguousarray(q, dtype=np.float32)
         if q.ndim != 2 or q.shape[1] != self.d:

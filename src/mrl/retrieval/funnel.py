@@ -93,8 +93,10 @@ def check_binary_funnel(funnel: Sequence[tuple[int, int]]) -> None:
     """A binary first stage ranks by Hamming distance, which is no metric's score: a float stage must follow."""
     m1, c1 = funnel[0]
     if len(funnel) < 2:
-        raise ValueError(f"funnel={list(funnel)}: index='binary' shortlists by Hamming distance and needs a float "
-                         f"stage after it to score the shortlist, e.g. [({m1}, {c1}), (<full width>, 10)]")
+        raise ValueError(
+            f"funnel={list(funnel)}: index='binary' shortlists by Hamming distance and needs a float "
+            f"stage after it to score the shortlist, e.g. [({m1}, {c1}), (<full width>, 10)]"
+        )
 
 
 def _row_sq_norms(x: np.ndarray, start: int, block: int = 8192) -> np.ndarray:

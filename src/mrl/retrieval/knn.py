@@ -21,7 +21,12 @@ def _drop_self(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray,
 
 
 def knn_search(
-    db: np.ndarray, queries: np.ndarray, size: int, k: int, metric: str = "cosine", exclude_self: bool = False,
+    db: np.ndarray,
+    queries: np.ndarray,
+    size: int,
+    k: int,
+    metric: str = "cosine",
+    exclude_self: bool = False,
     device: str | torch.device | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``k`` neighbours at prefix ``size``: ``(scores[Q, k], ids[Q, k])`` best first.

@@ -28,8 +28,15 @@ def _full_fp32():
         torch.set_float32_matmul_precision(old)
 
 
-def torch_search(db: np.ndarray, queries: np.ndarray, k: int, l2: bool = False, device: str | torch.device = "cpu",
-                 q_block: int = 4096, db_block: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+def torch_search(
+    db: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    l2: bool = False,
+    device: str | torch.device = "cpu",
+    q_block: int = 4096,
+    db_block: int = 65536,
+) -> tuple[np.ndarray, np.ndarray]:
     """``(scores[Q, k] float32, ids[Q, k] int64)``, best first: inner products (largest first) or, with
     ``l2``, squared L2 distances (smallest first) between ``queries[Q, m]`` and ``db[N, m]``.
 

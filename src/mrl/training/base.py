@@ -51,27 +51,38 @@ class MatryoshkaLightningModule(L.LightningModule):
     ``{split}/loss@{m}`` per size, and configures the optimizer and schedule from ``optimizer``/``scheduler``.
     """
 
-    def __init__(self, backbone: Mapping | nn.Module, nesting: Sequence[int] | None, loss: Mapping | None,
-                 optimizer: Mapping | None, scheduler: Mapping | None, **extra: Any) -> None:
+    def __init__(
+        self,
+        backbone: Mapping | nn.Module,
+        nesting: Sequence[int] | None,
+        loss: Mapping | None,
+        optimizer: Mapping | None,
+        scheduler: Mapping | None,
+        **extra: Any,
+    ) -> None:
         super().__init__()
-        self.save_hyperparameters({
-            "backbone": None if isinstance(backbone, nn.Module) else plain(backbone),
-            "nesting": plain(nesting),
-            "loss": dict(plain(loss) or {}),
-            "optimizer": dict(plain(optimizer) or {}),
-            "scheduler": dict(plain(scheduler) or {}),
-            **{key: plain(value) for key, value in extra.items()},
-        })
+        self.save_hyperparameters(
+            {
+                "backbone": None if isinstance(backbone, nn.Module) else plain(backbone),
+                "nesting": plain(nesting),
+                "loss": dict(plain(loss) or {}),
+                "optimizer": dict(plain(optimizer) or {}),
+                "scheduler": dict(plain(scheduler) or {}),
+                **{key: plain(value) for key, value in extra.items()},
+            }
+        )
         self.optimizer_config = typed(OptimizerConfig, self.hparams.optimizer, "model.optimizer")
         if str(self.optimizer_config.name).lower() not in OPTIMIZERS:
-            raise ValueError(f"model.optimizer.name={self.optimizer_config.name!r}: expected one of "
-                             f"{', '.join(OPTIMIZERS)}")
+            raise ValueError(
+                f"model.optimizer.name={self.optimizer_config.name!r}: expected one of {', '.join(OPTIMIZERS)}"
+            )
         # No scheduler section, or name none: the learning rate stays as it is.
         scheduler_config = typed(SchedulerConfig, self.hparams.scheduler, "model.scheduler")
         name = str(scheduler_config.name).lower()
         if name not in (*SCHEDULES, "none"):
-            raise ValueError(f"model.scheduler.name={scheduler_config.name!r}: expected one of "
-                             f"{', '.join(SCHEDULES)} or none")
+            raise ValueError(
+                f"model.scheduler.name={scheduler_config.name!r}: expected one of {', '.join(SCHEDULES)} or none"
+            )
         self.scheduler_config = scheduler_config if self.hparams.scheduler and name != "none" else None
         self.backbone = build_backbone(backbone)
         self.embed_dim = int(self.backbone.embed_dim)
@@ -93,11 +104,18 @@ class MatryoshkaLightningModule(L.LightningModule):
                 "Lower model.optimizer.lr or enable gradient clipping (trainer.gradient_clip_val)."
             )
         on_step, sync = split == "train", split != "train"
-        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=batch_size,
-                 sync_dist=sync)
+        self.log(
+            f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=batch_size, sync_dist=sync
+        )
         for i, m in enumerate(self.sizes):
-            self.log(f"{split}/loss@{m}", per_size[i].detach(), on_step=on_step, on_epoch=True,
-                     batch_size=batch_size, sync_dist=sync)
+            self.log(
+                f"{split}/loss@{m}",
+                per_size[i].detach(),
+                on_step=on_step,
+                on_epoch=True,
+                batch_size=batch_size,
+                sync_dist=sync,
+            )
 
     # ------------------------------------------------------------------------------------- optimizers
     def global_batch(self) -> int | None:
@@ -112,8 +130,10 @@ class MatryoshkaLightningModule(L.LightningModule):
         config = self.optimizer_config
         optimizer = build_optimizer(self, config, global_batch=global_batch)
         if config.lr_batch and global_batch != config.lr_batch:
-            rank_zero_info(f"learning rate {config.lr} is set for a global batch of {config.lr_batch}; "
-                           f"{optimizer.param_groups[0]['lr']:.6g} for this run's {global_batch}")
+            rank_zero_info(
+                f"learning rate {config.lr} is set for a global batch of {config.lr_batch}; "
+                f"{optimizer.param_groups[0]['lr']:.6g} for this run's {global_batch}"
+            )
         if self.scheduler_config is None:
             return optimizer
         total = int(self.trainer.estimated_stepping_batches)

@@ -12,8 +12,11 @@ from mrl.common.io import console
 
 # The per-size metrics a run may log as ``{split}/{name}@{m}``, in table order: (name, column title, in %).
 CURVE_METRICS = (
-    ("top1", "top-1 %", True), ("top5", "top-5 %", True),  # classifiers
-    ("mrr@10", "MRR@10 %", True), ("ndcg@10", "NDCG@10 %", True), ("recall@1", "recall@1 %", True),
+    ("top1", "top-1 %", True),
+    ("top5", "top-5 %", True),  # classifiers
+    ("mrr@10", "MRR@10 %", True),
+    ("ndcg@10", "NDCG@10 %", True),
+    ("recall@1", "recall@1 %", True),
     ("recall@10", "recall@10 %", True),  # sentence pairs
     ("spearman", "Spearman", False),  # scored pairs
 )

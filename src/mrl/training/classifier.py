@@ -59,18 +59,29 @@ class MatryoshkaClassifier(MatryoshkaLightningModule):
         head_config = typed(HeadConfig, plain(head), "model.head")
         if head_config.kind not in HEAD_KINDS:
             raise ValueError(f"model.head.kind={head_config.kind!r}: expected one of {', '.join(HEAD_KINDS)}")
-        super().__init__(backbone, nesting, loss, optimizer, scheduler, num_classes=int(num_classes),
-                         head=asdict(head_config), channels_last=channels_last, compile=compile)
+        super().__init__(
+            backbone,
+            nesting,
+            loss,
+            optimizer,
+            scheduler,
+            num_classes=int(num_classes),
+            head=asdict(head_config),
+            channels_last=channels_last,
+            compile=compile,
+        )
         if int(num_classes) < 2:
             raise ValueError(f"model.num_classes={num_classes!r}: need at least 2 classes")
         loss_config = typed(CrossEntropyConfig, self.hparams.loss, "model.loss")
         kind = head_config.kind
         self.nesting = resolve_nesting(self.hparams.nesting, self.embed_dim) if kind in ("mrl", "mrl_e") else None
-        self.head = build_head(kind, self.embed_dim, int(num_classes), nesting=self.nesting, dim=head_config.dim,
-                               bias=head_config.bias)
+        self.head = build_head(
+            kind, self.embed_dim, int(num_classes), nesting=self.nesting, dim=head_config.dim, bias=head_config.bias
+        )
         self.sizes = list(self.head.sizes)
-        self.criterion = MatryoshkaCrossEntropy(weights=loss_config.weights,
-                                                label_smoothing=float(loss_config.label_smoothing))
+        self.criterion = MatryoshkaCrossEntropy(
+            weights=loss_config.weights, label_smoothing=float(loss_config.label_smoothing)
+        )
         top5 = min(5, int(num_classes))
 
         def accuracy(k: int) -> nn.ModuleList:

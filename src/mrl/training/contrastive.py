@@ -86,8 +86,12 @@ class MatryoshkaContrastiveModule(MatryoshkaLightningModule):
 
     @staticmethod
     def _is_scored(batch: Sequence[Any]) -> bool:
-        return len(batch) == 3 and isinstance(batch[2], torch.Tensor) and batch[2].ndim == 1 \
+        return (
+            len(batch) == 3
+            and isinstance(batch[2], torch.Tensor)
+            and batch[2].ndim == 1
             and batch[2].is_floating_point()
+        )
 
     # ------------------------------------------------------------------------------------------- steps
     def _loss_step(self, embeddings: list[torch.Tensor], split: str) -> torch.Tensor:
@@ -100,9 +104,11 @@ class MatryoshkaContrastiveModule(MatryoshkaLightningModule):
 
     def training_step(self, batch: Sequence[Any], batch_idx: int) -> torch.Tensor:
         if self._is_scored(batch):
-            raise ValueError("training batches are scored pairs (sentence1, sentence2, score): those are "
-                             "evaluation data; train on (anchor, positive[, negative]) pairs "
-                             "(data.score_column=null) and put the scored set in data.eval_source")
+            raise ValueError(
+                "training batches are scored pairs (sentence1, sentence2, score): those are "
+                "evaluation data; train on (anchor, positive[, negative]) pairs "
+                "(data.score_column=null) and put the scored set in data.eval_source"
+            )
         return self._loss_step(self.encode_parts(batch[:3]), "train")
 
     def _eval_step(self, batch: Sequence[Any], split: str) -> None:
@@ -136,8 +142,7 @@ class MatryoshkaContrastiveModule(MatryoshkaLightningModule):
             metrics = sts_spearman(columns[0], columns[1], columns[2], self.sizes)
         else:
             anchors, positives = columns
-            metrics = retrieval_metrics(anchors, positives, torch.arange(anchors.shape[0]), self.sizes,
-                                        ks=RETRIEVAL_KS)
+            metrics = retrieval_metrics(anchors, positives, torch.arange(anchors.shape[0]), self.sizes, ks=RETRIEVAL_KS)
         for name, value in metrics.items():
             self.log(f"{split}/{name}", value, on_step=False, on_epoch=True)
 
@@ -155,6 +160,12 @@ class MatryoshkaContrastiveModule(MatryoshkaLightningModule):
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         if isinstance(batch, (tuple, list)):
-            return {f"embedding_{i}": e for i, e in enumerate(self.encode_parts(
-                [p for p in batch if isinstance(p, Mapping) or (isinstance(p, torch.Tensor) and p.ndim > 1)]))}
+            return {
+                f"embedding_{i}": e
+                for i, e in enumerate(
+                    self.encode_parts(
+                        [p for p in batch if isinstance(p, Mapping) or (isinstance(p, torch.Tensor) and p.ndim > 1)]
+                    )
+                )
+            }
         return {"embedding": self.embed(batch)}

@@ -1,4 +1,4 @@
-"""Optimizers and learning-rate schedules from plain config dicts (the reference recipe and common options)."""
+"""Optimizers and learning-rate schedules from typed config sections (the reference recipe and common options)."""
 
 from __future__ import annotations
 
@@ -110,8 +110,7 @@ def lr_factor(
     raise ValueError(f"model.scheduler.name={schedule!r}: expected one of {', '.join(SCHEDULES)}")
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, total_steps: int,
-                    steps_per_epoch: float):
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, total_steps: int, steps_per_epoch: float):
     """A per-step LambdaLR; warm-up and step milestones are given in epochs and converted to steps."""
     schedule = str(cfg.name).lower()
     if schedule not in SCHEDULES:

@@ -145,11 +145,9 @@ def collect_results(cfg, trainer, model, datamodule, run_dir: Path) -> dict[str,
         best = str(cfg.ckpt_path)  # evaluate-only: the given checkpoint, not fresh weights
     metrics: dict[str, float] = {}
     if cfg.train or cfg.ckpt_path:
-        metrics.update(_numbers(trainer.validate(model, datamodule=datamodule, ckpt_path=best,
-                                                 verbose=False)[0]))
+        metrics.update(_numbers(trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0]))
         if cfg.test:
-            metrics.update(_numbers(trainer.test(model, datamodule=datamodule, ckpt_path=best,
-                                                 verbose=False)[0]))
+            metrics.update(_numbers(trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0]))
     results = {
         "experiment": cfg.experiment_name,
         "head": (model.hparams.get("head") or {}).get("kind", "contrastive"),
@@ -179,6 +177,8 @@ def optimized_metric(cfg: DictConfig, results: dict[str, Any]) -> float | None:
         return None
     value = results.get("metrics", {}).get(name)
     if value is None:
-        raise KeyError(f"optimized_metric={name!r}: not among the run's metrics "
-                       f"({', '.join(sorted(results.get('metrics', {}))[:8])}, ...)")
+        raise KeyError(
+            f"optimized_metric={name!r}: not among the run's metrics "
+            f"({', '.join(sorted(results.get('metrics', {}))[:8])}, ...)"
+        )
     return float(value)

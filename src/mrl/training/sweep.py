@@ -57,8 +57,13 @@ class SweepSummary(Callback):
         if not sweep_dir.is_dir():
             return
         summary = summarize_sweep(sweep_dir)
-        log.info("Sweep finished: %d done, %d failed, %d incomplete (%s)", summary["done"], summary["failed"],
-                 summary["incomplete"], sweep_dir / "sweep_summary.json")
+        log.info(
+            "Sweep finished: %d done, %d failed, %d incomplete (%s)",
+            summary["done"],
+            summary["failed"],
+            summary["incomplete"],
+            sweep_dir / "sweep_summary.json",
+        )
         for job in summary["jobs"]:
             if job["status"] == "failed":
                 log.error("  failed: %s: %s", job["job"], job["error"])

@@ -25,8 +25,9 @@ def fit_channels(values: Any, in_chans: int) -> tuple[float, ...]:
     return (avg,) * in_chans
 
 
-def config_size(image_size: int | tuple[int, int] | None, data_config: Mapping[str, Any] | None,
-                default: int) -> tuple[int, int]:
+def config_size(
+    image_size: int | tuple[int, int] | None, data_config: Mapping[str, Any] | None, default: int
+) -> tuple[int, int]:
     """(H, W): the explicit image_size if given, else the data config's input size, else default."""
     if image_size is not None:
         if isinstance(image_size, int):
@@ -103,8 +104,10 @@ class ImageDataModule(MatryoshkaDataModule):
         reading their data where the preprocessing does not depend on it, so a trained model embeds new
         images on a machine that lacks its training set.
         """
-        raise ValueError(f"data module {cls.__name__} is not made of image files, so there is no preprocessing to "
-                         "apply to new ones; train on an image folder, a torchvision set or the digits")
+        raise ValueError(
+            f"data module {cls.__name__} is not made of image files, so there is no preprocessing to "
+            "apply to new ones; train on an image folder, a torchvision set or the digits"
+        )
 
     # ----------------------------------------------------------------- lifecycle
     def setup(self, stage: str | None = None) -> None:

@@ -94,9 +94,7 @@ class SafeImageDataset(Dataset):
                 self.bad[i] = True
                 if not self._warned:
                     self._warned = True
-                    warnings.warn(
-                        f"skipping unreadable image {path} ({err}); further ones are counted", stacklevel=2
-                    )
+                    warnings.warn(f"skipping unreadable image {path} ({err}); further ones are counted", stacklevel=2)
                 continue
             if self.transform is not None:
                 img = self.transform(img)
@@ -104,8 +102,13 @@ class SafeImageDataset(Dataset):
         raise RuntimeError(f"no readable image among the {n} files of this split")
 
 
-def folder_transform_config(data_config: Mapping[str, Any] | None, overrides: Mapping[str, Any],
-                            image_size: int | None, in_chans: int, is_training: bool) -> dict[str, Any]:
+def folder_transform_config(
+    data_config: Mapping[str, Any] | None,
+    overrides: Mapping[str, Any],
+    image_size: int | None,
+    in_chans: int,
+    is_training: bool,
+) -> dict[str, Any]:
     """Arguments for timm.data.create_transform: ImageNet defaults, then the backbone's data config, then
     the data set's overrides (crop_pct, interpolation, color_jitter), image_size and in_chans."""
     from timm.data import create_transform
@@ -178,9 +181,7 @@ class ImageFolderDataModule(ImageDataModule):
         super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed)
         self.save_hyperparameters()
         if in_chans not in (1, 3):
-            raise ValueError(
-                f"data.in_chans={in_chans} is invalid; image folders give 1 (grayscale) or 3 (RGB)"
-            )
+            raise ValueError(f"data.in_chans={in_chans} is invalid; image folders give 1 (grayscale) or 3 (RGB)")
         if image_size is not None and int(image_size) < 1:
             raise ValueError(f"data.image_size={image_size} is invalid; use a positive integer or null")
         if crop_pct is not None and not 0 < float(crop_pct) <= 1:
@@ -192,9 +193,7 @@ class ImageFolderDataModule(ImageDataModule):
         if color_jitter is not None and float(color_jitter) < 0:
             raise ValueError(f"data.color_jitter={color_jitter} is invalid; use 0 (none), a positive strength or null")
         if root is None or str(root).strip() in ("", "???"):
-            raise ValueError(
-                "data.root is not set; point it at a folder holding train/ and val/ class folders"
-            )
+            raise ValueError("data.root is not set; point it at a folder holding train/ and val/ class folders")
         self.root = Path(os.path.expanduser(str(root)))
         if not self.root.is_dir():
             raise FileNotFoundError(
@@ -212,8 +211,11 @@ class ImageFolderDataModule(ImageDataModule):
         self.train_image_size = torch.zeros(1, dtype=torch.int64).share_memory_()  # 0: image_size
         self.skip_bad_images = bool(skip_bad_images)
         self.split_dirs: dict[str, Path] = {}
-        for split, key, sub in (("train", "train_dir", train_dir), ("val", "val_dir", val_dir),
-                                ("test", "test_dir", test_dir)):
+        for split, key, sub in (
+            ("train", "train_dir", train_dir),
+            ("val", "val_dir", val_dir),
+            ("test", "test_dir", test_dir),
+        ):
             if sub is not None:
                 self.split_dirs[split] = self._split_dir(key, sub)
         if "val" not in self.split_dirs:

@@ -34,9 +34,7 @@ class SetSpec:
 
 SETS: dict[str, SetSpec] = {
     "cifar10": SetSpec("CIFAR10", 10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), False, True),
-    "cifar100": SetSpec(
-        "CIFAR100", 100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), False, True
-    ),
+    "cifar100": SetSpec("CIFAR100", 100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), False, True),
     "mnist": SetSpec("MNIST", 10, 1, 28, (0.1307,), (0.3081,), False, False),
     "fashion_mnist": SetSpec("FashionMNIST", 10, 1, 28, (0.2860,), (0.3530,), False, True),
     "kmnist": SetSpec("KMNIST", 10, 1, 28, (0.1918,), (0.3483,), False, False),
@@ -73,8 +71,14 @@ class _Transformed(Dataset):
         return self.transform(img), int(label)
 
 
-def set_transform(spec: SetSpec, data_config: Mapping[str, Any] | None, in_chans: int, image_size: int | None,
-                  augment: bool, always_resize: bool = False) -> Callable:
+def set_transform(
+    spec: SetSpec,
+    data_config: Mapping[str, Any] | None,
+    in_chans: int,
+    image_size: int | None,
+    augment: bool,
+    always_resize: bool = False,
+) -> Callable:
     """A torchvision set's preprocessing: channels, resize to ``image_size`` (or the data config's input size),
     the training augmentation with ``augment``, then normalisation with the set's (or the data config's) stats.
     ``always_resize`` resizes even when the size is the set's own (for images that come from elsewhere)."""
@@ -134,9 +138,7 @@ class TorchvisionDataModule(ImageDataModule):
                     f"data.val_split={val_split!r} is invalid; use 'test' or a fraction of train in (0, 1)"
                 ) from None
         if not isinstance(val_split, str) and not 0.0 < float(val_split) < 1.0:
-            raise ValueError(
-                f"data.val_split={val_split} is invalid; use 'test' or a fraction of train in (0, 1)"
-            )
+            raise ValueError(f"data.val_split={val_split} is invalid; use 'test' or a fraction of train in (0, 1)")
         if root is None or str(root).strip() in ("", "???"):
             raise ValueError(f"data.root is not set; point it at a folder holding {self.name}")
         self.root = Path(os.path.expanduser(str(root)))
@@ -160,9 +162,7 @@ class TorchvisionDataModule(ImageDataModule):
 
     def _make(self, train: bool, download: bool) -> Dataset:
         cls = getattr(datasets, self.spec.cls)
-        split_kw: dict[str, Any] = (
-            {"split": "train" if train else "test"} if self.spec.split_arg else {"train": train}
-        )
+        split_kw: dict[str, Any] = {"split": "train" if train else "test"} if self.spec.split_arg else {"train": train}
         try:
             return cls(root=str(self.root), download=download, **split_kw)
         except RuntimeError as err:
@@ -178,8 +178,9 @@ class TorchvisionDataModule(ImageDataModule):
 
     # ----------------------------------------------------------------- transforms
     def build_transform(self, is_training: bool) -> Callable:
-        return set_transform(self.spec, self.data_config, self.in_chans, self.image_size,
-                             augment=is_training and self.augment)
+        return set_transform(
+            self.spec, self.data_config, self.in_chans, self.image_size, augment=is_training and self.augment
+        )
 
     @classmethod
     def file_transform(cls, settings: Mapping[str, Any], data_config: Mapping[str, Any] | None = None) -> Callable:
@@ -187,8 +188,14 @@ class TorchvisionDataModule(ImageDataModule):
         set's input size, then prepared as the set's own; needs no data on disk."""
         spec = SETS[canonical_name(settings.get("name", "cifar10"))]
         image_size = settings.get("image_size")
-        transform = set_transform(spec, data_config, int(settings.get("in_chans", 3)),
-                                  None if image_size is None else int(image_size), augment=False, always_resize=True)
+        transform = set_transform(
+            spec,
+            data_config,
+            int(settings.get("in_chans", 3)),
+            None if image_size is None else int(image_size),
+            augment=False,
+            always_resize=True,
+        )
         return ConvertThen("L" if spec.chans == 1 else "RGB", transform)
 
     # ----------------------------------------------------------------- data

@@ -55,8 +55,9 @@ class _Collate:
         self.tokenizer, self.max_length, self.kind = tokenizer, int(max_length), kind
 
     def _tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        return dict(self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                                   return_tensors="pt"))
+        return dict(
+            self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        )
 
     def __call__(self, items: list[tuple]):
         if self.kind == "classification":
@@ -86,8 +87,17 @@ class _TextDataModule(MatryoshkaDataModule):
     in_chans = None  # text: no image channels
     kind: str
 
-    def __init__(self, tokenizer: str | None, max_length: int, val_fraction: float, batch_size: int,
-                 num_workers: int, pin_memory: bool, persistent_workers: bool, seed: int) -> None:
+    def __init__(
+        self,
+        tokenizer: str | None,
+        max_length: int,
+        val_fraction: float,
+        batch_size: int,
+        num_workers: int,
+        pin_memory: bool,
+        persistent_workers: bool,
+        seed: int,
+    ) -> None:
         super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed)
         if not 0.0 < float(val_fraction) < 1.0:
             raise ValueError(f"data.val_fraction={val_fraction} is invalid; use a fraction in (0, 1)")
@@ -166,8 +176,9 @@ class TextClassificationDataModule(_TextDataModule):
         persistent_workers: bool = False,
         seed: int = 0,
     ) -> None:
-        super().__init__(tokenizer, max_length, val_fraction, batch_size, num_workers, pin_memory,
-                         persistent_workers, seed)
+        super().__init__(
+            tokenizer, max_length, val_fraction, batch_size, num_workers, pin_memory, persistent_workers, seed
+        )
         self.save_hyperparameters()
         self.source = BUILTIN if _is_builtin(source) else str(source)
         _require_datasets(self.source)
@@ -176,8 +187,10 @@ class TextClassificationDataModule(_TextDataModule):
         tables = self._read(subset, train_split, val_split, test_split, max_per_class)
         labels = sorted({row[1] for rows in tables.values() for row in rows}, key=lambda v: (str(type(v)), v))
         if len(labels) < 2:
-            raise ValueError(f"data.label_column={label_column!r}: {len(labels)} distinct label(s) in "
-                             f"{self.source!r}; classification needs at least 2")
+            raise ValueError(
+                f"data.label_column={label_column!r}: {len(labels)} distinct label(s) in "
+                f"{self.source!r}; classification needs at least 2"
+            )
         if self.source == BUILTIN:
             self.class_names = list(PYTHON_DOCS_CLASSES)
             index = {i: i for i in range(len(self.class_names))}
@@ -197,8 +210,11 @@ class TextClassificationDataModule(_TextDataModule):
         def rows(split):
             table = read_table(self.source, subset=subset, split=split)
             _check_columns(table, columns, "data.", self.source)
-            return [(str(r[self.text_column]), r[self.label_column]) for r in table
-                    if r[self.text_column] is not None and r[self.label_column] is not None]
+            return [
+                (str(r[self.text_column]), r[self.label_column])
+                for r in table
+                if r[self.text_column] is not None and r[self.label_column] is not None
+            ]
 
         if _is_file_source(self.source):
             return {"all": rows(None)}
@@ -266,30 +282,47 @@ class TextPairsDataModule(_TextDataModule):
         persistent_workers: bool = False,
         seed: int = 0,
     ) -> None:
-        super().__init__(tokenizer, max_length, val_fraction, batch_size, num_workers, pin_memory,
-                         persistent_workers, seed)
+        super().__init__(
+            tokenizer, max_length, val_fraction, batch_size, num_workers, pin_memory, persistent_workers, seed
+        )
         self.save_hyperparameters()
         self.source = BUILTIN if _is_builtin(source) else str(source)
         _require_datasets(self.source)
         if eval_source:
             _require_datasets(eval_source.get("source"), "data.eval_source.source")
         if self.source == BUILTIN and (negative_column or score_column):
-            raise ValueError("data.negative_column / data.score_column: the offline pairs "
-                             f"({BUILTIN}) have neither; set them to null or use another data.source")
-        self.columns = {"anchor_column": anchor_column, "positive_column": positive_column,
-                        "negative_column": negative_column, "score_column": score_column}
+            raise ValueError(
+                "data.negative_column / data.score_column: the offline pairs "
+                f"({BUILTIN}) have neither; set them to null or use another data.source"
+            )
+        self.columns = {
+            "anchor_column": anchor_column,
+            "positive_column": positive_column,
+            "negative_column": negative_column,
+            "score_column": score_column,
+        }
         self.subset, self.train_split, self.val_split, self.test_split = subset, train_split, val_split, test_split
         self.max_pairs = max_pairs
         self.kind = "scored" if score_column else "pairs"
         self.eval_source = dict(eval_source) if eval_source else None
         if self.eval_source is not None:
-            unknown = set(self.eval_source) - {"source", "subset", "split", "test_split", "anchor_column",
-                                               "positive_column", "score_column"}
+            unknown = set(self.eval_source) - {
+                "source",
+                "subset",
+                "split",
+                "test_split",
+                "anchor_column",
+                "positive_column",
+                "score_column",
+            }
             if unknown or "source" not in self.eval_source:
-                raise ValueError(f"data.eval_source={self.eval_source!r}: needs 'source' and may have subset, "
-                                 "split, test_split, anchor_column, positive_column, score_column")
-        self.eval_kind = ("scored" if self.eval_source.get("score_column") else "pairs") if self.eval_source \
-            else self.kind
+                raise ValueError(
+                    f"data.eval_source={self.eval_source!r}: needs 'source' and may have subset, "
+                    "split, test_split, anchor_column, positive_column, score_column"
+                )
+        self.eval_kind = (
+            ("scored" if self.eval_source.get("score_column") else "pairs") if self.eval_source else self.kind
+        )
         self.name = "python-docs-pairs" if self.source == BUILTIN else Path(self.source).stem or self.source
         if _is_file_source(self.source) or self.source == BUILTIN:
             self.setup()  # small: read now so column errors surface before training starts
@@ -300,8 +333,11 @@ class TextPairsDataModule(_TextDataModule):
     @staticmethod
     def _items(table: list[dict], columns: Mapping[str, str | None], prefix: str, source: str) -> list[tuple]:
         _check_columns(table, columns, prefix, source)
-        names = [c for c in (columns.get("anchor_column"), columns.get("positive_column"),
-                             columns.get("negative_column")) if c]
+        names = [
+            c
+            for c in (columns.get("anchor_column"), columns.get("positive_column"), columns.get("negative_column"))
+            if c
+        ]
         score = columns.get("score_column")
         items = []
         for row in table:
@@ -345,14 +381,20 @@ class TextPairsDataModule(_TextDataModule):
 
     def _eval_splits(self) -> dict[str, list]:
         spec = self.eval_source
-        columns = {"anchor_column": spec.get("anchor_column", "sentence1"),
-                   "positive_column": spec.get("positive_column", "sentence2"),
-                   "score_column": spec.get("score_column")}
+        columns = {
+            "anchor_column": spec.get("anchor_column", "sentence1"),
+            "positive_column": spec.get("positive_column", "sentence2"),
+            "score_column": spec.get("score_column"),
+        }
         out = {}
         for split, name in (("val", spec.get("split", "validation")), ("test", spec.get("test_split"))):
             if name is None and split == "test":
                 continue
-            table = read_table(spec["source"], key="data.eval_source.source", subset=spec.get("subset"),
-                               split=None if _is_file_source(str(spec["source"])) else name)
+            table = read_table(
+                spec["source"],
+                key="data.eval_source.source",
+                subset=spec.get("subset"),
+                split=None if _is_file_source(str(spec["source"])) else name,
+            )
             out[split] = self._items(table, columns, "data.eval_source.", str(spec["source"]))
         return out

@@ -54,8 +54,9 @@ def _import_datasets(key: str, source: str):
     return datasets
 
 
-def read_table(source: str, key: str = "data.source", subset: str | None = None,
-               split: str | None = None) -> list[dict[str, Any]]:
+def read_table(
+    source: str, key: str = "data.source", subset: str | None = None, split: str | None = None
+) -> list[dict[str, Any]]:
     """Rows (dicts) of a local file (by extension) or of one split of a Hugging Face dataset."""
     source = str(source)
     if _is_file_source(source):
@@ -86,8 +87,9 @@ def read_table(source: str, key: str = "data.source", subset: str | None = None,
         data = datasets.load_dataset(source, subset, split=split)
     except Exception as error:  # the library raises many types; keep the message one line
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise RuntimeError(f"{key}={source!r} (subset={subset!r}, split={split!r}): could not load ({first[:200]})") \
-            from error
+        raise RuntimeError(
+            f"{key}={source!r} (subset={subset!r}, split={split!r}): could not load ({first[:200]})"
+        ) from error
     return data.to_list()
 
 
@@ -97,8 +99,10 @@ def _check_columns(rows: list[dict], columns: Mapping[str, str | None], key_pref
     available = sorted(rows[0])
     for key, column in columns.items():
         if column is not None and column not in rows[0]:
-            raise KeyError(f"{key_prefix}{key}={column!r}: no such column in {source!r}; "
-                           f"available: {', '.join(map(str, available))}")
+            raise KeyError(
+                f"{key_prefix}{key}={column!r}: no such column in {source!r}; "
+                f"available: {', '.join(map(str, available))}"
+            )
 
 
 def _has_split(source: str, subset: str | None, split: str | None) -> bool:

@@ -14,11 +14,14 @@ def summary_markdown(result: EvaluationResult) -> str:
     lines = [f"# Evaluation of `{result.checkpoint}`", ""]
     if result.head:
         database, queries = result.database, result.queries
-        lines += [f"Head: **{result.head}**, embedding width {result.embed_dim}; database "
-                  + (f"{database.split} ({database.count})" if database else "none (head accuracy only)")
-                  + f", queries {queries.split} ({queries.count})"
-                  + ("; head accuracy with flip test-time augmentation" if result.tta else "")
-                  + ". Values in %.", ""]
+        lines += [
+            f"Head: **{result.head}**, embedding width {result.embed_dim}; database "
+            + (f"{database.split} ({database.count})" if database else "none (head accuracy only)")
+            + f", queries {queries.split} ({queries.count})"
+            + ("; head accuracy with flip test-time augmentation" if result.tta else "")
+            + ". Values in %.",
+            "",
+        ]
     header, rows = per_size_table(result.metrics, result.sizes, SUMMARY_COLUMNS)
     if rows:
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -34,17 +37,25 @@ def summary_markdown(result: EvaluationResult) -> str:
 def cascade_lines(cascade: list[dict]) -> list[str]:
     if not cascade:
         return []
-    return (["", "## Adaptive classification", "", "| tolerance | expected size | top-1 % |", "|---|---|---|"]
-            + [f"| {c['tolerance']:.3f} | {c['expected_size']:.1f} | {100 * c['accuracy']:.2f} |" for c in cascade])
+    return ["", "## Adaptive classification", "", "| tolerance | expected size | top-1 % |", "|---|---|---|"] + [
+        f"| {c['tolerance']:.3f} | {c['expected_size']:.1f} | {100 * c['accuracy']:.2f} |" for c in cascade
+    ]
 
 
 def funnel_lines(funnels: list[dict]) -> list[str]:
     if not funnels:
         return []
-    return (["", "## Funnel retrieval (shortlist, then rerank at full size)", "",
-             "| funnel | 1-NN % | MFLOPs/query | ms/query | speed-up |", "|---|---|---|---|---|"]
-            + [f"| {f['funnel']} | {100 * f['knn_top1']:.2f} | {f['mflops_per_query']:.3f} | "
-               f"{f['ms_per_query']:.4f} | {f['speedup']:.2f}x |" for f in funnels])
+    return [
+        "",
+        "## Funnel retrieval (shortlist, then rerank at full size)",
+        "",
+        "| funnel | 1-NN % | MFLOPs/query | ms/query | speed-up |",
+        "|---|---|---|---|---|",
+    ] + [
+        f"| {f['funnel']} | {100 * f['knn_top1']:.2f} | {f['mflops_per_query']:.3f} | "
+        f"{f['ms_per_query']:.4f} | {f['speedup']:.2f}x |"
+        for f in funnels
+    ]
 
 
 def storage_lines(storage: list[dict]) -> list[str]:
@@ -53,8 +64,14 @@ def storage_lines(storage: list[dict]) -> list[str]:
     if not measured:
         return []
     map_key = next(key for key in measured[0] if key.startswith("map@"))
-    return (["", "## Storage (database prefixes, smallest first; retrieval by the stored codes)", "",
-             f"| size | dtype | bytes/vector | database MiB | 1-NN % | {map_key} % |", "|---|---|---|---|---|---|"]
-            + [f"| {r['size']} | {r['dtype']} | {r['bytes_per_vector']} | {r['total_mib']:.3f} | "
-               f"{_fmt(r['knn_top1'])} | {_fmt(r[map_key])} |"
-               for r in sorted(measured, key=lambda r: (r["bytes_per_vector"], -r["knn_top1"]))])
+    return [
+        "",
+        "## Storage (database prefixes, smallest first; retrieval by the stored codes)",
+        "",
+        f"| size | dtype | bytes/vector | database MiB | 1-NN % | {map_key} % |",
+        "|---|---|---|---|---|---|",
+    ] + [
+        f"| {r['size']} | {r['dtype']} | {r['bytes_per_vector']} | {r['total_mib']:.3f} | "
+        f"{_fmt(r['knn_top1'])} | {_fmt(r[map_key])} |"
+        for r in sorted(measured, key=lambda r: (r["bytes_per_vector"], -r["knn_top1"]))
+    ]

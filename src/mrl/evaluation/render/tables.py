@@ -7,12 +7,26 @@ from collections.abc import Sequence
 from pathlib import Path
 
 # The columns of summary.md (and of the console table), where measured; results.csv keeps every family.
-SUMMARY_COLUMNS = ("top1", "top5", "knn_top1", "map@10", "precision@10", "recall@100", "l2_knn_top1",
-                   "probe_trunc_top1", "probe_pca_top1", "probe_rp_top1", "spearman", "mrr@10", "ndcg@10")
+SUMMARY_COLUMNS = (
+    "top1",
+    "top5",
+    "knn_top1",
+    "map@10",
+    "precision@10",
+    "recall@100",
+    "l2_knn_top1",
+    "probe_trunc_top1",
+    "probe_pca_top1",
+    "probe_rp_top1",
+    "spearman",
+    "mrr@10",
+    "ndcg@10",
+)
 
 
-def per_size_table(metrics: dict[str, float], sizes: list[int],
-                   columns: tuple[str, ...] | None = None) -> tuple[list[str], list[list]]:
+def per_size_table(
+    metrics: dict[str, float], sizes: list[int], columns: tuple[str, ...] | None = None
+) -> tuple[list[str], list[list]]:
     """Rows per size, one column per metric family (``eval/knn_top1@8`` -> column ``knn_top1``)."""
     families = sorted({k.split("/", 1)[1].rsplit("@", 1)[0] for k in metrics if "@" in k})
     columns = [c for c in columns if c in families] if columns else families

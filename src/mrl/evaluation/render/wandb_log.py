@@ -40,8 +40,9 @@ def log_report(report: dict, out: Path) -> None:
     against embedding size, and the matplotlib figure."""
     import wandb
 
-    run = open_run(out, config_from=[Path(r) for r in report["runs"]], job_type="report",
-                   config={"root": report["root"]})
+    run = open_run(
+        out, config_from=[Path(r) for r in report["runs"]], job_type="report", config={"root": report["root"]}
+    )
     for key, curves in report["curves"].items():
         header, rows = curves_table(curves)
         labels = list(curves)
@@ -52,6 +53,11 @@ def log_report(report: dict, out: Path) -> None:
             title=key.replace("_", " "),
             xname="embedding size",
         )
-        run.log({f"report/{key}": wandb.Table(columns=header, data=rows), f"report/{key}_curves": chart,
-                 f"report/{key}_chart": wandb.Image(str(out / f"report_{key}.png"))})
+        run.log(
+            {
+                f"report/{key}": wandb.Table(columns=header, data=rows),
+                f"report/{key}_curves": chart,
+                f"report/{key}_chart": wandb.Image(str(out / f"report_{key}.png")),
+            }
+        )
     run.finish()

@@ -21,7 +21,7 @@ from mrl.evaluation.adaptive import cascade_curve
 from mrl.evaluation.baselines import baseline_curves
 from mrl.evaluation.config import EvalConfig
 from mrl.evaluation.embeddings import embed_split, save_embeddings
-from mrl.evaluation.knn import knn_metrics
+from mrl.evaluation.knn_metrics import knn_metrics
 from mrl.evaluation.quantized import check_codecs, quantized_knn_metrics
 from mrl.evaluation.result import EvaluationResult, SplitCount
 from mrl.evaluation.storage import storage_table
@@ -48,8 +48,16 @@ def split_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
     return np.sort(order[:cut]), np.sort(order[cut:])
 
 
-def funnel_rows(db: np.ndarray, queries: np.ndarray, db_labels: np.ndarray, q_labels: np.ndarray,
-                sizes: list[int], shortlist: int, repeats: int = 3, binary: bool = False) -> list[dict]:
+def funnel_rows(
+    db: np.ndarray,
+    queries: np.ndarray,
+    db_labels: np.ndarray,
+    q_labels: np.ndarray,
+    sizes: list[int],
+    shortlist: int,
+    repeats: int = 3,
+    binary: bool = False,
+) -> list[dict]:
     """1-NN accuracy, MFLOPs and measured ms per query: exact full-size search against funnels that
     shortlist at each smaller size and rerank at full size; with ``binary``, also funnels that shortlist
     by Hamming distance between the bits of each smaller size (:func:`mrl.retrieval.threshold_bits`)."""
@@ -69,12 +77,14 @@ def funnel_rows(db: np.ndarray, queries: np.ndarray, db_labels: np.ndarray, q_la
             start = time.perf_counter()
             _, ids = retriever.search(queries, 1)
             best = min(best, time.perf_counter() - start)
-        rows.append({
-            "funnel": name,
-            "knn_top1": float((db_labels[ids[:, 0]] == q_labels).mean()),
-            "mflops_per_query": retriever.mflops_per_query(),
-            "ms_per_query": 1000 * best / len(queries),
-        })
+        rows.append(
+            {
+                "funnel": name,
+                "knn_top1": float((db_labels[ids[:, 0]] == q_labels).mean()),
+                "mflops_per_query": retriever.mflops_per_query(),
+                "ms_per_query": 1000 * best / len(queries),
+            }
+        )
     exact = rows[0]["ms_per_query"]
     for row in rows:
         row["speedup"] = exact / row["ms_per_query"] if row["ms_per_query"] else float("nan")
@@ -102,8 +112,9 @@ def retrieval_sizes(settings: EvalConfig, module) -> list[int]:
 
 
 # --------------------------------------------------------------------------------------------- run
-def embed_splits(settings: EvalConfig, module, datamodule, checkpoint: str, sizes: list[int],
-                 out: Path) -> tuple[Split | None, Split]:
+def embed_splits(
+    settings: EvalConfig, module, datamodule, checkpoint: str, sizes: list[int], out: Path
+) -> tuple[Split | None, Split]:
     """(database or None, queries), each also written to ``out/embeddings_{split}.npz``.
 
     ``database_split=null`` embeds no database: head accuracy only, for evaluation-only sets (ImageNetV2,
@@ -112,22 +123,40 @@ def embed_splits(settings: EvalConfig, module, datamodule, checkpoint: str, size
     db = None
     if settings.database_split is not None:
         splits[settings.database_split] = db = embed_split(
-            module, datamodule.eval_dataloader(settings.database_split), logits=False,
-            precision=settings.precision, name=settings.database_split)
-    query = embed_split(module, datamodule.eval_dataloader(settings.query_split), flip=settings.tta,
-                        precision=settings.precision, name=settings.query_split)
+            module,
+            datamodule.eval_dataloader(settings.database_split),
+            logits=False,
+            precision=settings.precision,
+            name=settings.database_split,
+        )
+    query = embed_split(
+        module,
+        datamodule.eval_dataloader(settings.query_split),
+        flip=settings.tta,
+        precision=settings.precision,
+        name=settings.query_split,
+    )
     splits[settings.query_split] = query
-    meta = {"checkpoint": checkpoint, "head": module.hparams.head.get("kind"), "embed_dim": module.embed_dim,
-            "sizes": sizes}
+    meta = {
+        "checkpoint": checkpoint,
+        "head": module.hparams.head.get("kind"),
+        "embed_dim": module.embed_dim,
+        "sizes": sizes,
+    }
     dtype = settings.embeddings_dtype
     for name, split in splits.items():
-        save_embeddings(out / f"embeddings_{name}.npz", split,
-                        {**meta, "split": name, "count": len(split["labels"]), "dtype": dtype}, dtype)
+        save_embeddings(
+            out / f"embeddings_{name}.npz",
+            split,
+            {**meta, "split": name, "count": len(split["labels"]), "dtype": dtype},
+            dtype,
+        )
     return db, query
 
 
-def evaluate_classifier(settings: EvalConfig, module, datamodule, checkpoint: str, out: Path,
-                        search_device: torch.device | None = None) -> EvaluationResult:
+def evaluate_classifier(
+    settings: EvalConfig, module, datamodule, checkpoint: str, out: Path, search_device: torch.device | None = None
+) -> EvaluationResult:
     """Embed the splits (exported to ``out``) and measure everything on them."""
     kind = module.hparams.head.get("kind")
     head_sizes = list(module.sizes)
@@ -137,32 +166,58 @@ def evaluate_classifier(settings: EvalConfig, module, datamodule, checkpoint: st
         # ImageNet-A and -R hold 200 of the 1,000 classes: predict among those only, as the reference does
         absent = np.setdiff1d(np.arange(query["logits"].shape[2]), query["labels"])
         query["logits"][:, :, absent] = -np.inf
-    metrics = {f"eval/{key}": value for key, value in head_accuracy(query["logits"], query["labels"],
-                                                                     head_sizes).items()}
+    metrics = {
+        f"eval/{key}": value for key, value in head_accuracy(query["logits"], query["labels"], head_sizes).items()
+    }
     if db is not None:
         metrics.update(retrieval_metrics(settings, db, query, sizes, kind, search_device))
     cascade: list[dict] = []
     if len(head_sizes) > 1:
         fit, held = split_holdout(len(query["labels"]), settings.adaptive.holdout_fraction, settings.seed)
-        cascade = cascade_curve(query["logits"][:, fit], query["labels"][fit], query["logits"][:, held],
-                                query["labels"][held], head_sizes, from_logits=True)
+        cascade = cascade_curve(
+            query["logits"][:, fit],
+            query["labels"][fit],
+            query["logits"][:, held],
+            query["labels"][held],
+            head_sizes,
+            from_logits=True,
+        )
     funnels, storage = [], []
     if db is not None:
-        funnels = funnel_rows(db["embeddings"], query["embeddings"], db["labels"], query["labels"], sizes,
-                              settings.funnel.shortlist, binary=settings.funnel.binary)
-        storage = storage_rows(storage_table(sizes, len(db["labels"]), ("fp32", *check_codecs(settings.quantized))),
-                               metrics, min(settings.knn.map_k, len(db["labels"])))
+        funnels = funnel_rows(
+            db["embeddings"],
+            query["embeddings"],
+            db["labels"],
+            query["labels"],
+            sizes,
+            settings.funnel.shortlist,
+            binary=settings.funnel.binary,
+        )
+        storage = storage_rows(
+            storage_table(sizes, len(db["labels"]), ("fp32", *check_codecs(settings.quantized))),
+            metrics,
+            min(settings.knn.map_k, len(db["labels"])),
+        )
     return EvaluationResult(
-        checkpoint=checkpoint, sizes=sizes, metrics=metrics, head=kind, embed_dim=module.embed_dim,
-        head_sizes=head_sizes, tta=settings.tta, only_present_classes=settings.only_present_classes,
+        checkpoint=checkpoint,
+        sizes=sizes,
+        metrics=metrics,
+        head=kind,
+        embed_dim=module.embed_dim,
+        head_sizes=head_sizes,
+        tta=settings.tta,
+        only_present_classes=settings.only_present_classes,
         database=SplitCount(settings.database_split, len(db["labels"])) if db is not None else None,
         queries=SplitCount(settings.query_split, len(query["labels"])),
-        adaptive_classification=cascade, funnel_retrieval=funnels, storage=storage,
+        adaptive_classification=cascade,
+        funnel_retrieval=funnels,
+        storage=storage,
     )
 
 
-def retrieval_metrics(settings: EvalConfig, db: Split, query: Split, sizes: list[int], kind: str,
-                      search_device: torch.device | None) -> dict[str, float]:
+def retrieval_metrics(
+    settings: EvalConfig, db: Split, query: Split, sizes: list[int], kind: str, search_device: torch.device | None
+) -> dict[str, float]:
     """kNN metrics per size and search metric, those of the quantised prefixes, and (for the standard model,
     or every head with ``baselines.all_heads``) the paper's baselines; keys prefixed ``eval/``."""
     metrics: dict[str, float] = {}
@@ -170,17 +225,44 @@ def retrieval_metrics(settings: EvalConfig, db: Split, query: Split, sizes: list
     map_k = min(settings.knn.map_k, count)
     for metric in settings.knn.metrics:
         prefix = "eval/" if metric == "cosine" else f"eval/{metric}_"
-        knn = knn_metrics(db["embeddings"], db["labels"], query["embeddings"], query["labels"], sizes,
-                          metric=metric, ks=[k for k in settings.knn.ks if k <= count], map_k=map_k,
-                          device=search_device)
+        knn = knn_metrics(
+            db["embeddings"],
+            db["labels"],
+            query["embeddings"],
+            query["labels"],
+            sizes,
+            metric=metric,
+            ks=[k for k in settings.knn.ks if k <= count],
+            map_k=map_k,
+            device=search_device,
+        )
         metrics.update({prefix + k: v for k, v in knn.items()})
     codecs = check_codecs(settings.quantized)
     if codecs:
-        metrics.update({f"eval/{k}": v for k, v in quantized_knn_metrics(
-            db["embeddings"], db["labels"], query["embeddings"], query["labels"], sizes, codecs, map_k=map_k,
-            device=search_device).items()})
+        metrics.update(
+            {
+                f"eval/{k}": v
+                for k, v in quantized_knn_metrics(
+                    db["embeddings"],
+                    db["labels"],
+                    query["embeddings"],
+                    query["labels"],
+                    sizes,
+                    codecs,
+                    map_k=map_k,
+                    device=search_device,
+                ).items()
+            }
+        )
     if settings.baselines.enabled and (kind == "standard" or settings.baselines.all_heads):
-        base = baseline_curves(db["embeddings"], db["labels"], query["embeddings"], query["labels"], sizes,
-                               seed=settings.seed, max_train=settings.baselines.max_train)
+        base = baseline_curves(
+            db["embeddings"],
+            db["labels"],
+            query["embeddings"],
+            query["labels"],
+            sizes,
+            seed=settings.seed,
+            max_train=settings.baselines.max_train,
+        )
         metrics.update({f"eval/{k}": v for k, v in base.items()})
     return metrics
