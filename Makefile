@@ -23,7 +23,7 @@ EMBED_RUN = $(or $(RUN),$(call newest,$(OUTPUTS)/train/*/*/))
 REPORT_DIR = $(or $(DIR),$(call newest,$(OUTPUTS)/multirun/*/*/),$(OUTPUTS))
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline WANDB_SILENT=true
 
-.PHONY: help install train sweep eval report embed search export test test-full lint format bench bench-heads bench-retrieval clean
+.PHONY: help install train sweep eval report embed search export test test-full test-slurm lint format bench bench-heads bench-retrieval clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -67,6 +67,9 @@ test: $(STAMP) ## fast tests (under ten minutes)
 
 test-full: $(STAMP) ## all tests, the slow ones too
 	$(TEST_ENV) $(PY) -m pytest -q -m "slow or not slow" $(ARGS)
+
+test-slurm: $(STAMP) ## tests on a local one-node SLURM (root; apt-get install slurmctld slurmd slurm-client munge); fail without it
+	MRL_REQUIRE_SLURM=1 $(TEST_ENV) $(PY) -m pytest -q -m slurm $(ARGS)
 
 lint: $(STAMP) ## ruff check and ruff format --check (pre-commit runs the same)
 	$(PY) -m ruff check src tests benchmarks

@@ -1,14 +1,23 @@
-"""An offline W&B run holds every per-size metric, the truncation table, and one run id across a resume."""
+"""An offline W&B run holds every per-size metric, the truncation table, and one run id across a resume; with an
+API key but no reachable W&B server, training and uploads fall back to offline logging instead of waiting."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
 
 import pytest
 
-from mrl.common.wandb_runs import ensure_wandb_mode, logger_target, stable_run_id
-from mrl.training.procedure import run_training
+from mrl.common.wandb_runs import ensure_wandb_mode, logger_target, open_run, stable_run_id
+from mrl.training.procedure import build_loggers, run_training
+from mrl_testing.configs import FAST, ROOT
 from mrl_testing.wandb_records import read_finished_run
 
 WANDB_ARGS = [
@@ -126,3 +135,105 @@ def test_truncation_curve_of_a_text_pairs_run(tmp_path, monkeypatch, capsys):
     table = logged[0]["val/truncation_table"]
     assert table.columns == ["size", *names] and [row[0] for row in table.data] == sizes
     assert "val/truncation_curve" in logged[0]
+
+
+# ----------------------------------------------------------------------------- no reachable W&B server
+UNREACHABLE = "http://no-such-host.invalid"  # .invalid never resolves (RFC 2606)
+KEY = "x" * 40
+
+
+def _train_with_a_key(run_dir, base_url: str) -> tuple[subprocess.CompletedProcess, float]:
+    """`python -m mrl.cli.train` as on a cluster node: an API key set, no WANDB_MODE, the given W&B server."""
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}
+    env.update(WANDB_API_KEY=KEY, WANDB_BASE_URL=base_url, HF_HUB_OFFLINE="1")
+    overrides = [a for a in FAST if a != "logger=none"]
+    command = [sys.executable, "-m", "mrl.cli.train", "experiment=digits_mrl", *overrides, "trainer.max_epochs=1"]
+    command += ["logger=wandb", "logger.wandb.init_timeout=2", f"hydra.run.dir={run_dir}"]
+    start = time.monotonic()
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return done, time.monotonic() - start
+
+
+def _assert_trained_offline(done: subprocess.CompletedProcess, run_dir) -> None:
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    hints = [line for line in output.splitlines() if "W&B:" in line and "logging offline instead" in line]
+    assert len(hints) == 1, output[-3000:]
+    assert f"wandb sync {run_dir}/wandb/offline-run-*" in hints[0]
+    assert "Traceback" not in output
+    assert json.loads((run_dir / "results.json").read_text())["global_step"] > 0
+    files = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(files) == 1, files
+    run = read_finished_run(files[0])
+    assert run["run_id"] == (run_dir / "wandb_id.txt").read_text().strip()  # `wandb sync` continues this run
+    assert "val/top1@8" in run["summary"]
+
+
+def test_training_with_a_key_and_no_reachable_server_logs_offline(tmp_path):
+    """The server's name does not resolve (a compute node without network): the probe fails at once, the run
+    logs offline and trains, where it used to wait 2.5 minutes for W&B and then die."""
+    done, seconds = _train_with_a_key(tmp_path / "run", UNREACHABLE)
+    print(f"unreachable W&B server: the whole training run took {seconds:.1f} s")
+    _assert_trained_offline(done, tmp_path / "run")
+    assert "cannot reach no-such-host.invalid" in done.stdout + done.stderr
+    assert seconds < 150, f"{seconds:.0f} s"  # loose: the bug took 150 s for W&B alone, then failed
+
+
+@pytest.fixture
+def silent_server():
+    """A TCP server on 127.0.0.1 that accepts connections and never answers (a hung server or proxy)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+
+    def accept():
+        while True:
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:  # closed
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+    for connection in accepted:
+        connection.close()
+
+
+def test_training_falls_back_when_the_server_accepts_but_never_answers(tmp_path, silent_server):
+    """The probe connects, so wandb.init is tried: it gives up after init_timeout, the run logs offline."""
+    done, seconds = _train_with_a_key(tmp_path / "run", silent_server)
+    print(f"silent W&B server: the whole training run took {seconds:.1f} s")
+    _assert_trained_offline(done, tmp_path / "run")
+    assert f"{silent_server} did not start the run within 2 s" in done.stdout + done.stderr
+    assert seconds < 150, f"{seconds:.0f} s"
+
+
+def test_upload_falls_back_to_offline_when_the_server_is_unreachable(monkeypatch, tmp_path, caplog):
+    """Evaluation and report uploads (open_run) take the same decision: an offline run of the same id."""
+    import wandb
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", KEY)
+    monkeypatch.setenv("WANDB_BASE_URL", UNREACHABLE)
+    try:
+        with caplog.at_level(logging.WARNING):
+            run = open_run(tmp_path, resume=True, job_type="eval")
+        assert run.offline and run.id == stable_run_id(tmp_path)
+        run.log({"eval/top1@8": 0.5})
+        run.finish()
+    finally:
+        wandb.teardown()  # the next test's W&B session reads its own environment
+    hints = [r.getMessage() for r in caplog.records if r.getMessage().startswith("W&B:")]
+    assert len(hints) == 1 and f"wandb sync {tmp_path}/wandb/offline-run-*" in hints[0], hints
+    assert os.environ["WANDB_MODE"] == "offline"
+    files = sorted(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(files) == 1
+    assert read_finished_run(files[0])["summary"]["eval/top1@8"] == 0.5
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "null", "inf"])
+def test_init_timeout_must_be_a_positive_number(make_cfg, tmp_path, value):
+    cfg = make_cfg("logger=wandb", f"logger.wandb.init_timeout={value}")
+    with pytest.raises(ValueError, match=r"^logger\.wandb\.init_timeout=\S+: must be a positive number") as error:
+        build_loggers(cfg, tmp_path / "run")
+    assert "\n" not in str(error.value)

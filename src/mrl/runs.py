@@ -1,18 +1,28 @@
 """Run directories and their checkpoints: find a run's best checkpoint, the checkpoint a rerun resumes from,
 the run a checkpoint belongs to, and load a trained module back safely (``weights_only``).
 
-A run directory holds ``config.yaml``, ``checkpoints/*.ckpt`` (``last.ckpt`` among them), ``results.json`` and
-what evaluation, embedding and export write beside them."""
+A run directory holds ``config.yaml``, ``checkpoints/*.ckpt`` (``last.ckpt`` among them, each with a
+``.sha256`` checksum file), ``results.json`` and what evaluation, embedding and export write beside them.
+
+A checkpoint is read only once it verifies (:func:`verify_checkpoint`). A damaged one (cut short by a failing
+disk or an interrupted copy, or whose bytes no longer match its checksum) is reported in one line, moved aside
+into ``checkpoints/damaged/`` (never deleted), and the next newest one is used."""
 
 from __future__ import annotations
 
+import logging
+import os
 import pickle
+import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import lightning as L
 import torch
 
-from mrl.common.io import read_json
+from mrl.common.io import checksum_path, read_checksum, read_json, sha256_file
+
+log = logging.getLogger(__name__)
 
 HPC_PATTERN = "hpc_ckpt_*.ckpt"
 
@@ -26,23 +36,100 @@ def run_dir_of(run_or_ckpt: str | Path) -> Path:
     return path.parent.parent if path.parent.name == "checkpoints" else path.parent
 
 
+def verify_checkpoint(path: str | Path) -> str | None:
+    """None when ``path`` is a whole checkpoint, else why not (a short phrase).
+
+    With a checksum file the bytes must match it. Without one (a file from elsewhere), or with one that does
+    not match (it can be stale: a job killed between writing a checkpoint and its checksum), the file must
+    open as a PyTorch checkpoint: a file cut short fails there. A file that holds pickled objects which
+    ``weights_only`` loading refuses is whole, and is left to the loader to refuse or accept.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return "no such file"
+    expected = read_checksum(path)
+    if expected is not None and sha256_file(path) == expected:
+        return None
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Unsupported global" in str(error):
+            return None
+        return f"does not load: {_load_failure(error)}"
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        cut = " and its bytes do not match its checksum" if expected is not None else ""
+        return f"does not load{cut} ({_load_failure(error)}; {path.stat().st_size} bytes on disk)"
+    if expected is not None:
+        return "its bytes do not match its checksum file (.sha256)"
+    return None
+
+
+def _may_move() -> bool:
+    """Only one process moves damaged files aside: the first rank of the first node (or a plain run)."""
+    return all(int(os.environ.get(name, 0) or 0) == 0 for name in ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def set_aside(path: Path, reason: str) -> Path | None:
+    """Move a damaged checkpoint (and its checksum file) into ``checkpoints/damaged/``; say so in one line."""
+    folder = path.parent / "damaged" if path.parent.name == "checkpoints" else path.parent / "checkpoints" / "damaged"
+    target = folder / f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}"
+    if not _may_move():
+        log.warning("Checkpoint %s is damaged (%s); skipped", path, reason)
+        return None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+        if checksum_path(path).is_file():
+            os.replace(checksum_path(path), checksum_path(target))
+    except FileNotFoundError:  # another process moved it first
+        return None
+    log.warning("Checkpoint %s is damaged (%s); moved aside to %s, trying the next newest", path, reason, target)
+    return target
+
+
+def first_valid(candidates: Iterable[Path], key: str, where: Path) -> Path | None:
+    """The first candidate that verifies, damaged ones moved aside on the way; None without candidates. With
+    candidates but none whole, a one-line ValueError names each file tried and why it failed."""
+    tried = []
+    for path in candidates:
+        reason = verify_checkpoint(path)
+        if reason is None:
+            return path
+        tried.append(f"{path.name} ({reason})")
+        set_aside(path, reason)
+    if tried:
+        raise ValueError(f"{key}={str(where)!r}: no checkpoint in it can be read; tried {'; '.join(tried)}")
+    return None
+
+
+def _newest_first(paths: Iterable[Path]) -> list[Path]:
+    return sorted((p for p in paths if p.is_file()), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+
+
 def find_checkpoint(run_or_ckpt: str | Path) -> Path:
-    """The best checkpoint of a run directory (from results.json, else the newest), or the file itself."""
+    """The best checkpoint of a run directory that verifies (the best one of results.json, else the newest
+    ``checkpoints/*.ckpt`` other than ``last.ckpt``, else ``last.ckpt``), or the file itself once it verifies."""
     path = Path(run_or_ckpt)
     if path.is_file():
+        reason = verify_checkpoint(path)
+        if reason is not None:
+            raise ValueError(f"ckpt={str(path)!r}: damaged, not read ({reason})")
         return path
     if not path.is_dir():
         raise FileNotFoundError(f"run={str(path)!r}: neither a run directory nor a checkpoint file")
+    candidates = []
     results = path / "results.json"
     if results.is_file():
         best = read_json(results).get("best_checkpoint")
         if best and Path(best).is_file():
-            return Path(best)
-    candidates = sorted((path / "checkpoints").glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
-    best = [p for p in candidates if p.name != "last.ckpt"] or candidates
-    if not best:
+            candidates.append(Path(best))
+    found = _newest_first((path / "checkpoints").glob("*.ckpt"))
+    candidates += [p for p in found if p.name != "last.ckpt" and p not in candidates]
+    candidates += [p for p in found if p.name == "last.ckpt" and p not in candidates]
+    best = first_valid(candidates, "run", path)
+    if best is None:
         raise FileNotFoundError(f"run={str(path)!r}: no checkpoints/*.ckpt in this run directory")
-    return best[-1]
+    return best
 
 
 def is_run_collection(path: str | Path) -> bool:
@@ -70,7 +157,10 @@ def _load_failure(error: Exception) -> str:
                 "if you trust the file, pass weights_only=false"
             )
         return f"corrupt, or not a PyTorch checkpoint: {cause}"
-    return text.splitlines()[0] if text else type(error).__name__
+    if not text:
+        return type(error).__name__
+    first = text.splitlines()[0]
+    return first.split(". ", 1)[0] if len(first) > 160 else first  # torch's long messages: their first sentence
 
 
 def load_module(path: str | Path, weights_only: bool = True) -> L.LightningModule:
@@ -106,15 +196,44 @@ def load_module(path: str | Path, weights_only: bool = True) -> L.LightningModul
     return module.eval()
 
 
-def latest_resume_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest checkpoint a rerun of ``run_dir`` should resume from, or None.
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Remove the temporary files of checkpoint writes that were killed (``.<name>.ckpt.<random>.tmp``). Called
+    when a run starts in ``run_dir``, when no other process writes there."""
+    if not _may_move():
+        return
+    stale = [*run_dir.glob(".*.ckpt.*.tmp"), *(run_dir / "checkpoints").glob(".*.ckpt.*.tmp")]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        log.warning(
+            "Removed %d temporary file(s) of checkpoint writes that were interrupted, e.g. %s",
+            len(stale),
+            stale[0].name,
+        )
 
-    Candidates: ``checkpoints/last.ckpt`` (saved at every validation and every N training steps) and
-    the ``hpc_ckpt_N.ckpt`` files Lightning's SLURM auto-requeue writes into the run directory when
-    SIGUSR1 arrives, which are newer than ``last.ckpt`` when the job was requeued mid-interval.
+
+def latest_resume_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest whole checkpoint a rerun of ``run_dir`` resumes from, or None when it holds none.
+
+    Candidates, newest first: ``checkpoints/last.ckpt`` (saved at every validation and every N training steps),
+    the ``hpc_ckpt_N.ckpt`` files Lightning's SLURM auto-requeue writes into the run directory when SIGUSR1
+    arrives (newer than ``last.ckpt`` when the job was requeued mid-interval), and the other
+    ``checkpoints/*.ckpt`` (the best epochs). A damaged one is moved aside and the next is tried; when none
+    is whole, a one-line ValueError names every file tried.
     """
     run_dir = Path(run_dir)
-    candidates = [p for p in (run_dir / "checkpoints" / "last.ckpt", *run_dir.glob(HPC_PATTERN)) if p.is_file()]
-    if not candidates:
-        return None
-    return max(candidates, key=lambda p: (p.stat().st_mtime_ns, p.name != "last.ckpt"))
+    remove_stale_temporaries(run_dir)
+    found = [
+        run_dir / "checkpoints" / "last.ckpt",
+        *run_dir.glob(HPC_PATTERN),
+        *(run_dir / "checkpoints").glob("*.ckpt"),
+    ]
+    unique = list(dict.fromkeys(p for p in found if p.is_file()))
+    # Newest first; at equal times a requeue checkpoint, then last.ckpt, then an epoch's best.
+    rank = {"last.ckpt": 1}
+    ordered = sorted(
+        unique,
+        key=lambda p: (p.stat().st_mtime_ns, 2 if p.name.startswith("hpc_") else rank.get(p.name, 0)),
+        reverse=True,
+    )
+    return first_valid(ordered, "run_dir", run_dir)

@@ -38,12 +38,21 @@ def instantiate_clearly(cfg, **kwargs):
         raise
 
 
+def is_one_line_error(error: BaseException) -> bool:
+    """A config error, or a write that found the disk full (:class:`mrl.common.io.DiskFullError`): its one line
+    says what to do, and the files it would have replaced are intact."""
+    from mrl.common.io import DiskFullError
+
+    return is_config_error(error) or isinstance(error, DiskFullError)
+
+
 def exit_on_config_error(run: Callable[[], Any]) -> Any:
-    """``run()``; a config error ends the process with its one line on stderr, anything else propagates."""
+    """``run()``; a config error or a full disk ends the process with its one line on stderr, anything else
+    propagates."""
     try:
         return run()
     except Exception as error:
-        if is_config_error(error):
+        if is_one_line_error(error):
             print(f"{type(error).__name__}: {_message(error)}", file=sys.stderr)
             sys.exit(1)
         raise

@@ -32,8 +32,11 @@ def strip_prefixes(state_dict: Mapping[str, torch.Tensor], prefixes=("module.", 
 
 
 def read_reference_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a reference checkpoint file (a plain state dict, or one under ``state_dict``/``model``)."""
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    """Load a reference checkpoint file (a plain state dict, or one under ``state_dict``/``model``) once it
+    verifies: a damaged file is a one-line error, not a traceback."""
+    from mrl.runs import find_checkpoint
+
+    obj = torch.load(find_checkpoint(path), map_location="cpu", weights_only=True)
     for key in ("state_dict", "model"):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]

@@ -3,12 +3,15 @@ validation, and progressive resizing of the training images (the reference Image
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 import lightning as L
 from lightning.pytorch.loggers import WandbLogger
 
 from mrl.common.io import console
+
+log = logging.getLogger(__name__)
 
 # The per-size metrics a run may log as ``{split}/{name}@{m}``, in table order: (name, column title, in %).
 CURVE_METRICS = (
@@ -56,6 +59,7 @@ class TruncationCurve(L.Callback):
 
     def __init__(self, split: str = "val") -> None:
         self.split = split
+        self._warned = False
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
@@ -69,13 +73,22 @@ class TruncationCurve(L.Callback):
         table = wandb.Table(columns=["size", *names], data=rows)
         chart = wandb.plot.line(table, "size", names[0], title=f"{self.split} {names[0]} against embedding size")
         for logger in wandb_loggers:
-            logger.experiment.log(
-                {
-                    f"{self.split}/truncation_table": table,
-                    f"{self.split}/truncation_curve": chart,
-                    "trainer/global_step": trainer.global_step,
-                }
-            )
+            try:
+                logger.experiment.log(
+                    {
+                        f"{self.split}/truncation_table": table,
+                        f"{self.split}/truncation_curve": chart,
+                        "trainer/global_step": trainer.global_step,
+                    }
+                )
+            except Exception as error:  # a W&B failure never stops training; said once per run
+                if not self._warned:
+                    self._warned = True
+                    log.warning(
+                        "W&B: the truncation table was not logged (%s: %s); training goes on",
+                        type(error).__name__,
+                        error,
+                    )
 
 
 class ProgressiveResizing(L.Callback):

@@ -13,8 +13,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mrl.common.errors import instantiate_clearly
 from mrl.common.io import atomic_write_text, console, write_json
-from mrl.common.wandb_runs import ensure_wandb_mode, stable_run_id
-from mrl.runs import latest_resume_checkpoint
+from mrl.common.wandb_runs import DEFAULT_INIT_TIMEOUT, check_init_timeout, stable_run_id, start_wandb
+from mrl.runs import latest_resume_checkpoint, verify_checkpoint
 from mrl.training.callbacks import curve_table, print_curve
 
 log = logging.getLogger(__name__)
@@ -73,26 +73,51 @@ def build_callbacks(cfg: DictConfig, with_loggers: bool = True) -> list[L.Callba
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
+    """Loggers from config. The W&B run is started here, before training, by :func:`start_wandb`: online, or
+    offline (one line says why and how to sync) when there is no key or the server does not answer within
+    ``logger.wandb.init_timeout`` seconds. Only rank 0 starts one, as Lightning's WandbLogger does."""
+    from functools import partial
+
+    from lightning.pytorch.utilities import rank_zero_only
+
+    def started(make_logger, **chosen):
+        logger = make_logger(**chosen)
+        logger.experiment  # noqa: B018 (wandb.init now, rather than at the first log inside training)
+        return logger
+
     loggers = []
-    for logger_cfg in (cfg.get("logger") or {}).values():
+    for key, logger_cfg in (cfg.get("logger") or {}).items():
         if not logger_cfg or "_target_" not in logger_cfg:
             continue
-        if "WandbLogger" in logger_cfg._target_:
-            ensure_wandb_mode(run_dir)
-            with open_dict(logger_cfg):
-                logger_cfg.id = logger_cfg.get("id") or stable_run_id(run_dir)
-                logger_cfg.name = logger_cfg.get("name") or run_dir.name
-                logger_cfg.resume = "allow"
-        loggers.append(instantiate(logger_cfg))
+        if "WandbLogger" not in logger_cfg._target_:
+            loggers.append(instantiate(logger_cfg))
+            continue
+        with open_dict(logger_cfg):
+            logger_cfg.id = logger_cfg.get("id") or stable_run_id(run_dir)
+            logger_cfg.name = logger_cfg.get("name") or run_dir.name
+            logger_cfg.resume = "allow"
+        init_cfg = logger_cfg.copy()
+        with open_dict(init_cfg):  # ours, not a wandb.init argument
+            timeout = check_init_timeout(
+                init_cfg.pop("init_timeout", DEFAULT_INIT_TIMEOUT), f"logger.{key}.init_timeout"
+            )
+        if rank_zero_only.rank != 0 or init_cfg.get("offline"):  # other ranks: no W&B run (a dummy experiment)
+            loggers.append(instantiate(init_cfg))
+            continue
+        start = partial(started, instantiate(init_cfg, _partial_=True))
+        loggers.append(start_wandb(start, init_cfg.get("save_dir") or run_dir, timeout))
     return loggers
 
 
 def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
-    """An explicit ``ckpt_path``, else the run directory's ``checkpoints/last.ckpt`` if it exists."""
+    """An explicit ``ckpt_path`` (once it verifies), else the newest whole checkpoint of the run directory."""
     if cfg.ckpt_path:
         path = Path(cfg.ckpt_path)
         if not path.is_file():
             raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path!r}: no such checkpoint file")
+        reason = verify_checkpoint(path)
+        if reason is not None:
+            raise ValueError(f"ckpt_path={cfg.ckpt_path!r}: damaged, not resumed from ({reason})")
         log.info("Resuming from ckpt_path=%s", path)
         return str(path)
     latest = latest_resume_checkpoint(run_dir)
@@ -162,6 +187,8 @@ def collect_results(cfg, trainer, model, datamodule, run_dir: Path) -> dict[str,
         "global_step": trainer.global_step,
         "metrics": metrics,
     }
+    if hasattr(datamodule, "bad_image_paths"):  # unreadable images, left out of training and named here
+        results["skipped_images"] = datamodule.bad_image_paths()
     if trainer.is_global_zero:
         write_json(run_dir / "results.json", results)
         names, rows = curve_table(metrics, model.sizes, "val")

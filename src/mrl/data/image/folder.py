@@ -379,7 +379,9 @@ class ImageFolderDataModule(ImageDataModule):
         bad = self.bad_image_paths()
         if len(bad) > self._reported_bad:
             self._reported_bad = len(bad)
+            more = f" (+{len(bad) - 5} more)" if len(bad) > 5 else ""
             warnings.warn(
-                f"skipped {len(bad)} unreadable image(s) under data.root={self.root}, e.g. {bad[0]}",
+                f"skipped {len(bad)} unreadable image(s) under data.root={self.root}: {', '.join(bad[:5])}{more}; "
+                "a run lists them all in its results.json (skipped_images)",
                 stacklevel=2,
             )
