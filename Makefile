@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-EXTRAS ?= dev,retrieval,text,sweep
+EXTRAS ?= dev,retrieval,text,sweep,shards,bench
 EXP ?= digits_mrl
 SWEEP ?= heads
 RUN ?=
@@ -14,6 +14,8 @@ DIR ?=
 INPUT ?=
 DB ?=
 QUERIES ?=
+SRC ?=
+OUT ?=
 ARGS ?=
 OUTPUTS ?= outputs
 # the newest of some run directories: they are named <experiment>/<date>_<time>, so the names sort by time
@@ -23,7 +25,7 @@ EMBED_RUN = $(or $(RUN),$(call newest,$(OUTPUTS)/train/*/*/))
 REPORT_DIR = $(or $(DIR),$(call newest,$(OUTPUTS)/multirun/*/*/),$(OUTPUTS))
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline WANDB_SILENT=true
 
-.PHONY: help install train sweep eval report embed search export test test-full test-slurm lint format bench bench-heads bench-retrieval clean
+.PHONY: help install train sweep eval report embed search index export prepare test test-full test-slow test-slurm lint format bench bench-heads bench-retrieval bench-data bench-text clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -55,18 +57,29 @@ embed: $(STAMP) ## embed your own images or texts (default: the newest run): mak
 	@test -n "$(EMBED_RUN)" || { echo "make embed: no run under $(OUTPUTS)/train yet; run make train first, or give RUN=<run directory>" >&2; exit 2; }
 	$(PY) -m mrl.cli.embed $(EMBED_RUN) $(INPUT) $(ARGS)
 
-search: $(STAMP) ## nearest items of each query, 16-d shortlist then full-width rerank: make search DB=items.npz QUERIES=queries.npz [ARGS="--k 5"]
-	@test -n "$(DB)" -a -n "$(QUERIES)" || { echo "make search: give DB=<embeddings .npz of the items> QUERIES=<embeddings .npz of the queries> (make embed writes them)" >&2; exit 2; }
+search: $(STAMP) ## nearest items of each query, 16-d shortlist then full-width rerank: make search DB=items.npz QUERIES=queries.npz [ARGS="--k 5" or "--target-recall 0.99"]; from make index's database: make search QUERIES=q.npz ARGS="--backend milvus --uri index.db"
+	@test -n "$(QUERIES)" -a \( -n "$(DB)" -o -n "$(findstring --backend,$(ARGS))" \) || { echo "make search: give DB=<embeddings .npz of the items> QUERIES=<embeddings .npz of the queries> (make embed writes them), or QUERIES=... ARGS=\"--backend milvus --uri <make index's file>\"" >&2; exit 2; }
 	$(PY) -m mrl.cli.search $(DB) $(QUERIES) $(ARGS)
+
+index: $(STAMP) ## load embeddings into a vector database (Milvus Lite file, or a server: --uri http://...): make index RUN=<run after make eval> or DB=items.npz [QUERIES=q.npz ARGS="--target-recall 0.99"]
+	@test -n "$(DB)$(EMBED_RUN)" || { echo "make index: give DB=<embeddings .npz> or RUN=<run directory, after make eval>; no run under $(OUTPUTS)/train yet" >&2; exit 2; }
+	$(PY) -m mrl.cli.index $(or $(DB),$(EMBED_RUN)) $(if $(QUERIES),--queries $(QUERIES)) $(ARGS)
 
 export: $(STAMP) ## export a run for serving (text: sentence-transformers; images: a torch.export program): make export RUN=...
 	$(PY) -m mrl.cli.export $(RUN) $(ARGS)
+
+prepare: $(STAMP) ## image folder -> litdata shards for data=image_shards: make prepare SRC=<train/,val/ folder> OUT=<shards> [ARGS="--max-side 512 --raw-fraction 0.5"]
+	@test -n "$(SRC)" -a -n "$(OUT)" || { echo "make prepare: give SRC=<image folder with train/<class>/* and val/<class>/*> OUT=<folder for the shards> (check them with ARGS=--verify)" >&2; exit 2; }
+	$(PY) -m mrl.cli.prepare $(SRC) $(OUT) $(ARGS)
 
 test: $(STAMP) ## fast tests (under ten minutes)
 	$(TEST_ENV) $(PY) -m pytest -q $(ARGS)
 
 test-full: $(STAMP) ## all tests, the slow ones too
 	$(TEST_ENV) $(PY) -m pytest -q -m "slow or not slow" $(ARGS)
+
+test-slow: $(STAMP) ## only the slow tests (fault injection in subprocesses, the wheel, the GPU check's --dry-run); CI runs them
+	$(TEST_ENV) $(PY) -m pytest -q -m slow $(ARGS)
 
 test-slurm: $(STAMP) ## tests on a local one-node SLURM (root; apt-get install slurmctld slurmd slurm-client munge); fail without it
 	MRL_REQUIRE_SLURM=1 $(TEST_ENV) $(PY) -m pytest -q -m slurm $(ARGS)
@@ -79,15 +92,21 @@ format: $(STAMP) ## apply ruff's fixes and formatting
 	$(PY) -m ruff check --fix src tests benchmarks
 	$(PY) -m ruff format src tests benchmarks
 
-bench: ## both benchmarks with their defaults (ratios measured side by side)
-	@test -z "$(ARGS)" || { echo "make bench: the two benchmarks take different options; give ARGS to make bench-heads or make bench-retrieval" >&2; exit 2; }
-	@$(MAKE) --no-print-directory bench-heads bench-retrieval
+bench: ## every benchmark with its defaults (ratios measured side by side)
+	@test -z "$(ARGS)" || { echo "make bench: the benchmarks take different options; give ARGS to make bench-heads, bench-retrieval, bench-data or bench-text" >&2; exit 2; }
+	@$(MAKE) --no-print-directory bench-heads bench-retrieval bench-data bench-text
 
 bench-heads: $(STAMP) ## nested heads against a plain classifier: make bench-heads ARGS="--threads 1 --clock thread"
 	$(PY) benchmarks/heads.py $(ARGS)
 
 bench-retrieval: $(STAMP) ## funnel against exact search: make bench-retrieval ARGS="--n 20000"
 	$(PY) benchmarks/retrieval.py $(ARGS)
+
+bench-data: $(STAMP) ## training images/s per CPU core, prepared shards against a PIL ImageFolder: make bench-data ARGS="--images DIR"
+	$(PY) benchmarks/data.py $(ARGS)
+
+bench-text: $(STAMP) ## text training pairs/s against sentence-transformers' trainer: make bench-text ARGS="--threads 1 --clock process"
+	$(TEST_ENV) $(PY) benchmarks/text.py $(ARGS)
 
 clean: ## remove run outputs (keeps .venv)
 	rm -rf outputs/train outputs/multirun outputs/eval

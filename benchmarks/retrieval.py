@@ -13,6 +13,18 @@ Compared, all with cosine similarity (every prefix re-normalised):
                 by Hamming distance (``binary_size / 8`` bytes per item);
 * exact hnsw:   FAISS IndexHNSWFlat over the full vectors (reference for an ANN index without MRL).
 
+Then two more sections, each with its own exact-search baseline timed in the same rounds:
+
+* tuned funnels: ``mrl.tune_funnels`` picks, for each ``--targets`` recall@k (0.95, 0.99, 0.999), the fastest
+  funnel whose recall@k against exact search reaches it (tuned on 70% of the queries, confirmed on the
+  other 30%); every chosen funnel then searches all queries, timed against exact flat search: queries per
+  second, recall@k against exact search (all queries and held-out ones), bytes per item scanned and held.
+* database funnel: the first ``--db-n`` items loaded into Milvus Lite (``mrl.retrieval.milvus``: the 16-d
+  prefix indexed FLAT, i.e. exact, and the full vectors), ``--db-queries`` queries searched there (shortlist
+  in the database, rerank in this process) against exact flat search and the in-process funnel over the same
+  items: load rate, queries per second, recall@k, and the share of queries whose neighbours equal the
+  in-process funnel's. Milvus Lite is a pure-Python engine; a Milvus server serves the same collection.
+
 Index construction is not timed. Each system searches all queries in one batch, ``--repeats`` rounds,
 the systems interleaved within each round; the fastest round is reported, divided by the number of
 queries. 1-NN accuracy is the share of queries whose returned neighbour has the query's label;
@@ -25,12 +37,14 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import shutil
+import tempfile
 import time
 
 import faiss
 import numpy as np
 
-from mrl.retrieval import AdaptiveRetriever
+from mrl.retrieval import AdaptiveRetriever, recall_against_exact, tune_funnels
 from mrl_testing.synthetic import make_mrl_split
 
 
@@ -51,6 +65,11 @@ def parse_args(argv=None):
     p.add_argument("--no-hnsw-full", action="store_true", help="skip the full-size HNSW reference (slow build)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=None, help="OpenMP threads for FAISS (default: all)")
+    p.add_argument("--k", type=int, default=10, help="neighbours per query of the tuned and database rows")
+    p.add_argument("--targets", type=str, default="0.95,0.99,0.999", help="recall@k targets to tune for ('' none)")
+    p.add_argument("--db-n", type=int, default=20_000, help="items loaded into Milvus Lite (0: no database rows)")
+    p.add_argument("--db-queries", type=int, default=100, help="queries searched in Milvus Lite")
+    p.add_argument("--db-index", default="flat", help="the database's first-stage index: flat (exact), hnsw, ivf")
     return p.parse_args(argv)
 
 
@@ -83,20 +102,108 @@ class PlainFlat:
         return self.index.ntotal * self.index.d / 1e6
 
 
-def time_round_robin(systems: dict, q: np.ndarray, repeats: int) -> tuple[dict, dict]:
+def time_round_robin(systems: dict, q: np.ndarray, repeats: int, k: int = 1) -> tuple[dict, dict]:
     """Fastest of ``repeats`` full-batch searches per system, interleaving the systems on every round
-    so that a change in machine load hits them all alike."""
+    so that a change in machine load hits them all alike. Ids: ``[Q]`` for k=1, else ``[Q, k]``."""
     best = {name: float("inf") for name in systems}
     ids = {}
     for r in systems.values():
-        r.search(q[: min(len(q), 64)], 1)  # warm-up (thread pools, page faults)
+        r.search(q[: min(len(q), 64)], k)  # warm-up (thread pools, page faults)
     for _ in range(repeats):
         for name, r in systems.items():
             t = time.perf_counter()
-            _, found = r.search(q, 1)
+            _, found = r.search(q, k)
             best[name] = min(best[name], time.perf_counter() - t)
-            ids[name] = found[:, 0]
+            ids[name] = found[:, 0] if k == 1 else found
     return best, ids
+
+
+def tuned_section(args, db: np.ndarray, q: np.ndarray) -> dict:
+    """Funnels tuned to each recall target, timed against exact flat search on all queries."""
+    targets = [float(t) for t in args.targets.split(",") if t.strip()]
+    if not targets:
+        return {}
+    k, dim = args.k, db.shape[1]
+    t = time.perf_counter()
+    tuned = tune_funnels(db, q, targets, k=k, repeats=max(1, min(args.repeats, 3)), seed=args.seed)
+    print(f"\ntuned funnels for recall@{k} >= {', '.join(map(str, targets))} in {time.perf_counter() - t:.0f}s "
+          f"({len(tuned[0].table)} funnels tried on {tuned[0].tuning_queries} queries, "
+          f"{tuned[0].holdout_queries} held out)")  # fmt: skip
+    systems = {"exact flat": PlainFlat(db)}
+    for r in tuned:
+        systems[f"tuned {r.target}"] = r.retriever
+    secs, ids = time_round_robin(systems, q, args.repeats, k=k)
+    nq = len(q)
+    out = {}
+    base_ms = 1e3 * secs["exact flat"] / nq
+    print(f"{'system':<13} {'funnel':<50} {'ms/query':>9} {'QPS':>8} {'speed-up':>9} {'recall@' + str(k):>9} "
+          f"{'held-out':>9} {'B/item scanned':>14} {'B/item held':>11}")  # fmt: skip
+    for name in systems:
+        ms = 1e3 * secs[name] / nq
+        recall = recall_against_exact(db, q, ids[name], k)
+        if name == "exact flat":
+            funnel, held, scanned, held_bytes = f"{dim}-d float top {k}", recall, 4 * dim, 4 * dim
+        else:
+            r = next(r for r in tuned if f"tuned {r.target}" == name)
+            funnel, held = str(r.funnel), r.holdout_recall
+            scanned, held_bytes = r.first_stage_bytes, r.bytes_per_item
+        out[name if name != "exact flat" else "exact flat (tuned section)"] = {
+            "funnel": funnel, "ms_per_query": ms, "qps": 1e3 / ms, "speedup": base_ms / ms, "recall": recall,
+            "holdout_recall": held, "first_stage_bytes": scanned, "bytes_per_item": held_bytes,
+        }  # fmt: skip
+        print(f"{name:<13} {funnel:<50} {ms:>9.4f} {1e3 / ms:>8.0f} {base_ms / ms:>8.1f}x {recall:>9.4f} "
+              f"{held if held is not None else float('nan'):>9.4f} {scanned:>14} {held_bytes:>11}")  # fmt: skip
+    return out
+
+
+def database_section(args, db: np.ndarray, q: np.ndarray) -> dict:
+    """The funnel served from Milvus Lite, against exact flat search and the in-process funnel, same items."""
+    if args.db_n <= 0:
+        return {}
+    try:
+        from mrl.retrieval.milvus import MilvusFunnel, load_into_milvus
+    except ImportError:  # pragma: no cover
+        print("\ndatabase funnel: skipped (pip install pymilvus milvus-lite)")
+        return {}
+    n = min(args.db_n, len(db))
+    sub, dim, k = db[:n], db.shape[1], args.k
+    queries = q[: args.db_queries]
+    first = min(args.first_size, dim)
+    funnel = [(first, min(args.shortlist, n)), (dim, k)] if first < dim else [(dim, k)]
+    where = tempfile.mkdtemp(prefix="mrl_bench_milvus_")
+    try:
+        t = time.perf_counter()
+        loaded = load_into_milvus(sub, os.path.join(where, "bench.db"), collection="bench", first_size=first,
+                                  index=args.db_index, batch_size=2000, progress=False)  # fmt: skip
+        load_s = time.perf_counter() - t
+        systems = {
+            "exact flat": PlainFlat(sub),
+            "funnel flat": AdaptiveRetriever(sub, funnel, metric="cosine"),
+            "milvus funnel": MilvusFunnel(os.path.join(where, "bench.db"), "bench", funnel=funnel),
+        }
+        secs, ids = time_round_robin(systems, queries, max(1, min(args.repeats, 2)), k=k)
+        systems["milvus funnel"].close()
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+    nq = len(queries)
+    base_ms = 1e3 * secs["exact flat"] / nq
+    print(f"\ndatabase funnel: {n} items x {dim} loaded into Milvus Lite in {load_s:.1f}s "
+          f"({n / load_s:.0f} items/s; first stage {loaded['index']} over {first}-d), {nq} queries, k={k}")  # fmt: skip
+    print(f"{'system':<14} {'ms/query':>9} {'QPS':>8} {'speed-up':>9} {'recall@' + str(k):>9} "
+          f"{'= funnel flat':>13} {'B/item scanned':>14}")  # fmt: skip
+    out = {}
+    for name in systems:
+        ms = 1e3 * secs[name] / nq
+        recall = recall_against_exact(sub, queries, ids[name], k)
+        same = float(np.mean((ids[name] == ids["funnel flat"]).all(axis=1)))
+        scanned = 4 * dim if name == "exact flat" else 4 * first
+        key = {"exact flat": "exact flat (database section)", "funnel flat": "funnel flat (database section)"}
+        out[key.get(name, name)] = {"ms_per_query": ms, "qps": 1e3 / ms, "speedup": base_ms / ms, "recall": recall,
+                                    "same_as_funnel": same, "first_stage_bytes": scanned,
+                                    "load_items_per_second": n / load_s}  # fmt: skip
+        print(f"{name:<14} {ms:>9.3f} {1e3 / ms:>8.0f} {base_ms / ms:>8.2f}x {recall:>9.4f} {100 * same:>12.1f}% "
+              f"{scanned:>14}")  # fmt: skip
+    return out
 
 
 def main(argv=None) -> dict:
@@ -129,7 +236,6 @@ def main(argv=None) -> dict:
         h.index.hnsw.efSearch = args.ef_search_full
         systems["exact hnsw"] = h
         print(f"built full-size hnsw (d={dim}, M={args.hnsw_m}, efConstruction=40) in {time.perf_counter() - t:.1f}s")
-    del db
     gc.collect()
 
     results = {}
@@ -158,8 +264,14 @@ def main(argv=None) -> dict:
     print(f"1-min load average before / after the timed searches: {load_before:.2f} / {load_after:.2f}")
     print("(other processes on the machine slow the multi-threaded funnel stages more than the BLAS-bound")
     print(" exact search; compare runs at similar load)")
+    out = {k: {kk: vv for kk, vv in v.items() if kk != "ids"} for k, v in results.items()}
+    del systems, results
+    gc.collect()
+    out.update(tuned_section(args, db, q))
+    out.update(database_section(args, db, q))
+    print(f"\n1-min load average at the end: {os.getloadavg()[0]:.2f}")
     print(f"total benchmark time {time.perf_counter() - t0:.0f}s")
-    return {k: {kk: vv for kk, vv in v.items() if kk != "ids"} for k, v in results.items()}
+    return out
 
 
 if __name__ == "__main__":

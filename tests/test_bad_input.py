@@ -58,8 +58,8 @@ def _fails_before_training(cfg, match: str) -> str:
 @pytest.mark.parametrize(
     ("nesting", "match"),
     [
-        ("[16,8]", r"model\.nesting=\[16, 8\]: sizes must be strictly increasing"),
-        ("[8,8,16]", r"model\.nesting=\[8, 8, 16\]: sizes must be strictly increasing"),
+        ("[16,8,16]", r"model\.nesting=\[16, 8, 16\]: size 16 is given twice; sizes must be distinct"),
+        ("[8,8,16]", r"model\.nesting=\[8, 8, 16\]: size 8 is given twice; sizes must be distinct"),
         ("[0,8]", r"model\.nesting=\[0, 8\]"),
         ("[8,abc]", r"model\.nesting=\[8, 'abc'\]: sizes must be integers"),
         ("[]", r"model\.nesting=\[\]: at least one size"),

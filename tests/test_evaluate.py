@@ -16,9 +16,9 @@ from omegaconf import OmegaConf
 from mrl.cli.evaluate import show
 from mrl.common.errors import is_config_error
 from mrl.evaluation.comparison import write_report
-from mrl.evaluation.config import EvalConfig, eval_config
 from mrl.evaluation.knn_metrics import knn_metrics
 from mrl.evaluation.runner import evaluate, evaluate_run, evaluate_runs, load_embeddings
+from mrl.evaluation.settings import EvalConfig, eval_config
 from mrl.training.procedure import run_training
 from mrl_testing.configs import FAST, ROOT, compose_train, eval_cfg
 
@@ -170,7 +170,8 @@ def test_eval_of_a_sweep_directory_evaluates_every_run(trained_runs, tmp_path):
     broken = sweep / "1_broken" / "checkpoints"
     broken.mkdir(parents=True)
     (broken / "epoch_000.ckpt").write_bytes(b"not a checkpoint")
-    with pytest.raises(RuntimeError, match=r"1 of 3 runs failed to evaluate; .*1_broken.*not a readable checkpoint"):
+    failed = r"1 of 3 runs failed to evaluate; .*1_broken.*no checkpoint in it can be read; tried epoch_000.ckpt"
+    with pytest.raises(RuntimeError, match=failed):
         evaluate_runs(eval_cfg(sweep))
     for head in ("mrl", "standard"):  # the broken run did not stop the others
         again = json.loads((sweep / f"0_{head}" / "eval" / "results.json").read_text())["metrics"]
@@ -244,18 +245,25 @@ def test_mrl_short_prefix_beats_truncated_standard(trained_runs):
     assert mrl["eval/knn_top1@8"] > std["eval/knn_top1@8"] + 0.03
 
 
-def run_record(path):
-    """The ``run`` record of an offline W&B run file: its project, entity and id."""
+def run_record(path, wait: float = 30.0):
+    """The ``run`` record of an offline W&B run file: its project, entity and id. W&B's service writes the file
+    from its own process, so on a loaded machine the record can land a moment after ``finish()`` returns."""
+    import time
+
     from wandb.proto import wandb_internal_pb2 as pb
 
     from mrl_testing.wandb_records import iter_payloads
 
-    for payload in iter_payloads(path):
-        record = pb.Record()
-        record.ParseFromString(payload)
-        if record.WhichOneof("record_type") == "run":
-            return record.run
-    raise AssertionError(f"{path}: no run record")
+    deadline = time.monotonic() + wait
+    while True:
+        for payload in iter_payloads(path):
+            record = pb.Record()
+            record.ParseFromString(payload)
+            if record.WhichOneof("record_type") == "run":
+                return record.run
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path}: no run record")
+        time.sleep(0.5)
 
 
 def test_eval_goes_to_the_training_runs_wandb_run(trained_runs, monkeypatch):
@@ -300,7 +308,7 @@ def test_eval_yaml_documents_the_typed_defaults():
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from mrl.evaluation.config import GROUPS
+    from mrl.evaluation.settings import GROUPS
     from mrl_testing.configs import CONF_DIR
 
     GlobalHydra.instance().clear()
@@ -405,3 +413,51 @@ def test_evaluation_device_and_precision(make_cfg):
         np.linalg.norm(full["embeddings"], axis=1) * np.linalg.norm(half["embeddings"], axis=1)
     )
     assert cosine.min() > 0.99 and half["embeddings"].dtype == half["logits"].dtype == np.float32
+
+
+def test_summary_and_charts_show_tuned_funnels_and_all_zero_prefixes(tmp_path):
+    """`make eval`'s tuned-funnel rows (on synthetic data where 8-d prefixes of one class are all zeros), the
+    summary.md sections, the recall-against-cost chart and results.json, without training a model."""
+    from mrl.evaluation.knn_metrics import zero_prefix_counts
+    from mrl.evaluation.render import write_outputs
+    from mrl.evaluation.result import EvaluationResult, SplitCount
+    from mrl.evaluation.suite import tuned_funnel_rows
+    from mrl_testing.synthetic import make_mrl_split
+
+    db, db_y, q, q_y = make_mrl_split(1200, 60, 64, n_classes=10, seed=1)
+    db, q = np.abs(db), np.abs(q)
+    db[db_y == 0, :8] = 0
+    q[q_y == 0, :8] = 0
+    rows, table = tuned_funnel_rows(db, q, db_y, q_y, [0.9, 0.99], k=10)
+    assert [r["target"] for r in rows] == [0.9, 0.99] and all(r["recall"] >= r["target"] for r in rows)
+    chosen = [(t["format"], ",".join(f"{m}:{c}" for m, c in t["stages"])) for t in table if t["chosen"]]
+    assert sorted(chosen) == sorted({(r["format"], r["spec"]) for r in rows}) and len(table) > 10
+    assert all(0 <= r["knn_top1"] <= 1 for r in rows)  # 1-NN accuracy of each tuned funnel's first neighbour
+    metrics = {f"eval/{k}": v for k, v in zero_prefix_counts(db, q, [8, 64]).items()}
+    metrics |= {"eval/knn_top1@8": 0.5, "eval/knn_top1@64": 0.9}
+    assert metrics["eval/zero_prefix_db@8"] == (db_y == 0).sum() and metrics["eval/zero_prefix_queries@64"] == 0
+    result = EvaluationResult(
+        checkpoint="x.ckpt", sizes=[8, 64], metrics=metrics, head="mrl", embed_dim=64, head_sizes=[8, 64],
+        database=SplitCount("train", len(db)), queries=SplitCount("test", len(q)), tuned_funnels=rows,
+        funnel_tuning=table,
+    )  # fmt: skip
+    write_outputs(tmp_path, result)
+    summary = (tmp_path / "summary.md").read_text()
+    assert "## Tuned funnels (the fastest reaching recall@10 against exact search" in summary
+    assert f"| 8 | 50.00 | {(db_y == 0).sum()} | {(q_y == 0).sum()} |" in summary  # counts, not percentages
+    assert "zero_prefix_db / zero_prefix_queries" in summary
+    assert (tmp_path / "funnel_tuning.png").is_file()
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["tuned_funnels"][1]["target"] == 0.99 and len(saved["funnel_tuning"]) == len(table)
+
+
+def test_funnel_tuning_settings_are_checked():
+    settings = eval_config(eval_cfg(None, **{"funnel_tuning.targets": [0.9], "funnel_tuning.k": 5}))
+    assert settings.funnel_tuning.targets == (0.9,) and settings.funnel_tuning.k == 5
+    for override, message in (
+        ({"funnel_tuning.targets": [1.5]}, r"^funnel_tuning.targets=\[1.5\]: recalls in \(0, 1\]"),
+        ({"funnel_tuning.k": 0}, r"^funnel_tuning.k=0: neighbours per query, a positive integer"),
+    ):
+        with pytest.raises(ValueError, match=message) as error:
+            eval_config(eval_cfg(None, **override))
+        assert is_config_error(error.value)

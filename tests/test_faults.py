@@ -94,6 +94,7 @@ def test_a_flipped_byte_is_caught_by_the_checksum_where_loading_alone_would_not(
         latest_resume_checkpoint(tmp_path)
 
 
+@pytest.mark.slow  # training subprocesses, run by make test-slow
 def test_with_no_checkpoint_that_loads_one_line_names_every_file_tried(tmp_path):
     run_dir = tmp_path / "run"
     _train(run_dir, "trainer.max_epochs=1")
@@ -187,6 +188,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.slow  # training subprocesses, run by make test-slow
 def test_a_run_that_fills_the_disk_stops_in_one_line_and_resumes_once_there_is_space(small_disk):
     run_dir = small_disk / "run"
     command = _command(run_dir, "trainer.max_epochs=20")
@@ -217,6 +219,7 @@ def test_a_run_that_fills_the_disk_stops_in_one_line_and_resumes_once_there_is_s
 
 
 # ----------------------------------------------------------------------------- killed processes
+@pytest.mark.slow  # training subprocesses, run by make test-slow
 def test_sigkill_in_the_middle_of_a_checkpoint_write_leaves_a_run_that_resumes(tmp_path):
     run_dir = tmp_path / "run"
     overrides = (*CHECKPOINTS, "trainer.max_epochs=3", f"hydra.run.dir={run_dir}")
@@ -262,6 +265,7 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.slow  # training subprocesses, run by make test-slow
 def test_a_data_loader_worker_killed_mid_epoch_leaves_the_run_going_on_or_resumable(tmp_path):
     run_dir = tmp_path / "run"
     command = _command(run_dir, "trainer.max_epochs=12", "data.num_workers=1")

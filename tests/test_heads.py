@@ -163,7 +163,8 @@ def test_head_rejects_bad_nesting():
     with pytest.raises(NestingError, match="model.nesting"):
         MatryoshkaHead(64, 5, [8, 128])
     with pytest.raises(NestingError, match="model.nesting"):
-        MatryoshkaHead(64, 5, [16, 8])
+        MatryoshkaHead(64, 5, [16, 8, 16])
+    assert MatryoshkaHead(64, 5, [16, 8]).sizes == [8, 16]  # any order: the head keeps them ascending
 
 
 def _official_checkpoint(head, prefix):

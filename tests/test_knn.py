@@ -12,6 +12,8 @@ from mrl.evaluation.knn_metrics import (
     precision_at_k,
     recall_at_k,
     relevance_matrix,
+    zero_prefix_counts,
+    zero_prefix_rows,
 )
 
 pytest.importorskip("faiss")
@@ -110,3 +112,53 @@ def test_knn_metrics_keys_and_errors():
         knn_metrics(db, y, db[:10], y[:10], sizes=[9])
     with pytest.raises(ValueError, match="exceeds"):
         knn_metrics(db[:50], y[:50], db[:10], y[:10], sizes=[8], ks=(100,))
+
+
+def degenerate_prefixes(seed=0):
+    """A ReLU-like set: class 0's 8-d prefixes are all zeros (database and queries), the rest random; the full
+    vectors still tell every class apart. The issue's symptom: all-zero prefixes tie every cosine score at 0."""
+    rng = np.random.default_rng(seed)
+    centers = np.abs(rng.standard_normal((4, 32))) * 3
+    db_y, q_y = np.arange(400) % 4, np.arange(40) % 4
+    db = (centers[db_y] + np.abs(rng.standard_normal((400, 32)))).astype(np.float32)
+    q = (centers[q_y] + np.abs(rng.standard_normal((40, 32)))).astype(np.float32)
+    db[db_y == 0, :8] = 0
+    q[q_y == 0, :8] = 0
+    return db, db_y, q, q_y
+
+
+def test_an_all_zero_query_prefix_is_a_miss_and_a_top1_does_not_depend_on_k():
+    db, db_y, q, q_y = degenerate_prefixes()
+    # the search itself: the first neighbour is the same whether 1 or 100 are asked for (ties by lowest id)
+    for device in (None, "cpu"):
+        _, one = knn_search(db, q, 8, 1, device=device)
+        _, many = knn_search(db, q, 8, 100, device=device)
+        np.testing.assert_array_equal(one[:, 0], many[:, 0])
+        blank = zero_prefix_rows(q, 8)
+        np.testing.assert_array_equal(many[blank], np.broadcast_to(np.arange(100), (blank.sum(), 100)))
+    # the metric: the 10 zero-prefix queries are misses at size 8 (before, their tied "neighbour" 0 was of
+    # class 0 and counted as a hit), and knn_top1 is the same however many neighbours are searched
+    a = knn_metrics(db, db_y, q, q_y, [8, 32], ks=(), map_k=1)
+    b = knn_metrics(db, db_y, q, q_y, [8, 32], ks=(100,), map_k=10)
+    assert a["knn_top1@8"] == b["knn_top1@8"] and a["knn_top1@32"] == b["knn_top1@32"]
+    unit = db[:, :8] / np.maximum(np.linalg.norm(db[:, :8], axis=1, keepdims=True), 1e-30)
+    uq = q[:, :8] / np.maximum(np.linalg.norm(q[:, :8], axis=1, keepdims=True), 1e-30)
+    nearest = np.lexsort((np.broadcast_to(np.arange(400), (40, 400)), -(uq @ unit.T)), axis=1)[:, 0]
+    expected = np.mean((db_y[nearest] == q_y) & ~zero_prefix_rows(q, 8))
+    assert a["knn_top1@8"] == pytest.approx(expected) and expected <= 0.75
+    assert b["map@10@8"] <= 0.75 and a["knn_top1@32"] == 1.0  # the full vectors carry the class
+    assert knn_metrics(db, db_y, q, q_y, [8, 32], ks=(), map_k=1, device="cpu") == pytest.approx(a)
+    # under L2 the origin is a point like any other: a zero prefix ranks items by their norm, and is scored
+    l2 = knn_metrics(db, db_y, q, q_y, [8], metric="l2", ks=(), map_k=1)
+    _, ids = knn_search(db, q, 8, 1, metric="l2")
+    assert l2["knn_top1@8"] == pytest.approx(np.mean(db_y[ids[:, 0]] == q_y))
+
+
+def test_zero_prefix_counts_per_size():
+    db, _, q, _ = degenerate_prefixes()
+    counts = zero_prefix_counts(db, q, [4, 8, 16])
+    assert counts == {
+        "zero_prefix_db@4": 100, "zero_prefix_queries@4": 10,
+        "zero_prefix_db@8": 100, "zero_prefix_queries@8": 10,
+        "zero_prefix_db@16": 0, "zero_prefix_queries@16": 0,
+    }  # fmt: skip

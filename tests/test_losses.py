@@ -81,12 +81,51 @@ def test_contrastive_matches_naive(with_negative):
 
 
 def test_contrastive_validates_dims_and_weights():
-    with pytest.raises(NestingError, match="loss.dims"):
-        MatryoshkaContrastiveLoss([64, 32])
-    with pytest.raises(ValueError, match="loss.weights"):
+    with pytest.raises(NestingError, match=r"^loss\.dims=\[32, 8, 32\]: size 32 is given twice"):
+        MatryoshkaContrastiveLoss([32, 8, 32])
+    with pytest.raises(ValueError, match=r"^loss\.weights=\[1\.0\]: 1 weights for the 2 sizes of loss\.dims"):
         MatryoshkaContrastiveLoss([8, 16], weights=[1.0])
     with pytest.raises(ValueError, match="loss.dims"):
         MatryoshkaContrastiveLoss([8, 64])(torch.randn(2, 32), torch.randn(2, 32))
+
+
+@pytest.mark.parametrize("with_negative", [False, True])
+def test_contrastive_sizes_in_any_order_match_naive(with_negative):
+    """Sizes as sentence-transformers users list them (large to small); each weight stays with its size."""
+    torch.manual_seed(0)
+    a, p, n = (torch.randn(6, 32, dtype=torch.float64) for _ in range(3))
+    crit = MatryoshkaContrastiveLoss([32, 4, 8], weights=[2.0, 1.0, 0.5], scale=20.0)
+    assert crit.dims == [4, 8, 32] and crit.weights.tolist() == [1.0, 0.5, 2.0]
+    loss = crit(a, p, n if with_negative else None)
+    ref = _naive_contrastive(a, p, n if with_negative else None, [4, 8, 32], [1.0, 0.5, 2.0], 20.0)
+    torch.testing.assert_close(loss, ref)
+
+
+def test_contrastive_gradients_match_per_size_reference():
+    """One fused pass over all sizes (nested products, one softmax) gives the longhand per-size gradients,
+    also through a zero prefix (F.normalize's epsilon)."""
+    torch.manual_seed(0)
+    a, p = torch.randn(5, 16, dtype=torch.float64), torch.randn(5, 16, dtype=torch.float64)
+    a[0, :4] = 0.0
+    ours = [a.clone().requires_grad_(), p.clone().requires_grad_()]
+    theirs = [a.clone().requires_grad_(), p.clone().requires_grad_()]
+    dims = [4, 8, 16]
+    MatryoshkaContrastiveLoss(dims, weights=[1.0, 2.0, 3.0])(*ours).backward()
+    total = 0.0
+    for w, m in zip([1.0, 2.0, 3.0], dims):
+        sims = 20.0 * F.normalize(theirs[0][:, :m], dim=-1) @ F.normalize(theirs[1][:, :m], dim=-1).T
+        total = total + w * F.cross_entropy(sims, torch.arange(5))
+    total.backward()
+    for x, y in zip(ours, theirs):
+        assert torch.isfinite(x.grad).all()
+        torch.testing.assert_close(x.grad, y.grad)
+
+
+def test_contrastive_reduce_keeps_the_active_sizes():
+    crit = MatryoshkaContrastiveLoss([4, 8, 16], weights=[1.0, 2.0, 3.0])
+    per_size = torch.tensor([1.0, 10.0, 100.0])
+    assert float(crit.reduce(per_size)) == 321.0
+    assert float(crit.reduce(per_size, torch.tensor([False, True, True]))) == 320.0
 
 
 class _FixedEmbeddingEncoder(nn.Module):

@@ -59,7 +59,7 @@ def test_make_report_defaults_to_the_newest_sweep(tmp_path):
 def test_make_bench_sends_options_to_one_benchmark_only():
     result = run_make("bench", "ARGS=--threads 1", check=False)
     assert result.returncode == 2
-    assert "make bench: the two benchmarks take different options; give ARGS to make bench-heads" in result.stderr
+    assert "make bench: the benchmarks take different options; give ARGS to make bench-heads" in result.stderr
     assert "benchmarks/heads.py --threads 1" in run_make("-n", "bench-heads", "ARGS=--threads 1").stdout
 
 

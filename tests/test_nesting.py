@@ -3,7 +3,7 @@
 import pytest
 from omegaconf import OmegaConf
 
-from mrl.core.nesting import NestingError, default_nesting, resolve_nesting, validate_nesting
+from mrl.core.nesting import NestingError, default_nesting, resolve_nesting, sort_with_weights, validate_nesting
 
 
 @pytest.mark.parametrize(
@@ -34,15 +34,16 @@ def test_default_nesting_rejects_bad_width(width):
     ("nesting", "hint"),
     [
         ([], "at least one size"),
-        ([16, 8, 32], "strictly increasing"),
-        ([8, 8, 16], "strictly increasing"),
-        ([0, 8, 16], "strictly increasing positive"),
-        ([-8, 8, 16], "strictly increasing positive"),
+        ([8, 8, 16], "size 8 is given twice; sizes must be distinct positive integers"),
+        ([32, 16, 32], "size 32 is given twice"),
+        ([0, 8, 16], "sizes must be positive integers"),
+        ([-8, 8, 16], "sizes must be positive integers"),
         ([8.0, 16], "integers"),
         ([8, 16.5], "integers"),
         ([True, 8], "integers"),
         (["8", 16], "integers"),
         ([8, 16, 1024], "exceeds the embedding width 512"),
+        ([1024, 16, 8], "largest size 1024 exceeds the embedding width 512"),
         ("8,16", "expected a list"),
         (8, "expected a list"),
         ({8, 16}, "expected a list"),
@@ -73,6 +74,24 @@ def test_valid_nesting_accepts_sequences_and_listconfig():
     result = validate_nesting(cfg.nesting, width=64)
     assert result == [8, 16, 64] and type(result) is list
     assert validate_nesting([3, 5, 700]) == [3, 5, 700]  # no width: no upper bound
+
+
+def test_sizes_in_any_order_are_sorted():
+    """sentence-transformers users list sizes large to small (``matryoshka_dims=[768, 512, 256, 128, 64]``)."""
+    assert validate_nesting([768, 512, 256, 128, 64], width=768) == [64, 128, 256, 512, 768]
+    assert validate_nesting((16, 8, 32)) == [8, 16, 32]
+    assert resolve_nesting(OmegaConf.create([64, 16, 32]), 64) == [16, 32, 64]
+
+
+def test_weights_move_with_their_sizes():
+    assert sort_with_weights([768, 64, 256], [1, 4, 2], width=768) == ([64, 256, 768], [4.0, 2.0, 1.0])
+    assert sort_with_weights([8, 16]) == ([8, 16], None)
+    with pytest.raises(NestingError, match=r"^model\.loss\.weights=\[1\.0, 2\.0, 3\.0\]: 3 weights for the 2 sizes"):
+        sort_with_weights([16, 8], [1, 2, 3])
+    with pytest.raises(NestingError, match=r"^loss\.weights='heavy': expected a list of numbers"):
+        sort_with_weights([16, 8], "heavy", weights_key="loss.weights")
+    with pytest.raises(NestingError, match=r"^model\.nesting=\[16, 16\]: size 16 is given twice"):
+        sort_with_weights([16, 16], [1, 2])
 
 
 def test_resolve_nesting():

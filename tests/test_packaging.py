@@ -10,9 +10,12 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from mrl_testing.configs import ROOT
 
 
+@pytest.mark.slow  # builds the wheel and trains in a subprocess
 def test_wheel_ships_configs_and_its_console_script_trains_from_any_directory(tmp_path):
     subprocess.run(
         [

@@ -88,3 +88,21 @@ def test_unknown_codec_is_a_one_line_error():
     assert check_codecs(None) == [] and check_codecs(["int8"]) == ["int8"]
     with pytest.raises(ValueError, match=r"^quantized=\['int4'\]: unknown 'int4'; use a list of fp16, int8, binary"):
         check_codecs(["int4"])
+
+
+def test_queries_with_an_all_zero_prefix_are_misses_in_every_format():
+    """Class 0's 8-d prefixes are all zeros, in the database and in the queries: their codes match each other in
+    every format (zero vectors, identical bits), but they carry no information, so they are misses."""
+    db, db_labels = _clusters(300)
+    q, q_labels = _clusters(40, seed=4)
+    db, q = np.abs(db), np.abs(q)  # ReLU-like
+    db[db_labels == 0, :8] = 0
+    q[q_labels == 0, :8] = 0
+    blank = q_labels == 0
+    assert blank.sum() >= 5
+    metrics = quantized_knn_metrics(db, db_labels, q, q_labels, [8], map_k=5)
+    alone = quantized_knn_metrics(db, db_labels, q[~blank], q_labels[~blank], [8], map_k=5)
+    share = (~blank).mean()  # the other queries score as they do on their own
+    for codec in ("fp16", "int8", "binary"):
+        assert metrics[f"{codec}_knn_top1@8"] == pytest.approx(share * alone[f"{codec}_knn_top1@8"]), codec
+        assert metrics[f"{codec}_map@5@8"] == pytest.approx(share * alone[f"{codec}_map@5@8"]), codec

@@ -281,3 +281,110 @@ def test_synthetic_generator_is_front_loaded():
     assert x.dtype == np.float32 and x.shape == (2000, 64)
     var = x.var(axis=0)
     assert var[:8].mean() > 5 * var[-8:].mean()
+
+
+# ------------------------------------------------------------------ ties: the lowest id first, whatever k
+
+
+def _lexsort_top(scores: np.ndarray, k: int, descending: bool = True) -> np.ndarray:
+    """Reference top-k in numpy: best score first, the lowest id first among equal scores."""
+    ids = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    return np.lexsort((ids, -scores if descending else scores), axis=1)[:, :k]
+
+
+@pytest.fixture(scope="module")
+def tied():
+    """A database where most items score alike: 1000 rows of 8 distinct vectors of -127, 0 and 127 (each repeated;
+    integer arithmetic, so equal vectors score exactly alike in any summation order, and int8 codes are exact),
+    three queries near them and a zero query (every inner product 0)."""
+    rng = np.random.default_rng(5)
+    base = rng.choice(np.array([-127, 0, 127], np.float32), (8, 96))
+    db = base[rng.integers(0, 8, 1000)]
+    q = np.concatenate([base[:3], np.zeros((1, 96), np.float32)])
+    q[:3, :4] = 127.0  # near, not equal, to their base vector
+    return db, q
+
+
+@pytest.mark.parametrize("width", [16, 96])  # torch tiles + FAISS heaps, and FAISS IndexFlatIP
+@pytest.mark.parametrize("l2", [False, True])
+def test_flat_search_keeps_and_lists_the_lowest_ids_among_equals(tied, width, l2):
+    db, q = tied
+    x, qq = db[:, :width].astype(np.float64), q[:, :width].astype(np.float64)
+    ref = ((qq[:, None] - x[None]) ** 2).sum(-1) if l2 else qq @ x.T
+    index = FlatIndex(db[:, :width], l2=l2)
+    top = {}
+    for k in (1, 5, 150, 400):
+        _, ids = index.search(q[:, :width], k)
+        np.testing.assert_array_equal(ids, _lexsort_top(ref, k, descending=not l2))
+        top[k] = ids
+    for k in (1, 5, 150):  # the first j of a top-k search are the top-j search: a top-1 never depends on k
+        np.testing.assert_array_equal(top[400][:, :k], top[k])
+
+
+@pytest.mark.parametrize("index", ["flat", "int8", "binary", "hnsw"])
+def test_funnels_break_ties_by_lowest_id_in_every_stage(tied, index):
+    db, q = tied
+    ref = q.astype(np.float64) @ db.T.astype(np.float64)  # exact: integers
+    retriever = AdaptiveRetriever(db, [(16, 300), (96, 50)], metric="ip", index=index)
+    scores, ids = retriever.search(q, 50)
+    for k in (1, 7):
+        np.testing.assert_array_equal(retriever.search(q, k)[1], ids[:, :k])
+    _, shortlist = retriever.shortlist(q)
+    if index in ("flat", "int8"):  # exact first stages keep the lowest ids among equals too
+        np.testing.assert_array_equal(shortlist, _lexsort_top(q[:, :16].astype(np.float64) @ db[:, :16].T, 300))
+    for row in range(len(q)):  # the rerank: the best of the shortlist, the lowest ids among equal scores
+        cand = shortlist[row][shortlist[row] >= 0]
+        expected = cand[np.lexsort((cand, -ref[row, cand]))[:50]]
+        np.testing.assert_array_equal(ids[row], expected)
+    assert (scores[3] == 0).all()  # the zero query ties everything: the shortlist's lowest ids, in order
+
+
+# ------------------------------------------------------------------ the int8 first stage
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+def test_int8_first_stage_scores_the_codes_of_the_evaluation_quantiser(data, metric):
+    """Against the decoded vectors of `mrl.evaluation.storage.quantize_int8`, searched by brute force in numpy."""
+    from mrl.evaluation.storage import quantize_int8 as reference_quantize
+
+    db, _, q, _ = data
+    m, k = 24, 20
+    x, qq = prefix(db, m, metric == "cosine"), prefix(q, m, metric == "cosine")
+    codes, scale = reference_quantize(x)
+    decoded = codes.astype(np.float64) * scale
+    if metric == "l2":
+        ref = ((qq.astype(np.float64)[:, None] - decoded[None]) ** 2).sum(-1)
+    else:
+        ref = qq.astype(np.float64) @ decoded.T
+    retriever = AdaptiveRetriever(db, [(m, k)], metric=metric, index="int8")
+    scores, ids = retriever.search(q, k)
+    expected = _lexsort_top(ref, k, descending=metric != "l2")
+    np.testing.assert_allclose(scores, np.take_along_axis(ref, expected, axis=1), rtol=1e-4, atol=1e-4)
+    assert (ids == expected).mean() > 0.99  # float32 against float64 may swap scores equal to 1e-6
+    assert retriever.first_stage_bytes() == m + (4 if metric == "l2" else 0)
+    # a full-width rerank after it: the exact neighbours, from a quarter of the first stage's bytes
+    funnel = AdaptiveRetriever(db, [(m, 200), (128, 10)], metric=metric, index="int8")
+    _, exact = exact_search(db, q, 10, metric=metric)
+    assert _recall(funnel.search(q, 10)[1], exact) >= 0.98
+    assert funnel.mflops_per_query() == pytest.approx((len(db) * m + 200 * 128) / 1e6)
+
+
+def test_int8_quantiser_is_the_evaluation_one(data):
+    from mrl.evaluation.storage import quantize_int8 as reference_quantize
+    from mrl.retrieval import quantize_int8
+
+    db = prefix(data[0], 32, True)
+    db[:, 5] = 0  # a dimension that is all zeros gets scale 1
+    for got, want in zip(quantize_int8(db), reference_quantize(db)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_shortlist_and_bytes_per_item(data):
+    db, _, q, _ = data
+    retriever = AdaptiveRetriever(db, [(16, 100), (128, 10)])
+    scores, ids = retriever.shortlist(q)
+    ref_s, ref_i = exact_search(db, q, 100, size=16)
+    np.testing.assert_array_equal(ids, ref_i)
+    assert retriever.first_stage_bytes() == 64 and retriever.bytes_per_item() == 64 + 512 + 64 + 4
+    assert AdaptiveRetriever(db, [(64, 100), (128, 10)], index="binary").first_stage_bytes() == 8
+    assert AdaptiveRetriever(db, [(16, 100), (128, 10)], prune=False).bytes_per_item() == 64 + 512

@@ -116,3 +116,31 @@ def test_mismatched_files_fail_with_one_line(tmp_path):
         search_run(db, str(tmp_path / "missing.npz"))
     with pytest.raises(ValueError, match=r"^metric='dot'"):
         search_run(db, db, metric="dot")
+
+
+def test_target_recall_tunes_the_funnel_and_prints_it(tmp_path, capsys):
+    db, q = _mrl_like(1500), _mrl_like(120, seed=2)
+    names = [f"item{i:04d}" for i in range(1500)]
+    db_path, q_path = _write(tmp_path / "db.npz", db, ids=names), _write(tmp_path / "q.npz", q)
+    result = search_main([db_path, q_path, "--k", "5", "--target-recall", "0.99", "--show", "0"])
+    tuned = result["tuned"]
+    assert tuned.target == 0.99 and tuned.recall >= 0.99 and result["funnel"] == list(tuned.funnel.stages)
+    assert result["index"] == tuned.funnel.index and tuned.tuning_queries + tuned.holdout_queries == 120
+    expected, _ = _brute_force(db, q, 5)
+    recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(result["rows"], expected)])
+    both = (tuned.recall * tuned.tuning_queries + tuned.holdout_recall * tuned.holdout_queries) / 120
+    assert recall == pytest.approx(both)  # the rows written are the tuned funnel's
+    with open(result["output"]) as handle:
+        assert next(csv.DictReader(handle))["id"].startswith("item")
+    printed = capsys.readouterr().out
+    assert "recall@5 >= 0.99:" in printed and "held-out queries" in printed and "make search ARGS=" in printed
+
+
+def test_target_recall_errors_are_one_line(tmp_path):
+    db = _write(tmp_path / "db.npz", _mrl_like(100))
+    with pytest.raises(ValueError, match=r"^target=1.5: a recall@k to reach, in \(0, 1\]"):
+        search_run(db, db, target_recall=1.5)
+    with pytest.raises(ValueError, match=r"^target_recall=0.9: --funnel and --target-recall both choose a funnel"):
+        search_run(db, db, target_recall=0.9, funnel="16:50,64:10")
+    with pytest.raises(ValueError, match=r"^database=None: give the database's embeddings .npz"):
+        search_run(None, db)

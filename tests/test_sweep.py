@@ -44,7 +44,7 @@ def test_failing_job_is_recorded_and_others_go_on(tmp_path):
         "mrl.cli.train",
         "--multirun",
         "experiment=digits_mrl",
-        "model.nesting=[8,16,32],[16,8]",
+        "model.nesting=[8,16,32],[8,8]",
         "trainer.max_epochs=1",
         f"hydra.sweep.dir={sweep_dir}",
         *FAST,

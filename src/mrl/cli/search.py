@@ -1,13 +1,19 @@
 """``make search``: the nearest database items of every query, shortlisted with a short prefix and reranked.
 
 ``python -m mrl.cli.search DATABASE.npz QUERIES.npz [--k 10] [--funnel 16:200,512:10] [--out results.csv]``
+``python -m mrl.cli.search DATABASE.npz QUERIES.npz --target-recall 0.99``
+``python -m mrl.cli.search QUERIES.npz --backend milvus --uri index.db``
 
 Both files are embeddings as ``make embed`` writes them (or ``make eval``'s ``embeddings_*.npz``) from the same
 model. The default funnel shortlists 200 candidates with the first 16 coordinates and reranks them with
 all of them (:class:`mrl.AdaptiveRetriever`); ``--funnel 2048:10`` is an exact search at full width.
-``--index binary`` shortlists by the Hamming distance between sign bits (the first 128 by default).
-The results go to a CSV file (query, rank, id, score, and the item's label where the database file has
-labels; ids as the files name their rows) and the first queries' results are printed.
+``--index binary`` shortlists by the Hamming distance between sign bits (the first 128 by default), ``--index
+int8`` by int8 codes of the prefix. ``--target-recall 0.99`` picks the funnel instead: the fastest whose
+recall@k against exact search reaches 0.99 on a sample of the queries (:func:`mrl.tune_funnel`; it prints
+the choice and its recall on queries it was not tuned on). ``--backend milvus`` searches a collection that
+``make index`` loaded (``--uri``: its Milvus Lite file or a server), with the funnel recorded there or
+``--funnel``'s. The results go to a CSV file (query, rank, id, score, and the item's label where the
+database has labels; ids as the files name their rows) and the first queries' results are printed.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from mrl.evaluation.embeddings import read_embeddings
 __all__ = ["main", "parse_funnel", "run"]
 
 BINARY_FIRST_SIZE = 128  # the default funnel's first stage with --index binary
+BACKENDS = ("faiss", "milvus")
+TUNE_QUERIES = 1000  # --target-recall tunes on at most this many of the queries
 
 
 def parse_funnel(text: str | None, dim: int, k: int, n: int | None = None, first: int = 16) -> list[tuple[int, int]]:
@@ -59,20 +67,57 @@ def parse_funnel(text: str | None, dim: int, k: int, n: int | None = None, first
     return stages
 
 
+def _same_model(queries: str, q_meta: dict, db_checkpoint: str | None) -> None:
+    if db_checkpoint and q_meta.get("checkpoint"):
+        if Path(db_checkpoint).resolve() != Path(q_meta["checkpoint"]).resolve():
+            raise ValueError(
+                f"queries={queries!r}: embedded by {q_meta['checkpoint']}, the database by "
+                f"{db_checkpoint}; embeddings of different models are not comparable"
+            )
+
+
+def _write_csv(path: Path, q_ids, ids: np.ndarray, scores: np.ndarray, names, labels) -> None:
+    """query, rank, id, score (and label where the database has labels), one row per result."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["query", "rank", "id", "score"] + (["label"] if labels is not None else []))
+        for qi in range(ids.shape[0]):
+            for rank in range(ids.shape[1]):
+                if ids[qi, rank] >= 0:
+                    label = [int(labels[qi, rank])] if labels is not None else []
+                    writer.writerow([q_ids[qi], rank + 1, names[qi, rank], f"{scores[qi, rank]:.6g}", *label])
+
+
 def run(
-    database: str,
+    database: str | None,
     queries: str,
     k: int = 10,
     funnel: str | None = None,
     metric: str = "cosine",
     index: str = "flat",
     out: str | None = None,
+    target_recall: float | None = None,
+    backend: str = "faiss",
+    uri: str | None = None,
+    collection: str | None = None,
 ) -> dict[str, Any]:
-    """Search ``queries`` against ``database``; writes the CSV and returns a summary with the results."""
-    from mrl.retrieval import METRICS, AdaptiveRetriever
+    """Search ``queries`` against ``database`` (or, with ``backend="milvus"``, the collection at ``uri``); writes
+    the CSV and returns a summary with the results."""
+    from mrl.retrieval import METRICS
 
     if metric not in METRICS:
         raise ValueError(f"metric={metric!r}: expected one of {', '.join(METRICS)}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r}: expected one of {', '.join(BACKENDS)}")
+    if backend == "milvus":
+        return _run_milvus(database, queries, k, funnel, out, target_recall, uri, collection)
+    if uri is not None or collection is not None:
+        raise ValueError(f"uri={uri!r}: --uri and --collection name a vector database; add --backend milvus")
+    if database is None:
+        raise ValueError("database=None: give the database's embeddings .npz and the queries' (or --backend milvus)")
+    if target_recall is not None and funnel is not None:
+        raise ValueError(f"target_recall={target_recall}: --funnel and --target-recall both choose a funnel; give one")
     db, db_ids, db_labels, db_meta = read_embeddings(database)
     q, q_ids, _, q_meta = read_embeddings(queries)
     if db.shape[1] != q.shape[1]:
@@ -80,35 +125,35 @@ def run(
             f"queries={queries!r}: {q.shape[1]}-wide embeddings against a {db.shape[1]}-wide database; "
             "embed both with the same --dim"
         )
-    models = [Path(meta.get("checkpoint") or "").resolve() for meta in (db_meta, q_meta)]
-    if db_meta.get("checkpoint") and q_meta.get("checkpoint") and models[0] != models[1]:
-        raise ValueError(
-            f"queries={queries!r}: embedded by {q_meta['checkpoint']}, the database by "
-            f"{db_meta['checkpoint']}; embeddings of different models are not comparable"
-        )
+    _same_model(queries, q_meta, db_meta.get("checkpoint"))
     if isinstance(k, bool) or not 1 <= k <= len(db):
         raise ValueError(f"k={k}: must be in 1..{len(db)} (the database size)")
-    # sign bits carry less than floats: a binary shortlist starts from a longer prefix (128 bits = 16 bytes)
-    first = min(BINARY_FIRST_SIZE, max(db.shape[1] // 2, 1)) if index == "binary" else 16
-    stages = parse_funnel(funnel, db.shape[1], k, len(db), first=first)
-    retriever = AdaptiveRetriever(db, funnel=stages, metric=metric, index=index)
+    tuned = None
+    if target_recall is not None:
+        from mrl.retrieval.tune import tune_funnel
+
+        tuned = tune_funnel(db, q, target=target_recall, k=k, metric=metric, max_queries=TUNE_QUERIES)
+        retriever, stages, index = tuned.retriever, list(tuned.funnel.stages), tuned.funnel.index
+    else:
+        from mrl.retrieval import AdaptiveRetriever
+
+        # sign bits carry less than floats: a binary shortlist starts from a longer prefix (128 bits = 16 bytes)
+        first = min(BINARY_FIRST_SIZE, max(db.shape[1] // 2, 1)) if index == "binary" else 16
+        stages = parse_funnel(funnel, db.shape[1], k, len(db), first=first)
+        retriever = AdaptiveRetriever(db, funnel=stages, metric=metric, index=index)
     began = time.perf_counter()
     scores, ids = retriever.search(q, k=k)
     seconds = time.perf_counter() - began
     path = Path(out) if out else Path(queries).with_name(f"{Path(queries).stem}_top{k}.csv")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["query", "rank", "id", "score"] + (["label"] if db_labels is not None else []))
-        for qi in range(len(q)):
-            for rank in range(k):
-                row = int(ids[qi, rank])
-                if row >= 0:
-                    label = [int(db_labels[row])] if db_labels is not None else []
-                    writer.writerow([q_ids[qi], rank + 1, db_ids[row], f"{scores[qi, rank]:.6g}", *label])
+    names = np.where(ids >= 0, db_ids[np.maximum(ids, 0)], None)
+    labels = None if db_labels is None else np.where(ids >= 0, db_labels[np.maximum(ids, 0)], -1)
+    _write_csv(path, q_ids, ids, scores, names, labels)
     return {
         "output": str(path),
+        "backend": backend,
         "funnel": stages,
+        "index": index,
+        "tuned": tuned,
         "queries": len(q),
         "database": len(db),
         "k": k,
@@ -116,15 +161,93 @@ def run(
         "mflops_per_query": retriever.mflops_per_query(),
         "query_ids": q_ids,
         "rows": ids,
-        "ids": np.where(ids >= 0, db_ids[np.maximum(ids, 0)], None),
+        "ids": names,
         "scores": scores,
     }
 
 
+def _run_milvus(
+    database: str | None,
+    queries: str,
+    k: int,
+    funnel: str | None,
+    out: str | None,
+    target_recall: float | None,
+    uri: str | None,
+    collection: str | None,
+) -> dict[str, Any]:
+    """`run` against a Milvus collection `make index` loaded."""
+    from mrl.retrieval.milvus import MilvusFunnel
+
+    if uri is None:
+        raise ValueError("uri=None: --backend milvus needs --uri <the Milvus Lite file make index wrote, or a server>")
+    if target_recall is not None:
+        raise ValueError(
+            f"target_recall={target_recall}: with --backend milvus the funnel is tuned when the collection is "
+            'built (make index ARGS="--target-recall ..."); search serves the funnel recorded there'
+        )
+    q, q_ids, _, q_meta = read_embeddings(queries)
+    retriever = MilvusFunnel(uri, collection)
+    meta = retriever.meta
+    if q.shape[1] != meta.dim:
+        raise ValueError(
+            f"queries={queries!r}: {q.shape[1]}-wide embeddings against the {meta.dim}-wide collection "
+            f"{retriever.collection}; embed both with the same --dim"
+        )
+    _same_model(queries, q_meta, meta.checkpoint)
+    if database is not None:  # a database file given too: it must be what the collection holds
+        db, _, _, db_meta = read_embeddings(database)
+        if (len(db), db.shape[1]) != (meta.count, meta.dim):
+            raise ValueError(
+                f"database={database!r}: {len(db)} {db.shape[1]}-wide embeddings, but collection "
+                f"{retriever.collection} holds {meta.count} {meta.dim}-wide ones; load it with make index"
+            )
+    if isinstance(k, bool) or not 1 <= k <= meta.count:
+        raise ValueError(f"k={k}: must be in 1..{meta.count} (the collection's size)")
+    if funnel is not None:
+        stages = parse_funnel(funnel, meta.dim, k, meta.count, first=meta.first_size)
+    else:  # the recorded funnel, widened to k where k asks for more than it keeps
+        recorded = [list(s) for s in retriever.funnel.stages]
+        stages = [(m, max(c, k)) for m, c in recorded]
+    retriever = MilvusFunnel(uri, retriever.collection, funnel=stages)
+    began = time.perf_counter()
+    scores, ids = retriever.search(q, k=k)
+    seconds = time.perf_counter() - began
+    names, labels = retriever.items(ids)
+    has_labels = bool((labels >= 0).any())
+    path = Path(out) if out else Path(queries).with_name(f"{Path(queries).stem}_top{k}.csv")
+    _write_csv(path, q_ids, ids, scores, names, labels if has_labels else None)
+    summary = {
+        "output": str(path),
+        "backend": "milvus",
+        "uri": str(uri),
+        "collection": retriever.collection,
+        "funnel": list(retriever.funnel.stages),
+        "index": meta.index,
+        "tuned": None,
+        "queries": len(q),
+        "database": meta.count,
+        "k": k,
+        "ms_per_query": 1e3 * seconds / max(len(q), 1),
+        "mflops_per_query": retriever.mflops_per_query(),
+        "query_ids": q_ids,
+        "rows": ids,
+        "ids": names,
+        "scores": scores,
+    }
+    retriever.close()
+    return summary
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m mrl.cli.search", description=__doc__.splitlines()[0].strip("`: "))
-    parser.add_argument("database", help="the .npz of the items to search")
-    parser.add_argument("queries", help="the .npz of the queries (same model, same width)")
+    parser.add_argument(
+        "files",
+        nargs="+",
+        metavar="DATABASE QUERIES",
+        help="the .npz of the items to search and the .npz of the queries (same model, same width); "
+        "with --backend milvus, the queries alone",
+    )
     parser.add_argument("--k", type=int, default=10, help="results per query (default 10)")
     parser.add_argument(
         "--funnel", default=None, help="size:candidates stages, e.g. 16:200,512:10 (default: 16:200 then full width)"
@@ -136,24 +259,44 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="first stage: flat (exact), hnsw, ivf or binary (sign bits by Hamming distance; "
         "its default funnel shortlists with 128 bits)",
     )
+    parser.add_argument(
+        "--target-recall",
+        type=float,
+        default=None,
+        help="choose the funnel: the fastest whose recall@k against exact search reaches this (e.g. 0.99), "
+        f"tuned on up to {TUNE_QUERIES} of the queries",
+    )
+    parser.add_argument("--backend", default="faiss", help="faiss (in this process) or milvus (make index's database)")
+    parser.add_argument("--uri", default=None, help="--backend milvus: the Milvus Lite .db file, or a server's address")
+    parser.add_argument("--collection", default=None, help="--backend milvus: the collection (default: the only one)")
     parser.add_argument("--out", default=None, help="the CSV to write (default: <queries>_top<k>.csv)")
     parser.add_argument("--show", type=int, default=5, help="queries whose results are printed (default 5)")
     args = parser.parse_args(argv)
+    if len(args.files) > 2:
+        parser.error(f"give the database and the queries files, got {len(args.files)} files")
+    database, queries = (None, args.files[0]) if len(args.files) == 1 else args.files
     result = exit_on_config_error(
         lambda: run(
-            args.database,
-            args.queries,
+            database,
+            queries,
             k=args.k,
             funnel=args.funnel,
             metric=args.metric,
             index=args.index,
             out=args.out,
+            target_recall=args.target_recall,
+            backend=args.backend,
+            uri=args.uri,
+            collection=args.collection,
         )
     )
+    if result["tuned"] is not None:
+        print(result["tuned"])
     from rich.table import Table
 
     funnel = " -> ".join(f"{m}d:{c}" for m, c in result["funnel"])
-    table = Table(title=f"top {min(result['k'], 3)} of {result['database']} items, funnel {funnel}")
+    where = f", Milvus collection {result['collection']}" if result["backend"] == "milvus" else ""
+    table = Table(title=f"top {min(result['k'], 3)} of {result['database']} items, funnel {funnel}{where}")
     table.add_column("query")
     for rank in range(min(result["k"], 3)):
         table.add_column(f"#{rank + 1} (score)")

@@ -6,6 +6,7 @@ and keep ``last_per_size`` (detached) from the latest ``forward`` for logging ``
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -13,9 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from mrl.core.nesting import validate_nesting
+from mrl.core.nesting import sort_with_weights
 
-__all__ = ["MatryoshkaContrastiveLoss", "MatryoshkaCrossEntropy"]
+__all__ = ["MatryoshkaContrastiveLoss", "MatryoshkaCrossEntropy", "MatryoshkaDistillationLoss", "nested_cosine"]
 
 
 class _SoftmaxCrossEntropy(torch.autograd.Function):
@@ -75,16 +76,22 @@ class _WeightedSizes(nn.Module):
         self.register_buffer("weights", w, persistent=False)
         self.last_per_size: Tensor | None = None
 
-    def reduce(self, per_size: Tensor) -> Tensor:
-        """Weighted sum of the per-size losses (all weights 1 by default)."""
-        if self.weights is None:
-            return per_size.sum()
-        if self.weights.numel() != per_size.numel():
+    def reduce(self, per_size: Tensor, active: Tensor | None = None) -> Tensor:
+        """Weighted sum of the per-size losses (all weights 1 by default); ``active`` (bool, one per size) keeps
+        only some sizes (the ones drawn for this step)."""
+        if self.weights is not None and self.weights.numel() != per_size.numel():
             raise ValueError(
                 f"{self.key} has {self.weights.numel()} entries but the head gives {per_size.numel()} "
                 f"sizes: give one weight per nesting size"
             )
-        return (self.weights.to(per_size.dtype) * per_size).sum()
+        if active is not None:
+            per_size = per_size[active.to(per_size.device)]
+            weights = None if self.weights is None else self.weights[active.to(self.weights.device)]
+        else:
+            weights = self.weights
+        if weights is None:
+            return per_size.sum()
+        return (weights.to(per_size.dtype) * per_size).sum()
 
 
 class MatryoshkaCrossEntropy(_WeightedSizes):
@@ -115,25 +122,46 @@ class MatryoshkaCrossEntropy(_WeightedSizes):
         return self.reduce(per_size)
 
 
+def nested_cosine(anchor: Tensor, docs: Tensor, dims: Sequence[int]) -> Tensor:
+    """Cosine similarity of the m-prefixes of every anchor and document, for each m in ``dims`` (ascending):
+    ``[G, B, N]``, the same values as ``normalize(anchor[:, :m]) @ normalize(docs[:, :m]).T``.
+
+    One product per slice between consecutive sizes, summed cumulatively (the prefixes' dot products and
+    squared norms grow slice by slice), so all G sizes cost one full-width product instead of G of them.
+    Half-precision embeddings are computed in float32 (cumulative sums of bf16 products lose digits).
+    """
+    if anchor.dtype in (torch.float16, torch.bfloat16):
+        anchor, docs = anchor.float(), docs.float()
+    bounds = [0, *dims]
+    slices = list(itertools.pairwise(bounds))
+    dots = torch.stack([anchor[:, lo:hi] @ docs[:, lo:hi].t() for lo, hi in slices]).cumsum(0)
+    anchor_sq = torch.stack([anchor[:, lo:hi].pow(2).sum(1) for lo, hi in slices]).cumsum(0)
+    docs_sq = torch.stack([docs[:, lo:hi].pow(2).sum(1) for lo, hi in slices]).cumsum(0)
+    # F.normalize divides by max(norm, 1e-12); clamping the squares keeps a zero prefix's gradient finite
+    anchor_norm = anchor_sq.clamp_min(1e-24).sqrt()
+    docs_norm = docs_sq.clamp_min(1e-24).sqrt()
+    return dots / anchor_norm.unsqueeze(2) / docs_norm.unsqueeze(1)
+
+
 class MatryoshkaContrastiveLoss(_WeightedSizes):
     """In-batch-negatives contrastive loss (MultipleNegativesRankingLoss) at every size in ``dims``.
 
     For each m: keep the first m coordinates, L2-normalise, score ``scale * a @ [p; n].T`` and take
-    the cross-entropy against the matching positive. Takes embeddings, so the encoder runs once.
+    the cross-entropy against the matching positive. Takes embeddings, so the encoder runs once; all sizes'
+    similarities come from one pass (:func:`nested_cosine`) and their cross-entropies from one fused softmax.
+
+    ``dims`` may come in any order (``[768, 512, 256, 128, 64]`` as sentence-transformers users write them):
+    they are sorted ascending and ``weights`` (one per size, in the order of ``dims`` as given) move with them.
     """
 
     def __init__(self, dims: Sequence[int], weights: Sequence[float] | None = None, scale: float = 20.0):
+        dims, weights = sort_with_weights(dims, weights, key="loss.dims", weights_key="loss.weights")
         super().__init__(weights, key="loss.weights")
-        self.dims = validate_nesting(dims, key="loss.dims")
-        if self.weights is not None and self.weights.numel() != len(self.dims):
-            raise ValueError(
-                f"loss.weights has {self.weights.numel()} entries but loss.dims has {len(self.dims)}: "
-                f"give one weight per size"
-            )
+        self.dims = dims
         self.scale = float(scale)
 
-    def per_size(self, anchor: Tensor, positive: Tensor, negative: Tensor | None = None) -> Tensor:
-        """Contrastive loss of each size: ``Tensor[len(dims)]``."""
+    def similarities(self, anchor: Tensor, positive: Tensor, negative: Tensor | None = None) -> Tensor:
+        """Scaled cosine similarities ``[G, B, N]`` of each size: anchors against positives (then negatives)."""
         if positive.shape[0] != anchor.shape[0]:
             raise ValueError(
                 f"anchor and positive batches differ: {anchor.shape[0]} vs {positive.shape[0]} rows; "
@@ -145,15 +173,56 @@ class MatryoshkaContrastiveLoss(_WeightedSizes):
                 f"loss.dims={self.dims}: embeddings are {anchor.shape[-1]} (anchor) and {docs.shape[-1]} "
                 f"(documents) wide; they must match and be >= {self.dims[-1]}"
             )
+        return self.scale * nested_cosine(anchor, docs, self.dims)
+
+    def per_size(self, anchor: Tensor, positive: Tensor, negative: Tensor | None = None) -> Tensor:
+        """Contrastive loss of each size: ``Tensor[len(dims)]``."""
+        logits = self.similarities(anchor, positive, negative)
         labels = torch.arange(anchor.shape[0], device=anchor.device)
-        losses = []
-        for m in self.dims:
-            a = F.normalize(anchor[:, :m], p=2, dim=-1)
-            d = F.normalize(docs[:, :m], p=2, dim=-1)
-            losses.append(F.cross_entropy(self.scale * (a @ d.t()), labels))
-        return torch.stack(losses)
+        return _SoftmaxCrossEntropy.apply(logits, labels, 0.0)
 
     def forward(self, anchor: Tensor, positive: Tensor, negative: Tensor | None = None) -> Tensor:
         per_size = self.per_size(anchor, positive, negative)
+        self.last_per_size = per_size.detach()
+        return self.reduce(per_size)
+
+
+DISTILL_MODES = ("similarity", "mse")
+
+
+class MatryoshkaDistillationLoss(_WeightedSizes):
+    """Distillation of a teacher's embeddings into every prefix size of a student, to make an existing model
+    Matryoshka: ``mode="similarity"`` (default) takes, at each size m, the mean squared difference between the
+    cosine-similarity matrix of the student's m-prefixes over the batch and the teacher's full-width one (any
+    teacher width; the prefix learns to keep the teacher's geometry); ``mode="mse"`` the mean squared error of the
+    student's m-prefix against the teacher's m-prefix (sentence-transformers' ``MatryoshkaLoss(MSELoss)``; the
+    student must live in the teacher's space, e.g. start from it). Sizes in any order, weights follow them."""
+
+    def __init__(self, dims: Sequence[int], weights: Sequence[float] | None = None, mode: str = "similarity"):
+        dims, weights = sort_with_weights(dims, weights, key="loss.dims", weights_key="loss.weights")
+        super().__init__(weights, key="loss.weights")
+        if mode not in DISTILL_MODES:
+            raise ValueError(f"model.loss.distill.mode={mode!r}: expected one of {', '.join(DISTILL_MODES)}")
+        self.dims, self.mode = dims, mode
+
+    def per_size(self, student: Tensor, teacher: Tensor) -> Tensor:
+        """Distillation loss of each size: ``Tensor[len(dims)]`` for ``student[N, D]`` against ``teacher[N, D_t]``."""
+        if student.shape[0] != teacher.shape[0]:
+            raise ValueError(f"student and teacher rows differ: {student.shape[0]} vs {teacher.shape[0]}")
+        teacher = teacher.to(student.dtype)
+        if self.mode == "mse":
+            if teacher.shape[-1] < self.dims[-1]:
+                raise ValueError(
+                    f"model.loss.distill.mode=mse: the teacher's embeddings are {teacher.shape[-1]} wide, less than "
+                    f"the largest size {self.dims[-1]}; use mode=similarity (any teacher width)"
+                )
+            return torch.stack([F.mse_loss(student[:, :m], teacher[:, :m]) for m in self.dims])
+        unit = F.normalize(teacher, dim=-1)
+        target = unit @ unit.t()
+        sims = nested_cosine(student, student, self.dims)
+        return (sims - target.to(sims.dtype)).pow(2).mean(dim=(1, 2))
+
+    def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
+        per_size = self.per_size(student, teacher)
         self.last_per_size = per_size.detach()
         return self.reduce(per_size)

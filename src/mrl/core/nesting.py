@@ -1,7 +1,9 @@
 """Nesting lists: the embedding prefix sizes a Matryoshka model is trained at.
 
-A nesting list is a strictly increasing list of positive ints, e.g. ``[8, 16, ..., 2048]``;
-the largest size may not exceed the embedding width.
+A nesting list is a list of distinct positive ints, e.g. ``[8, 16, ..., 2048]``, given in any order
+(sentence-transformers users write ``[768, 512, 256, 128, 64]``) and kept ascending; the largest size may
+not exceed the embedding width. Per-size weights given with a list stay with their sizes when it is sorted
+(:func:`sort_with_weights`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import numbers
 from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 
-__all__ = ["NestingError", "default_nesting", "resolve_nesting", "validate_nesting"]
+__all__ = ["NestingError", "default_nesting", "resolve_nesting", "sort_with_weights", "validate_nesting"]
 
 
 class NestingError(ValueError):
@@ -43,10 +45,10 @@ def _example(width: int | None) -> str:
 
 
 def validate_nesting(nesting, width: int | None = None, key: str = "model.nesting") -> list[int]:
-    """Return ``nesting`` as a plain ``list[int]`` or raise :class:`NestingError`.
+    """Return ``nesting`` as a plain ascending ``list[int]`` or raise :class:`NestingError`.
 
-    Accepts any sequence (list, tuple, OmegaConf ``ListConfig``). Rejects empty lists, non-ints
-    (bools, floats, strings), non-positive or non-increasing sizes, and sizes above ``width``.
+    Accepts any sequence (list, tuple, OmegaConf ``ListConfig``) in any order. Rejects empty lists, non-ints
+    (bools, floats, strings), non-positive or repeated sizes, and sizes above ``width``.
     """
     if nesting is None or isinstance(nesting, (str, bytes, Mapping, AbstractSet)):
         sizes = None
@@ -56,9 +58,7 @@ def validate_nesting(nesting, width: int | None = None, key: str = "model.nestin
         except TypeError:
             sizes = None
     if sizes is None:
-        raise NestingError(
-            f"{key}={nesting!r}: expected a list of strictly increasing positive integers, e.g. {_example(width)}"
-        )
+        raise NestingError(f"{key}={nesting!r}: expected a list of distinct positive integers, e.g. {_example(width)}")
     shown = repr(sizes)
     if not sizes:
         raise NestingError(f"{key}=[]: at least one size is needed, e.g. {_example(width)}")
@@ -66,16 +66,45 @@ def validate_nesting(nesting, width: int | None = None, key: str = "model.nestin
         raise NestingError(
             f"{key}={shown}: sizes must be integers (no floats, bools or strings), e.g. {_example(width)}"
         )
-    if any(s <= 0 for s in sizes) or any(b <= a for a, b in itertools.pairwise(sizes)):
+    if any(s <= 0 for s in sizes):
+        raise NestingError(f"{key}={shown}: sizes must be positive integers, e.g. {_example(width)}")
+    ordered = sorted(int(s) for s in sizes)
+    repeated = [b for a, b in itertools.pairwise(ordered) if a == b]
+    if repeated:
         raise NestingError(
-            f"{key}={shown}: sizes must be strictly increasing positive integers, e.g. {_example(width)}"
+            f"{key}={shown}: size {repeated[0]} is given twice; sizes must be distinct positive integers "
+            f"(in any order), e.g. {_example(width)}"
         )
-    if width is not None and sizes[-1] > width:
+    if width is not None and ordered[-1] > width:
         raise NestingError(
-            f"{key}={shown}: largest size {sizes[-1]} exceeds the embedding width {width}; "
+            f"{key}={shown}: largest size {ordered[-1]} exceeds the embedding width {width}; "
             f"use sizes <= {width}, e.g. {_example(width)}"
         )
-    return [int(s) for s in sizes]
+    return ordered
+
+
+def sort_with_weights(
+    nesting, weights=None, width: int | None = None, key: str = "model.nesting", weights_key: str = "model.loss.weights"
+) -> tuple[list[int], list[float] | None]:
+    """``nesting`` validated and sorted ascending, with ``weights`` (one per size, in the order given) moved along
+    with their sizes: ``([64, 768], [4.0, 1.0])`` from ``nesting=[768, 64], weights=[1, 4]``."""
+    sizes = validate_nesting(nesting, width=width, key=key)
+    if weights is None:
+        return sizes, None
+    if isinstance(weights, (str, bytes, Mapping, AbstractSet)):
+        raise NestingError(f"{weights_key}={weights!r}: expected a list of numbers, one per size of {key}")
+    try:
+        values = [float(w) for w in weights]
+    except (TypeError, ValueError):
+        raise NestingError(f"{weights_key}={weights!r}: expected a list of numbers, one per size of {key}") from None
+    if len(values) != len(sizes):
+        raise NestingError(
+            f"{weights_key}={values!r}: {len(values)} weights for the {len(sizes)} sizes of {key}; give one "
+            "weight per size, in the order of the sizes"
+        )
+    given = [int(s) for s in nesting]
+    by_size = dict(zip(given, values))
+    return sizes, [by_size[m] for m in sizes]
 
 
 def resolve_nesting(nesting, width: int, key: str = "model.nesting") -> list[int]:

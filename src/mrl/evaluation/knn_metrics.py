@@ -22,6 +22,14 @@ They follow RAIVNLab/MRL ``retrieval/compute_metrics`` (function ``compute_mAP_r
   ImageNet-1K training class; we use the actual class count so the metric is correct for any
   database; queries whose class is absent from the database score 0). This is *not* "at least one
   relevant in the top k": that quantity, the reference's ``top{k}``, is reported as ``hit@{k}@{m}``.
+
+Degenerate prefixes are scored honestly. A query whose ``m``-prefix is all zeros (a ReLU network's short prefix
+can be) carries no information: every cosine score (and inner product) is 0 and its "neighbours" would be
+whichever items the search lists first, so with ``cosine`` and ``ip`` it counts as a miss at that size in every
+metric (under ``l2`` the origin is a point like any other: it ranks items by their norm) (`zero_prefix_rows`;
+`zero_prefix_counts` gives the numbers per size, reported as ``zero_prefix_db@{m}`` and
+``zero_prefix_queries@{m}``). Equal scores are broken by the lowest database id in every search
+(:mod:`mrl.retrieval.ties`), so ``knn_top1@m`` does not depend on how many neighbours are asked for.
 """
 
 from __future__ import annotations
@@ -31,7 +39,27 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
-from mrl.retrieval.knn import knn_search
+from mrl.retrieval.nearest import knn_search
+
+
+# --------------------------------------------------------------------------- degenerate prefixes
+def zero_prefix_rows(x: np.ndarray, size: int, block: int = 65536) -> np.ndarray:
+    """``[N]`` booleans: rows of ``x`` whose first ``size`` coordinates are all zero (no information)."""
+    x = np.asarray(x)
+    out = np.empty(len(x), dtype=bool)
+    for i in range(0, len(x), block):
+        out[i : i + block] = ~np.any(x[i : i + block, :size] != 0, axis=1)
+    return out
+
+
+def zero_prefix_counts(db: np.ndarray, queries: np.ndarray, sizes: Sequence[int]) -> dict[str, int]:
+    """``zero_prefix_db@{m}`` and ``zero_prefix_queries@{m}``: how many database and query prefixes of each size
+    are all zeros."""
+    out: dict[str, int] = {}
+    for m in sizes:
+        out[f"zero_prefix_db@{m}"] = int(zero_prefix_rows(db, int(m)).sum())
+        out[f"zero_prefix_queries@{m}"] = int(zero_prefix_rows(queries, int(m)).sum())
+    return out
 
 
 # --------------------------------------------------------------------------- per-query helpers
@@ -116,7 +144,8 @@ def knn_metrics(
     ``exclude_self=True`` is leave-one-out retrieval of a set against itself: ``queries`` must be the
     database (query i is database item i); item i is removed from its own neighbour list and from
     its class count. A ``k`` larger than the database (minus one with ``exclude_self``) is an error.
-    ``device`` is where the neighbours are searched (see `knn_search`).
+    ``device`` is where the neighbours are searched (see `knn_search`). With ``cosine`` or ``ip``, a query whose
+    ``m``-prefix is all zeros is a miss at size ``m`` (see the module docstring).
     """
     db = np.asarray(db)
     queries = np.asarray(queries)
@@ -143,6 +172,8 @@ def knn_metrics(
     for m in sizes:
         _, ids = knn_search(db, queries, m, kmax, metric=metric, exclude_self=exclude_self, device=device)
         rel = relevance_matrix(ids, db_labels, query_labels)
+        if metric != "l2":  # every score 0, no information: a miss, whatever the search listed first
+            rel[zero_prefix_rows(queries, m)] = False
         out[f"knn_top1@{m}"] = float(rel[:, 0].mean())
         out[f"map@{map_k}@{m}"] = float(average_precision_at_k(rel, k=map_k).mean())
         for k in ks:

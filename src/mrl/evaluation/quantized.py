@@ -16,7 +16,8 @@ vector in fp32. This measures what each combination keeps. At each size m the pr
   same way.
 
 The metrics are those of :func:`mrl.evaluation.knn_metrics.knn_metrics` (1-NN accuracy and mAP@k), keyed
-``{codec}_knn_top1@{m}`` and ``{codec}_map@{k}@{m}``.
+``{codec}_knn_top1@{m}`` and ``{codec}_map@{k}@{m}``; as there, a query whose float prefix is all zeros is a miss,
+and equal scores or distances go to the lowest database id.
 """
 
 from __future__ import annotations
@@ -25,9 +26,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mrl.evaluation.knn_metrics import average_precision_at_k, knn_metrics, relevance_matrix
-from mrl.evaluation.storage import quantize_int8
-from mrl.retrieval import binary_index, bit_center, prefix, threshold_bits
+from mrl.evaluation.knn_metrics import average_precision_at_k, knn_metrics, relevance_matrix, zero_prefix_rows
+from mrl.retrieval import binary_index, bit_center, order_ties, prefix, quantize_int8, threshold_bits
 
 CODECS = ("fp16", "int8", "binary")
 
@@ -66,7 +66,7 @@ def quantized_knn_metrics(
     device=None,
 ) -> dict[str, float]:
     """1-NN accuracy and mAP@``map_k`` at every size for every codec (see the module docstring); ``device``:
-    where fp16 and int8 codes are searched (see :func:`mrl.retrieval.knn.knn_search`)."""
+    where fp16 and int8 codes are searched (see :func:`mrl.retrieval.nearest.knn_search`)."""
     out: dict[str, float] = {}
     for codec in check_codecs(codecs):
         for m in sizes:
@@ -74,6 +74,7 @@ def quantized_knn_metrics(
                 out.update(binary_knn_metrics(db, db_labels, queries, query_labels, int(m), map_k))
                 continue
             d, q = encode(db, queries, int(m), codec)
+            q[zero_prefix_rows(queries, int(m))] = 0  # no information in the float prefix: a miss
             found = knn_metrics(d, db_labels, q, query_labels, [int(m)], metric="ip", ks=(), map_k=map_k, device=device)
             out.update({f"{codec}_{key}": value for key, value in found.items()})
     return out
@@ -88,8 +89,10 @@ def binary_knn_metrics(
     center = bit_center(d)
     index = binary_index(size)
     index.add(threshold_bits(d, center))
-    _, ids = index.search(threshold_bits(q, center), min(max(1, map_k), len(db)))
+    distances, ids = index.search(threshold_bits(q, center), min(max(1, map_k), len(db)))
+    _, ids = order_ties(distances, ids, descending=False)
     rel = relevance_matrix(ids, np.asarray(db_labels).reshape(-1), np.asarray(query_labels).reshape(-1))
+    rel[zero_prefix_rows(queries, size)] = False  # no information in the float prefix: a miss
     return {
         f"binary_knn_top1@{size}": float(rel[:, 0].mean()),
         f"binary_map@{map_k}@{size}": float(average_precision_at_k(rel, k=map_k).mean()),

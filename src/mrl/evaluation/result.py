@@ -37,6 +37,8 @@ class EvaluationResult:
     only_present_classes: bool = False
     adaptive_classification: list[dict] = field(default_factory=list)  # one row per cascade tolerance
     funnel_retrieval: list[dict] = field(default_factory=list)  # one row per funnel, exact search first
+    tuned_funnels: list[dict] = field(default_factory=list)  # one row per recall target: the funnel tuned to it
+    funnel_tuning: list[dict] = field(default_factory=list)  # every funnel the tuning tried (recall, cost)
     storage: list[dict] = field(default_factory=list)  # one row per (size, dtype)
     output_dir: str | None = None  # where the renderers wrote it
 
@@ -66,6 +68,8 @@ class EvaluationResult:
             "metrics": dict(self.metrics),
             "adaptive_classification": self.adaptive_classification,
             "funnel_retrieval": self.funnel_retrieval,
+            "tuned_funnels": self.tuned_funnels,
+            "funnel_tuning": self.funnel_tuning,
             "storage": self.storage,
             "output_dir": self.output_dir,
         }

@@ -1,7 +1,7 @@
 """`make eval`: evaluate one trained model, or every run of a sweep, and write the results next to the checkpoint.
 
 This module resolves what to evaluate (``run=`` or ``ckpt=``), loads the module and its data, has it measured
-(a classifier by :mod:`mrl.evaluation.classification`, a text model by :mod:`mrl.evaluation.text`) into an
+(a classifier by :mod:`mrl.evaluation.suite`, a text model by :mod:`mrl.evaluation.text`) into an
 :class:`EvaluationResult`, and has that rendered (:mod:`mrl.evaluation.render`: results.json, results.csv,
 summary.md, charts; with ``wandb=true`` also W&B).
 """
@@ -15,12 +15,12 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mrl.evaluation.classification import evaluate_classifier
-from mrl.evaluation.config import EvalConfig, eval_config
 from mrl.evaluation.device import resolve_device
 from mrl.evaluation.embeddings import embed_split, load_embeddings
 from mrl.evaluation.render import write_outputs
 from mrl.evaluation.result import EvaluationResult
+from mrl.evaluation.settings import EvalConfig, eval_config
+from mrl.evaluation.suite import evaluate_classifier
 from mrl.runs import find_checkpoint, find_run_dirs, is_run_collection, load_module, run_dir_of
 
 __all__ = ["embed_split", "evaluate", "evaluate_run", "evaluate_runs", "knn_device", "load_embeddings"]

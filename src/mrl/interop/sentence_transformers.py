@@ -26,12 +26,13 @@ truncation and would not make the prefixes unit-length anyway.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
 from torch import nn
 
-__all__ = ["export_sentence_transformer"]
+__all__ = ["cut_layers", "export_sentence_transformer"]
 
 
 def _st_modules():
@@ -42,11 +43,28 @@ def _st_modules():
     return Transformer, Pooling, Dense, Normalize
 
 
-def export_sentence_transformer(module: nn.Module, out_dir: str | Path, truncate_dim: int | None = None) -> Path:
+def cut_layers(model: nn.Module, layers: int) -> nn.Module:
+    """``model`` (a Hugging Face encoder) keeping its first ``layers`` transformer layers, in place: the layer
+    list (the ``nn.ModuleList`` as long as ``config.num_hidden_layers``) is cut and the config says so."""
+    total = int(model.config.num_hidden_layers)
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, nn.ModuleList) and len(child) == total:
+                setattr(parent, name, nn.ModuleList(list(child)[:layers]))
+                model.config.num_hidden_layers = int(layers)
+                return model
+    raise ValueError(f"--layers={layers}: found no list of {total} transformer layers in {type(model).__name__}")
+
+
+def export_sentence_transformer(
+    module: nn.Module, out_dir: str | Path, truncate_dim: int | None = None, layers: int | None = None
+) -> Path:
     """Write ``module``'s text encoder (an :class:`mrl.backbones.HFTextEncoder`) as a sentence-transformers
     directory at ``out_dir`` and its transformer as Hugging Face weights under ``out_dir/hf``.
 
     ``truncate_dim`` becomes the saved model's default truncation (it should be one of the trained sizes).
+    ``layers`` keeps only the first k transformer layers (2D Matryoshka, ``model.loss.layers``): the export then
+    gives the embedding after layer k (``HFTextEncoder.forward_layers(x)[k - 1]``), at about k / L of the cost.
     Classification heads are not exported: the result is the embedding model.
     """
     from sentence_transformers import SentenceTransformer
@@ -62,10 +80,15 @@ def export_sentence_transformer(module: nn.Module, out_dir: str | Path, truncate
     sizes = [int(m) for m in (getattr(module, "sizes", None) or [backbone.embed_dim])]
     if truncate_dim is not None and not 0 < int(truncate_dim) <= backbone.embed_dim:
         raise ValueError(f"--truncate-dim={truncate_dim}: must lie in 1..{backbone.embed_dim} (trained sizes: {sizes})")
+    if layers is not None and (isinstance(layers, bool) or not 1 <= int(layers) <= backbone.num_layers):
+        raise ValueError(f"--layers={layers}: must lie in 1..{backbone.num_layers} (the model's transformer layers)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     hf_dir = out / "hf"
-    backbone.model.save_pretrained(hf_dir)
+    encoder = backbone.model
+    if layers is not None and int(layers) < backbone.num_layers:
+        encoder = cut_layers(copy.deepcopy(encoder), int(layers))
+    encoder.save_pretrained(hf_dir)
     backbone.tokenizer.save_pretrained(hf_dir)
 
     Transformer, Pooling, Dense, Normalize = _st_modules()
@@ -99,6 +122,7 @@ def export_sentence_transformer(module: nn.Module, out_dir: str | Path, truncate
         "projection": isinstance(backbone.projection, nn.Linear),
         "normalize_module": backbone.normalize,
         "truncate_dim": truncate_dim,
+        "layers": int(layers) if layers is not None else backbone.num_layers,
         "usage": "SentenceTransformer(out, truncate_dim=m).encode(texts, normalize_embeddings=True) gives unit "
         "m-prefixes (truncated first, then normalised); cosine similarity needs no normalisation",
         "hf_weights": "hf/",

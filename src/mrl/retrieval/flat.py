@@ -8,12 +8,14 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from mrl.retrieval.ties import order_ties
+
 try:  # FAISS is the `retrieval` extra; importing this module without it gives a clear error on use.
     import faiss
 except ImportError:  # pragma: no cover - exercised only without the extra installed
     faiss = None
 
-__all__ = ["SCAN_MAX_SIZE", "FlatIndex", "flat_search_blocks", "prefix", "require_faiss"]
+__all__ = ["SCAN_MAX_SIZE", "FlatIndex", "flat_search_blocks", "heap_scan", "prefix", "require_faiss"]
 
 SCAN_MAX_SIZE = 64  # exact flat search this narrow runs as torch GEMM tiles + FAISS heaps (see FlatIndex)
 
@@ -69,6 +71,47 @@ def _torch_threads(n: int):
         torch.set_num_threads(old)
 
 
+def heap_scan(
+    xt: torch.Tensor,
+    q: np.ndarray,
+    k: int,
+    l2: bool,
+    x_sq: torch.Tensor | None = None,
+    q_block: int = 128,
+    db_block: int = 16384,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` of ``q [Q, m]`` against the columns of ``xt [m, N]`` (``x_sq``: the columns' squared norms,
+    for ``l2``): torch product tiles pushed into FAISS's max-heaps (inner products negated on the way in and
+    out), which keep the lowest ids among equal scores. ``(scores, ids)`` best first, FAISS conventions."""
+    nq, n = q.shape[0], xt.shape[1]
+    scores = np.empty((nq, k), dtype=np.float32)
+    ids = np.empty((nq, k), dtype=np.int64)
+    heaps = faiss.float_maxheap_array_t()
+    heaps.nh, heaps.k = nq, k
+    heaps.val, heaps.ids = faiss.swig_ptr(scores), faiss.swig_ptr(ids)
+    heaps.heapify()
+    qt = torch.from_numpy(np.ascontiguousarray(q, dtype=np.float32))
+    tile = torch.empty(min(q_block, nq) * min(db_block, n))
+    with _torch_threads(1):
+        for i in range(0, nq, q_block):
+            qb = qt[i : i + q_block]
+            b = qb.shape[0]
+            q_sq = (qb * qb).sum(1, keepdim=True) if l2 else None
+            for j in range(0, n, db_block):
+                xb = xt[:, j : j + db_block]
+                s = tile[: b * xb.shape[1]].view(b, xb.shape[1])
+                if l2:  # |q|^2 + |x|^2 - 2 q.x, clipped at 0 like FAISS
+                    torch.addmm(x_sq[j : j + db_block], qb, xb, alpha=-2.0, out=s)
+                    s.add_(q_sq).clamp_(min=0.0)
+                else:
+                    torch.mm(qb, xb, out=s).neg_()
+                heaps.addn(xb.shape[1], faiss.swig_ptr(s.numpy()), j, i, b)
+    heaps.reorder()
+    if not l2:
+        np.negative(scores, out=scores)
+    return scores, ids
+
+
 class FlatIndex:
     """Exact top-k search over a fixed ``[N, m]`` float32 array; ``l2`` selects squared L2 (else inner product).
 
@@ -98,37 +141,28 @@ class FlatIndex:
             self._x_sq = torch.from_numpy(np.einsum("ij,ij->i", x, x)) if l2 else None
 
     def search(self, q: np.ndarray, k: int, q_block: int = 128, db_block: int = 16384) -> tuple[np.ndarray, np.ndarray]:
-        """``(scores[Q, k], ids[Q, k])`` best first, FAISS conventions (``-1`` ids when ``k > N``)."""
+        """``(scores[Q, k], ids[Q, k])`` best first, FAISS conventions (``-1`` ids when ``k > N``); among equal
+        scores the lowest ids, listed by id (:mod:`mrl.retrieval.ties`)."""
         q = np.ascontiguousarray(q, dtype=np.float32)
         if q.ndim != 2 or q.shape[1] != self.d:
             raise ValueError(f"queries must be [Q, {self.d}], got shape {q.shape}")
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
-        if self.faiss_index is not None:
-            with flat_search_blocks(self.ntotal):
-                return self.faiss_index.search(q, k)
-        nq, n = q.shape[0], self.ntotal
-        scores = np.empty((nq, k), dtype=np.float32)
-        ids = np.empty((nq, k), dtype=np.int64)
-        heaps = faiss.float_maxheap_array_t() if self.l2 else faiss.float_minheap_array_t()
-        heaps.nh, heaps.k = nq, k
-        heaps.val, heaps.ids = faiss.swig_ptr(scores), faiss.swig_ptr(ids)
-        heaps.heapify()
-        qt = torch.from_numpy(q)
-        tile = torch.empty(min(q_block, nq) * min(db_block, n))
-        with _torch_threads(1):
-            for i in range(0, nq, q_block):
-                qb = qt[i : i + q_block]
-                b = qb.shape[0]
-                q_sq = (qb * qb).sum(1, keepdim=True) if self.l2 else None
-                for j in range(0, n, db_block):
-                    xb = self._xt[:, j : j + db_block]
-                    s = tile[: b * xb.shape[1]].view(b, xb.shape[1])
-                    if self.l2:  # |q|^2 + |x|^2 - 2 q.x, clipped at 0 like FAISS
-                        torch.addmm(self._x_sq[j : j + db_block], qb, xb, alpha=-2.0, out=s)
-                        s.add_(q_sq).clamp_(min=0.0)
-                    else:
-                        torch.mm(qb, xb, out=s)
-                    heaps.addn(xb.shape[1], faiss.swig_ptr(s.numpy()), j, i, b)
-        heaps.reorder()
-        return scores, ids
+        if self.faiss_index is None:
+            scores, ids = heap_scan(self._xt, q, k, self.l2, self._x_sq, q_block, db_block)
+            return order_ties(scores, ids, descending=not self.l2)
+        # FAISS keeps the lowest ids among equal scores at the cut only while nothing better evicts them (its
+        # inner-product heaps evict the lowest first): one more result shows the rows tied across the cut,
+        # and those few are scanned again here, where the lowest ids are kept.
+        kk = min(k + 1, self.ntotal)
+        with flat_search_blocks(self.ntotal):
+            scores, ids = self.faiss_index.search(q, kk)
+        if kk > k:
+            tied = np.flatnonzero(scores[:, k] == scores[:, k - 1])
+            scores, ids = np.ascontiguousarray(scores[:, :k]), np.ascontiguousarray(ids[:, :k])
+            if tied.size:
+                n, d = self.ntotal, self.d
+                x = faiss.rev_swig_ptr(self.faiss_index.get_xb(), n * d).reshape(n, d)  # FAISS's copy, not copied
+                x_sq = torch.from_numpy(np.einsum("ij,ij->i", x, x)) if self.l2 else None
+                scores[tied], ids[tied] = heap_scan(torch.from_numpy(x).T, q[tied], k, self.l2, x_sq)
+        return order_ties(scores, ids, descending=not self.l2)

@@ -32,6 +32,8 @@ Implementation notes (measured on 200k x 2048 float32, 1000 queries, 2 CPU cores
   Gaussian data nothing is pruned and the extra pass costs about 1/8 of the rerank.
 * Every stage's prefix array is precomputed in ``__init__`` as a contiguous float32 array
   (re-normalised for cosine), so a rerank reads ``size * 4`` contiguous bytes per candidate.
+* ``index="int8"`` keeps the first-stage prefix as int8 codes (per-dimension scales fitted on the database,
+  `mrl.retrieval.int8.Int8Index`; ``m`` bytes per item, 4x less than float32) and scans them exactly.
 * ``index="binary"`` keeps one bit per coordinate of the first-stage prefix, set where the coordinate is
   above the database's mean (`bit_center`; ``m / 8`` bytes per item, rounded up; 32x less than its float32
   prefix) and shortlists by Hamming distance with FAISS's
@@ -39,6 +41,8 @@ Implementation notes (measured on 200k x 2048 float32, 1000 queries, 2 CPU cores
   first stage always needs a float stage after it. On the synthetic 200k x 2048 set a 128-bit
   shortlist of 200 reranked at 2048 ran 25.5x faster than exact search, against 14.7x for the 16-d
   float shortlist in the same run (``benchmarks/retrieval.py``).
+* Equal scores are broken the same way in every stage: the lowest database id wins and comes first
+  (:mod:`mrl.retrieval.ties`), so a top-1 never depends on how many neighbours were asked for.
 """
 
 from __future__ import annotations
@@ -49,11 +53,13 @@ import numpy as np
 
 from mrl.retrieval.binary import binary_index, bit_center, threshold_bits
 from mrl.retrieval.flat import FlatIndex, faiss, prefix, require_faiss
+from mrl.retrieval.int8 import Int8Index
+from mrl.retrieval.ties import order_ties, sort_candidates
 
 METRICS = ("cosine", "l2", "ip")
 PRUNE_MIN_SIZE = 128  # rerank stages at least this wide use bound pruning
 PRUNE_HEAD_FRACTION = 8  # ... scoring the first m/8 coordinates first
-INDEXES = ("flat", "hnsw", "ivf", "binary")
+INDEXES = ("flat", "int8", "hnsw", "ivf", "binary")
 
 
 def validate_funnel(funnel: Sequence[Sequence[int]], dim: int) -> list[tuple[int, int]]:
@@ -99,6 +105,79 @@ def check_binary_funnel(funnel: Sequence[tuple[int, int]]) -> None:
         )
 
 
+def rerank(q: np.ndarray, arr: np.ndarray, cand_ids: np.ndarray, k: int, l2: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` of each row of ``cand_ids`` (ids into ``arr``, ``-1`` for none), scored against ``q`` (its rows
+    as wide as ``arr``'s) without gathering the candidates: FAISS's ``fvec_inner_products_by_idx`` /
+    ``fvec_L2sqr_by_idx`` (OpenMP over queries; a ``-1`` is not read), then the best ``k`` of each row, the
+    lowest ids among equal scores (`top_k_lowest_ids`). Where a row has fewer than ``k`` candidates the rest
+    are ``-1`` ids with FAISS's sentinel scores."""
+    cand_ids = sort_candidates(np.ascontiguousarray(cand_ids, dtype=np.int64))
+    q = np.ascontiguousarray(q, dtype=np.float32)
+    nq, ncand = cand_ids.shape
+    scores = np.empty((nq, ncand), dtype=np.float32)
+    sp = faiss.swig_ptr
+    fn = faiss.fvec_L2sqr_by_idx if l2 else faiss.fvec_inner_products_by_idx
+    fn(sp(scores), sp(q), sp(arr), sp(cand_ids), arr.shape[1], nq, ncand)
+    return top_k_lowest_ids(scores, cand_ids, min(k, ncand), descending=not l2)
+
+
+def top_k_lowest_ids(scores: np.ndarray, ids: np.ndarray, k: int, descending: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``k`` of each row of ``scores [Q, c]``, whose ``ids`` increase along the row (``-1``, none,
+    last): the k-th best value by partition, everything better, then the first (lowest-id) of those equal to
+    it; ordered best first, equal scores by id. ``-1`` ids come last with FAISS's sentinel score."""
+    worst = np.float32(np.finfo(np.float32).max)
+    key = np.where(ids < 0, np.inf, -scores if descending else scores)  # lower is better
+    nq, c = key.shape
+    if k < c:
+        kth = np.partition(key, k - 1, axis=1)[:, k - 1 : k]
+        better, equal = key < kth, key == kth
+        need = k - better.sum(axis=1, keepdims=True)
+        take = better | (equal & (np.cumsum(equal, axis=1) <= need))
+        pos = np.argsort(~take, axis=1, kind="stable")[:, :k]  # the k taken, in id order
+        key, ids = np.take_along_axis(key, pos, axis=1), np.take_along_axis(ids, pos, axis=1)
+    order = np.argsort(key, axis=1, kind="stable")  # best first; equal keys keep id order
+    key, ids = np.take_along_axis(key, order, axis=1), np.take_along_axis(ids, order, axis=1)
+    missing = ids < 0
+    out = np.where(missing, worst, key).astype(np.float32)
+    if descending:
+        out = np.where(missing, -worst, -out).astype(np.float32)
+    return out, ids
+
+
+def funnel_mflops(n: int, funnel: Sequence[tuple[int, int]], index: str = "flat", first: float | None = None) -> float:
+    """MFLOPs per query of a funnel over ``n`` items, one multiply-add counted as one FLOP (the MRL paper's
+    accounting): the first stage ``n * m_1`` (``n * m_1 / 64`` for binary codes: one 64-bit XOR + popcount per
+    64 coordinates; ``first`` replaces it for a graph or inverted-list index), then each later stage
+    ``candidates_{i-1} * m_i``."""
+    m1 = funnel[0][0]
+    if first is None:
+        first = n * m1 / 64 if index == "binary" else n * m1
+    rest = sum(funnel[i - 1][1] * funnel[i][0] for i in range(1, len(funnel)))
+    return (first + rest) / 1e6
+
+
+def first_stage_bytes(m: int, index: str = "flat", metric: str = "cosine") -> int:
+    """Bytes per item of a first stage's codes, read for every query: ``4 m`` (float32), ``m`` (int8, plus a
+    float32 norm for L2), ``ceil(m / 8)`` (bits)."""
+    if index == "binary":
+        return -(-int(m) // 8)
+    if index == "int8":
+        return int(m) + (4 if metric == "l2" else 0)
+    return 4 * int(m)
+
+
+def funnel_bytes(
+    funnel: Sequence[tuple[int, int]], index: str = "flat", metric: str = "cosine", prune: bool = True
+) -> int:
+    """Bytes per item a funnel holds in memory: the first stage's codes (`first_stage_bytes`; an HNSW graph's
+    links and IVF's list ids not counted), then each rerank stage's float32 prefix, and for a stage of size
+    >= `PRUNE_MIN_SIZE` with ``prune`` the head copy and tail norm its pruning reads."""
+    total = first_stage_bytes(funnel[0][0], index, metric)
+    for m, _ in funnel[1:]:
+        total += 4 * m + (4 * (m // PRUNE_HEAD_FRACTION) + 4 if prune and m >= PRUNE_MIN_SIZE else 0)
+    return total
+
+
 def _row_sq_norms(x: np.ndarray, start: int, block: int = 8192) -> np.ndarray:
     """Squared L2 norms of ``x[:, start:]`` per row, accumulated in float64 a block of rows at a time."""
     out = np.empty(x.shape[0], dtype=np.float64)
@@ -117,9 +196,11 @@ class AdaptiveRetriever:
         metric: ``"cosine"`` (prefixes re-normalised, scores are cosine similarities, higher is better),
             ``"ip"`` (raw inner products, higher is better) or ``"l2"`` (squared Euclidean distances,
             lower is better).
-        index: first-stage index: ``"flat"`` (exact), ``"hnsw"`` (``faiss.IndexHNSWFlat``, inner product
-            for cosine/ip), ``"ivf"`` (``faiss.IndexIVFFlat``) or ``"binary"`` (sign bits of the prefix,
-            Hamming distance, ``faiss.IndexBinaryFlat``; a float stage must follow). Later stages are always exact.
+        index: first-stage index: ``"flat"`` (exact), ``"int8"`` (exact over int8 codes of the prefix,
+            `mrl.retrieval.int8.Int8Index`; one stage alone returns the codes' scores), ``"hnsw"``
+            (``faiss.IndexHNSWFlat``, inner product for cosine/ip), ``"ivf"`` (``faiss.IndexIVFFlat``) or
+            ``"binary"`` (sign bits of the prefix, Hamming distance, ``faiss.IndexBinaryFlat``; a float stage
+            must follow). Later stages are always exact.
         hnsw_m: HNSW graph degree. ``ef_search``: HNSW search beam, raised to the stage-1 candidates if
             smaller (FAISS HNSW returns at most efSearch results). ``ef_construction``: HNSW build beam.
         nlist, nprobe: IVF lists (default ``4 * sqrt(N)``, capped so every list gets ~39 training points)
@@ -127,6 +208,8 @@ class AdaptiveRetriever:
         seed: seed for IVF training-sample selection.
         prune: skip, inside a rerank stage of size >= 128, the candidates that provably cannot reach
             that stage's top list (see `_rerank`); results are the same as without it.
+        prefix_cache: a dict shared by retrievers built over the same database (`mrl.retrieval.tune_funnel`
+            builds dozens): each (re-normalised) prefix array is computed once and kept there.
 
     All indexes and prefix arrays are built here; `search` does no allocation proportional to N.
     """
@@ -144,6 +227,7 @@ class AdaptiveRetriever:
         ef_construction: int = 64,
         seed: int = 0,
         prune: bool = True,
+        prefix_cache: dict | None = None,
     ) -> None:
         require_faiss()
         db = np.asarray(database)
@@ -157,18 +241,34 @@ class AdaptiveRetriever:
         self.funnel = validate_funnel(funnel, self.dim)
         self.metric = metric
         self.index_type = index
+        self._prune_enabled = bool(prune)
         self._normalize = metric == "cosine"
         self._faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
         self._last_ndis_per_query: float | None = None
+        cache = {} if prefix_cache is None else prefix_cache
+
+        def prefix_of(m: int) -> np.ndarray:
+            key = (int(m), self._normalize)
+            if key not in cache:
+                cache[key] = prefix(db, m, self._normalize)
+            return cache[key]
 
         m1, c1 = self.funnel[0]
         if index == "binary":
             check_binary_funnel(self.funnel)
-        first = prefix(db, m1, self._normalize)
+        first = prefix_of(m1)
         if index == "binary":
             self.index = binary_index(m1)
         elif index == "flat":
-            self.index = FlatIndex(first, l2=metric == "l2")
+            key = ("flat", m1, metric == "l2")
+            if key not in cache:
+                cache[key] = FlatIndex(first, l2=metric == "l2")
+            self.index = cache[key]
+        elif index == "int8":
+            key = ("int8", m1, metric == "l2")
+            if key not in cache:
+                cache[key] = Int8Index(first, l2=metric == "l2")
+            self.index = cache[key]
         elif index == "hnsw":
             if hnsw_m < 2:
                 raise ValueError(f"hnsw_m must be >= 2, got {hnsw_m}")
@@ -189,13 +289,17 @@ class AdaptiveRetriever:
             self.index.train(sample)
             self.index.nprobe = int(nprobe if nprobe is not None else max(1, nlist // 16))
         if index == "binary":
-            self._bit_center = bit_center(first)
-            self.index.add(threshold_bits(first, self._bit_center))
-        elif index != "flat":
+            key = ("binary", m1)
+            if key not in cache:
+                center = bit_center(first)
+                self.index.add(threshold_bits(first, center))
+                cache[key] = (self.index, center)
+            self.index, self._bit_center = cache[key]
+        elif index not in ("flat", "int8"):
             self.index.add(first)
         del first
         # Contiguous (re-normalised) prefix arrays for the rerank stages.
-        self._stage_arrays = [prefix(db, m, self._normalize) for m, _ in self.funnel[1:]]
+        self._stage_arrays = [prefix_of(m) for m, _ in self.funnel[1:]]
         # For bound pruning: the first m/8 coordinates of each stage array, the norms of the rest.
         self._stage_bounds: list[tuple[np.ndarray, np.ndarray, float] | None] = []
         for arr in self._stage_arrays:
@@ -203,11 +307,14 @@ class AdaptiveRetriever:
             if not prune or m < PRUNE_MIN_SIZE:
                 self._stage_bounds.append(None)
                 continue
-            h = m // PRUNE_HEAD_FRACTION
-            head = np.ascontiguousarray(arr[:, :h])
-            tail = np.sqrt(_row_sq_norms(arr, h)).astype(np.float32)
-            max_norm = float(np.sqrt((_row_sq_norms(arr, 0)).max()))
-            self._stage_bounds.append((head, tail, max_norm))
+            key = ("bounds", m, self._normalize)
+            if key not in cache:
+                h = m // PRUNE_HEAD_FRACTION
+                head = np.ascontiguousarray(arr[:, :h])
+                tail = np.sqrt(_row_sq_norms(arr, h)).astype(np.float32)
+                max_norm = float(np.sqrt((_row_sq_norms(arr, 0)).max()))
+                cache[key] = (head, tail, max_norm)
+            self._stage_bounds.append(cache[key])
 
     # ------------------------------------------------------------------ search
     def search(self, queries: np.ndarray, k: int, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -241,14 +348,26 @@ class AdaptiveRetriever:
             self._last_ndis_per_query = faiss.cvar.hnsw_stats.ndis / nq
         return scores, ids
 
-    def _search_batch(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def shortlist(self, queries: np.ndarray, candidates: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The first stage alone: ``(scores, ids)`` of its best ``candidates`` (default: the first stage's) per
+        query, best first, the lowest ids among equal scores. Scores are those of the first stage's index
+        (Hamming distances for ``"binary"``, scores of the int8 codes for ``"int8"``)."""
         m1, c1 = self.funnel[0]
-        single = len(self.funnel) == 1
-        # With one stage, ask for exactly k: the result is a plain exact search.
+        q = np.asarray(queries, dtype=np.float32)
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ValueError(f"queries must be [Q, {self.dim}], got shape {np.shape(queries)}")
+        c = c1 if candidates is None else int(candidates)
         qp = prefix(q, m1, self._normalize)
         if self.index_type == "binary":
             qp = threshold_bits(qp, self._bit_center)
-        scores, ids = self.index.search(qp, k if single else c1)
+        scores, ids = self.index.search(qp, c)
+        if self.index_type in ("hnsw", "ivf", "binary"):  # flat and int8 order their ties already
+            scores, ids = order_ties(scores, ids, descending=self.index_type != "binary" and self.metric != "l2")
+        return scores, ids
+
+    def _search_batch(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        # With one stage, ask for exactly k: the result is a plain exact search.
+        scores, ids = self.shortlist(q, k if len(self.funnel) == 1 else None)
         last = len(self.funnel) - 1
         for stage in range(1, last + 1):
             m, cand = self.funnel[stage]
@@ -269,19 +388,10 @@ class AdaptiveRetriever:
         arr = self._stage_arrays[stage]
         bounds = self._stage_bounds[stage]
         cand_ids = np.ascontiguousarray(cand_ids, dtype=np.int64)
-        nq, ncand = cand_ids.shape
-        k = min(k, ncand)
-        sp = faiss.swig_ptr
         l2 = self.metric == "l2"
-        if bounds is not None and ncand > 2 * k:
-            cand_ids = self._prune(q, bounds, cand_ids, k, l2)
-        out_s = np.empty((nq, k), dtype=np.float32)
-        out_i = np.empty((nq, k), dtype=np.int64)
-        fn = faiss.knn_L2sqr_by_idx if l2 else faiss.knn_inner_products_by_idx
-        # FAISS stops reading a candidate row at its first -1 (pruned, or an HNSW/IVF shortfall).
-        fn(sp(q), sp(arr), sp(cand_ids), arr.shape[1], nq, arr.shape[0], ncand, k,
-           sp(out_s), sp(out_i), ncand)  # fmt: skip
-        return out_s, out_i
+        if bounds is not None and cand_ids.shape[1] > 2 * k:
+            cand_ids = self._prune(q, bounds, cand_ids, min(k, cand_ids.shape[1]), l2)
+        return rerank(q, arr, cand_ids, k, l2)
 
     @staticmethod
     def _prune(q: np.ndarray, bounds, cand_ids: np.ndarray, k: int, l2: bool) -> np.ndarray:
@@ -323,7 +433,7 @@ class AdaptiveRetriever:
         The default (1) follows the MRL paper's accounting (exact search over N vectors of size m costs
         ``N * m``); pass 2 to count the multiply and the add separately.
 
-        * flat first stage: ``N * m_1``;
+        * flat or int8 first stage: ``N * m_1``;
         * ivf first stage: ``nlist * m_1 + nprobe * (N / nlist) * m_1`` (expected, balanced lists);
         * binary first stage: ``N * m_1 / 64``, one 64-bit XOR + popcount counted as one multiply-add;
         * hnsw first stage: ``(mean distance computations per query in the last `search`) * m_1``
@@ -331,17 +441,23 @@ class AdaptiveRetriever:
         * each later stage i: ``candidates_{i-1} * m_i`` (it scores the previous stage's survivors).
         """
         m1, _ = self.funnel[0]
-        if self.index_type == "flat":
-            first = self.n * m1
-        elif self.index_type == "binary":
-            first = self.n * m1 / 64
-        elif self.index_type == "ivf":
+        first = None
+        if self.index_type == "ivf":
             nlist, nprobe = self.index.nlist, self.index.nprobe
             first = nlist * m1 + min(nprobe, nlist) * (self.n / nlist) * m1
-        else:
+        elif self.index_type == "hnsw":
             first = float("nan") if self._last_ndis_per_query is None else self._last_ndis_per_query * m1
-        rest = sum(self.funnel[i - 1][1] * self.funnel[i][0] for i in range(1, len(self.funnel)))
-        return count_multiply_add_as * (first + rest) / 1e6
+        return count_multiply_add_as * funnel_mflops(self.n, self.funnel, self.index_type, first)
+
+    # ------------------------------------------------------------------ memory
+    def first_stage_bytes(self) -> int:
+        """Bytes per item of the first stage's codes, the part every query reads (see `first_stage_bytes`); the
+        HNSW graph's links and IVF's list ids are not counted."""
+        return first_stage_bytes(self.funnel[0][0], self.index_type, self.metric)
+
+    def bytes_per_item(self) -> int:
+        """Bytes per item held in memory (see `funnel_bytes`)."""
+        return funnel_bytes(self.funnel, self.index_type, self.metric, prune=self._prune_enabled)
 
     def __repr__(self) -> str:
         return (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -13,9 +14,13 @@ from torchmetrics.classification import MulticlassAccuracy
 from mrl.common.configs import typed
 from mrl.core.heads import HEAD_KINDS, build_head
 from mrl.core.losses import MatryoshkaCrossEntropy
-from mrl.core.nesting import resolve_nesting
+from mrl.core.nesting import default_nesting, sort_with_weights
 from mrl.data.base import SPLITS
 from mrl.training.base import MatryoshkaLightningModule, plain
+
+# The classifier's on_after_batch_transfer only touches uint8 batches, so Lightning's note that a data module's
+# own hook would not run says nothing (no data module here defines one).
+warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer` in `LightningModule` but")
 
 
 @dataclass(frozen=True)
@@ -74,14 +79,16 @@ class MatryoshkaClassifier(MatryoshkaLightningModule):
             raise ValueError(f"model.num_classes={num_classes!r}: need at least 2 classes")
         loss_config = typed(CrossEntropyConfig, self.hparams.loss, "model.loss")
         kind = head_config.kind
-        self.nesting = resolve_nesting(self.hparams.nesting, self.embed_dim) if kind in ("mrl", "mrl_e") else None
+        weights = loss_config.weights
+        self.nesting = None
+        if kind in ("mrl", "mrl_e"):  # sizes in any order: the heads get them ascending, the weights follow them
+            given = self.hparams.nesting if self.hparams.nesting is not None else default_nesting(self.embed_dim)
+            self.nesting, weights = sort_with_weights(given, weights, width=self.embed_dim)
         self.head = build_head(
             kind, self.embed_dim, int(num_classes), nesting=self.nesting, dim=head_config.dim, bias=head_config.bias
         )
         self.sizes = list(self.head.sizes)
-        self.criterion = MatryoshkaCrossEntropy(
-            weights=loss_config.weights, label_smoothing=float(loss_config.label_smoothing)
-        )
+        self.criterion = MatryoshkaCrossEntropy(weights=weights, label_smoothing=float(loss_config.label_smoothing))
         top5 = min(5, int(num_classes))
 
         def accuracy(k: int) -> nn.ModuleList:
@@ -103,6 +110,26 @@ class MatryoshkaClassifier(MatryoshkaLightningModule):
             return x.contiguous(memory_format=torch.channels_last)
         return x
 
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """uint8 image batches (prepared shards, :mod:`mrl.data.image.decode`) become the model's float input
+        here, on the device: ``/255``, normalised, flipped with p=0.5 in training, channels-last. Float
+        batches pass untouched."""
+        if not (isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor)):
+            return batch
+        x = batch[0]
+        if x.dtype != torch.uint8 or x.ndim != 4:
+            return batch
+        from mrl.data.image.decode import uint8_to_input
+
+        trainer = self._trainer
+        stats = getattr(getattr(trainer, "datamodule", None), "normalization", None)
+        if stats is None:
+            config = getattr(self.backbone, "data_config", None) or {}
+            stats = (config.get("mean", (0.485, 0.456, 0.406)), config.get("std", (0.229, 0.224, 0.225)))
+        training = bool(trainer is not None and trainer.training)
+        x = uint8_to_input(x, stats[0], stats[1], flip=training, channels_last=bool(self.hparams.channels_last))
+        return type(batch)([x, *batch[1:]]) if isinstance(batch, list) else (x, *batch[1:])
+
     def embed(self, x: Any) -> torch.Tensor:
         """Full-width embeddings ``[B, D]``; truncate to any prefix for a smaller representation."""
         return self._embed_fn(self._prepare(x))
@@ -123,7 +150,7 @@ class MatryoshkaClassifier(MatryoshkaLightningModule):
         for i, m in enumerate(self.sizes):
             for name in ("top1", "top5"):
                 metric = self.metrics[f"{split}_acc"][name][i]
-                metric(detached[i], y)
+                metric.update(detached[i], y)  # epoch-level only: no per-batch compute (forward would do one)
                 self.log(f"{split}/{name}@{m}", metric, on_step=False, on_epoch=True, batch_size=batch_size)
         return loss
 

@@ -3,7 +3,10 @@ negatives at every nested size, per-size retrieval (or STS) metrics at validatio
 
 from __future__ import annotations
 
+import math
+import random
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mrl.common.configs import typed
-from mrl.core.losses import MatryoshkaContrastiveLoss
-from mrl.core.nesting import resolve_nesting
+from mrl.core.losses import MatryoshkaContrastiveLoss, MatryoshkaDistillationLoss
+from mrl.core.nesting import default_nesting, sort_with_weights
 from mrl.core.retrieval_metrics import retrieval_metrics, sts_spearman
 from mrl.data.base import SPLITS
 from mrl.training.base import MatryoshkaLightningModule
@@ -35,10 +38,166 @@ def concat_features(parts: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, to
 
 @dataclass(frozen=True)
 class ContrastiveLossConfig:
-    """``model.loss``: the similarity ``scale`` of the in-batch softmax and per-size ``weights`` (null: 1 each)."""
+    """``model.loss``: the similarity ``scale`` of the in-batch softmax, per-size ``weights`` (null: 1 each, in the
+    order of ``model.nesting``), ``n_dims_per_step`` (train on that many sizes drawn at random each step; null or
+    -1: all, as sentence-transformers' ``MatryoshkaLoss``) and ``mini_batch_size`` (the cached step: embed the
+    batch ``mini_batch_size`` texts at a time; null: off)."""
 
     scale: float = 20.0
     weights: Sequence[float] | None = None
+    n_dims_per_step: int | None = None
+    mini_batch_size: int | None = None
+    layers: Mapping[str, Any] | None = None
+    distill: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """``model.loss.distill``: make an existing embedding model Matryoshka by distillation. ``teacher``: its
+    Hugging Face model (a directory, a hub name; null: the bundled all-MiniLM-L6-v2) with ``pooling``; its
+    embeddings of every training text are computed once, at the start of training, and kept (``cache``: a file
+    to keep them in between runs). ``mode``: ``similarity`` (each prefix's similarity matrix against the
+    teacher's) or ``mse`` (each prefix against the teacher's prefix); ``weight`` scales the loss, added to the
+    contrastive loss unless ``contrastive`` is false (distillation alone)."""
+
+    teacher: str | None = None
+    pooling: str = "mean"
+    mode: str = "similarity"
+    weight: float = 1.0
+    contrastive: bool = True
+    cache: str | None = None
+
+
+class _TeacherTargets:
+    """The teacher's embedding of every training text, looked up by the student's token ids (the text as the
+    student's collate tokenized it), computed once (or read from ``cache``)."""
+
+    def __init__(self, config: DistillConfig, datamodule: Any, device: torch.device) -> None:
+        tokenizer, max_length = datamodule.tokenizer, int(datamodule.max_length)
+        texts = sorted({t for item in datamodule.split_items("train") for t in item if isinstance(t, str)})
+        name = str(config.teacher)
+        cached = self._read(config.cache, texts, name)
+        if cached is None:
+            from mrl.backbones.hf_text import HFTextEncoder
+
+            teacher = HFTextEncoder(config.teacher, pooling=config.pooling, max_length=max_length).to(device).eval()
+            with torch.no_grad():
+                rows = [teacher(teacher.tokenize(texts[i : i + 64])).float().cpu() for i in range(0, len(texts), 64)]
+            cached = torch.cat(rows)
+            if config.cache:
+                from pathlib import Path
+
+                Path(config.cache).parent.mkdir(parents=True, exist_ok=True)
+                torch.save({"teacher": name, "texts": texts, "embeddings": cached}, config.cache)
+        ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+        self.index = {tuple(row): i for i, row in enumerate(ids)}
+        self.embeddings = cached.to(device)
+
+    @staticmethod
+    def _read(path: str | None, texts: list[str], name: str) -> torch.Tensor | None:
+        import os
+
+        if not path or not os.path.exists(path):
+            return None
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if saved.get("teacher") != name or saved.get("texts") != texts:
+            return None  # another teacher or other texts: computed again (and the file replaced)
+        return saved["embeddings"]
+
+    def __call__(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        ids, mask = features["input_ids"].tolist(), features["attention_mask"].bool().tolist()
+        rows = []
+        for row, keep in zip(ids, mask):
+            key = tuple(t for t, k in zip(row, keep) if k)
+            if key not in self.index:
+                raise KeyError(
+                    "model.loss.distill: a training text has no teacher embedding (the teacher's targets cover the "
+                    "data module's train split)"
+                )
+            rows.append(self.index[key])
+        return self.embeddings[torch.tensor(rows, device=self.embeddings.device)]
+
+
+LAYER_WEIGHTINGS = ("uniform", "log", "linear")
+
+
+@dataclass(frozen=True)
+class LayerLossConfig:
+    """``model.loss.layers``: 2D Matryoshka, as sentence-transformers' ``Matryoshka2dLoss`` /
+    ``AdaptiveLayerLoss``. Each step adds the loss on the embedding after ``n_layers_per_step`` earlier layers
+    (drawn at random; -1: all), each weighted ``prior_layers_weight * w(i) / n`` with ``w`` of the 0-based layer
+    ``i`` from ``weighting`` (uniform: 1, log: 1 / (1 + ln(1 + i)), linear: 1 / (1 + i)), plus
+    ``kl_div_weight * kl_temperature * KL`` of that layer's softened embedding against the last layer's
+    (``kl_temperature`` 0: none); the last layer's loss is weighted ``last_layer_weight``."""
+
+    n_layers_per_step: int = 1
+    weighting: str = "uniform"
+    last_layer_weight: float = 1.0
+    prior_layers_weight: float = 1.0
+    kl_div_weight: float = 1.0
+    kl_temperature: float = 0.3
+
+    def layer_weight(self, index: int) -> float:
+        if self.weighting == "log":
+            return 1.0 / (1.0 + math.log(1 + index))
+        if self.weighting == "linear":
+            return 1.0 / (1 + index)
+        return 1.0
+
+
+def _positive_int_or_null(value: Any, key: str, extra: str = "") -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{key}={value!r}: expected a positive integer or null{extra}")
+    return int(value)
+
+
+def _split(embeddings: torch.Tensor | list[torch.Tensor], counts: list[int]) -> list:
+    """Rows of one embedding tensor split per part, or, for a list of them (one per layer), per part of each:
+    ``[part] -> tensor`` or ``[part] -> [layer] -> tensor``."""
+    if isinstance(embeddings, torch.Tensor):
+        return list(torch.split(embeddings, counts, dim=0))
+    return [list(layers) for layers in zip(*(torch.split(e, counts, dim=0) for e in embeddings))]
+
+
+def _rows(features: Any, rows: slice) -> Any:
+    """Rows of a token dict (every tensor sliced along the batch) or of a tensor."""
+    if isinstance(features, Mapping):
+        return {k: v[rows] for k, v in features.items()}
+    return features[rows]
+
+
+class _ReplayGradients(torch.autograd.Function):
+    """The cached step's loss: its value in the forward, and in the backward ``replay(grad_output)``, which runs the
+    mini-batches again with gradients (a re-entrant backward, as activation checkpointing does)."""
+
+    @staticmethod
+    def forward(ctx, value: torch.Tensor, anchor: torch.Tensor, replay) -> torch.Tensor:
+        ctx.replay = replay
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        ctx.replay(grad_output)
+        return None, None, None
+
+
+class _RandomState:
+    """The random state before a forward, to replay it (same dropout masks) when the cached step re-runs it."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cpu = torch.get_rng_state()
+        self.device = device if device.type == "cuda" else None
+        self.cuda = torch.cuda.get_rng_state(device) if self.device is not None else None
+
+    @contextmanager
+    def replay(self):
+        with torch.random.fork_rng(devices=[self.device] if self.device is not None else []):
+            torch.set_rng_state(self.cpu)
+            if self.device is not None:
+                torch.cuda.set_rng_state(self.cuda, self.device)
+            yield
 
 
 class MatryoshkaContrastiveModule(MatryoshkaLightningModule):
@@ -52,7 +211,14 @@ class MatryoshkaContrastiveModule(MatryoshkaLightningModule):
     Scored pairs ``(sentence1, sentence2, score)`` at validation give ``{split}/spearman@{m}`` instead (no
     loss: set the checkpoint monitor to a spearman metric).
 
-    ``loss``: ``{scale: 20.0, weights: null}``.
+    ``loss`` (:class:`ContrastiveLossConfig`): ``{scale: 20.0, weights: null, n_dims_per_step: null,
+    mini_batch_size: null, layers: null}``; ``layers`` (:class:`LayerLossConfig`) adds 2D Matryoshka: losses on
+    earlier layers' embeddings, and validation logs ``{split}/layer{k}/mrr@10@{m}`` for every earlier layer k.
+    Sizes (``nesting``) may be given in any order; they are sorted and the weights
+    follow them. With ``mini_batch_size`` the training step is cached (GradCache, as sentence-transformers'
+    ``CachedMultipleNegativesRankingLoss``): the batch is embedded ``mini_batch_size`` texts at a time without
+    gradients, the loss is taken over the whole batch, and each mini-batch is embedded again (same dropout) with
+    the loss's gradient for its embeddings: the same gradients as the plain step, with memory for one mini-batch.
     """
 
     def __init__(
@@ -65,24 +231,109 @@ class MatryoshkaContrastiveModule(MatryoshkaLightningModule):
     ) -> None:
         super().__init__(backbone, nesting, loss, optimizer, scheduler)
         loss = typed(ContrastiveLossConfig, self.hparams.loss, "model.loss")
-        self.nesting = resolve_nesting(self.hparams.nesting, self.embed_dim)
+        given = self.hparams.nesting if self.hparams.nesting is not None else default_nesting(self.embed_dim)
+        self.nesting, weights = sort_with_weights(given, loss.weights, width=self.embed_dim)
         self.sizes = list(self.nesting)
-        self.criterion = MatryoshkaContrastiveLoss(self.sizes, weights=loss.weights, scale=float(loss.scale))
+        self.criterion = MatryoshkaContrastiveLoss(self.sizes, weights=weights, scale=float(loss.scale))
+        self.n_dims_per_step = None if loss.n_dims_per_step == -1 else loss.n_dims_per_step
+        _positive_int_or_null(self.n_dims_per_step, "model.loss.n_dims_per_step", " (or -1: every size)")
+        if self.n_dims_per_step is not None and self.n_dims_per_step > len(self.sizes):
+            raise ValueError(
+                f"model.loss.n_dims_per_step={self.n_dims_per_step}: more than the {len(self.sizes)} sizes of "
+                f"model.nesting; use 1..{len(self.sizes)}, or null for all"
+            )
+        self.mini_batch_size = _positive_int_or_null(loss.mini_batch_size, "model.loss.mini_batch_size")
+        self.layers = self._layer_config(loss.layers)
+        self.distill = self._distill_config(loss.distill, weights)
+        self._targets: _TeacherTargets | None = None
         self._outputs: dict[str, list[tuple[torch.Tensor, ...]]] = {split: [] for split in SPLITS}
+
+    def _distill_config(self, distill: Mapping | None, weights) -> DistillConfig | None:
+        key = "model.loss.distill"
+        if distill is None:
+            return None
+        if not isinstance(distill, Mapping):
+            raise ValueError(
+                f"{key}={distill!r}: expected a mapping (e.g. {{teacher: null, mode: similarity}}) or null"
+            )
+        config = typed(DistillConfig, distill, key)
+        from mrl.backbones.hf_text import POOLING, resolve_name_or_path
+
+        resolve_name_or_path(config.teacher, key=f"{key}.teacher")  # a missing directory fails now
+        if config.pooling not in POOLING:
+            raise ValueError(f"{key}.pooling={config.pooling!r}: expected one of {', '.join(POOLING)}")
+        weight = config.weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+            raise ValueError(f"{key}.weight={weight!r}: expected a number >= 0")
+        if not isinstance(config.contrastive, bool):
+            raise ValueError(f"{key}.contrastive={config.contrastive!r}: expected true or false")
+        self.distiller = MatryoshkaDistillationLoss(self.sizes, weights=weights, mode=config.mode)
+        return config
+
+    def _layer_config(self, layers: Mapping | None) -> LayerLossConfig | None:
+        key = "model.loss.layers"
+        if layers is None:
+            return None
+        if not isinstance(layers, Mapping):
+            raise ValueError(
+                f"{key}={layers!r}: expected a mapping (e.g. {{n_layers_per_step: 1, weighting: uniform}}; "
+                "{} for the defaults) or null"
+            )
+        config = typed(LayerLossConfig, layers, key)
+        if not callable(getattr(self.backbone, "forward_layers", None)):
+            raise ValueError(
+                f"{key}={dict(layers)!r}: 2D Matryoshka needs a transformer backbone with forward_layers "
+                f"(mrl.backbones.HFTextEncoder); {type(self.backbone).__name__} has none"
+            )
+        if config.weighting not in LAYER_WEIGHTINGS:
+            raise ValueError(f"{key}.weighting={config.weighting!r}: expected one of {', '.join(LAYER_WEIGHTINGS)}")
+        prior = self.backbone.num_layers - 1
+        n = config.n_layers_per_step
+        if isinstance(n, bool) or not isinstance(n, int) or not (n == -1 or 1 <= n <= prior):
+            raise ValueError(
+                f"{key}.n_layers_per_step={n!r}: expected 1..{prior} (the layers before the last) or -1 for all"
+            )
+        for name in ("last_layer_weight", "prior_layers_weight", "kl_div_weight", "kl_temperature"):
+            value = getattr(config, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{key}.{name}={value!r}: expected a number >= 0")
+        if self.mini_batch_size is not None:
+            raise ValueError(
+                f"{key}={dict(layers)!r}: not with model.loss.mini_batch_size={self.mini_batch_size} (the cached "
+                "step); use one of them"
+            )
+        return config
 
     # ----------------------------------------------------------------------------------------- forward
     def forward(self, x: Any) -> torch.Tensor:
         return self.embed(x)
 
     def encode_parts(self, parts: Sequence[Any]) -> list[torch.Tensor]:
-        """Embed several same-sized inputs with one encoder call; returns one ``[B_i, D]`` per part."""
-        if isinstance(parts[0], Mapping):
-            joined = concat_features(parts)
-            counts = [p["input_ids"].shape[0] for p in parts]
-        else:
-            joined = torch.cat(list(parts), dim=0)
+        """Embed the parts of a batch (anchors, positives[, negatives]); returns one ``[B_i, D]`` per part.
+
+        Token dicts: a packing backbone (:attr:`mrl.backbones.HFTextEncoder.packs`) embeds every part in one call
+        without padding; otherwise the anchors get their own call (short queries keep their own padding) and the
+        documents (positives, negatives) share one. Tensors: one call on the concatenation.
+        """
+        return self._encode(parts, self.embed)
+
+    def encode_parts_layers(self, parts: Sequence[Any]) -> list[list[torch.Tensor]]:
+        """:meth:`encode_parts` after every transformer layer: ``[layer][part] -> [B_i, D]`` (the last layer is
+        :meth:`encode_parts`'s), from one forward."""
+        per_part = self._encode(parts, self.backbone.forward_layers)
+        return [list(layer) for layer in zip(*per_part)]
+
+    def _encode(self, parts: Sequence[Any], embed) -> list:
+        if not isinstance(parts[0], Mapping):
             counts = [p.shape[0] for p in parts]
-        return list(torch.split(self.embed(joined), counts, dim=0))
+            return _split(embed(torch.cat(list(parts), dim=0)), counts)
+        counts = [p["input_ids"].shape[0] for p in parts]
+        if len(parts) == 1:
+            return [embed(parts[0])]
+        if getattr(self.backbone, "packs", False):
+            return _split(embed(concat_features(parts)), counts)
+        documents = parts[1] if len(parts) == 2 else concat_features(parts[1:])
+        return [embed(parts[0]), *_split(embed(documents), counts[1:])]
 
     @staticmethod
     def _is_scored(batch: Sequence[Any]) -> bool:
@@ -93,14 +344,54 @@ class MatryoshkaContrastiveModule(MatryoshkaLightningModule):
             and batch[2].is_floating_point()
         )
 
+    def _embed_in_chunks(self, parts: Sequence[Any]) -> list[torch.Tensor]:
+        """``encode_parts`` for the cached step and evaluation: at most ``mini_batch_size`` texts per call."""
+        if self.mini_batch_size is None:
+            return self.encode_parts(parts)
+        joined, counts = self._joined(parts)
+        chunks = [self.embed(_rows(joined, rows)) for rows in self._chunks(sum(counts))]
+        return list(torch.split(torch.cat(chunks), counts, dim=0))
+
+    @staticmethod
+    def _joined(parts: Sequence[Any]) -> tuple[Any, list[int]]:
+        if isinstance(parts[0], Mapping):
+            return (concat_features(parts) if len(parts) > 1 else parts[0]), [p["input_ids"].shape[0] for p in parts]
+        return torch.cat(list(parts), dim=0), [p.shape[0] for p in parts]
+
+    def _chunks(self, rows: int) -> list[slice]:
+        step = self.mini_batch_size or rows
+        return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
+
     # ------------------------------------------------------------------------------------------- steps
-    def _loss_step(self, embeddings: list[torch.Tensor], split: str) -> torch.Tensor:
+    def _active_sizes(self) -> torch.Tensor | None:
+        """Which sizes train this step: ``n_dims_per_step`` drawn at random (Python's ``random``, seeded with the
+        run), or all (None)."""
+        if self.n_dims_per_step is None or self.n_dims_per_step >= len(self.sizes):
+            return None
+        active = torch.zeros(len(self.sizes), dtype=torch.bool)
+        active[random.sample(range(len(self.sizes)), self.n_dims_per_step)] = True
+        return active
+
+    def _loss_step(
+        self,
+        embeddings: list[torch.Tensor],
+        split: str,
+        active: torch.Tensor | None = None,
+        parts: Sequence[Any] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         anchor, positive = embeddings[0], embeddings[1]
         negative = embeddings[2] if len(embeddings) > 2 else None
         per_size = self.criterion.per_size(anchor, positive, negative)
-        loss = self.criterion.reduce(per_size)
+        loss = self.criterion.reduce(per_size, active)
         self.log_losses(split, loss, per_size, anchor.shape[0])
-        return loss
+        if self.distill is not None and split == "train" and parts is not None:
+            if self._targets is None:
+                raise RuntimeError("model.loss.distill: the teacher's targets are built at fit start (Trainer.fit)")
+            teacher = torch.cat([self._targets(part) for part in parts])
+            distilled = self.distiller.reduce(self.distiller.per_size(torch.cat(embeddings), teacher), active)
+            self.log("train/distill", distilled.detach(), on_step=True, on_epoch=True, batch_size=anchor.shape[0])
+            loss = (loss if self.distill.contrastive else 0.0) + self.distill.weight * distilled
+        return loss, per_size
 
     def training_step(self, batch: Sequence[Any], batch_idx: int) -> torch.Tensor:
         if self._is_scored(batch):
@@ -109,14 +400,84 @@ class MatryoshkaContrastiveModule(MatryoshkaLightningModule):
                 "evaluation data; train on (anchor, positive[, negative]) pairs "
                 "(data.score_column=null) and put the scored set in data.eval_source"
             )
-        return self._loss_step(self.encode_parts(batch[:3]), "train")
+        if self.mini_batch_size is not None:
+            return self._cached_step(batch[:3])
+        if self.layers is not None:
+            return self._layer_step(batch[:3])
+        return self._loss_step(self.encode_parts(batch[:3]), "train", self._active_sizes(), batch[:3])[0]
+
+    def _layer_step(self, parts: Sequence[Any]) -> torch.Tensor:
+        """2D Matryoshka: the last layer's loss plus, for layers drawn this step, their loss and the KL term."""
+        config = self.layers
+        layers = self.encode_parts_layers(parts)
+        active = self._active_sizes()
+        last, per_size = self._loss_step(layers[-1], "train", active, parts)
+        loss = config.last_layer_weight * last
+        prior = list(range(len(layers) - 1))
+        if config.n_layers_per_step != -1 and config.n_layers_per_step < len(prior):
+            prior = sorted(random.sample(prior, config.n_layers_per_step))
+        temperature = float(config.kl_temperature)
+        if temperature > 0:
+            target = torch.softmax(torch.cat(layers[-1]) / temperature, dim=-1).detach()
+        for i in prior:
+            layer_loss = self.criterion.reduce(self.criterion.per_size(*layers[i]), active)
+            loss = loss + config.prior_layers_weight * config.layer_weight(i) / len(prior) * layer_loss
+            if temperature > 0:
+                log_probs = F.log_softmax(torch.cat(layers[i]) / temperature, dim=-1)
+                kl = F.kl_div(log_probs, target, reduction="batchmean")
+                loss = loss + config.kl_div_weight * temperature * kl
+        batch_size = layers[-1][0].shape[0]
+        self.log("train/loss_2d", loss.detach(), on_step=True, on_epoch=True, batch_size=batch_size)
+        return loss
+
+    def on_fit_start(self) -> None:
+        if self.distill is not None and self._targets is None:
+            self._targets = _TeacherTargets(self.distill, self.trainer.datamodule, self.device)
+        if self.mini_batch_size is not None and self.trainer.world_size > 1:
+            raise ValueError(
+                f"model.loss.mini_batch_size={self.mini_batch_size}: the cached step runs on one process "
+                f"(this run has {self.trainer.world_size}); use one device, or mini_batch_size=null"
+            )
+
+    def _cached_step(self, parts: Sequence[Any]) -> torch.Tensor:
+        """GradCache: embed without gradients and take the loss over the whole batch; the returned loss's backward
+        (Lightning's, after it zeroed the gradients) replays each mini-batch with gradients and back-propagates the
+        loss's gradient for its embeddings into the encoder."""
+        joined, counts = self._joined(parts)
+        chunks = self._chunks(sum(counts))
+        states, pieces = [], []
+        with torch.no_grad():
+            for rows in chunks:
+                states.append(_RandomState(self.device))
+                pieces.append(self.embed(_rows(joined, rows)))
+        embeddings = torch.cat(pieces).detach().requires_grad_()
+        loss, _ = self._loss_step(list(torch.split(embeddings, counts, dim=0)), "train", self._active_sizes(), parts)
+        (grad,) = torch.autograd.grad(loss, embeddings)
+
+        def replay(scale: torch.Tensor) -> None:
+            for rows, state in zip(chunks, states):
+                with torch.enable_grad():  # a backward runs without gradients; the replay needs them
+                    with state.replay():
+                        piece = self.embed(_rows(joined, rows))
+                    # the surrogate's gradient for the piece is the loss's for those embeddings, times the scale
+                    # Lightning's backward gives the loss (1 / accumulated batches, the AMP loss scale)
+                    surrogate = (piece * (grad[rows] * scale).to(piece.dtype)).sum()
+                torch.autograd.backward(surrogate)
+
+        anchor = torch.zeros((), device=loss.device, requires_grad=True)
+        return _ReplayGradients.apply(loss.detach(), anchor, replay)
 
     def _eval_step(self, batch: Sequence[Any], split: str) -> None:
         if self._is_scored(batch):
-            a, b = self.encode_parts(batch[:2])
+            a, b = self._embed_in_chunks(batch[:2])
             self._outputs[split].append((a.float().cpu(), b.float().cpu(), batch[2].float().cpu()))
             return
-        embeddings = self.encode_parts(batch[:3])
+        if self.layers is not None:  # the (layers, size) grid: every layer's anchors and positives
+            layers = self.encode_parts_layers(batch[:3])
+            self._loss_step(layers[-1], split)
+            self._outputs[split].append(tuple(e.float().cpu() for layer in layers for e in layer[:2]))
+            return
+        embeddings = self._embed_in_chunks(batch[:3])
         self._loss_step(embeddings, split)
         self._outputs[split].append((embeddings[0].float().cpu(), embeddings[1].float().cpu()))
 
@@ -141,8 +502,12 @@ class MatryoshkaContrastiveModule(MatryoshkaLightningModule):
         if len(columns) == 3:
             metrics = sts_spearman(columns[0], columns[1], columns[2], self.sizes)
         else:
-            anchors, positives = columns
+            anchors, positives = columns[-2:]  # the last layer's (the only one without model.loss.layers)
             metrics = retrieval_metrics(anchors, positives, torch.arange(anchors.shape[0]), self.sizes, ks=RETRIEVAL_KS)
+            for layer in range(len(columns) // 2 - 1):  # 2D Matryoshka: MRR@10 of each earlier layer and size
+                a, p = columns[2 * layer], columns[2 * layer + 1]
+                grid = retrieval_metrics(a, p, torch.arange(a.shape[0]), self.sizes, ks=(10,))
+                metrics.update({f"layer{layer + 1}/mrr@10@{m}": grid[f"mrr@10@{m}"] for m in self.sizes})
         for name, value in metrics.items():
             self.log(f"{split}/{name}", value, on_step=False, on_epoch=True)
 

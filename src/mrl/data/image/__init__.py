@@ -1,4 +1,5 @@
-"""Image LightningDataModules: the offline digits default, synthetic data, image folders, torchvision sets.
+"""Image LightningDataModules: the offline digits default, synthetic data, image folders, prepared
+shards (mrl-prepare), torchvision sets.
 
 Every module exposes `num_classes`, `in_chans` and `name` after construction, `class_names` after
 `setup()`, takes the backbone's timm data config through `set_data_config(cfg)`, and serves
@@ -8,6 +9,7 @@ Every module exposes `num_classes`, `in_chans` and `name` after construction, `c
 from mrl.data.image.base import ImageDataModule
 from mrl.data.image.digits import DigitsDataModule
 from mrl.data.image.folder import ImageFolderDataModule, SafeImageDataset
+from mrl.data.image.shards import ImageShardsDataModule
 from mrl.data.image.synthetic import SyntheticDataModule
 from mrl.data.image.torchvision_sets import SETS as TORCHVISION_SETS
 from mrl.data.image.torchvision_sets import TorchvisionDataModule
@@ -17,6 +19,7 @@ __all__ = [
     "DigitsDataModule",
     "ImageDataModule",
     "ImageFolderDataModule",
+    "ImageShardsDataModule",
     "SafeImageDataset",
     "SyntheticDataModule",
     "TorchvisionDataModule",

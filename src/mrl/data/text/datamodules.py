@@ -7,8 +7,9 @@ Batches
 -------
 Classification: ``(features, labels)``, ``features`` the tokenizer's dict (``input_ids``,
 ``attention_mask``[, ``token_type_ids``]). Pairs: ``(anchor, positive)`` or ``(anchor, positive,
-negative)`` token dicts padded to one common length (so a model can concatenate them into one forward);
-scored (STS-style) pairs: ``(sentence1, sentence2, scores)`` with float scores. The tokenizer is the
+negative)`` token dicts, each part tokenized on its own and padded to its own longest text (a short query is
+not padded to the length of the documents); scored (STS-style) pairs: ``(sentence1, sentence2, scores)`` with
+float scores. The tokenizer is the
 backbone's: ``tokenizer`` takes its name or path (``${model.backbone.name_or_path}`` in the configs; null
 = the bundled all-MiniLM-L6-v2).
 """
@@ -23,7 +24,14 @@ import torch
 from torch.utils.data import Dataset
 
 from mrl.data.base import MatryoshkaDataModule, check_split
-from mrl.data.text.corpus import BUILTIN, PYTHON_DOCS_CLASSES, python_docs_pairs, python_docs_sentences
+from mrl.data.text.corpus import (
+    BUILTIN,
+    BUILTIN_QUERIES,
+    PYTHON_DOCS_CLASSES,
+    python_docs_pairs,
+    python_docs_sentences,
+    python_query_pairs,
+)
 from mrl.data.text.tables import (
     _check_columns,
     _has_split,
@@ -49,7 +57,7 @@ class _ListDataset(Dataset):
 
 class _Collate:
     """Tokenizes a batch of items. ``kind``: "classification" (text, label), "pairs" (a, p[, n]) or
-    "scored" (a, b, score). Pair texts are tokenized in one call, so every part has one length."""
+    "scored" (a, b, score). Each part of a pair is tokenized on its own, padded to its own longest text."""
 
     def __init__(self, tokenizer, max_length: int, kind: str) -> None:
         self.tokenizer, self.max_length, self.kind = tokenizer, int(max_length), kind
@@ -65,17 +73,8 @@ class _Collate:
             return self._tokenize(list(texts)), torch.tensor(labels, dtype=torch.long)
         if self.kind == "scored":
             a, b, scores = zip(*items)
-            features = self._tokenize([*a, *b])
-            n = len(items)
-            return (_rows(features, 0, n), _rows(features, n, 2 * n), torch.tensor(scores, dtype=torch.float32))
-        parts = len(items[0])
-        n = len(items)
-        features = self._tokenize([text for part in range(parts) for text in (item[part] for item in items)])
-        return tuple(_rows(features, i * n, (i + 1) * n) for i in range(parts))
-
-
-def _rows(features: Mapping[str, torch.Tensor], start: int, stop: int) -> dict[str, torch.Tensor]:
-    return {k: v[start:stop] for k, v in features.items()}
+            return self._tokenize(list(a)), self._tokenize(list(b)), torch.tensor(scores, dtype=torch.float32)
+        return tuple(self._tokenize(list(part)) for part in zip(*items))
 
 
 # ------------------------------------------------------------------------------------------ base module
@@ -287,13 +286,20 @@ class TextPairsDataModule(_TextDataModule):
         )
         self.save_hyperparameters()
         self.source = BUILTIN if _is_builtin(source) else str(source)
-        _require_datasets(self.source)
+        self.builtin = self.source in (BUILTIN, BUILTIN_QUERIES)
+        if self.source.startswith("builtin:") and not self.builtin:
+            raise ValueError(
+                f"data.source={self.source!r}: no such built-in set; the offline pairs are {BUILTIN} "
+                f"(next sentences) and {BUILTIN_QUERIES} (short queries, paragraph-long documents)"
+            )
+        if not self.builtin:
+            _require_datasets(self.source)
         if eval_source:
             _require_datasets(eval_source.get("source"), "data.eval_source.source")
-        if self.source == BUILTIN and (negative_column or score_column):
+        if self.builtin and (negative_column or score_column):
             raise ValueError(
                 "data.negative_column / data.score_column: the offline pairs "
-                f"({BUILTIN}) have neither; set them to null or use another data.source"
+                f"({self.source}) have neither; set them to null or use another data.source"
             )
         self.columns = {
             "anchor_column": anchor_column,
@@ -323,8 +329,9 @@ class TextPairsDataModule(_TextDataModule):
         self.eval_kind = (
             ("scored" if self.eval_source.get("score_column") else "pairs") if self.eval_source else self.kind
         )
-        self.name = "python-docs-pairs" if self.source == BUILTIN else Path(self.source).stem or self.source
-        if _is_file_source(self.source) or self.source == BUILTIN:
+        builtin_names = {BUILTIN: "python-docs-pairs", BUILTIN_QUERIES: "python-queries"}
+        self.name = builtin_names.get(self.source) or Path(self.source).stem or self.source
+        if self.builtin or _is_file_source(self.source):
             self.setup()  # small: read now so column errors surface before training starts
 
     def _collate_kind(self, split: str) -> str:
@@ -353,8 +360,9 @@ class TextPairsDataModule(_TextDataModule):
 
     def _build(self) -> dict[str, list]:
         if self.source == BUILTIN:
-            pairs = python_docs_pairs(self.max_pairs, self.seed)
-            splits = {"all": pairs}
+            splits = {"all": python_docs_pairs(self.max_pairs, self.seed)}
+        elif self.source == BUILTIN_QUERIES:
+            splits = {"all": python_query_pairs(self.max_pairs, self.seed)}
         elif _is_file_source(self.source):
             splits = {"all": self._items(self._table(None), self.columns, "data.", self.source)}
         else:
@@ -373,7 +381,7 @@ class TextPairsDataModule(_TextDataModule):
                 raise ValueError(f"data.val_fraction={self.val_fraction}: leaves no training pairs of {len(items)}")
             splits["val"] = [items[i] for i in sorted(order[:n_val])]
             splits["train"] = [items[i] for i in sorted(order[n_val:])]
-        if self.max_pairs is not None and self.source != BUILTIN and len(splits["train"]) > int(self.max_pairs):
+        if self.max_pairs is not None and not self.builtin and len(splits["train"]) > int(self.max_pairs):
             splits["train"] = random.Random(self.seed).sample(splits["train"], int(self.max_pairs))
         if self.eval_source is not None:
             splits.update(self._eval_splits())

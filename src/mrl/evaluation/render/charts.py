@@ -7,6 +7,42 @@ from pathlib import Path
 from mrl.evaluation.plots import plot_curves, plot_groups, plot_xy
 from mrl.evaluation.result import EvaluationResult
 
+
+def plot_funnel_tuning(table: list[dict], tuned: list[dict], path: Path) -> Path:
+    """Recall@k against MFLOPs per query of every funnel the tuning tried, one colour per first-stage format and
+    stage count; the chosen funnels ringed and named with their target, the targets drawn as lines."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.0, 4.6))
+    groups: dict[str, list[dict]] = {}
+    for row in table:
+        kind = f"{row['format']}, {'one stage' if len(row['stages']) == 1 else 'shortlist + rerank'}"
+        groups.setdefault(kind, []).append(row)
+    for kind, rows in groups.items():
+        ax.scatter([r["mflops_per_query"] for r in rows], [100 * r["recall"] for r in rows], s=14, label=kind)
+    for t in tuned:
+        ax.axhline(100 * t["target"], color="grey", lw=0.6, ls=":")
+        ax.scatter([t["mflops_per_query"]], [100 * t["recall"]], s=90, facecolors="none", edgecolors="black")
+        ax.annotate(
+            f"{t['target']}: {t['spec']} {t['format']}",
+            (t["mflops_per_query"], 100 * t["recall"]),
+            fontsize=7,
+            xytext=(4, -10),
+            textcoords="offset points",
+        )
+    ax.set_xscale("log")
+    k = tuned[0]["k"] if tuned else "k"
+    ax.set_xlabel("MFLOPs per query")
+    ax.set_ylabel(f"recall@{k} against exact search (%)")
+    ax.set_title("funnel tuning: recall against cost of every funnel tried")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 # metric family -> curve label on the truncation chart
 TRUNCATION_CURVES = (
     ("top1", "head top-1"),
@@ -56,6 +92,8 @@ def write_charts(out: Path, result: EvaluationResult) -> list[Path]:
                 "size",
             )
         )
+    if result.funnel_tuning:
+        written.append(plot_funnel_tuning(result.funnel_tuning, result.tuned_funnels, out / "funnel_tuning.png"))
     if result.funnel_retrieval:
         written.append(
             plot_xy(

@@ -23,6 +23,12 @@ def summary_markdown(result: EvaluationResult) -> str:
             "",
         ]
     header, rows = per_size_table(result.metrics, result.sizes, SUMMARY_COLUMNS)
+    if "zero_prefix_db" in header:
+        lines += [
+            "zero_prefix_db / zero_prefix_queries: how many database / query prefixes of that size are all zeros "
+            "(no information; such a query counts as a miss).",
+            "",
+        ]
     if rows:
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
@@ -30,6 +36,7 @@ def summary_markdown(result: EvaluationResult) -> str:
         lines += [f"- {k}: {v:.4f}" for k, v in sorted(result.metrics.items())]
     lines += cascade_lines(result.adaptive_classification)
     lines += funnel_lines(result.funnel_retrieval)
+    lines += tuned_funnel_lines(result.tuned_funnels)
     lines += storage_lines(result.storage)
     return "\n".join(lines) + "\n"
 
@@ -56,6 +63,31 @@ def funnel_lines(funnels: list[dict]) -> list[str]:
         f"{f['ms_per_query']:.4f} | {f['speedup']:.2f}x |"
         for f in funnels
     ]
+
+
+def tuned_funnel_lines(tuned: list[dict]) -> list[str]:
+    """The funnel `mrl.tune_funnel` chose for each recall target, with how it did on held-out queries."""
+    if not tuned:
+        return []
+    k = tuned[0]["k"]
+    lines = [
+        "",
+        f"## Tuned funnels (the fastest reaching recall@{k} against exact search; chart: funnel_tuning.png)",
+        "",
+        f"| target | funnel | recall@{k} tuning | held-out | ms/query | speed-up | MFLOPs/query | bytes/item scanned "
+        "| 1-NN % |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for t in tuned:
+        held = "" if t["holdout_recall"] is None else f"{t['holdout_recall']:.4f}"
+        if t["holdout_recall"] is not None and not t["met"]:
+            held += f" (misses by {t['shortfall']:.4f})"
+        lines.append(
+            f"| {t['target']} | {t['funnel']} | {t['recall']:.4f} | {held} | {t['ms_per_query']:.4f} | "
+            f"{t['speedup']:.2f}x | {t['mflops_per_query']:.3g} | {t['first_stage_bytes']} | "
+            f"{100 * t['knn_top1']:.2f} |"
+        )
+    return lines
 
 
 def storage_lines(storage: list[dict]) -> list[str]:

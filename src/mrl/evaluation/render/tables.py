@@ -21,6 +21,8 @@ SUMMARY_COLUMNS = (
     "spearman",
     "mrr@10",
     "ndcg@10",
+    "zero_prefix_db",
+    "zero_prefix_queries",
 )
 
 

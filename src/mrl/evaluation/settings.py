@@ -52,6 +52,12 @@ class FunnelConfig:
 
 
 @dataclass(frozen=True)
+class FunnelTuningConfig:
+    targets: tuple[float, ...] = (0.95, 0.99)
+    k: int = 10
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """One evaluation's settings; what each means is documented in conf/eval.yaml."""
 
@@ -76,6 +82,7 @@ class EvalConfig:
     baselines: BaselinesConfig = BaselinesConfig()
     adaptive: AdaptiveConfig = AdaptiveConfig()
     funnel: FunnelConfig = FunnelConfig()
+    funnel_tuning: FunnelTuningConfig = FunnelTuningConfig()
 
 
 def eval_config(cfg: DictConfig | Mapping[str, Any]) -> EvalConfig:
@@ -88,6 +95,13 @@ def eval_config(cfg: DictConfig | Mapping[str, Any]) -> EvalConfig:
     settings = _build(EvalConfig, plain, "")
     check_precision(settings.precision)
     check_codecs(settings.quantized)
+    tuning = settings.funnel_tuning
+    if any(not 0 < t <= 1 for t in tuning.targets):
+        raise ValueError(
+            f"funnel_tuning.targets={list(tuning.targets)}: recalls in (0, 1], e.g. [0.95, 0.99]; [] for none"
+        )
+    if tuning.k < 1:
+        raise ValueError(f"funnel_tuning.k={tuning.k}: neighbours per query, a positive integer")
     if settings.embeddings_dtype not in EMBEDDING_DTYPES:
         raise ValueError(
             f"embeddings_dtype={settings.embeddings_dtype!r}: expected one of {', '.join(EMBEDDING_DTYPES)}"

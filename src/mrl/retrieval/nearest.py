@@ -32,7 +32,8 @@ def knn_search(
     """Exact top-``k`` neighbours at prefix ``size``: ``(scores[Q, k], ids[Q, k])`` best first.
 
     ``device=None`` searches with FAISS on the CPU; a torch device (``"cuda"``) searches there with
-    `mrl.retrieval.torch_search.torch_search` (same results up to float rounding and the order of ties).
+    `mrl.retrieval.torch_search.torch_search` (same results up to float rounding; both keep the lowest ids
+    among equal scores, listed by id).
     """
     if faiss is None:  # pragma: no cover
         raise ImportError("kNN metrics need FAISS: pip install 'mrl[retrieval]' (faiss-cpu)")

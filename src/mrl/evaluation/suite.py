@@ -5,7 +5,9 @@ trained heads, kNN retrieval at every size (cosine and L2), retrieval from quant
 (:mod:`mrl.evaluation.quantized`), the paper's baselines for a rigid model (truncation, PCA/SVD and random
 projection, each with a refitted linear probe), adaptive classification by confidence cascade (thresholds
 fitted on a held-out half of the queries), funnel retrieval against exact search (accuracy, MFLOPs and
-wall-clock per query), and storage: the bytes of every size in each format, with the retrieval each keeps.
+wall-clock per query), the funnels tuned to recall targets (:func:`mrl.tune_funnel`, every funnel tried kept for
+the recall-against-cost chart), storage: the bytes of every size in each format, with the retrieval each keeps,
+and per size how many database and query prefixes are all zeros (queries with none count as misses).
 """
 
 from __future__ import annotations
@@ -19,13 +21,13 @@ import torch
 from mrl.core.nesting import default_nesting
 from mrl.evaluation.adaptive import cascade_curve
 from mrl.evaluation.baselines import baseline_curves
-from mrl.evaluation.config import EvalConfig
 from mrl.evaluation.embeddings import embed_split, save_embeddings
-from mrl.evaluation.knn_metrics import knn_metrics
+from mrl.evaluation.knn_metrics import knn_metrics, zero_prefix_counts, zero_prefix_rows
 from mrl.evaluation.quantized import check_codecs, quantized_knn_metrics
 from mrl.evaluation.result import EvaluationResult, SplitCount
+from mrl.evaluation.settings import EvalConfig
 from mrl.evaluation.storage import storage_table
-from mrl.retrieval import AdaptiveRetriever
+from mrl.retrieval import AdaptiveRetriever, tune_funnels
 
 Split = dict[str, np.ndarray]  # embed_split's arrays: embeddings, labels (and logits)
 
@@ -69,6 +71,7 @@ def funnel_rows(
     if binary:
         funnels += [(f"{m} bits->{full}", [(m, shortlist), (full, 1)], "binary") for m in sizes[:-1]]
     rows = []
+    blank = zero_prefix_rows(queries, full)  # a query with no information is a miss
     for name, funnel, index in funnels:
         retriever = AdaptiveRetriever(db, funnel, metric="cosine", index=index)
         retriever.search(queries[: min(8, len(queries))], 1)  # warm-up
@@ -80,7 +83,7 @@ def funnel_rows(
         rows.append(
             {
                 "funnel": name,
-                "knn_top1": float((db_labels[ids[:, 0]] == q_labels).mean()),
+                "knn_top1": float(((db_labels[ids[:, 0]] == q_labels) & ~blank).mean()),
                 "mflops_per_query": retriever.mflops_per_query(),
                 "ms_per_query": 1000 * best / len(queries),
             }
@@ -89,6 +92,31 @@ def funnel_rows(
     for row in rows:
         row["speedup"] = exact / row["ms_per_query"] if row["ms_per_query"] else float("nan")
     return rows
+
+
+def tuned_funnel_rows(
+    db: np.ndarray,
+    queries: np.ndarray,
+    db_labels: np.ndarray,
+    q_labels: np.ndarray,
+    targets: list[float],
+    k: int,
+    seed: int = 0,
+) -> tuple[list[dict], list[dict]]:
+    """(one row per recall target: the funnel `mrl.tune_funnel` chose, its recall@k against exact search on the
+    tuning and held-out queries, speed, MFLOPs, bytes and 1-NN accuracy; every funnel tried, for the chart)."""
+    if not targets:
+        return [], []
+    k = min(k, len(db))
+    tuned = tune_funnels(db, queries, targets, k=k, seed=seed)
+    blank = zero_prefix_rows(queries, db.shape[1])
+    rows = []
+    for result in tuned:
+        _, ids = result.retriever.search(queries, k)
+        rows.append({**result.summary(), "knn_top1": float(((db_labels[ids[:, 0]] == q_labels) & ~blank).mean())})
+    chosen = {i for t in tuned for i, r in enumerate(t.table) if r["chosen"]}  # the tables are the same rows
+    table = [{**row, "chosen": i in chosen} for i, row in enumerate(tuned[0].table)]
+    return rows, table
 
 
 def storage_rows(rows: list[dict], metrics: dict[str, float], map_k: int) -> list[dict]:
@@ -182,7 +210,7 @@ def evaluate_classifier(
             head_sizes,
             from_logits=True,
         )
-    funnels, storage = [], []
+    funnels, storage, tuned, tuning_table = [], [], [], []
     if db is not None:
         funnels = funnel_rows(
             db["embeddings"],
@@ -192,6 +220,15 @@ def evaluate_classifier(
             sizes,
             settings.funnel.shortlist,
             binary=settings.funnel.binary,
+        )
+        tuned, tuning_table = tuned_funnel_rows(
+            db["embeddings"],
+            query["embeddings"],
+            db["labels"],
+            query["labels"],
+            list(settings.funnel_tuning.targets),
+            settings.funnel_tuning.k,
+            seed=settings.seed,
         )
         storage = storage_rows(
             storage_table(sizes, len(db["labels"]), ("fp32", *check_codecs(settings.quantized))),
@@ -211,6 +248,8 @@ def evaluate_classifier(
         queries=SplitCount(settings.query_split, len(query["labels"])),
         adaptive_classification=cascade,
         funnel_retrieval=funnels,
+        tuned_funnels=tuned,
+        funnel_tuning=tuning_table,
         storage=storage,
     )
 
@@ -220,7 +259,9 @@ def retrieval_metrics(
 ) -> dict[str, float]:
     """kNN metrics per size and search metric, those of the quantised prefixes, and (for the standard model,
     or every head with ``baselines.all_heads``) the paper's baselines; keys prefixed ``eval/``."""
-    metrics: dict[str, float] = {}
+    metrics: dict[str, float] = {
+        f"eval/{key}": value for key, value in zero_prefix_counts(db["embeddings"], query["embeddings"], sizes).items()
+    }
     count = len(db["labels"])
     map_k = min(settings.knn.map_k, count)
     for metric in settings.knn.metrics:

@@ -1,0 +1,169 @@
+"""``make index``: load a run's embeddings, or any embeddings file, into a vector database for the funnel.
+
+``mrl-index RUN_OR_NPZ [--uri index.db] [--collection NAME] [--first-size 16] [--format float|int8|bits]
+[--index flat|hnsw|ivf] [--queries Q.npz --target-recall 0.99 --k 10] [--drop]``
+
+A run directory stands for the database embeddings ``make eval`` wrote (``<run>/eval/embeddings_train.npz``; the
+test split's, ``embeddings_test.npz``, are the default queries for tuning). The database is Milvus
+(:mod:`mrl.retrieval.milvus`): by default Milvus Lite, embedded, in ``index.db`` next to the embeddings; a
+server's address (``--uri http://host:19530``) loads a Milvus cluster through the same calls. With
+``--target-recall`` the funnel is tuned first (:func:`mrl.retrieval.tune_funnel`, on the queries) and its first
+stage is what gets indexed; the funnel is recorded in the collection, and ``make search ARGS="--backend milvus
+--uri index.db"`` serves it. Loading shows a progress bar and resumes: run it again after an interruption.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from mrl.common.errors import exit_on_config_error
+
+__all__ = ["main", "resolve_embeddings", "run"]
+
+QUERY_SPLITS = ("test", "val")
+
+
+def resolve_embeddings(source: str, queries: str | None, tuning: bool) -> tuple[Path, Path | None]:
+    """(database file, queries file or None) of an ``.npz`` or a run directory (its ``eval/embeddings_*.npz``)."""
+    path = Path(source)
+    if path.is_dir():
+        found = path / "eval" / "embeddings_train.npz"
+        if not found.is_file():
+            raise FileNotFoundError(
+                f"embeddings={source!r}: no eval/embeddings_train.npz in this run; run make eval RUN={source} "
+                "first (it writes the embeddings), or give an .npz"
+            )
+        if queries is None and tuning:
+            queries = next(
+                (str(p) for s in QUERY_SPLITS if (p := path / "eval" / f"embeddings_{s}.npz").is_file()), None
+            )
+        path = found
+    elif not path.is_file():
+        raise FileNotFoundError(f"embeddings={source!r}: no such file or run directory")
+    return path, Path(queries) if queries else None
+
+
+def run(
+    source: str,
+    uri: str | None = None,
+    collection: str | None = None,
+    first_size: int = 16,
+    format: str = "float",
+    index: str = "flat",
+    metric: str = "cosine",
+    queries: str | None = None,
+    target_recall: float | None = None,
+    k: int = 10,
+    shortlist: int = 200,
+    batch_size: int = 1000,
+    drop: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Tune (with ``target_recall``) and load; returns `load_into_milvus`'s summary (and ``tuned``)."""
+    from mrl.evaluation.embeddings import read_embeddings
+    from mrl.retrieval.milvus import collection_name, is_lite, load_into_milvus
+    from mrl.retrieval.tune import FORMATS, Funnel, tune_funnel
+
+    database, queries_path = resolve_embeddings(source, queries, tuning=target_recall is not None)
+    uri = uri or str(database.parent / "index.db")
+    db, names, labels, meta = read_embeddings(database)
+    if isinstance(k, bool) or not 1 <= k <= len(db):
+        raise ValueError(f"k={k}: must be in 1..{len(db)} (the database size)")
+    tuned = None
+    if target_recall is not None:
+        if queries_path is None:
+            raise ValueError(
+                f"target_recall={target_recall}: tuning needs sample queries: give --queries <embeddings .npz> "
+                "(make search's QUERIES=; make eval writes embeddings_test.npz)"
+            )
+        q, _, _, q_meta = read_embeddings(queries_path)
+        if q.shape[1] != db.shape[1]:
+            raise ValueError(
+                f"queries={str(queries_path)!r}: {q.shape[1]}-wide embeddings against a {db.shape[1]}-wide database"
+            )
+        formats = [f for f in FORMATS if f != "bits" or not is_lite(uri)]  # Milvus Lite has no binary fields
+        tuned = tune_funnel(db, q, target=target_recall, k=k, metric=metric, formats=formats)
+        funnel = tuned.funnel
+        first_size, format = funnel.stages[0][0], funnel.format
+    else:
+        if isinstance(first_size, bool) or not 1 <= first_size <= db.shape[1]:
+            raise ValueError(f"first_size={first_size}: the indexed prefix's size, in 1..{db.shape[1]}")
+        if shortlist < k:
+            raise ValueError(f"shortlist={shortlist}: must keep at least k={k} candidates")
+        stages = ((first_size, k),) if first_size == db.shape[1] else ((first_size, shortlist), (db.shape[1], k))
+        if format not in FORMATS:
+            raise ValueError(f"format={format!r}: expected one of {', '.join(FORMATS)}")
+        funnel = Funnel(stages, format, metric)
+    summary = load_into_milvus(
+        db,
+        uri,
+        collection=collection or collection_name(database),
+        first_size=first_size,
+        format=format,
+        index=index,
+        metric=metric,
+        funnel=funnel,
+        batch_size=batch_size,
+        drop=drop,
+        progress=progress,
+        items=names,
+        labels=labels,
+        checkpoint=meta.get("checkpoint"),
+    )
+    summary["database_file"] = str(database)
+    summary["tuned"] = tuned
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="mrl-index", description=__doc__.splitlines()[0].strip("`: "))
+    parser.add_argument("source", help="an embeddings .npz (make embed, make eval), or a run directory after make eval")
+    parser.add_argument("--uri", default=None, help="a Milvus Lite .db file (default: index.db next to the embeddings)"
+                        " or a server, http://host:19530")  # fmt: skip
+    parser.add_argument("--collection", default=None, help="collection name (default: mrl_<file stem>)")
+    parser.add_argument("--first-size", type=int, default=16, help="prefix size indexed for the shortlist (16)")
+    parser.add_argument("--format", default="float", help="the shortlist's numbers: float, int8 or bits (a server)")
+    parser.add_argument("--index", default="flat", help="flat (exact), hnsw or ivf (approximate)")
+    parser.add_argument("--metric", default="cosine", help="cosine (prefixes re-normalised), ip or l2")
+    parser.add_argument("--shortlist", type=int, default=200, help="candidates the served funnel shortlists (200)")
+    parser.add_argument("--queries", default=None, help="sample queries (.npz) to tune the funnel on")
+    parser.add_argument("--target-recall", type=float, default=None, help="tune the funnel to this recall@k first")
+    parser.add_argument("--k", type=int, default=10, help="neighbours per query the funnel serves (10)")
+    parser.add_argument("--batch-size", type=int, default=1000, help="rows per insert (1000)")
+    parser.add_argument("--drop", action="store_true", help="replace the collection instead of resuming it")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    summary = exit_on_config_error(
+        lambda: run(
+            args.source,
+            uri=args.uri,
+            collection=args.collection,
+            first_size=args.first_size,
+            format=args.format,
+            index=args.index,
+            metric=args.metric,
+            queries=args.queries,
+            target_recall=args.target_recall,
+            k=args.k,
+            shortlist=args.shortlist,
+            batch_size=args.batch_size,
+            drop=args.drop,
+            progress=not args.no_progress,
+        )
+    )
+    if summary["tuned"] is not None:
+        print(summary["tuned"])
+    how = "resumed: " if summary["resumed"] else ""
+    print(
+        f"{how}{summary['count']} items in collection {summary['collection']} at {summary['uri']} "
+        f"({summary['inserted']} inserted, {summary['skipped']} already there, {summary['seconds']:.1f} s); "
+        f"first stage {summary['index']} index; funnel {summary['funnel']}"
+    )
+    print(f'search it: make search QUERIES=<queries .npz> ARGS="--backend milvus --uri {summary["uri"]}"')
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""Funnel tuning (`mrl.tune_funnel`) on data where the right answer is known, checked against references computed
+another way (brute-force numpy neighbours and recall by set intersection)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("faiss")
+
+from mrl.common.errors import is_config_error  # noqa: E402
+from mrl.retrieval import AdaptiveRetriever, Funnel, TunedFunnel, recall_against_exact, tune_funnel  # noqa: E402
+
+
+def brute_top_k(db: np.ndarray, q: np.ndarray, k: int, size: int | None = None) -> np.ndarray:
+    """Exact cosine top-k at a prefix in float64, the lowest id first among equal scores."""
+    m = size or db.shape[1]
+    d = db[:, :m].astype(np.float64)
+    x = q[:, :m].astype(np.float64)
+    d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-300)
+    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-300)
+    scores = x @ d.T
+    order = np.lexsort((np.broadcast_to(np.arange(len(db)), scores.shape), -scores), axis=1)
+    return order[:, :k]
+
+
+def set_recall(found: np.ndarray, exact: np.ndarray) -> float:
+    return float(np.mean([len(set(f) & set(e)) / len(e) for f, e in zip(found, exact)]))
+
+
+def prefix_suffices(n=2000, nq=60, dim=64, informative=16, seed=0):
+    """Vectors that are zero after their first ``informative`` coordinates: that prefix IS the vector, so a
+    one-stage search at that size is exact search, and shorter prefixes (random coordinates) are not."""
+    rng = np.random.default_rng(seed)
+    db = np.zeros((n, dim), np.float32)
+    db[:, :informative] = rng.standard_normal((n, informative))
+    q = np.zeros((nq, dim), np.float32)
+    q[:, :informative] = db[rng.choice(n, nq, replace=False), :informative] + 0.3 * rng.standard_normal(
+        (nq, informative)
+    )
+    return db, q
+
+
+def prefix_useless(n=2000, nq=60, dim=64, blank=16, seed=1):
+    """Vectors whose first ``blank`` coordinates are the same constant for every item and query: a prefix that
+    short scores every item alike, so it cannot shortlist; the information is all after it."""
+    rng = np.random.default_rng(seed)
+    db = rng.standard_normal((n, dim)).astype(np.float32)
+    q = (db[rng.choice(n, nq, replace=False)] + 0.3 * rng.standard_normal((nq, dim))).astype(np.float32)
+    db[:, :blank] = 1.0
+    q[:, :blank] = 1.0
+    return db, q
+
+
+def test_a_prefix_that_holds_the_vector_is_found_exact_and_shorter_ones_are_not():
+    db, q = prefix_suffices()
+    tuned = tune_funnel(db, q, target=0.99, k=10, formats=("float",), repeats=1, holdout=0.25)
+    rows = {(tuple(map(tuple, r["stages"])), r["format"]): r for r in tuned.table}
+    assert rows[(((16, 10),), "float")]["recall"] == 1.0  # the 16-d prefix is the vector
+    assert rows[(((8, 10),), "float")]["recall"] < 0.9  # 8 random coordinates are not
+    assert rows[(((64, 10),), "float")]["recall"] == 1.0  # exact search is always in the table
+    assert tuned.recall >= 0.99 and tuned.holdout_recall >= 0.99 and tuned.met and tuned.shortfall == 0
+    # the choice is the fastest measured of the candidates that meet the target
+    timed = [r for r in tuned.table if r["ms_per_query"] is not None and r["recall"] >= 0.99]
+    assert tuned.ms_per_query == min(r["ms_per_query"] for r in timed)
+    assert [r for r in tuned.table if r["chosen"]][0]["stages"] == [list(s) for s in tuned.funnel.stages]
+    # the retriever is the funnel, ready to search; its neighbours are the brute-force ones
+    _, ids = tuned.retriever.search(q, 10)
+    assert set_recall(ids, brute_top_k(db, q, 10)) >= 0.99
+    np.testing.assert_array_equal(ids, tuned.funnel.build(db).search(q, 10)[1])
+
+
+def test_a_useless_short_prefix_forces_a_wider_funnel():
+    db, q = prefix_useless()
+    tuned = tune_funnel(db, q, target=0.95, k=10, formats=("float", "int8"), repeats=1)
+    assert tuned.funnel.stages[0][0] > 16  # 8 or 16 constant coordinates cannot shortlist
+    assert tuned.holdout_recall >= 0.95
+    # a 16-d shortlist ties every item: it keeps the lowest ids, so its recall is the share of the true
+    # neighbours among ids below c, known in advance
+    exact = brute_top_k(db, q, 10)
+    hold = tuned.holdout_queries
+    for row in tuned.table:
+        (m1, c), rest = row["stages"][0], row["stages"][1:]
+        if m1 <= 16 and rest and row["format"] == "float":
+            tuning = np.sort(np.random.default_rng(0).permutation(len(q))[hold:])
+            assert row["recall"] == pytest.approx(np.mean((exact[tuning] < c).sum(1) / 10))
+
+
+def test_table_recalls_are_those_of_the_funnels_built_and_searched():
+    """Every kind of row (one stage, float / int8 / bits shortlists) against the real retriever's neighbours and a
+    set-intersection recall against numpy brute force (holdout=0: every query tunes)."""
+    rng = np.random.default_rng(3)
+    from mrl_testing.synthetic import make_mrl_split
+
+    db, _, q, _ = make_mrl_split(1500, 40, 64, n_classes=30, seed=2)
+    tuned = tune_funnel(db, q, target=0.999, k=5, repeats=1, holdout=0.0, sizes=[8, 16, 64])
+    assert tuned.holdout_recall is None and tuned.holdout_queries == 0 and "no held-out" in tuned.notes[0]
+    exact = brute_top_k(db, q, 5)
+    rows = tuned.table
+    picks = [rows[0]] + [rows[i] for i in rng.choice(len(rows), 8, replace=False)]
+    picks += [next(r for r in rows if r["format"] == f) for f in ("int8", "bits")]
+    for row in picks:
+        _, ids = Funnel.from_dict(row).build(db).search(q, 5)
+        assert row["recall"] == pytest.approx(set_recall(ids, exact), abs=1e-9), row["funnel"]
+        assert row["recall"] == pytest.approx(recall_against_exact(db, q, ids, 5), abs=1e-9)
+
+
+def test_a_bytes_budget_is_kept_and_a_missed_target_is_said():
+    db, q = prefix_suffices(informative=32)
+    tuned = tune_funnel(db, q, target=0.99, k=10, repeats=1, max_first_stage_bytes=32)
+    assert tuned.first_stage_bytes <= 32  # float 8-d (32 bytes), int8 <= 32-d, bits
+    assert tuned.recall >= 0.99 and all(r["first_stage_bytes"] <= 32 for r in tuned.table if r["chosen"])
+    # nothing within 1 byte per item reaches 0.999: the best within it, and a note saying so
+    short = tune_funnel(db, q, target=0.999, k=10, repeats=1, formats=("bits",), max_first_stage_bytes=1)
+    assert short.first_stage_bytes == 1 and not short.met and short.shortfall > 0
+    assert any("no funnel tried reaches" in n for n in short.notes) and "MISSED by" in str(short)
+
+
+def test_the_result_reports_a_held_out_miss_by_how_much():
+    db, q = prefix_suffices(n=500, nq=20)
+    funnel = Funnel(((16, 10),))
+    result = TunedFunnel(0.99, 10, "cosine", funnel, funnel.build(db), [], recall=0.995, holdout_recall=0.97,
+                         tuning_queries=14, holdout_queries=6, ms_per_query=0.1, exact_ms_per_query=0.5,
+                         mflops_per_query=0.01, first_stage_bytes=64, bytes_per_item=64)  # fmt: skip
+    assert not result.met and result.shortfall == pytest.approx(0.02) and result.speedup == pytest.approx(5.0)
+    assert "target MISSED by 0.0200" in str(result) and result.summary()["met"] is False
+
+
+def test_funnel_is_data_printable_and_reusable():
+    funnel = Funnel(((16, 200), (2048, 10)), "int8")
+    assert str(funnel) == "16-d int8 shortlist of 200 -> 2048-d float top 10"
+    assert funnel.spec == "16:200,2048:10" and funnel.k == 10 and funnel.index == "int8"
+    assert funnel.cli_args() == ["--funnel", "16:200,2048:10", "--index", "int8", "--metric", "cosine"]
+    assert Funnel.from_dict(funnel.to_dict()) == funnel
+    assert funnel.first_stage_bytes() == 16 and funnel.bytes_per_item() == 16 + 4 * 2048 + 4 * 256 + 4
+    assert funnel.mflops_per_query(1000) == pytest.approx((1000 * 16 + 200 * 2048) / 1e6)
+    db = np.random.default_rng(0).standard_normal((300, 2048)).astype(np.float32)
+    retriever = funnel.build(db)
+    assert isinstance(retriever, AdaptiveRetriever) and retriever.index_type == "int8"
+    assert retriever.bytes_per_item() == funnel.bytes_per_item()
+
+
+def test_tune_funnel_is_exported_from_the_package():
+    import mrl
+
+    assert mrl.tune_funnel is tune_funnel and "tune_funnel" in dir(mrl)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"target": 1.5}, r"^target=1.5: a recall@k to reach, in \(0, 1\]"),
+        ({"k": 0}, r"^k=0: must be an integer in 1\.\.300"),
+        ({"formats": ["fp4"]}, r"^formats=\['fp4'\]: expected some of float, int8, bits"),
+        ({"shortlists": [5]}, r"^shortlists=\[5\]: candidate counts in 10\.\.300"),
+        ({"sizes": [0, 8]}, r"^sizes=\[0, 8\]: prefix sizes in 1\.\.32"),
+        ({"holdout": 1.0}, r"^holdout=1.0: the share of the queries kept aside"),
+        ({"metric": "dot"}, r"^metric='dot': expected one of cosine, l2, ip"),
+        ({"max_first_stage_bytes": 0}, r"^max_first_stage_bytes=0: a positive number"),
+    ],
+)
+def test_wrong_settings_are_one_line_errors(kwargs, message):
+    rng = np.random.default_rng(0)
+    db, q = rng.standard_normal((300, 32)).astype(np.float32), rng.standard_normal((10, 32)).astype(np.float32)
+    with pytest.raises(ValueError, match=message) as error:
+        tune_funnel(db, q, **{"k": 10, **kwargs})
+    assert is_config_error(error.value)
+    with pytest.raises(ValueError, match=r"^queries.shape=\(10, 16\): expected \[Q, 32\]"):
+        tune_funnel(db, q[:, :16])
+
+
+def test_l2_and_ip_metrics_tune_too():
+    db, q = prefix_suffices(n=800, nq=30)
+    for metric in ("l2", "ip"):
+        tuned = tune_funnel(db, q, target=0.99, k=5, metric=metric, repeats=1, formats=("float", "int8"))
+        assert tuned.metric == metric and tuned.funnel.metric == metric and tuned.recall >= 0.99
+        _, ids = tuned.retriever.search(q, 5)
+        both = (tuned.recall * tuned.tuning_queries + tuned.holdout_recall * tuned.holdout_queries) / len(q)
+        assert recall_against_exact(db, q, ids, 5, metric=metric) == pytest.approx(both)
