@@ -198,10 +198,14 @@ def test_a_run_that_fills_the_disk_stops_in_one_line_and_resumes_once_there_is_s
     while first.poll() is None and time.monotonic() < deadline and read_checksum(last) is None:
         time.sleep(0.05)
     filler = small_disk / "filler"
-    with open(filler, "wb") as handle:  # leave 256 KiB: less than any checkpoint
-        free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
-        handle.truncate(0)
-        handle.write(b"\0" * max(0, free - (256 << 10)))
+    with open(filler, "wb", buffering=0) as handle:  # fill the disk (the run writes meanwhile), then give back 256 KiB
+        chunk = b"\0" * (1 << 20)
+        try:
+            while True:
+                handle.write(chunk)
+        except OSError as error:
+            assert error.errno == errno.ENOSPC, error
+        handle.truncate(max(0, handle.tell() - (256 << 10)))  # less than any checkpoint, enough for log lines
     _, stderr = first.communicate(timeout=300)
     assert first.returncode == 1, stderr[-3000:]
     error = stderr.strip().splitlines()[-1]
