@@ -174,20 +174,50 @@ def test_pack_option_errors_and_fallback(tiny_bert, tmp_path):
         packed = eager(features)
         eager.packs = False
         torch.testing.assert_close(packed, eager(features), rtol=1e-5, atol=1e-5)
-    from transformers import RobertaConfig, RobertaModel
+    from transformers import ElectraConfig, ElectraModel
 
+    path = tmp_path / "electra"
+    _save_tiny(ElectraModel(ElectraConfig(**TINY)), path)
+    assert not HFTextEncoder(str(path)).packs  # auto: not a model packing is known to be exact for
+    with pytest.raises(ValueError, match=r"^model\.backbone\.pack=true: electra is a 'electra' model"):
+        HFTextEncoder(str(path), pack=True)
+
+
+TINY = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+
+
+def _save_tiny(model, path) -> str:
     from mrl.backbones.hf_text import load_tokenizer
 
-    path = tmp_path / "roberta"
-    RobertaModel(
-        RobertaConfig(
-            vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
-        )
-    ).save_pretrained(path)
+    model.save_pretrained(path)
     load_tokenizer(None).save_pretrained(path)
-    assert not HFTextEncoder(str(path)).packs  # auto: not a model packing is known to be exact for
-    with pytest.raises(ValueError, match=r"^model\.backbone\.pack=true: roberta is a 'roberta' model"):
-        HFTextEncoder(str(path), pack=True)
+    return str(path)
+
+
+@pytest.mark.parametrize("family", ["roberta", "xlm-roberta", "camembert", "mpnet", "distilbert"])
+def test_other_encoder_families_pack_exactly(family, tmp_path):
+    """Each family in PACKABLE: random weights (position embeddings too), so a wrong first position or a mask the
+    model reads differently shows; texts at offsets > 0 in their rows, so positions must restart per text."""
+    import transformers as tf
+
+    configs = {
+        "roberta": (tf.RobertaConfig, tf.RobertaModel, TINY),
+        "xlm-roberta": (tf.XLMRobertaConfig, tf.XLMRobertaModel, TINY),
+        "camembert": (tf.CamembertConfig, tf.CamembertModel, TINY),
+        "mpnet": (tf.MPNetConfig, tf.MPNetModel, TINY),  # relative attention bias, eager attention only
+        "distilbert": (tf.DistilBertConfig, tf.DistilBertModel, dict(dim=32, n_layers=2, n_heads=2, hidden_dim=64)),
+    }
+    config, model, kwargs = configs[family]
+    torch.manual_seed(0)
+    encoder = HFTextEncoder(_save_tiny(model(config(**kwargs)), tmp_path / family), max_length=32).double().eval()
+    assert encoder.packs
+    features = encoder.tokenize(QUERIES + DOCUMENTS)
+    assert _Packing(features["attention_mask"], 0).rows < len(QUERIES + DOCUMENTS)
+    with torch.no_grad():
+        packed = encoder(features)
+        encoder.packs = False
+        padded = encoder(features)
+    torch.testing.assert_close(packed, padded, rtol=1e-10, atol=1e-10)
 
 
 def test_a_packing_backbone_embeds_every_part_in_one_call(tiny_bert):

