@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The GPU check: on one GPU machine (about 8 minutes on an H200), run from the repository root:
+# The GPU check: on one GPU machine (about 8 minutes on an H200 before the data.decode=device run was added),
+# run from the repository root:
 #   bash scripts/gpu_check.sh [--out DIR] [--steps 300] [--images 4000]
 # It builds ImageNet-like JPEGs, prepares litdata shards (mrl-prepare), trains the imagenet_mrl recipe on them
-# (ResNet-50, bf16-mixed, channels-last, torch.compile off and on) printing images/s and the share of each step
-# spent waiting for data, runs `make eval` (kNN on the GPU), `make embed --device cuda` and trainer=ddp on one
-# GPU, and writes DIR/summary.json (default outputs/gpu_check/) with pass/fail per part. Exit status 0: all pass.
+# (ResNet-50, bf16-mixed, channels-last; torch.compile off and on; the JPEGs decoded on the GPU, data.decode=device)
+# printing images/s and the share of each step spent waiting for data, runs `make eval` (kNN on the GPU),
+# `make embed --device cuda` and trainer=ddp on one GPU, and writes DIR/summary.json (default outputs/gpu_check/)
+# with pass/fail per part. Exit status 0: all pass.
 #   bash scripts/gpu_check.sh --dry-run [--out DIR]
 # runs the same sequence on the CPU with tiny sizes (resnet10t, 3 steps); the test suite does, so it cannot rot.
 #

@@ -121,3 +121,52 @@ def test_robustness_sets_compose_for_evaluation(name, folders, labels, tmp_path)
     assert datamodule.num_classes == 1000
     datamodule.setup("validate")
     assert sorted(label for _, label in datamodule._dataset("val", train=False).samples) == labels
+
+
+def _slurm_launcher(tmp_path, *overrides: str):
+    """The sweep launcher (``hydra/launcher=slurm``) as ``mrl-train -m`` builds it, and the sbatch header it
+    would submit (no SLURM needed: submitit writes the script without calling sbatch)."""
+    import submitit
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.utils import instantiate
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from omegaconf import OmegaConf
+    from submitit.slurm.slurm import SlurmExecutor
+
+    from mrl_testing.configs import CONF_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            return_hydra_config=True,
+            overrides=["hydra/launcher=slurm", f"hydra.sweep.dir={tmp_path}", *overrides],
+        )
+    params = dict(instantiate(cfg.hydra.launcher).params)
+    executor = submitit.AutoExecutor(
+        cluster="slurm", folder=params.pop("submitit_folder"), slurm_max_num_timeout=params.pop("max_num_timeout")
+    )
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    original = SlurmExecutor.affinity  # submitit >= 1.5.4 wants srun to build the executor; none here
+    SlurmExecutor.affinity = classmethod(lambda cls: 2)
+    try:
+        executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
+    finally:
+        SlurmExecutor.affinity = original
+    return params, executor._executor._make_submission_file_text("python -m submitit", "uid")
+
+
+@pytest.mark.parametrize(("gpus", "tasks"), [(0, 1), (None, 1), (1, 1), (4, 4)])
+def test_slurm_sweep_jobs_get_one_task_per_gpu_or_one_for_a_cpu_job(tmp_path, gpus, tasks):
+    gpus_arg = "null" if gpus is None else gpus
+    params, header = _slurm_launcher(tmp_path, f"hydra.launcher.gpus_per_node={gpus_arg}")
+    assert params["tasks_per_node"] == tasks
+    assert f"#SBATCH --ntasks-per-node={tasks}\n" in header, header
+    if gpus:
+        assert f"#SBATCH --gpus-per-node={gpus}\n" in header, header
+
+
+def test_slurm_launcher_names_a_bad_gpu_count(tmp_path):
+    with pytest.raises(Exception, match=r"hydra.launcher.gpus_per_node=-1 is invalid; use 0 \(a CPU job\)"):
+        _slurm_launcher(tmp_path, "hydra.launcher.gpus_per_node=-1")

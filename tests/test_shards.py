@@ -15,27 +15,9 @@ from mrl.cli.prepare import run as prepare_cli
 from mrl.data.image.decode import TrainDecode, crop_params, draft_factor, resized_crop, uint8_to_input
 from mrl.data.image.shards import ImageShardsDataModule, prepare, verify
 from mrl.training.procedure import build_datamodule, build_model
+from mrl_testing.images import image_folder, photo
 
 LOADER = ["data.num_workers=0", "data.persistent_workers=false", "data.pin_memory=false"]
-
-
-def _photo(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """A smooth image with some texture (JPEG behaves on it as on a photograph, unlike pure noise)."""
-    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-    base = np.stack([np.sin(6 * xx + c) + np.cos(5 * yy * (c + 1)) for c in range(3)], axis=-1)
-    noise = rng.normal(0, 0.15, (h, w, 3))
-    return ((base + noise + 2) / 4 * 255).clip(0, 255).astype(np.uint8)
-
-
-def image_folder(root: Path, classes=("fox", "cat", "dog"), train=6, val=3, seed=0) -> Path:
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", train), ("val", val)):
-        for c in classes:
-            (root / split / c).mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                h, w = int(rng.integers(40, 70)), int(rng.integers(50, 90))
-                Image.fromarray(_photo(rng, h, w)).save(root / split / c / f"{i}.jpg", quality=90)
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +155,7 @@ def test_training_batches_have_the_recipes_statistics(tmp_path):
     paths = []
     for i in range(4):
         path = tmp_path / f"{i}.jpg"
-        Image.fromarray(_photo(rng, 375, 500)).save(path, quality=90)
+        Image.fromarray(photo(rng, 375, 500)).save(path, quality=90)
         paths.append(path)
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     old = create_transform(32, is_training=True, color_jitter=0.0, interpolation="bilinear", mean=mean, std=std)
@@ -215,6 +197,72 @@ def test_uint8_batches_become_model_input_on_the_device_and_floats_pass(make_cfg
     assert x.dtype == torch.float32 and torch.equal(y, u8[1])
     expected = (1 - torch.tensor(model.backbone.data_config["mean"])) / torch.tensor(model.backbone.data_config["std"])
     torch.testing.assert_close(x[0, :, 0, 0], expected)
+
+
+def test_the_imagenet_recipe_trains_channels_last_on_shards(shards, tmp_path):
+    """experiment=imagenet_mrl on data=imagenet_shards (the recipe's ResNet-50 with BlurPool, small crops): the
+    convolution weights are channels-last, and so is every batch reaching a convolution, in training and in
+    validation (uint8 batches made channels-last on the device) and through ``embed`` on the float batches
+    make eval uses."""
+    from torch import nn
+
+    from mrl_testing.configs import compose_train
+
+    _, out = shards
+    cfg = compose_train(
+        [
+            "experiment=imagenet_mrl",
+            "data=imagenet_shards",
+            f"data.root={out}",
+            "data.image_size=64",
+            "data.batch_size=3",
+            *LOADER,
+            "trainer=cpu",
+            "trainer.devices=1",
+            "trainer.precision=32",
+            "callbacks=none",
+            "logger=none",
+        ],
+        tmp_path / "run",
+    )
+    assert cfg.model.channels_last is True
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg, datamodule)
+    convs = [m for m in model.backbone.modules() if isinstance(m, nn.Conv2d)]
+    blurs = [m for m in model.backbone.modules() if type(m).__name__ == "BlurConv2d"]
+    assert blurs and len(convs) > 50  # the recipe's ResNet-50 with BlurPool
+
+    def layout(x: torch.Tensor) -> str:  # at 64 px, ResNet-50's last maps are 2 x 2: no layout is ambiguous
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            return "channels_last"
+        return "contiguous" if x.is_contiguous() else "strided"
+
+    seen: list[tuple[bool, str, str]] = []  # (training, dtype, layout) of every convolution's input
+    for conv in convs:
+        conv.register_forward_pre_hook(lambda m, args: seen.append((m.training, str(args[0].dtype), layout(args[0]))))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    assert trainer.global_step == 2
+    assert {training for training, _, _ in seen} == {True, False}  # training steps and a validation batch
+    assert set(seen) <= {(True, "torch.float32", "channels_last"), (False, "torch.float32", "channels_last")}
+    kernels = [p for p in model.backbone.parameters() if p.ndim == 4 and p.shape[-1] > 1]  # 1 x 1: either layout
+    assert len(kernels) > 10 and {layout(p) for p in kernels} == {"channels_last"}  # still, after the steps
+    seen.clear()
+    x, _ = next(iter(datamodule.eval_dataloader("val")))  # float NCHW, as make eval and make embed feed it
+    assert layout(x) == "contiguous"
+    with torch.no_grad():
+        model.eval().embed(x)
+    assert seen and {s[2] for s in seen} == {"channels_last"}
 
 
 class RecordSamples(L.Callback):
@@ -329,6 +377,36 @@ def test_workers_default_to_the_available_cores_shared_among_the_machines_proces
     assert module.loader_workers(1) == 15 and module.loader_workers(4) == 3  # one core left for the trainer
     monkeypatch.setattr(module.os, "sched_getaffinity", lambda pid: set(range(4)))  # pinned (SLURM): its own
     assert module.loader_workers(4) == 3
+
+
+def test_loaders_default_to_pinned_memory_on_a_gpu_and_workers_from_the_cores(shards, make_cfg, monkeypatch):
+    """data=image_shards leaves num_workers and pin_memory to null: each loader takes the cores this process may
+    use (shared among the machine's training processes) and pins memory only when its batches go to a GPU."""
+    from types import SimpleNamespace
+
+    from mrl.data.image import shards as module
+
+    _, out = shards
+    cfg = make_cfg("data=image_shards", f"data.root={out}", "data.batch_size=3")
+    assert cfg.data.num_workers is None and cfg.data.pin_memory is None
+    datamodule = build_datamodule(cfg)
+    build_model(cfg, datamodule)
+    monkeypatch.setattr(module.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(module.os, "sched_getaffinity", lambda pid: set(range(16)))
+    datamodule.trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    for loader in (datamodule.train_dataloader(), datamodule.val_dataloader()):
+        assert (loader.num_workers, loader.pin_memory) == (15, False)
+    # four GPUs on this machine (a trainer as Lightning's would look to the data module): pinned, 3 workers each
+    gpu = SimpleNamespace(num_devices=4, strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
+    datamodule.trainer = gpu
+    for loader in (datamodule.train_dataloader(), datamodule.val_dataloader()):
+        assert (loader.num_workers, loader.pin_memory) == (3, True)
+    pinned_off = make_cfg("data=image_shards", f"data.root={out}", "data.pin_memory=false", "data.num_workers=2")
+    explicit = build_datamodule(pinned_off)
+    build_model(pinned_off, explicit)
+    explicit.trainer = gpu
+    loader = explicit.train_dataloader()
+    assert (loader.num_workers, loader.pin_memory) == (2, False)  # what the user sets is kept
 
 
 def test_data_benchmark_runs_end_to_end_and_ends_with_its_ratio_line(capsys):

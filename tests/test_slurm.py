@@ -265,7 +265,6 @@ def test_sweep_through_the_submitit_launcher_runs_each_job_on_slurm(slurm, tmp_p
         "hydra/launcher=slurm",
         f"hydra.launcher.partition={PARTITION}",
         "hydra.launcher.gpus_per_node=0",
-        "hydra.launcher.tasks_per_node=1",  # it follows gpus_per_node; a CPU job still needs one task
         "hydra.launcher.cpus_per_task=1",
         "hydra.launcher.mem_gb=1",
         "hydra.launcher.timeout_min=10",
@@ -286,6 +285,7 @@ def test_sweep_through_the_submitit_launcher_runs_each_job_on_slurm(slurm, tmp_p
     assert scripts, output[-3000:]
     header = scripts[0].read_text()
     assert f"#SBATCH --partition={PARTITION}\n" in header and "#SBATCH --array=0-1" in header, header
+    assert "#SBATCH --ntasks-per-node=1\n" in header, header  # a CPU job: one task, not gpus_per_node=0
     assert f"{sys.executable} -u -m submitit.core._submit" in header, header
     job_logs = sorted(submitit_dir.rglob("*_log.out"))
     assert len(job_logs) == 2, job_logs

@@ -7,6 +7,9 @@ import os
 import subprocess
 from pathlib import Path
 
+from mrl.common.configs import register_resolvers
+
+register_resolvers()  # the configs' own resolvers, for tests that compose without importing an entry point
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: src/mrl_testing/ -> the repository root
 CONF_DIR = ROOT / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))

@@ -4,7 +4,8 @@ and one JSON summary says pass or fail per part, with the figures measured.
 Parts: ``images`` (ImageNet-like JPEGs built from photographs that installed packages ship), ``prepare``
 (``mrl-prepare`` and ``--verify``), ``train`` and ``train_compile`` (the ``imagenet_mrl`` recipe on
 ``data=imagenet_shards``: ResNet-50, bf16-mixed, channels-last, ``torch.compile`` off and on; images/s and the
-share of each step spent waiting for data, from :class:`Throughput`), ``eval`` (``make eval``, kNN on the GPU),
+share of each step spent waiting for data, from :class:`Throughput`), ``train_device_decode`` (the same with
+``data.decode=device``: the training JPEGs decoded by nvjpeg on the GPU), ``eval`` (``make eval``, kNN on the GPU),
 ``embed`` (``make embed --device cuda``) and ``ddp`` (``trainer=ddp`` on one GPU). ``--dry-run`` runs the same
 sequence on the CPU with tiny sizes (resnet10t, a few steps), so the script cannot rot.
 """
@@ -135,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         if dry
         else ["trainer.precision=bf16-mixed", "data.batch_size=256"]
     )
-    single = ["trainer=cpu"] if dry else ["trainer=gpu", "trainer.devices=1"]
+    # one process: the recipe's trainer.devices=4 would otherwise make the dry run four CPU processes
+    single = ["trainer=cpu", "trainer.devices=1"] if dry else ["trainer=gpu", "trainer.devices=1"]
     common = [
         "experiment=imagenet_mrl",
         "data=imagenet_shards",
@@ -219,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_compile",
         train("train_compile", [*single, "model.compile=true"], {"TORCHDYNAMO_DISABLE": "1"} if dry else None),
     )
+    part("train_device_decode", train("train_device_decode", [*single, "model.compile=false", "data.decode=device"]))
     part("eval", make_eval)
     part("embed", make_embed)
     ddp = ["trainer=ddp_cpu", "trainer.devices=1"] if dry else ["trainer=ddp", "trainer.devices=1"]

@@ -1,7 +1,8 @@
 """Configs: where the Hydra configs are (shipped inside the installed package as ``mrl/conf``, so the console
 scripts work after ``pip install``; or the checkout's top-level ``conf/`` in a source tree or an editable
-install), and config sections read into typed dataclasses, so a wrong key fails with its name and every
-default is written once."""
+install), config sections read into typed dataclasses, so a wrong key fails with its name and every
+default is written once, and the few resolvers the configs use (registered on import: every entry point that
+composes a config imports this module)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
+
+from omegaconf import OmegaConf
 
 T = TypeVar("T")
 
@@ -35,3 +38,23 @@ def typed(cls: type[T], values: Mapping[str, Any] | None, key: str) -> T:
     if unknown:
         raise ValueError(f"{key}.{unknown[0]}={values[unknown[0]]!r}: unknown key; valid keys: {', '.join(names)}")
     return cls(**values)
+
+
+def slurm_tasks_per_node(gpus_per_node: Any) -> int:
+    """``hydra.launcher.tasks_per_node`` of a sweep job: one process per GPU (Lightning reads each rank from
+    SLURM), or one for a CPU job (``gpus_per_node`` 0 or null)."""
+    if gpus_per_node is None:
+        return 1
+    if isinstance(gpus_per_node, bool) or not str(gpus_per_node).isdigit():
+        raise ValueError(
+            f"hydra.launcher.gpus_per_node={gpus_per_node!r} is invalid; use 0 (a CPU job) or a positive number"
+        )
+    return max(1, int(gpus_per_node))
+
+
+def register_resolvers() -> None:
+    """``${mrl.tasks_per_node:...}`` (conf/hydra/launcher/slurm.yaml); idempotent."""
+    OmegaConf.register_new_resolver("mrl.tasks_per_node", slurm_tasks_per_node, replace=True)
+
+
+register_resolvers()

@@ -36,6 +36,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from mrl.data.image.base import ImageDataModule
 from mrl.data.image.decode import PIL_INTERPOLATIONS, EvalDecode, TrainDecode, open_item, pil_part
+from mrl.data.image.device_decode import (
+    DECODE_PLACES,
+    DEVICE_INTERPOLATIONS,
+    EncodedCrop,
+    collate_encoded,
+    decode_batch,
+    is_encoded,
+)
 from mrl.data.image.folder import _BAD_IMAGE_ERRORS, _class_dirs, _iter_images, folder_transform_config
 
 CLASSES_FILE = "classes.txt"
@@ -49,6 +57,13 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - macOS
         return os.cpu_count() or 1
+
+
+def uses_gpu(trainer: Any) -> bool:
+    """Whether batches go to a GPU: the trainer's device, or any visible GPU when no trainer is attached."""
+    if trainer is None:
+        return torch.cuda.is_available()
+    return trainer.strategy.root_device.type == "cuda"
 
 
 def loader_workers(local_processes: int = 1) -> int:
@@ -310,8 +325,10 @@ class ImageShardsDataModule(ImageDataModule):
     ``image_size``, ``crop_pct`` and ``interpolation`` override the backbone's data config as for image
     folders; the evaluation preprocessing is the image folders' one. ``num_workers=null`` uses the available
     cores (``os.sched_getaffinity``), shared among the training processes of the machine
-    (:func:`loader_workers`). ``cache_dir``: where litdata keeps downloaded chunks of a
-    remote ``root``.
+    (:func:`loader_workers`); ``pin_memory=null`` pins batches when they go to a GPU (:func:`uses_gpu`), both
+    decided when a loader is built, once the trainer is known. ``cache_dir``: where litdata keeps downloaded
+    chunks of a remote ``root``. ``decode="device"`` decodes the training JPEGs on the trainer's device instead
+    of the loader's CPU workers (:mod:`mrl.data.image.device_decode`).
     """
 
     def __init__(
@@ -326,16 +343,21 @@ class ImageShardsDataModule(ImageDataModule):
         scale: Sequence[float] = (0.08, 1.0),
         ratio: Sequence[float] = (3 / 4, 4 / 3),
         draft: bool = True,
+        decode: str = "cpu",
         cache_dir: str | None = None,
         batch_size: int = 256,
         num_workers: int | None = None,
-        pin_memory: bool = True,
+        pin_memory: bool | None = None,
         persistent_workers: bool = True,
         seed: int = 0,
     ) -> None:
-        self.auto_workers = num_workers is None
+        self.auto_workers, self.auto_pin = num_workers is None, pin_memory is None
         super().__init__(
-            batch_size, loader_workers() if num_workers is None else num_workers, pin_memory, persistent_workers, seed
+            batch_size,
+            loader_workers() if num_workers is None else num_workers,
+            uses_gpu(None) if pin_memory is None else pin_memory,
+            persistent_workers,
+            seed,
         )
         scale, ratio = [float(v) for v in scale], [float(v) for v in ratio]  # plain lists: weights_only checkpoints
         self.save_hyperparameters()
@@ -346,6 +368,13 @@ class ImageShardsDataModule(ImageDataModule):
         if interpolation is not None and interpolation not in PIL_INTERPOLATIONS:
             raise ValueError(
                 f"data.interpolation={interpolation!r} is invalid; use one of {', '.join(PIL_INTERPOLATIONS)} or null"
+            )
+        if decode not in DECODE_PLACES:
+            raise ValueError(f"data.decode={decode!r} is invalid; use one of {', '.join(DECODE_PLACES)}")
+        if decode == "device" and interpolation is not None and interpolation not in DEVICE_INTERPOLATIONS:
+            raise ValueError(
+                f"data.interpolation={interpolation!r} is invalid with data.decode=device; "
+                f"use one of {', '.join(DEVICE_INTERPOLATIONS)} or null"
             )
         scale, ratio = tuple(float(v) for v in scale), tuple(float(v) for v in ratio)
         if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
@@ -378,12 +407,13 @@ class ImageShardsDataModule(ImageDataModule):
         self.image_size = None if image_size is None else int(image_size)
         self.overrides = {k: v for k, v in (("crop_pct", crop_pct), ("interpolation", interpolation)) if v is not None}
         self.overrides["color_jitter"] = 0.0
-        self.scale, self.ratio, self.draft = scale, ratio, bool(draft)
+        self.scale, self.ratio, self.draft, self.decode = scale, ratio, bool(draft), decode
         self.cache_dir = cache_dir
         self.class_names = self._read_classes()
         self.num_classes = len(self.class_names)
         self.train_image_size = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._datasets: dict[tuple[str, bool], Any] = {}
+        self._device_interpolation = "bilinear"  # the training crops' (data.decode=device), set with the stream
         self._train_loader = None
 
     def _read_classes(self) -> list[str]:
@@ -465,23 +495,30 @@ class ImageShardsDataModule(ImageDataModule):
         key = (split, train, uint8)
         if key not in self._datasets:
             if train:
-                self._datasets[key] = self._streaming(split, shuffle=True, decode=self.train_decode())
+                decode = self.train_decode()
+                self._device_interpolation = decode.interpolation
+                if self.decode == "device":
+                    decode = EncodedCrop(decode)
+                self._datasets[key] = self._streaming(split, shuffle=True, decode=decode)
             elif uint8:
                 self._datasets[key] = _Decoded(self._streaming(split, shuffle=False), self.eval_decode())
             else:
                 self._datasets[key] = _Decoded(self._streaming(split, shuffle=False), self.eval_float_decode())
         return self._datasets[key]
 
-    def _set_workers(self) -> None:
+    def _set_loader_options(self) -> None:
+        """``num_workers`` and ``pin_memory`` left to null: decided for the trainer this module is attached to."""
+        trainer = getattr(self, "trainer", None)
         if self.auto_workers:
-            trainer = getattr(self, "trainer", None)
             local = os.environ.get("LOCAL_WORLD_SIZE") or getattr(trainer, "num_devices", 1) or 1
             self.num_workers = loader_workers(int(local))
+        if self.auto_pin:
+            self.pin_memory = uses_gpu(trainer)
 
     def train_dataloader(self):
         from litdata import StreamingDataLoader
 
-        self._set_workers()
+        self._set_loader_options()
 
         self._datasets.pop(("train", True, False), None)  # a fresh stream each fit (its rank split is read at iter)
         loader = StreamingDataLoader(
@@ -491,6 +528,7 @@ class ImageShardsDataModule(ImageDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
             drop_last=True,
+            collate_fn=collate_encoded if self.decode == "device" else None,
         )
         if self._loader_state is not None:
             loader.load_state_dict(self._loader_state)
@@ -498,9 +536,18 @@ class ImageShardsDataModule(ImageDataModule):
         self._train_loader = loader
         return loader
 
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """``data.decode=device``: the training batch's JPEGs decoded, cropped and resized on the trainer's
+        device; every other batch passes untouched."""
+        if not is_encoded(batch):
+            return batch
+        trainer = getattr(self, "trainer", None)
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        return decode_batch(batch, device, self._device_interpolation)
+
     def _eval_loader(self, split: str, uint8: bool) -> DataLoader:
         self.setup(split)
-        self._set_workers()
+        self._set_loader_options()
         return DataLoader(
             self._dataset(split, train=False, uint8=uint8),
             batch_size=self.batch_size,
