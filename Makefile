@@ -57,11 +57,11 @@ embed: $(STAMP) ## embed your own images or texts (default: the newest run): mak
 	@test -n "$(EMBED_RUN)" || { echo "make embed: no run under $(OUTPUTS)/train yet; run make train first, or give RUN=<run directory>" >&2; exit 2; }
 	$(PY) -m mrl.cli.embed $(EMBED_RUN) $(INPUT) $(ARGS)
 
-search: $(STAMP) ## nearest items of each query, 16-d shortlist then full-width rerank: make search DB=items.npz QUERIES=queries.npz [ARGS="--k 5" or "--target-recall 0.99"]; from make index's database: make search QUERIES=q.npz ARGS="--backend milvus --uri index.db"
-	@test -n "$(QUERIES)" -a \( -n "$(DB)" -o -n "$(findstring --backend,$(ARGS))" \) || { echo "make search: give DB=<embeddings .npz of the items> QUERIES=<embeddings .npz of the queries> (make embed writes them), or QUERIES=... ARGS=\"--backend milvus --uri <make index's file>\"" >&2; exit 2; }
+search: $(STAMP) ## nearest items of each query, 16-d shortlist then full-width rerank: make search DB=items.npz QUERIES=queries.npz [ARGS="--k 5" or "--target-recall 0.99"]; from make index's database: make search QUERIES=q.npz ARGS="--backend milvus --uri index.db" (or "--backend lancedb --uri index.lancedb")
+	@test -n "$(QUERIES)" -a \( -n "$(DB)" -o -n "$(findstring --backend,$(ARGS))" \) || { echo "make search: give DB=<embeddings .npz of the items> QUERIES=<embeddings .npz of the queries> (make embed writes them), or QUERIES=... ARGS=\"--backend milvus|lancedb --uri <make index's database>\"" >&2; exit 2; }
 	$(PY) -m mrl.cli.search $(DB) $(QUERIES) $(ARGS)
 
-index: $(STAMP) ## load embeddings into a vector database (Milvus Lite file, or a server: --uri http://...): make index RUN=<run after make eval> or DB=items.npz [QUERIES=q.npz ARGS="--target-recall 0.99"]
+index: $(STAMP) ## load embeddings into a vector database (LanceDB folder or s3://...; ARGS="--backend milvus": Milvus Lite file or server): make index RUN=<run after make eval> or DB=items.npz [QUERIES=q.npz ARGS="--target-recall 0.99"]
 	@test -n "$(DB)$(EMBED_RUN)" || { echo "make index: give DB=<embeddings .npz> or RUN=<run directory, after make eval>; no run under $(OUTPUTS)/train yet" >&2; exit 2; }
 	$(PY) -m mrl.cli.index $(or $(DB),$(EMBED_RUN)) $(if $(QUERIES),--queries $(QUERIES)) $(ARGS)
 

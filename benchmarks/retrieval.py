@@ -19,11 +19,13 @@ Then two more sections, each with its own exact-search baseline timed in the sam
   funnel whose recall@k against exact search reaches it (tuned on 70% of the queries, confirmed on the
   other 30%); every chosen funnel then searches all queries, timed against exact flat search: queries per
   second, recall@k against exact search (all queries and held-out ones), bytes per item scanned and held.
-* database funnel: the first ``--db-n`` items loaded into Milvus Lite (``mrl.retrieval.milvus``: the 16-d
-  prefix indexed FLAT, i.e. exact, and the full vectors), ``--db-queries`` queries searched there (shortlist
-  in the database, rerank in this process) against exact flat search and the in-process funnel over the same
-  items: load rate, queries per second, recall@k, and the share of queries whose neighbours equal the
-  in-process funnel's. Milvus Lite is a pure-Python engine; a Milvus server serves the same collection.
+* database funnel: the first ``--db-n`` items loaded into each of ``--db-engines``, embedded: Milvus Lite
+  (``mrl.retrieval.milvus``: the 16-d prefix indexed FLAT, i.e. exact, and the full vectors), LanceDB
+  (``mrl.retrieval.lancedb``: the same, and a second table shortlisting by ``--binary-size`` sign bits), Qdrant in
+  local mode when asked for (named ``prefix`` and ``full`` vectors, the whole funnel in one ``query_points`` call
+  with a ``prefetch``); ``--db-queries`` queries searched there against exact flat search and the in-process
+  funnels over the same items: load rate, queries per second, recall@k, and the share of queries whose
+  neighbours equal the in-process funnel's with the same first stage.
 
 Index construction is not timed. Each system searches all queries in one batch, ``--repeats`` rounds,
 the systems interleaved within each round; the fastest round is reported, divided by the number of
@@ -67,9 +69,11 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None, help="OpenMP threads for FAISS (default: all)")
     p.add_argument("--k", type=int, default=10, help="neighbours per query of the tuned and database rows")
     p.add_argument("--targets", type=str, default="0.95,0.99,0.999", help="recall@k targets to tune for ('' none)")
-    p.add_argument("--db-n", type=int, default=20_000, help="items loaded into Milvus Lite (0: no database rows)")
-    p.add_argument("--db-queries", type=int, default=100, help="queries searched in Milvus Lite")
-    p.add_argument("--db-index", default="flat", help="the database's first-stage index: flat (exact), hnsw, ivf")
+    p.add_argument("--db-n", type=int, default=20_000, help="items loaded into each database (0: no database rows)")
+    p.add_argument("--db-queries", type=int, default=100, help="queries searched in each database")
+    p.add_argument("--db-index", default="flat", help="the databases' float first-stage index: flat (exact), hnsw, ivf")
+    p.add_argument("--db-engines", default="milvus,lancedb",
+                   help="vector databases to load and search: milvus, lancedb, qdrant (local mode, slow)")  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -156,53 +160,154 @@ def tuned_section(args, db: np.ndarray, q: np.ndarray) -> dict:
     return out
 
 
+def _load_milvus(args, sub, funnel, bits_funnel, where) -> dict:
+    from mrl.retrieval.milvus import MilvusFunnel, load_into_milvus, require_pymilvus
+
+    require_pymilvus()  # imported before the clock starts: loads are timed, imports are not
+    uri, first = os.path.join(where, "bench.db"), funnel[0][0]
+    t = time.perf_counter()
+    loaded = load_into_milvus(sub, uri, collection="bench", first_size=first, index=args.db_index, batch_size=2000,
+                              progress=False)  # fmt: skip
+    seconds = time.perf_counter() - t
+    rate = len(sub) / seconds
+    label = f"Milvus Lite in {seconds:.1f}s ({rate:.0f} items/s; first stage {loaded['index']} over {first}-d)"
+    return {"milvus funnel": (MilvusFunnel(uri, "bench", funnel=funnel), rate, "funnel flat", label)}
+
+
+def _load_lancedb(args, sub, funnel, bits_funnel, where) -> dict:
+    """Two tables: the float prefix (``--db-index``) and its sign bits (a Hamming scan), beside the full vectors."""
+    from mrl.retrieval.lancedb import LanceFunnel, load_into_lancedb, require_lancedb
+
+    require_lancedb()
+    uri, out = os.path.join(where, "bench.lancedb"), {}
+    for name, stages, fmt, index, reference in [
+        ("lancedb funnel", funnel, "float", args.db_index, "funnel flat"),
+        ("lancedb bits funnel", bits_funnel, "bits", "flat", "funnel bits"),
+    ]:
+        t = time.perf_counter()
+        loaded = load_into_lancedb(sub, uri, collection=name.replace(" ", "_"), first_size=stages[0][0], format=fmt,
+                                   index=index, batch_size=2000, progress=False)  # fmt: skip
+        seconds = time.perf_counter() - t
+        label = (f"LanceDB in {seconds:.1f}s ({len(sub) / seconds:.0f} items/s; first stage {loaded['index']} over "
+                 f"{stages[0][0]}-d {fmt})")  # fmt: skip
+        served = LanceFunnel(uri, name.replace(" ", "_"), funnel=stages)
+        out[name] = (served, len(sub) / seconds, reference, label)
+    return out
+
+
+class QdrantFunnel:
+    """The funnel in one Qdrant call per query (``query_batch_points``): a ``prefetch`` of the shortlist on the
+    prefix vector, the rerank on the full vector of the same points. Local mode (``QdrantClient(path=...)``) is the
+    client's own Python engine; the same code talks to a Qdrant server by URL."""
+
+    def __init__(self, sub: np.ndarray, funnel, path: str) -> None:
+        from qdrant_client import QdrantClient, models
+
+        from mrl.retrieval.flat import prefix
+
+        self.models, self.funnel, self.prefix = models, funnel, prefix
+        self.client = QdrantClient(path=path)
+        (first, _), dim = funnel[0], sub.shape[1]
+        self.client.create_collection("bench", vectors_config={
+            "prefix": models.VectorParams(size=first, distance=models.Distance.DOT),  # re-normalised below
+            "full": models.VectorParams(size=dim, distance=models.Distance.COSINE),
+        })  # fmt: skip
+        p = prefix(sub, first, True)
+        for start in range(0, len(sub), 500):
+            end = min(len(sub), start + 500)
+            vectors = {"prefix": p[start:end].tolist(), "full": sub[start:end].tolist()}
+            self.client.upsert("bench", models.Batch(ids=list(range(start, end)), vectors=vectors), wait=True)
+
+    def search(self, q: np.ndarray, k: int):
+        (first, shortlist), m = self.funnel[0], self.models
+        qp = self.prefix(q, first, True)
+        requests = [m.QueryRequest(prefetch=m.Prefetch(query=qp[i].tolist(), using="prefix", limit=shortlist),
+                                   query=q[i].tolist(), using="full", limit=k) for i in range(len(q))]  # fmt: skip
+        found = self.client.query_batch_points("bench", requests)
+        ids = np.array([[p.id for p in r.points] + [-1] * (k - len(r.points)) for r in found], dtype=np.int64)
+        return np.zeros(ids.shape, dtype=np.float32), ids
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _load_qdrant(args, sub, funnel, bits_funnel, where) -> dict:
+    import qdrant_client  # noqa: F401
+
+    t = time.perf_counter()
+    served = QdrantFunnel(sub, funnel, os.path.join(where, "qdrant"))
+    seconds = time.perf_counter() - t
+    rate = len(sub) / seconds
+    label = f"Qdrant (local mode) in {seconds:.1f}s ({rate:.0f} items/s; exact prefetch over {funnel[0][0]}-d)"
+    return {"qdrant funnel": (served, rate, "funnel flat", label)}
+
+
+ENGINES = {"milvus": (_load_milvus, "pymilvus milvus-lite"), "lancedb": (_load_lancedb, "lancedb"),
+           "qdrant": (_load_qdrant, "qdrant-client")}  # fmt: skip
+
+
 def database_section(args, db: np.ndarray, q: np.ndarray) -> dict:
-    """The funnel served from Milvus Lite, against exact flat search and the in-process funnel, same items."""
+    """The funnel served from vector databases (``--db-engines``), against exact flat search and the in-process
+    funnels (float and bits first stages) over the same items, timed in the same rounds."""
     if args.db_n <= 0:
-        return {}
-    try:
-        from mrl.retrieval.milvus import MilvusFunnel, load_into_milvus
-    except ImportError:  # pragma: no cover
-        print("\ndatabase funnel: skipped (pip install pymilvus milvus-lite)")
         return {}
     n = min(args.db_n, len(db))
     sub, dim, k = db[:n], db.shape[1], args.k
     queries = q[: args.db_queries]
-    first = min(args.first_size, dim)
+    first, bits = min(args.first_size, dim), min(args.binary_size, dim)
     funnel = [(first, min(args.shortlist, n)), (dim, k)] if first < dim else [(dim, k)]
-    where = tempfile.mkdtemp(prefix="mrl_bench_milvus_")
+    bits_funnel = [(bits, min(args.shortlist, n)), (dim, k)]
+    systems = {"exact flat": PlainFlat(sub), "funnel flat": AdaptiveRetriever(sub, funnel, metric="cosine")}
+    if bits < dim:
+        systems["funnel bits"] = AdaptiveRetriever(sub, bits_funnel, index="binary")
+    served, loads, reference = {}, {}, {"funnel bits": "funnel bits"}
+    where = tempfile.mkdtemp(prefix="mrl_bench_db_")
     try:
-        t = time.perf_counter()
-        loaded = load_into_milvus(sub, os.path.join(where, "bench.db"), collection="bench", first_size=first,
-                                  index=args.db_index, batch_size=2000, progress=False)  # fmt: skip
-        load_s = time.perf_counter() - t
-        systems = {
-            "exact flat": PlainFlat(sub),
-            "funnel flat": AdaptiveRetriever(sub, funnel, metric="cosine"),
-            "milvus funnel": MilvusFunnel(os.path.join(where, "bench.db"), "bench", funnel=funnel),
-        }
-        secs, ids = time_round_robin(systems, queries, max(1, min(args.repeats, 2)), k=k)
-        systems["milvus funnel"].close()
+        for engine in [e.strip() for e in args.db_engines.split(",") if e.strip()]:
+            if engine not in ENGINES:
+                raise SystemExit(f"--db-engines: {engine!r} is not one of {', '.join(ENGINES)}")
+            load_engine, packages = ENGINES[engine]
+            try:
+                rows = load_engine(args, sub, funnel, bits_funnel, where)
+            except ImportError:
+                print(f"\ndatabase funnel: {engine} skipped (pip install {packages})")
+                continue
+            for name, (system, rate, ref, label) in rows.items():
+                if ref in systems:
+                    served[name], loads[name], reference[name] = system, rate, ref
+                    print(f"\ndatabase funnel: {n} items x {dim} loaded into {label}")
+        systems.update(served)
+        before = os.getloadavg()[0]
+        secs, ids = time_round_robin(systems, queries, max(1, min(args.repeats, 3)), k=k)
+        after = os.getloadavg()[0]
+        for system in served.values():
+            system.close()
     finally:
         shutil.rmtree(where, ignore_errors=True)
     nq = len(queries)
     base_ms = 1e3 * secs["exact flat"] / nq
-    print(f"\ndatabase funnel: {n} items x {dim} loaded into Milvus Lite in {load_s:.1f}s "
-          f"({n / load_s:.0f} items/s; first stage {loaded['index']} over {first}-d), {nq} queries, k={k}")  # fmt: skip
-    print(f"{'system':<14} {'ms/query':>9} {'QPS':>8} {'speed-up':>9} {'recall@' + str(k):>9} "
-          f"{'= funnel flat':>13} {'B/item scanned':>14}")  # fmt: skip
+    print(f"database funnel over {n} items: {nq} queries, k={k}, fastest of {max(1, min(args.repeats, 3))} rounds; "
+          f"1-min load average {before:.2f} / {after:.2f} before / after")  # fmt: skip
+    print(f"{'system':<20} {'ms/query':>9} {'QPS':>8} {'speed-up':>9} {'recall@' + str(k):>9} "
+          f"{'= in process':>12} {'B/item scanned':>14} {'items/s loaded':>14}")  # fmt: skip
     out = {}
     for name in systems:
         ms = 1e3 * secs[name] / nq
         recall = recall_against_exact(sub, queries, ids[name], k)
-        same = float(np.mean((ids[name] == ids["funnel flat"]).all(axis=1)))
-        scanned = 4 * dim if name == "exact flat" else 4 * first
-        key = {"exact flat": "exact flat (database section)", "funnel flat": "funnel flat (database section)"}
-        out[key.get(name, name)] = {"ms_per_query": ms, "qps": 1e3 / ms, "speedup": base_ms / ms, "recall": recall,
-                                    "same_as_funnel": same, "first_stage_bytes": scanned,
-                                    "load_items_per_second": n / load_s}  # fmt: skip
-        print(f"{name:<14} {ms:>9.3f} {1e3 / ms:>8.0f} {base_ms / ms:>8.2f}x {recall:>9.4f} {100 * same:>12.1f}% "
-              f"{scanned:>14}")  # fmt: skip
+        same = float(np.mean((ids[name] == ids[reference.get(name, "funnel flat")]).all(axis=1)))
+        bitwise = reference.get(name) == "funnel bits"
+        scanned = 4 * dim if name == "exact flat" else -(-bits // 8) if bitwise else 4 * first
+        key = name if name in served else f"{name} (database section)"
+        out[key] = {"ms_per_query": ms, "qps": 1e3 / ms, "speedup": base_ms / ms, "recall": recall,
+                    "same_as_funnel": same, "first_stage_bytes": scanned,
+                    "load_items_per_second": loads.get(name, float("nan"))}  # fmt: skip
+        rate = f"{loads[name]:>14.0f}" if name in loads else f"{'':>14}"
+        print(f"{name:<20} {ms:>9.3f} {1e3 / ms:>8.0f} {base_ms / ms:>8.2f}x {recall:>9.4f} {100 * same:>11.1f}% "
+              f"{scanned:>14} {rate}")  # fmt: skip
+    print(
+        "(= in process: the share of queries whose neighbours equal the in-process funnel's with the same first "
+        "stage: funnel flat, or funnel bits for the bit rows)"
+    )
     return out
 
 

@@ -153,7 +153,7 @@ def test_make_index_and_make_search_against_the_database(data, tmp_path, capsys)
     db, db_y, q, q_y = data
     items, queries = write_npz(tmp_path / "items.npz", db, db_y), write_npz(tmp_path / "queries.npz", q, q_y)
     uri = str(tmp_path / "index.db")
-    summary = index_main([str(items), "--uri", uri, "--queries", str(queries), "--target-recall", "0.99",
+    summary = index_main([str(items), "--backend", "milvus", "--uri", uri, "--queries", str(queries), "--target-recall", "0.99",
                           "--no-progress"])  # fmt: skip
     tuned = summary["tuned"]
     assert tuned.recall >= 0.99 and summary["funnel"] == tuned.funnel and tuned.funnel.format != "bits"
@@ -213,7 +213,7 @@ def test_make_index_from_a_run_directory_uses_its_eval_embeddings(data, tmp_path
         run(str(tmp_path / "run"))
     write_npz(tmp_path / "run" / "eval" / "embeddings_train.npz", db, db_y)
     write_npz(tmp_path / "run" / "eval" / "embeddings_test.npz", q, q_y)
-    summary = run(str(tmp_path / "run"), target_recall=0.95, first_size=8, progress=False)
+    summary = run(str(tmp_path / "run"), backend="milvus", target_recall=0.95, first_size=8, progress=False)
     assert summary["uri"] == str(tmp_path / "run" / "eval" / "index.db")
     assert summary["collection"] == "mrl_embeddings_train" and summary["tuned"].tuning_queries == 28
     with pytest.raises(ValueError, match=r"^target_recall=0.9: tuning needs sample queries"):
@@ -246,3 +246,8 @@ def test_benchmark_has_database_and_tuned_rows(capsys):
     assert results["milvus funnel"]["same_as_funnel"] == 1.0 and results["milvus funnel"]["recall"] >= 0.95
     out = capsys.readouterr().out
     assert "database funnel: 1500 items x 64 loaded into Milvus Lite" in out and "tuned funnels for recall@10" in out
+    if importlib.util.find_spec("lancedb"):  # the LanceDB rows: the same neighbours as in process, float and bits
+        assert results["lancedb funnel"]["same_as_funnel"] == 1.0 and results["lancedb funnel"]["recall"] >= 0.95
+        assert results["lancedb bits funnel"]["same_as_funnel"] == 1.0
+        assert results["lancedb bits funnel"]["first_stage_bytes"] == 4 and results["lancedb funnel"]["qps"] > 0
+        assert "database funnel: 1500 items x 64 loaded into LanceDB" in out

@@ -1,15 +1,17 @@
 """``make index``: load a run's embeddings, or any embeddings file, into a vector database for the funnel.
 
-``mrl-index RUN_OR_NPZ [--uri index.db] [--collection NAME] [--first-size 16] [--format float|int8|bits]
-[--index flat|hnsw|ivf] [--queries Q.npz --target-recall 0.99 --k 10] [--drop]``
+``mrl-index RUN_OR_NPZ [--backend lancedb|milvus] [--uri URI] [--collection NAME] [--first-size 16]
+[--format float|int8|bits] [--index flat|hnsw|ivf] [--queries Q.npz --target-recall 0.99 --k 10] [--drop]``
 
 A run directory stands for the database embeddings ``make eval`` wrote (``<run>/eval/embeddings_train.npz``; the
-test split's, ``embeddings_test.npz``, are the default queries for tuning). The database is Milvus
-(:mod:`mrl.retrieval.milvus`): by default Milvus Lite, embedded, in ``index.db`` next to the embeddings; a
-server's address (``--uri http://host:19530``) loads a Milvus cluster through the same calls. With
-``--target-recall`` the funnel is tuned first (:func:`mrl.retrieval.tune_funnel`, on the queries) and its first
-stage is what gets indexed; the funnel is recorded in the collection, and ``make search ARGS="--backend milvus
---uri index.db"`` serves it. Loading shows a progress bar and resumes: run it again after an interruption.
+test split's, ``embeddings_test.npz``, are the default queries for tuning). The database (``--backend``) is LanceDB
+(the default, :mod:`mrl.retrieval.lancedb`; embedded, in the folder ``index.lancedb`` next to the embeddings;
+``--uri s3://bucket/path`` puts it on object storage) or Milvus (:mod:`mrl.retrieval.milvus`; Milvus Lite,
+embedded, in ``index.db`` next to the embeddings; a server's address, ``--uri http://host:19530``, loads a Milvus
+cluster through the same calls). With ``--target-recall`` the funnel is tuned first
+(:func:`mrl.retrieval.tune_funnel`, on the queries) and its first stage is what gets indexed; the funnel is recorded
+in the collection, and ``make search ARGS="--backend <backend> --uri <uri>"`` serves it. Loading shows a progress
+bar and resumes: run it again after an interruption.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def resolve_embeddings(source: str, queries: str | None, tuning: bool) -> tuple[
 def run(
     source: str,
     uri: str | None = None,
+    backend: str = "lancedb",
     collection: str | None = None,
     first_size: int = 16,
     format: str = "float",
@@ -61,13 +64,16 @@ def run(
     drop: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Tune (with ``target_recall``) and load; returns `load_into_milvus`'s summary (and ``tuned``)."""
-    from mrl.evaluation.embeddings import read_embeddings
-    from mrl.retrieval.milvus import collection_name, is_lite, load_into_milvus
+    """Tune (with ``target_recall``) and load into ``backend``; returns the load's summary (`load_into_milvus`,
+    `load_into_lancedb`), with ``backend`` and ``tuned``."""
+    from mrl.common.embeddings import read_embeddings
+    from mrl.retrieval.backends import default_uri, has_bits, loader
+    from mrl.retrieval.database import collection_name
     from mrl.retrieval.tune import FORMATS, Funnel, tune_funnel
 
+    load_into = loader(backend)
     database, queries_path = resolve_embeddings(source, queries, tuning=target_recall is not None)
-    uri = uri or str(database.parent / "index.db")
+    uri = uri or default_uri(backend, database.parent)
     db, names, labels, meta = read_embeddings(database)
     if isinstance(k, bool) or not 1 <= k <= len(db):
         raise ValueError(f"k={k}: must be in 1..{len(db)} (the database size)")
@@ -83,7 +89,7 @@ def run(
             raise ValueError(
                 f"queries={str(queries_path)!r}: {q.shape[1]}-wide embeddings against a {db.shape[1]}-wide database"
             )
-        formats = [f for f in FORMATS if f != "bits" or not is_lite(uri)]  # Milvus Lite has no binary fields
+        formats = [f for f in FORMATS if f != "bits" or has_bits(backend, uri)]  # Milvus Lite has no binary fields
         tuned = tune_funnel(db, q, target=target_recall, k=k, metric=metric, formats=formats)
         funnel = tuned.funnel
         first_size, format = funnel.stages[0][0], funnel.format
@@ -96,7 +102,7 @@ def run(
         if format not in FORMATS:
             raise ValueError(f"format={format!r}: expected one of {', '.join(FORMATS)}")
         funnel = Funnel(stages, format, metric)
-    summary = load_into_milvus(
+    summary = load_into(
         db,
         uri,
         collection=collection or collection_name(database),
@@ -113,6 +119,7 @@ def run(
         checkpoint=meta.get("checkpoint"),
     )
     summary["database_file"] = str(database)
+    summary["backend"] = backend
     summary["tuned"] = tuned
     return summary
 
@@ -120,11 +127,14 @@ def run(
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="mrl-index", description=__doc__.splitlines()[0].strip("`: "))
     parser.add_argument("source", help="an embeddings .npz (make embed, make eval), or a run directory after make eval")
-    parser.add_argument("--uri", default=None, help="a Milvus Lite .db file (default: index.db next to the embeddings)"
-                        " or a server, http://host:19530")  # fmt: skip
-    parser.add_argument("--collection", default=None, help="collection name (default: mrl_<file stem>)")
+    parser.add_argument("--backend", default="lancedb", help="the vector database: lancedb (default) or milvus")
+    parser.add_argument("--uri", default=None, help="milvus: a Milvus Lite .db file (default: index.db next to the "
+                        "embeddings) or a server, http://host:19530; lancedb: a folder (default: index.lancedb next "
+                        "to the embeddings) or s3://bucket/path")  # fmt: skip
+    parser.add_argument("--collection", default=None, help="collection (LanceDB: table) name (default: mrl_<stem>)")
     parser.add_argument("--first-size", type=int, default=16, help="prefix size indexed for the shortlist (16)")
-    parser.add_argument("--format", default="float", help="the shortlist's numbers: float, int8 or bits (a server)")
+    parser.add_argument("--format", default="float", help="the shortlist's numbers: float, int8 or bits (LanceDB, "
+                        "or a Milvus server)")  # fmt: skip
     parser.add_argument("--index", default="flat", help="flat (exact), hnsw or ivf (approximate)")
     parser.add_argument("--metric", default="cosine", help="cosine (prefixes re-normalised), ip or l2")
     parser.add_argument("--shortlist", type=int, default=200, help="candidates the served funnel shortlists (200)")
@@ -139,6 +149,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         lambda: run(
             args.source,
             uri=args.uri,
+            backend=args.backend,
             collection=args.collection,
             first_size=args.first_size,
             format=args.format,
@@ -159,9 +170,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(
         f"{how}{summary['count']} items in collection {summary['collection']} at {summary['uri']} "
         f"({summary['inserted']} inserted, {summary['skipped']} already there, {summary['seconds']:.1f} s); "
-        f"first stage {summary['index']} index; funnel {summary['funnel']}"
+        f"first stage: {summary['index']}; funnel {summary['funnel']}"
     )
-    print(f'search it: make search QUERIES=<queries .npz> ARGS="--backend milvus --uri {summary["uri"]}"')
+    print(f'search it: make search QUERIES=<queries .npz> ARGS="--backend {summary["backend"]} --uri {summary["uri"]}"')
     return summary
 
 

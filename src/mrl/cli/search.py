@@ -2,7 +2,7 @@
 
 ``python -m mrl.cli.search DATABASE.npz QUERIES.npz [--k 10] [--funnel 16:200,512:10] [--out results.csv]``
 ``python -m mrl.cli.search DATABASE.npz QUERIES.npz --target-recall 0.99``
-``python -m mrl.cli.search QUERIES.npz --backend milvus --uri index.db``
+``python -m mrl.cli.search QUERIES.npz --backend milvus --uri index.db`` (or ``--backend lancedb --uri index.lancedb``)
 
 Both files are embeddings as ``make embed`` writes them (or ``make eval``'s ``embeddings_*.npz``) from the same
 model. The default funnel shortlists 200 candidates with the first 16 coordinates and reranks them with
@@ -10,10 +10,11 @@ all of them (:class:`mrl.AdaptiveRetriever`); ``--funnel 2048:10`` is an exact s
 ``--index binary`` shortlists by the Hamming distance between sign bits (the first 128 by default), ``--index
 int8`` by int8 codes of the prefix. ``--target-recall 0.99`` picks the funnel instead: the fastest whose
 recall@k against exact search reaches 0.99 on a sample of the queries (:func:`mrl.tune_funnel`; it prints
-the choice and its recall on queries it was not tuned on). ``--backend milvus`` searches a collection that
-``make index`` loaded (``--uri``: its Milvus Lite file or a server), with the funnel recorded there or
-``--funnel``'s. The results go to a CSV file (query, rank, id, score, and the item's label where the
-database has labels; ids as the files name their rows) and the first queries' results are printed.
+the choice and its recall on queries it was not tuned on). ``--backend milvus`` or ``--backend lancedb``
+searches a collection that ``make index`` loaded (``--uri``: its Milvus Lite file or server, its LanceDB folder or
+object-storage path), with the funnel recorded there or ``--funnel``'s. The results go to a CSV file (query, rank,
+id, score, and the item's label where the database has labels; ids as the files name their rows) and the first
+queries' results are printed.
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ from typing import Any
 
 import numpy as np
 
+from mrl.common.embeddings import read_embeddings
 from mrl.common.errors import exit_on_config_error
 from mrl.common.io import console
-from mrl.evaluation.embeddings import read_embeddings
 
 __all__ = ["main", "parse_funnel", "run"]
 
 BINARY_FIRST_SIZE = 128  # the default funnel's first stage with --index binary
-BACKENDS = ("faiss", "milvus")
+BACKENDS = ("faiss", "milvus", "lancedb")  # faiss: in this process; the others: make index's database
 TUNE_QUERIES = 1000  # --target-recall tunes on at most this many of the queries
 
 
@@ -102,20 +103,24 @@ def run(
     uri: str | None = None,
     collection: str | None = None,
 ) -> dict[str, Any]:
-    """Search ``queries`` against ``database`` (or, with ``backend="milvus"``, the collection at ``uri``); writes
-    the CSV and returns a summary with the results."""
+    """Search ``queries`` against ``database`` (or, with ``backend="milvus"`` or ``"lancedb"``, the collection at
+    ``uri``); writes the CSV and returns a summary with the results."""
     from mrl.retrieval import METRICS
 
     if metric not in METRICS:
         raise ValueError(f"metric={metric!r}: expected one of {', '.join(METRICS)}")
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r}: expected one of {', '.join(BACKENDS)}")
-    if backend == "milvus":
-        return _run_milvus(database, queries, k, funnel, out, target_recall, uri, collection)
+    if backend != "faiss":
+        return _run_database(backend, database, queries, k, funnel, out, target_recall, uri, collection)
     if uri is not None or collection is not None:
-        raise ValueError(f"uri={uri!r}: --uri and --collection name a vector database; add --backend milvus")
+        raise ValueError(
+            f"uri={uri!r}: --uri and --collection name a vector database; add --backend milvus or --backend lancedb"
+        )
     if database is None:
-        raise ValueError("database=None: give the database's embeddings .npz and the queries' (or --backend milvus)")
+        raise ValueError(
+            "database=None: give the database's embeddings .npz and the queries' (or --backend milvus / lancedb)"
+        )
     if target_recall is not None and funnel is not None:
         raise ValueError(f"target_recall={target_recall}: --funnel and --target-recall both choose a funnel; give one")
     db, db_ids, db_labels, db_meta = read_embeddings(database)
@@ -166,7 +171,8 @@ def run(
     }
 
 
-def _run_milvus(
+def _run_database(
+    backend: str,
     database: str | None,
     queries: str,
     k: int,
@@ -176,18 +182,20 @@ def _run_milvus(
     uri: str | None,
     collection: str | None,
 ) -> dict[str, Any]:
-    """`run` against a Milvus collection `make index` loaded."""
-    from mrl.retrieval.milvus import MilvusFunnel
+    """`run` against a collection `make index` loaded into ``backend`` (milvus, lancedb)."""
+    from mrl.retrieval.backends import funnel_class
 
+    served = funnel_class(backend)
     if uri is None:
-        raise ValueError("uri=None: --backend milvus needs --uri <the Milvus Lite file make index wrote, or a server>")
+        where = "the Milvus Lite file make index wrote, or a server" if backend == "milvus" else "its folder"
+        raise ValueError(f"uri=None: --backend {backend} needs --uri <{where}>")
     if target_recall is not None:
         raise ValueError(
-            f"target_recall={target_recall}: with --backend milvus the funnel is tuned when the collection is "
+            f"target_recall={target_recall}: with --backend {backend} the funnel is tuned when the collection is "
             'built (make index ARGS="--target-recall ..."); search serves the funnel recorded there'
         )
     q, q_ids, _, q_meta = read_embeddings(queries)
-    retriever = MilvusFunnel(uri, collection)
+    retriever = served(uri, collection)
     meta = retriever.meta
     if q.shape[1] != meta.dim:
         raise ValueError(
@@ -209,7 +217,7 @@ def _run_milvus(
     else:  # the recorded funnel, widened to k where k asks for more than it keeps
         recorded = [list(s) for s in retriever.funnel.stages]
         stages = [(m, max(c, k)) for m, c in recorded]
-    retriever = MilvusFunnel(uri, retriever.collection, funnel=stages)
+    retriever.funnel = retriever.resolve_funnel(stages)
     began = time.perf_counter()
     scores, ids = retriever.search(q, k=k)
     seconds = time.perf_counter() - began
@@ -219,7 +227,7 @@ def _run_milvus(
     _write_csv(path, q_ids, ids, scores, names, labels if has_labels else None)
     summary = {
         "output": str(path),
-        "backend": "milvus",
+        "backend": backend,
         "uri": str(uri),
         "collection": retriever.collection,
         "funnel": list(retriever.funnel.stages),
@@ -246,7 +254,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         nargs="+",
         metavar="DATABASE QUERIES",
         help="the .npz of the items to search and the .npz of the queries (same model, same width); "
-        "with --backend milvus, the queries alone",
+        "with --backend milvus or lancedb, the queries alone",
     )
     parser.add_argument("--k", type=int, default=10, help="results per query (default 10)")
     parser.add_argument(
@@ -266,9 +274,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="choose the funnel: the fastest whose recall@k against exact search reaches this (e.g. 0.99), "
         f"tuned on up to {TUNE_QUERIES} of the queries",
     )
-    parser.add_argument("--backend", default="faiss", help="faiss (in this process) or milvus (make index's database)")
-    parser.add_argument("--uri", default=None, help="--backend milvus: the Milvus Lite .db file, or a server's address")
-    parser.add_argument("--collection", default=None, help="--backend milvus: the collection (default: the only one)")
+    parser.add_argument(
+        "--backend", default="faiss", help="faiss (in this process), or milvus or lancedb (make index's database)"
+    )
+    parser.add_argument(
+        "--uri", default=None, help="milvus: the Milvus Lite .db file or a server's address; lancedb: the folder"
+    )
+    parser.add_argument("--collection", default=None, help="milvus, lancedb: the collection (default: the only one)")
     parser.add_argument("--out", default=None, help="the CSV to write (default: <queries>_top<k>.csv)")
     parser.add_argument("--show", type=int, default=5, help="queries whose results are printed (default 5)")
     args = parser.parse_args(argv)
@@ -295,7 +307,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from rich.table import Table
 
     funnel = " -> ".join(f"{m}d:{c}" for m, c in result["funnel"])
-    where = f", Milvus collection {result['collection']}" if result["backend"] == "milvus" else ""
+    engine = {"milvus": "Milvus", "lancedb": "LanceDB"}.get(result["backend"])
+    where = f", {engine} collection {result['collection']}" if engine else ""
     table = Table(title=f"top {min(result['k'], 3)} of {result['database']} items, funnel {funnel}{where}")
     table.add_column("query")
     for rank in range(min(result["k"], 3)):

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mrl.common.embeddings import read_embeddings  # re-exported: the reader lives below every layer
 from mrl.common.io import atomic_savez
 from mrl.evaluation.device import inference_autocast, to_device
 
@@ -79,22 +80,6 @@ def save_embeddings(path: Path, split: dict[str, np.ndarray], meta: dict[str, An
     return atomic_savez(
         path, embeddings=split["embeddings"].astype(np_dtype), labels=split["labels"], meta=np.array(json.dumps(meta))
     )
-
-
-def read_embeddings(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, Any]]:
-    """(embeddings as float32, row ids, labels, meta) of an ``.npz``. A file without ``ids`` names its rows
-    0..N-1; labels are None where the file has none (``make embed`` marks its unlabelled rows -1)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"embeddings={str(path)!r}: no such file (make embed or make eval writes them)")
-    with np.load(path) as data:
-        if "embeddings" not in data:
-            raise ValueError(f"embeddings={str(path)!r}: no 'embeddings' array in it (keys: {', '.join(data)})")
-        embeddings = np.asarray(data["embeddings"], dtype=np.float32)
-        ids = data["ids"] if "ids" in data else np.arange(len(embeddings))
-        meta = json.loads(str(data["meta"])) if "meta" in data else {}
-        labels = data["labels"] if "labels" in data and (data["labels"] >= 0).any() else None
-    return embeddings, ids, labels, meta
 
 
 def load_embeddings(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:

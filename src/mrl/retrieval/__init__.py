@@ -1,6 +1,7 @@
 """Every search over Matryoshka embeddings: the funnel (shortlist with a short prefix, rerank with longer ones),
 its flat, int8, HNSW, IVF and binary first stages, funnel tuning to a recall target, exact kNN search on the CPU
-or a GPU, and (:mod:`mrl.retrieval.milvus`, imported on its own) the funnel served from a Milvus collection."""
+or a GPU, and (:mod:`mrl.retrieval.lancedb`, :mod:`mrl.retrieval.milvus`, each imported on its own) the funnel
+served from a vector database."""
 
 from mrl.retrieval.binary import binary_index, bit_center, threshold_bits
 from mrl.retrieval.flat import SCAN_MAX_SIZE, FlatIndex, flat_search_blocks, prefix

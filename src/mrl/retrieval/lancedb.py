@@ -1,0 +1,433 @@
+"""The funnel in LanceDB: Matryoshka embeddings in a Lance table, shortlisted there, reranked here.
+
+    from mrl.retrieval.lancedb import LanceFunnel, load_into_lancedb
+    load_into_lancedb("embeddings_train.npz", "index.lancedb", first_size=16)   # a local folder
+    funnel = LanceFunnel("index.lancedb")                                       # or "s3://bucket/index.lancedb"
+    scores, ids = funnel.search(queries, k=10)
+
+LanceDB is an embedded engine (Rust, in this process) over Lance files: a local folder, or object storage
+(``s3://``, ``gs://``, ``az://``; credentials from the environment) that any number of machines can search at once;
+``db://`` names a LanceDB Cloud / Enterprise database (``api_key``), the same calls served remotely.
+
+One table per database, one row per item, ``id`` the item's row number in the embeddings file:
+
+* ``prefix``: the first-stage prefix (re-normalised for cosine) in float, searched exactly by a scan (``flat``), or
+  through ``IVF_HNSW_FLAT`` (``hnsw``) or ``IVF_FLAT`` (``ivf``); in ``int8`` through ``IVF_SQ`` (one partition
+  for ``flat``: a scan of 8-bit codes), ``IVF_HNSW_SQ`` or ``IVF_SQ``; or its ``bits`` (``threshold_bits``, uint8
+  codes) by Hamming distance, scanned (``flat``) or through ``IVF_FLAT`` (``ivf``);
+* ``full``: the whole embedding as stored, for the rerank; ``item`` (the row's name in the file) and ``label``.
+
+What the table holds (width, first stage, metric, checkpoint, a fingerprint of the file, the funnel to serve) is
+recorded in the metadata of its ``id`` column, so a search with another model's queries or another width, or a
+resumed load from another file, fails with one line. Loading is batched with a progress bar; a load that finds its
+table resumes with ``merge_insert`` on ``id`` (only the ids not there go in), so an interrupted load continues and no
+row is ever inserted twice. A search asks the table for each query's shortlist (one request per batch of queries),
+takes the shortlisted rows' full vectors once each, and reranks them here as `AdaptiveRetriever` does, so with an
+exact first stage both return the same neighbours.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mrl.retrieval.database import (
+    INDEX_KINDS,
+    META_KEY,
+    CollectionMeta,
+    DatabaseFunnel,
+    check_same,
+    collection_name,
+    item_arrays,
+    pick_collection,
+    prepare_load,
+    progress_bar,
+)
+from mrl.retrieval.tune import Funnel
+
+__all__ = ["INDEX_KINDS", "LanceFunnel", "collection_name", "connect", "load_into_lancedb"]
+
+_DISTANCE = {"cosine": "dot", "ip": "dot", "l2": "l2"}  # cosine: the stored prefixes are re-normalised
+_LANCE_INDEX = {  # (format, index) -> the index on ``prefix`` (None: none, an exact scan)
+    ("float", "flat"): None,
+    ("float", "hnsw"): "IVF_HNSW_FLAT",
+    ("float", "ivf"): "IVF_FLAT",
+    ("int8", "flat"): "IVF_SQ",  # one partition: every query scans all the 8-bit codes
+    ("int8", "hnsw"): "IVF_HNSW_SQ",
+    ("int8", "ivf"): "IVF_SQ",
+    ("bits", "flat"): None,
+    ("bits", "ivf"): "IVF_FLAT",
+}
+REMOTE = ("s3://", "s3+ddb://", "gs://", "az://", "abfss://", "db://", "memory://")
+QUERY_BYTES = 64 << 20  # shortlisted ids and distances asked for per request
+TAKE_ROWS = 8192  # full vectors taken per request
+LOOKUP_IDS = 4096  # ids per ``id IN (...)`` filter
+
+
+def require_lancedb():
+    try:
+        import lancedb
+    except ImportError:  # pragma: no cover - exercised only without the extra
+        raise ImportError("backend=lancedb needs lancedb: pip install 'mrl[retrieval]'") from None
+    return lancedb
+
+
+def is_local(uri: str) -> bool:
+    """A folder on this machine rather than object storage or a LanceDB server."""
+    return not str(uri).startswith(REMOTE)
+
+
+def connect(uri: str | Path, api_key: str | None = None, create: bool = True):
+    """A LanceDB connection on ``uri``: a local folder (created if missing and ``create``), object storage
+    (``s3://bucket/path``) or a LanceDB Cloud / Enterprise database (``db://name`` with ``api_key``)."""
+    lancedb = require_lancedb()
+    uri = str(uri)
+    if is_local(uri):
+        path = Path(uri)
+        if path.is_file():
+            raise ValueError(f"uri={uri!r}: a file; a LanceDB database is a folder (e.g. index.lancedb)")
+        if not path.exists():
+            if not create:
+                raise FileNotFoundError(f"uri={uri!r}: no such LanceDB folder (make index writes it)")
+            path.mkdir(parents=True)
+    try:
+        return lancedb.connect(uri, **({"api_key": api_key} if api_key else {}))
+    except (OSError, ValueError, RuntimeError) as error:
+        raise ValueError(f"uri={uri!r}: cannot open it with LanceDB: {str(error).splitlines()[0]}") from None
+
+
+def _table_names(db) -> list[str]:
+    names, token = [], None
+    while True:
+        page = db.list_tables(page_token=token)
+        names += list(page.tables)
+        token = page.page_token
+        if not token:
+            return names
+
+
+def _read_meta(table) -> CollectionMeta | None:
+    """What an mrl table holds; None for a table mrl did not make."""
+    schema = table.schema
+    if "id" not in schema.names:
+        return None
+    metadata = schema.field("id").metadata or {}
+    text = metadata.get(META_KEY.encode())
+    return CollectionMeta.from_json(text) if text is not None else None
+
+
+def _write_meta(table, meta: CollectionMeta) -> None:
+    table.update_field_metadata({"path": "id", "metadata": {META_KEY: meta.to_json()}})
+
+
+def _schema(meta: CollectionMeta):
+    import pyarrow as pa
+
+    if meta.format == "bits":
+        first = pa.list_(pa.uint8(), -(-meta.first_size // 8))
+    else:
+        first = pa.list_(pa.float32(), meta.first_size)
+    return pa.schema(
+        [
+            pa.field("id", pa.int64(), nullable=False, metadata={META_KEY: meta.to_json()}),
+            pa.field("prefix", first),
+            pa.field("full", pa.list_(pa.float32(), meta.dim)),
+            pa.field("item", pa.string()),
+            pa.field("label", pa.int64()),
+        ]
+    )
+
+
+def _rows(schema, load, rows: np.ndarray):
+    """The Arrow table of ``rows`` of a `Load`."""
+    import pyarrow as pa
+
+    codes, full = load.codes(rows), load.x[rows]
+    return pa.Table.from_arrays(
+        [
+            pa.array(rows, pa.int64()),
+            pa.FixedSizeListArray.from_arrays(pa.array(codes.ravel()), codes.shape[1]),
+            pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(full, np.float32).ravel()), full.shape[1]),
+            pa.array([load.items[r] for r in rows], pa.string()),
+            pa.array(load.labels[rows], pa.int64()),
+        ],
+        schema=schema,
+    )
+
+
+def _index_config(meta: CollectionMeta):
+    """The LanceDB index on ``prefix`` (None: none, an exact scan)."""
+    from lancedb.index import HnswFlat, HnswSq, IvfFlat, IvfSq
+
+    kind = _LANCE_INDEX[(meta.format, meta.index)]
+    distance = "hamming" if meta.format == "bits" else _DISTANCE[meta.metric]
+    if kind is None:
+        return None
+    if kind in ("IVF_HNSW_FLAT", "IVF_HNSW_SQ"):  # one partition: one graph over every item, as FAISS builds it
+        return (HnswFlat if kind == "IVF_HNSW_FLAT" else HnswSq)(distance_type=distance, num_partitions=1, m=32)
+    if kind == "IVF_SQ" and meta.index == "flat":
+        return IvfSq(distance_type=distance, num_partitions=1)
+    partitions = int(np.clip(round(np.sqrt(meta.count)), 1, max(1, meta.count // 39)))
+    return (IvfFlat if kind == "IVF_FLAT" else IvfSq)(distance_type=distance, num_partitions=partitions)
+
+
+def _build_indexes(table, meta: CollectionMeta, inserted: int) -> None:
+    """The first stage's index and a BTree on ``id`` (for lookups by id), built once the rows are in; rows added to
+    an indexed table later are folded in by ``optimize``."""
+    from lancedb.index import BTree
+
+    have = {tuple(i.columns) for i in table.list_indices()}
+    config = _index_config(meta)
+    if config is not None and ("prefix",) not in have:
+        table.create_index("prefix", config=config)
+    elif config is not None and inserted:
+        table.optimize()
+    if ("id",) not in have:
+        table.create_index("id", config=BTree())
+
+
+def load_into_lancedb(
+    embeddings: str | Path | np.ndarray,
+    uri: str | Path,
+    collection: str | None = None,
+    first_size: int = 16,
+    format: str = "float",
+    index: str = "flat",
+    metric: str = "cosine",
+    funnel: Funnel | None = None,
+    batch_size: int = 1000,
+    drop: bool = False,
+    progress: bool = True,
+    api_key: str | None = None,
+    items: Sequence | None = None,
+    labels: np.ndarray | None = None,
+    checkpoint: str | None = None,
+) -> dict[str, Any]:
+    """Load embeddings (an ``.npz`` as ``make embed`` / ``make eval`` write, or an ``[N, D]`` array) into a LanceDB
+    table (``collection``) for the funnel; returns what it did (``inserted``, ``skipped``, ``count``, ``seconds``, ...).
+
+    ``first_size`` coordinates in ``format`` (``float``, ``int8``, ``bits``) are indexed by ``index`` (``flat``:
+    exact; ``hnsw``; ``ivf``); ``funnel`` (default: a shortlist of 200 reranked at full width) is recorded for
+    `LanceFunnel` to serve. Rows go in ``batch_size`` at a time. A table that exists is resumed: its rows are kept,
+    the missing ones inserted (it must hold the same embeddings, loaded the same way), unless ``drop``.
+    """
+    load = prepare_load(
+        embeddings,
+        engine="LanceDB",
+        supported=list(_LANCE_INDEX),
+        collection=collection,
+        first_size=first_size,
+        format=format,
+        index=index,
+        metric=metric,
+        funnel=funnel,
+        batch_size=batch_size,
+        items=items,
+        labels=labels,
+        checkpoint=checkpoint,
+    )
+    name, meta, n = load.name, load.meta, len(load.x)
+
+    began = time.perf_counter()
+    db = connect(uri, api_key)
+    exists = name in _table_names(db)
+    if exists and drop:
+        db.drop_table(name)
+        exists = False
+    if exists:
+        table = db.open_table(name)
+        old = _read_meta(table)
+        if old is None:
+            raise ValueError(f"collection={name!r}: exists and was not made by mrl; give another --collection")
+        check_same(name, old, meta)
+    else:
+        table = db.create_table(name, schema=_schema(meta))
+    schema = table.schema
+    # a table this call made is empty: plain appends; one it found may hold some of the rows: merge on id
+    resumed = exists and table.count_rows() > 0
+
+    inserted = skipped = 0
+    with progress_bar(progress) as bar:
+        task = bar.add_task(f"{name}: loading {n} items", total=n)
+        for start in range(0, n, batch_size):
+            rows = np.arange(start, min(start + batch_size, n))
+            batch = _rows(schema, load, rows)
+            if resumed:
+                result = table.merge_insert("id").when_not_matched_insert_all().execute(batch)
+                inserted += result.num_inserted_rows
+                skipped += len(rows) - result.num_inserted_rows
+            else:
+                table.add(batch)
+                inserted += len(rows)
+            bar.update(task, advance=len(rows))
+    _build_indexes(table, meta, inserted)
+    _write_meta(table, meta.finished())
+    seconds = time.perf_counter() - began
+    return {
+        "uri": str(uri),
+        "collection": name,
+        "count": n,
+        "dim": meta.dim,
+        "inserted": inserted,
+        "skipped": skipped,
+        "resumed": exists,
+        "seconds": seconds,
+        "rows_per_second": inserted / seconds if seconds > 0 else float("nan"),
+        "funnel": load.funnel,
+        "index": _LANCE_INDEX[(format, index)] or ("exact Hamming scan" if format == "bits" else "exact scan"),
+    }
+
+
+class LanceFunnel(DatabaseFunnel):
+    """Funnel search over a table `load_into_lancedb` made: the database shortlists, the rerank runs here.
+
+    Args:
+        uri: the database: a local folder, object storage (``s3://...``) or ``db://`` (with ``api_key``).
+        collection: the table's name (default: the only mrl table there).
+        funnel: stages ``[(size, candidates), ...]`` (or a `Funnel`) to serve instead of the recorded one; the
+            first size must be the one the table indexes.
+        ef, nprobe: HNSW search beam (at least the shortlist) and IVF partitions probed, for approximate indexes.
+    """
+
+    engine = "LanceDB"
+
+    def __init__(
+        self,
+        uri: str | Path,
+        collection: str | None = None,
+        funnel: Funnel | Sequence[Sequence[int]] | None = None,
+        api_key: str | None = None,
+        ef: int | None = None,
+        nprobe: int | None = None,
+    ) -> None:
+        self.uri = str(uri)
+        self.db = connect(self.uri, api_key, create=False)
+        tables = {}
+        for name in _table_names(self.db):
+            table = self.db.open_table(name)
+            if _read_meta(table) is not None:
+                tables[name] = table
+        self.collection = pick_collection(self.uri, list(tables), collection)
+        self.table = tables[self.collection]
+        self.meta = _read_meta(self.table)
+        self.warn_if_incomplete()
+        self.funnel = self.resolve_funnel(funnel)
+        self.ef, self.nprobe = ef, nprobe
+
+    def _query(self, codes: np.ndarray, limit: int, columns: list[str]):
+        query = self.table.search(codes, vector_column_name="prefix")
+        query = query.distance_type("hamming" if self.meta.format == "bits" else _DISTANCE[self.metric])
+        if self.meta.index == "hnsw":
+            query = query.ef(max(limit, self.ef or limit))
+        elif self.meta.index == "ivf":
+            query = query.nprobes(self.nprobe or 16)
+        return query.limit(limit).select(columns)
+
+    def _ask(self, codes: np.ndarray, c: int, with_row_ids: bool):
+        """``(query_index, id, distance, row_id or None)`` of every query's best ``c``, ``codes`` in one request."""
+        query = self._query(codes if len(codes) > 1 else codes[0], c, ["id", "_distance"])
+        got = (query.with_row_id(True) if with_row_ids else query).to_arrow()
+        which = got["query_index"].to_numpy() if "query_index" in got.column_names else np.zeros(got.num_rows, int)
+        row_ids = got["_rowid"].to_numpy() if with_row_ids else None
+        return which, got["id"].to_numpy(), got["_distance"].to_numpy(), row_ids
+
+    def _shortlist(self, queries: np.ndarray, c: int, with_row_ids: bool = False):
+        """``(scores, ids, row_ids)`` ``[Q, c]`` best first, the lowest ids first among equal distances (``-1``:
+        none; row ids -1 unless asked for).
+
+        Among items at the same distance as the ``c``-th, the database keeps any; FAISS, and so `AdaptiveRetriever`,
+        keeps the lowest ids (:mod:`mrl.retrieval.ties`). So each query asks for some more than ``c`` and, where the
+        last returned item still ties with the ``c``-th (the norm for bit codes: a few hundred distinct distances),
+        again for more, until its whole tie is in; then the ``c`` best by (distance, id) are kept."""
+        codes = self.query_prefix(queries)
+        nq = len(codes)
+        ids = np.full((nq, c), -1, dtype=np.int64)
+        distances = np.full((nq, c), np.nan, dtype=np.float32)
+        row_ids = np.full((nq, c), -1, dtype=np.int64)
+        todo, limit = np.arange(nq), min(self.n, c + max(16, c // 4))
+        while len(todo):
+            step = max(1, QUERY_BYTES // (64 * limit))
+            again = []
+            for start in range(0, len(todo), step):
+                part = todo[start : start + step]
+                which, found, distance, rid = self._ask(codes[part], limit, with_row_ids)
+                order = np.lexsort((found, distance, which))  # each query's hits best first, ties by id
+                which, found, distance = which[order], found[order], distance[order]
+                begins = np.searchsorted(which, np.arange(len(part)))
+                ends = np.searchsorted(which, np.arange(len(part)), side="right")
+                cut, last = np.minimum(begins + c, ends) - 1, ends - 1
+                open_tie = (ends - begins == limit) & (limit < self.n) & (ends > begins + c)
+                open_tie &= distance[np.maximum(cut, 0)] == distance[np.maximum(last, 0)]
+                again.append(part[open_tie])
+                rank = np.arange(len(which)) - begins[which]
+                keep = (rank < c) & ~open_tie[which]
+                at = (part[which[keep]], rank[keep])
+                ids[at], distances[at] = found[keep], distance[keep]
+                if with_row_ids:
+                    row_ids[at] = rid[order][keep]
+            todo, limit = np.concatenate(again), min(self.n, 4 * limit)
+        dot = self.meta.format != "bits" and self.metric != "l2"  # LanceDB's dot distance is 1 - the product
+        return (1.0 - distances if dot else distances), ids, row_ids
+
+    def shortlist(self, queries: np.ndarray, candidates: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The database's first stage: ``(scores, ids)`` of each query's best ``candidates`` (``-1`` where it
+        returned fewer), best first as the database ranks them (scores: inner products, or distances for l2 and
+        bits)."""
+        scores, ids, _ = self._shortlist(queries, int(candidates or self.funnel.stages[0][1]))
+        return scores, ids
+
+    def _shortlist_full(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The shortlist, then each shortlisted row's full vector taken once by its row address (a row taken is
+        checked by its id: one that moved since, e.g. by a compaction, is looked up by id instead)."""
+        _, cand, row_ids = self._shortlist(q, self.funnel.stages[0][1], with_row_ids=True)
+        rows, first = np.unique(cand[cand >= 0], return_index=True)
+        addresses = row_ids[cand >= 0][first]
+        full = np.empty((len(rows), self.dim), dtype=np.float32)
+        found = np.zeros(len(rows), dtype=bool)
+        for start in range(0, len(rows), TAKE_ROWS):
+            part = addresses[start : start + TAKE_ROWS]
+            got = self.table.take_row_ids(part.tolist()).select(["id", "full"]).to_arrow()
+            self._place(got, rows, full, found)
+        if not found.all():
+            self._lookup(rows[~found], rows, full, found)
+        return cand, rows, full
+
+    def _place(self, got, rows: np.ndarray, full: np.ndarray, found: np.ndarray) -> None:
+        """Put the ``full`` vectors of an Arrow result at their ids' positions in ``rows``."""
+        if not got.num_rows:
+            return
+        ids = got["id"].to_numpy()
+        at = np.searchsorted(rows, ids)
+        ok = (at < len(rows)) & (rows[np.minimum(at, len(rows) - 1)] == ids)
+        vectors = got["full"].combine_chunks().values.to_numpy(zero_copy_only=False).reshape(-1, self.dim)
+        full[at[ok]] = vectors[ok]
+        found[at[ok]] = True
+
+    def _lookup(self, wanted: np.ndarray, rows: np.ndarray, full: np.ndarray, found: np.ndarray) -> None:
+        for start in range(0, len(wanted), LOOKUP_IDS):
+            part = wanted[start : start + LOOKUP_IDS]
+            where = f"id IN ({','.join(str(int(i)) for i in part)})"
+            got = self.table.search().where(where).select(["id", "full"]).limit(len(part)).to_arrow()
+            self._place(got, rows, full, found)
+        if not found.all():
+            missing = rows[~found][:5].tolist()
+            raise RuntimeError(f"collection {self.collection}: ids {missing} are shortlisted but have no row")
+
+    def items(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(names, labels)`` of database rows ``ids`` (any shape; ``None`` and -1 where ``ids`` is -1)."""
+        ids = np.asarray(ids)
+        wanted = np.unique(ids[ids >= 0])
+        found: dict[int, tuple[str, int]] = {}
+        for start in range(0, len(wanted), LOOKUP_IDS):
+            part = wanted[start : start + LOOKUP_IDS]
+            where = f"id IN ({','.join(str(int(i)) for i in part)})"
+            got = self.table.search().where(where).select(["id", "item", "label"]).limit(len(part)).to_arrow()
+            found.update({int(r["id"]): (r["item"], int(r["label"])) for r in got.to_pylist()})
+        return item_arrays(ids, found)
+
+    def close(self) -> None:
+        """Nothing to release: the table's files are read as needed."""
