@@ -153,8 +153,8 @@ def test_make_index_and_make_search_against_the_database(data, tmp_path, capsys)
     db, db_y, q, q_y = data
     items, queries = write_npz(tmp_path / "items.npz", db, db_y), write_npz(tmp_path / "queries.npz", q, q_y)
     uri = str(tmp_path / "index.db")
-    summary = index_main([str(items), "--backend", "milvus", "--uri", uri, "--queries", str(queries), "--target-recall", "0.99",
-                          "--no-progress"])  # fmt: skip
+    summary = index_main([str(items), "--backend", "milvus", "--uri", uri, "--queries", str(queries),
+                          "--target-recall", "0.99", "--no-progress"])  # fmt: skip
     tuned = summary["tuned"]
     assert tuned.recall >= 0.99 and summary["funnel"] == tuned.funnel and tuned.funnel.format != "bits"
     printed = capsys.readouterr().out
