@@ -62,3 +62,9 @@ def test_retrieval_benchmark_funnel_finds_the_exact_neighbours():
     # a 100-candidate shortlist from 16-d prefixes of MRL-like vectors keeps the exact neighbour
     assert results["funnel flat"]["same_as_exact"] >= 0.95
     assert results["funnel flat"]["mflops"] < results["exact flat"]["mflops"] / 2
+
+
+def test_step_logging_benchmark_trains_both_ways():
+    results = load("step_logging").main(["--tiny", "--steps", "6", "--rounds", "1", "--log-every", "3"])
+    assert results["every step"]["calls"] == 22  # loss, 7 per-size losses, 14 accuracies
+    assert results["written steps"]["calls"] < 22 / 2 and results["ratio"]["step"] > 0

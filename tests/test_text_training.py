@@ -693,3 +693,307 @@ def test_distillation_trains_from_cached_teacher_embeddings(tiny_bert, pairs_fil
 def test_distillation_options_fail_fast_in_one_line(tiny_bert, distill, message):
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         MatryoshkaContrastiveModule(_backbone(tiny_bert), nesting=[8, 32], loss={"distill": distill})
+
+
+# ------------------------------------------------------------------------------------- per-size logging
+def _logged_run(module_class, module_kwargs, datamodule, tmp_path, monkeypatch, **trainer_kwargs):
+    """Train with a CSV logger; the rows of its metrics.csv, the trainer's last metrics, and self.log calls made."""
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    calls = []
+    log = L.LightningModule.log
+    monkeypatch.setattr(
+        L.LightningModule, "log", lambda self, name, *a, **k: calls.append(name) or log(self, name, *a, **k)
+    )
+    torch.manual_seed(0)
+    random.seed(0)
+    module = module_class(**module_kwargs)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        limit_train_batches=5,
+        limit_val_batches=2,
+        num_sanity_val_steps=0,
+        log_every_n_steps=3,
+        logger=CSVLogger(str(tmp_path)),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **trainer_kwargs,
+    )
+    trainer.fit(module, datamodule)
+    with open(trainer.logger.log_dir + "/metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    ended = {k: float(v) for k, v in trainer.callback_metrics.items() if not k.endswith("_step")}
+    return rows, ended, dict(trainer.progress_bar_metrics), calls
+
+
+@pytest.mark.parametrize("kind", ["classifier", "pairs"])
+def test_per_size_training_logs_equal_logging_every_step(tiny_bert, pairs_file, tmp_path, monkeypatch, kind):
+    """Per-size values handed to self.log only on the steps Lightning writes (and once per epoch) log exactly what
+    logging every value every step logs: the same step rows, epoch means, accuracies and progress bar."""
+    from mrl.data.text import TextClassificationDataModule
+    from mrl_testing.every_step_logging import ClassifierLoggingEveryStep, ContrastiveLoggingEveryStep
+
+    if kind == "classifier":
+        data = TextClassificationDataModule(max_per_class=12, batch_size=8, tokenizer=tiny_bert, max_length=32)
+        kwargs = {"backbone": _backbone(tiny_bert), "num_classes": 5, "nesting": [8, 16, 32]}
+        classes, reference = MatryoshkaClassifier, ClassifierLoggingEveryStep
+        trainer_kwargs = {}
+    else:
+        data = TextPairsDataModule(str(pairs_file), batch_size=8, max_length=32, seed=0, tokenizer=tiny_bert)
+        kwargs = {"backbone": _backbone(tiny_bert), "nesting": [8, 16, 32]}
+        classes, reference = MatryoshkaContrastiveModule, ContrastiveLoggingEveryStep
+        trainer_kwargs = {"accumulate_grad_batches": 2}  # written steps count optimizer steps, not batches
+    rows, ended, bar, calls = _logged_run(classes, kwargs, data, tmp_path / "new", monkeypatch, **trainer_kwargs)
+    monkeypatch.undo()
+    rows_ref, ended_ref, bar_ref, calls_ref = _logged_run(
+        reference, kwargs, data, tmp_path / "ref", monkeypatch, **trainer_kwargs
+    )
+    assert rows == rows_ref  # every row of metrics.csv: step values on the written steps and the epoch values
+    stepped = [row for row in rows if row.get("train/loss@8_step")]
+    assert len(stepped) >= 2 and all(row.get("train/loss@32_step") for row in stepped)
+    assert sum(bool(row.get("train/loss@8_epoch")) for row in rows) == 2
+    if kind == "classifier":
+        assert sum(bool(row.get("train/top1@8")) for row in rows) == 2
+    assert ended == ended_ref and bar == bar_ref
+    trained = [name for name in calls if name.startswith("train/")]
+    assert len(trained) < len([name for name in calls_ref if name.startswith("train/")])  # the point
+
+
+# ------------------------------------------------------------------ make eval: the (layers, size) grid
+GRID_SIZES = [8, 16, 32]
+
+
+@pytest.fixture(scope="module")
+def tiny_bert3(tmp_path_factory) -> str:
+    """As ``tiny_bert`` with 3 layers, so that a chosen layer can leave another out, and larger random weights, so
+    that each layer changes the embedding (and the grid's rows differ)."""
+    from transformers import BertConfig, BertModel
+
+    from mrl.backbones.hf_text import load_tokenizer
+
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("tiny_bert3")
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=64,
+        initializer_range=0.3,
+    )
+    BertModel(config).save_pretrained(path)
+    load_tokenizer(None).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def run_2d(tiny_bert3, pairs_file, tmp_path_factory):
+    """A 2D Matryoshka run (``model.loss.layers={}``) of ``experiment=text_pairs_mrl``, trained a few steps by the
+    training procedure, as `make train` leaves it."""
+    from mrl.training.procedure import run_training
+    from mrl_testing.configs import compose_train
+
+    run_dir = tmp_path_factory.mktemp("run_2d")
+    overrides = [
+        "experiment=text_pairs_mrl",
+        f"model.backbone.name_or_path={tiny_bert3}",
+        "model.backbone.max_length=32",
+        f"model.nesting=[{','.join(map(str, GRID_SIZES))}]",
+        "model.loss.layers={}",
+        f"data.source={pairs_file}",
+        "data.max_pairs=null",
+        "data.val_fraction=0.5",
+        "data.batch_size=8",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=4",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "trainer.num_sanity_val_steps=0",
+        "callbacks=default",
+        "callbacks.rich_progress_bar=null",
+        "callbacks.rich_model_summary=null",
+        "logger=none",
+        "print_config=false",
+        "test=false",
+    ]
+    run_training(compose_train(overrides, run_dir), run_dir)
+    return run_dir
+
+
+def _cut_metrics(run_dir, layers: int) -> dict[str, float]:
+    """``make eval``'s per-size metrics of the run's model actually cut to its first ``layers`` layers (as
+    ``export_sentence_transformer(..., layers=k)`` cuts it), from one plain forward per batch."""
+    from mrl.evaluation.runner import build_eval_data
+    from mrl.evaluation.text import evaluate_text_run
+    from mrl.interop.sentence_transformers import cut_layers
+    from mrl.runs import find_checkpoint, load_module
+    from mrl_testing.configs import eval_cfg
+
+    module = load_module(find_checkpoint(run_dir)).eval()
+    cut_layers(module.backbone.model, layers)
+    return evaluate_text_run(module, build_eval_data(eval_cfg(run_dir), run_dir, module), GRID_SIZES)
+
+
+def test_eval_of_a_2d_run_writes_the_layers_by_sizes_grid(run_2d, tmp_path, monkeypatch, capsys):
+    import csv
+
+    from sentence_transformers import SentenceTransformer
+
+    from mrl.cli.evaluate import show
+    from mrl.core.retrieval_metrics import retrieval_metrics
+    from mrl.evaluation.runner import evaluate_run
+    from mrl.interop.sentence_transformers import export_sentence_transformer
+    from mrl.runs import find_checkpoint, load_module
+    from mrl_testing.configs import eval_cfg
+    from mrl_testing.wandb_records import read_finished_run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    result = evaluate_run(eval_cfg(run_2d, wandb=True))  # layers=null: every layer, the run was trained 2D
+    plain = evaluate_run(eval_cfg(run_2d, layers=[], output_dir=str(tmp_path / "plain")))
+    assert plain.layer_grid == [] and not any("layer" in key for key in plain.metrics)
+    assert not (tmp_path / "plain" / "layer_grid.csv").exists()
+
+    # The grid: every layer count (3 of 3) at every size; the last row is the model's own per-size metrics
+    grid = result.layer_grid
+    assert [(row["layers"], row["size"]) for row in grid] == [(k, m) for k in (1, 2, 3) for m in GRID_SIZES]
+    assert {k: v for k, v in result.metrics.items() if "/layer" not in k} == plain.metrics
+    for row in grid:
+        assert row["relative_cost"] == pytest.approx(row["layers"] / 3)
+        for name in ("mrr@10", "ndcg@10", "recall@1", "recall@10", "recall@100"):
+            key = (
+                f"eval/{name}@{row['size']}"
+                if row["layers"] == 3
+                else f"eval/layer{row['layers']}/{name}@{row['size']}"
+            )
+            assert row[name] == result.metrics[key]
+            if row["layers"] == 3:
+                assert row[name] == plain.metrics[key]
+    # An earlier layer's row is the model cut to that many layers (and not another layer's)
+    rows = {k: [row["mrr@10"] for row in grid if row["layers"] == k] for k in (1, 2, 3)}
+    assert rows[1] != rows[2] != rows[3]
+    for k in (1, 2):
+        cut = _cut_metrics(run_2d, k)
+        assert {key: result.metrics[key.replace("eval/", f"eval/layer{k}/")] for key in cut} == pytest.approx(
+            cut, abs=1e-6
+        )
+        assert [cut[f"eval/mrr@10@{m}"] for m in GRID_SIZES] != rows[3 - k]
+    # ... and the sentence-transformers export of the first layer
+    module = load_module(find_checkpoint(run_2d)).eval()
+    exported = SentenceTransformer(str(export_sentence_transformer(module, tmp_path / "cut1", layers=1)), device="cpu")
+    from mrl.evaluation.runner import build_eval_data
+
+    items = build_eval_data(eval_cfg(run_2d), run_2d, module).split_items("val")
+    anchors, positives = (exported.encode([item[i] for item in items], convert_to_tensor=True) for i in (0, 1))
+    reference = retrieval_metrics(anchors, positives, torch.arange(len(items)), GRID_SIZES, ks=(1, 10, 100))
+    assert {k: result.metrics[f"eval/layer1/{k}"] for k in reference} == pytest.approx(reference, abs=1e-4)
+
+    # Written: summary.md's table (rows layers with their cost, columns sizes), layer_grid.csv, results.json/.csv
+    out = run_2d / "eval"
+    summary = (out / "summary.md").read_text()
+    assert "## Layers x sizes: mrr@10 % of the model cut to its first k of 3 layers" in summary
+    assert "| layers | cost | 8 | 16 | 32 |" in summary
+    row1 = next(row for row in grid if row["layers"] == 1 and row["size"] == 8)
+    assert f"| 1 | 0.33x | {100 * row1['mrr@10']:.2f} |" in summary and "| 3 | 1.00x |" in summary
+    with open(out / "layer_grid.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 9 and float(rows[0]["mrr@10"]) == grid[0]["mrr@10"] and rows[0]["layers"] == "1"
+    assert json.loads((out / "results.json").read_text())["layer_grid"] == grid
+    assert "layer2/mrr@10" in (out / "results.csv").read_text().splitlines()[0]
+    capsys.readouterr()
+    show(result)  # make eval prints the grid under the per-size table
+    printed = capsys.readouterr().out
+    assert "Layers x sizes" in printed and "0.33x" in printed
+    # W&B: the grid table with the other eval tables, its metrics in the summary
+    files = sorted(run_2d.glob("wandb/offline-run-*/run-*.wandb"))
+    run = read_finished_run(files[-1])
+    assert any(k.startswith("eval/layer_grid") for k in run["history_keys"])
+    assert "eval/layer1/mrr@10@8" in run["summary"]
+
+
+def test_eval_layers_option_on_any_text_model_and_scored_pairs(tiny_bert3, tmp_path):
+    """``layers=`` chooses the rows for any text model (here one trained without model.loss.layers); scored pairs
+    (STS) get the Spearman grid; a layer's values are the cut model's."""
+    from mrl.evaluation.settings import eval_config
+    from mrl.evaluation.text import evaluate_text, evaluate_text_run
+    from mrl.interop.sentence_transformers import cut_layers
+    from mrl_testing.configs import eval_cfg
+
+    sts = tmp_path / "sts.csv"
+    texts = QUERIES + DOCUMENTS
+    lines = ["sentence1,sentence2,score"] + [
+        f'"{a}","{texts[(i + j) % len(texts)]}",{1.0 - 0.2 * j}' for i, a in enumerate(texts) for j in range(3)
+    ]
+    sts.write_text("\n".join(lines) + "\n")
+    columns = {"anchor_column": "sentence1", "positive_column": "sentence2"}
+    data = TextPairsDataModule(
+        str(sts), batch_size=4, max_length=32, tokenizer=tiny_bert3, **columns,
+        eval_source={"source": str(sts), **columns, "score_column": "score"},
+    )  # fmt: skip
+    module = MatryoshkaContrastiveModule(_backbone(tiny_bert3), nesting=[8, 32]).eval()
+
+    def evaluate(**overrides):
+        return evaluate_text(eval_config(eval_cfg(None, **overrides)), module, data, "x.ckpt")
+
+    assert evaluate().layer_grid == []  # null: no grid for a model trained without model.loss.layers
+    chosen = evaluate(layers=[2])
+    assert [(row["layers"], row["size"]) for row in chosen.layer_grid] == [(2, 8), (2, 32), (3, 8), (3, 32)]
+    assert set(chosen.metrics) == {f"eval/{p}spearman@{m}" for p in ("", "layer2/") for m in (8, 32)}
+    cut = copy.deepcopy(module)
+    cut_layers(cut.backbone.model, 2)
+    reference = evaluate_text_run(cut, data, [8, 32])
+    assert {k: chosen.metrics[k.replace("eval/", "eval/layer2/")] for k in reference} == pytest.approx(reference)
+    assert chosen.metrics["eval/layer2/spearman@32"] != chosen.metrics["eval/spearman@32"]
+    assert {k: v for k, v in chosen.metrics.items() if "layer" not in k} == evaluate().metrics
+    everything = evaluate(layers="all")
+    assert sorted({row["layers"] for row in everything.layer_grid}) == [1, 2, 3]
+    assert everything.metrics["eval/layer2/spearman@8"] == chosen.metrics["eval/layer2/spearman@8"]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            "some",
+            r"^layers='some': expected all, a list of layer counts \(e\.g\. \[2, 4, 6\]\), \[\] for none, or null",
+        ),
+        ([0, 2], r"^layers=\[0, 2\]: expected all, a list of layer counts"),
+        (2, r"^layers=2: expected all, a list of layer counts"),
+        ([1.5], r"^layers=\[1\.5\]: expected all"),
+    ],
+)
+def test_bad_eval_layers_values_fail_in_one_line(value, message):
+    from mrl.common.errors import is_config_error
+    from mrl.evaluation.settings import eval_config
+    from mrl_testing.configs import eval_cfg
+
+    with pytest.raises(ValueError, match=message) as error:
+        eval_config(eval_cfg(None, layers=value))
+    assert is_config_error(error.value) and "\n" not in str(error.value)
+
+
+def test_eval_layers_that_do_not_fit_the_run_fail_in_one_line(run_2d, tiny_bert3):
+    from mrl.common.errors import is_config_error
+    from mrl.evaluation.layer_grid import layer_counts
+    from mrl.evaluation.runner import evaluate_run
+    from mrl_testing.configs import eval_cfg
+
+    with pytest.raises(
+        ValueError, match=r"^layers=\[2, 4\]: layer 4 is beyond this model's 3 transformer layers; give co"
+    ):
+        evaluate_run(eval_cfg(run_2d, layers=[2, 4], output_dir=str(run_2d / "bad")))
+    classifier = MatryoshkaClassifier(_backbone(tiny_bert3), num_classes=3, nesting=[8, 32])
+    with pytest.raises(
+        ValueError, match=r"^layers='all': the \(layers, size\) grid is measured for text embedding"
+    ) as e:
+        layer_counts("all", classifier, None)
+    assert is_config_error(e.value)
+    assert layer_counts(None, classifier, None) == [] and layer_counts((), classifier, None) == []
+    pairs = MatryoshkaContrastiveModule(_backbone(tiny_bert3), nesting=[8], loss={"layers": {}})
+    with pytest.raises(ValueError, match=r"^layers=\[1\]: the evaluation data are labelled sentences"):
+        layer_counts((1,), pairs, "classification")
+    assert layer_counts(None, pairs, "classification") == [] and layer_counts(None, pairs, "pairs") == [1, 2, 3]

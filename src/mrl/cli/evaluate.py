@@ -15,12 +15,14 @@ from mrl.evaluation.runner import evaluate_runs
 
 
 def show(result: EvaluationResult) -> None:
-    """Print the per-size table of the run's ``summary.md``; the cascade and funnel tables stay in the file."""
+    """Print the per-size table of the run's ``summary.md`` (and a text run's layers x sizes grid); the cascade and
+    funnel tables stay in the file."""
     from rich.markdown import Markdown
 
     out = Path(result.output_dir)
-    summary = (out / "summary.md").read_text()
-    console().print(Markdown(summary.split("\n## ", 1)[0]))
+    first, *sections = (out / "summary.md").read_text().split("\n## ")
+    grid = [f"## {section}" for section in sections if section.startswith("Layers x sizes")]
+    console().print(Markdown("\n".join([first, *grid])))
     print(f"Evaluation written to {out} (summary.md also has the adaptive-classification and funnel tables)")
 
 

@@ -22,7 +22,8 @@ class EvaluationResult:
     """Per-size metrics (``eval/{name}@{m}``) and the tables of one evaluated checkpoint.
 
     ``head`` is the classifier's head kind; a text run (no head) leaves it None and has per-size metrics
-    only, so its ``results.json`` holds just ``checkpoint``, ``sizes``, ``metrics`` and ``output_dir``.
+    only, so its ``results.json`` holds just ``checkpoint``, ``sizes``, ``metrics``, ``layer_grid`` (the
+    (layers, size) grid, :mod:`mrl.evaluation.layer_grid`; empty without one) and ``output_dir``.
     """
 
     checkpoint: str
@@ -40,6 +41,7 @@ class EvaluationResult:
     tuned_funnels: list[dict] = field(default_factory=list)  # one row per recall target: the funnel tuned to it
     funnel_tuning: list[dict] = field(default_factory=list)  # every funnel the tuning tried (recall, cost)
     storage: list[dict] = field(default_factory=list)  # one row per (size, dtype)
+    layer_grid: list[dict] = field(default_factory=list)  # text: one row per (layer count, size)
     output_dir: str | None = None  # where the renderers wrote it
 
     @property
@@ -53,6 +55,7 @@ class EvaluationResult:
                 "checkpoint": self.checkpoint,
                 "sizes": list(self.sizes),
                 "metrics": dict(self.metrics),
+                "layer_grid": self.layer_grid,
                 "output_dir": self.output_dir,
             }
         return {

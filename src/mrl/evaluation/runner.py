@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mrl.evaluation.device import resolve_device
 from mrl.evaluation.embeddings import embed_split, load_embeddings
+from mrl.evaluation.layer_grid import layer_counts
 from mrl.evaluation.render import write_outputs
 from mrl.evaluation.result import EvaluationResult
 from mrl.evaluation.settings import EvalConfig, eval_config
@@ -127,16 +128,17 @@ def evaluate_run(cfg: DictConfig) -> EvaluationResult:
     ckpt, run_dir, out = resolve_paths(settings)
     out.mkdir(parents=True, exist_ok=True)
     module = load_eval_module(settings, ckpt)
+    if hasattr(module, "head"):
+        layer_counts(settings.layers, module, None)  # layers= for a classifier fails now, before its data loads
     module.to(device)
     datamodule = build_eval_data(cfg, run_dir, module)
     log.info("Evaluating %s on %s (%s, %s)", ckpt, type(datamodule).__name__, device, settings.precision)
     if hasattr(module, "head"):
         result = evaluate_classifier(settings, module, datamodule, str(ckpt), out, search_device)
     else:
-        from mrl.evaluation.text import evaluate_text_run
+        from mrl.evaluation.text import evaluate_text
 
-        metrics = evaluate_text_run(module, datamodule, module.sizes, precision=settings.precision)
-        result = EvaluationResult(checkpoint=str(ckpt), sizes=list(module.sizes), metrics=metrics)
+        result = evaluate_text(settings, module, datamodule, str(ckpt))
     write_outputs(out, result)
     if settings.wandb:
         from mrl.evaluation.render.wandb_log import log_evaluation

@@ -19,6 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mrl.evaluation.device import check_precision
+from mrl.evaluation.layer_grid import check_layers
 from mrl.evaluation.quantized import check_codecs
 
 GROUPS = ("data", "paths")  # composed config groups, read by the runner as they are
@@ -78,6 +79,7 @@ class EvalConfig:
     embeddings_dtype: str = "fp32"
     wandb: bool = False
     quantized: tuple[str, ...] = ("fp16", "int8", "binary")
+    layers: str | tuple[int, ...] | None = None
     knn: KnnConfig = KnnConfig()
     baselines: BaselinesConfig = BaselinesConfig()
     adaptive: AdaptiveConfig = AdaptiveConfig()
@@ -92,6 +94,7 @@ def eval_config(cfg: DictConfig | Mapping[str, Any]) -> EvalConfig:
         for key, value in cfg.items()
         if key not in GROUPS
     }
+    check_layers(plain.get("layers"))  # before the type check, for a message that says what is valid
     settings = _build(EvalConfig, plain, "")
     check_precision(settings.precision)
     check_codecs(settings.quantized)

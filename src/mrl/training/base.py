@@ -1,6 +1,7 @@
 """The LightningModule base both model kinds share: backbone -> embedding, the hyper-parameters saved so a
-checkpoint rebuilds its model, the per-size loss logging, the non-finite-loss stop, and the optimizer with its
-warm-up and decay."""
+checkpoint rebuilds its model, the per-size loss logging (in training, through ``self.log`` only on the steps
+Lightning writes: :mod:`mrl.training.step_logging`), the non-finite-loss stop, and the optimizer with its warm-up
+and decay."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from mrl.training.optim import (
     build_optimizer,
     build_scheduler,
 )
+from mrl.training.step_logging import StepMean, writes_this_step
 
 
 def plain(value: Any) -> Any:
@@ -87,6 +89,9 @@ class MatryoshkaLightningModule(L.LightningModule):
         self.backbone = build_backbone(backbone)
         self.embed_dim = int(self.backbone.embed_dim)
         self.sizes: list[int] = []
+        self.train_loss_means = nn.ModuleList()  # one StepMean per size, made in setup (sizes are known then)
+        self._epoch_registered = False
+        self._train_batch_size: int | None = None
 
     def embed(self, x: Any) -> torch.Tensor:
         """Full-width embeddings ``[B, D]``; keep the first m coordinates for size m."""
@@ -107,6 +112,12 @@ class MatryoshkaLightningModule(L.LightningModule):
         self.log(
             f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=batch_size, sync_dist=sync
         )
+        if split == "train" and self._trainer is not None and len(self.train_loss_means) == len(self.sizes):
+            values = per_size.detach()
+            for i, mean in enumerate(self.train_loss_means):
+                mean.update(values[i], batch_size)
+            self._train_batch_size = batch_size  # logged in on_train_batch_end, on the steps Lightning writes
+            return
         for i, m in enumerate(self.sizes):
             self.log(
                 f"{split}/loss@{m}",
@@ -116,6 +127,38 @@ class MatryoshkaLightningModule(L.LightningModule):
                 batch_size=batch_size,
                 sync_dist=sync,
             )
+
+    def setup(self, stage: str) -> None:
+        if len(self.train_loss_means) != len(self.sizes):
+            self.train_loss_means = nn.ModuleList(StepMean() for _ in self.sizes)
+
+    def train_epoch_metrics(self) -> dict[str, Any]:
+        """Metrics logged ``on_epoch`` only in training, updated by the step (a subclass's accuracies): handed to
+        ``self.log`` once per epoch, which is all Lightning needs to compute them at the epoch's end."""
+        return {}
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_registered = False
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Hand the per-size training values to ``self.log`` on the steps Lightning writes, and once per epoch to
+        register them for their epoch values (:mod:`mrl.training.step_logging`): after the callbacks' hooks, which
+        may stop training and so make Lightning write this step."""
+        first = not self._epoch_registered
+        if first:
+            for name, metric in self.train_epoch_metrics().items():
+                self.log(name, metric, on_step=False, on_epoch=True)
+        if self._train_batch_size is not None and (first or writes_this_step(self.trainer)):
+            for i, m in enumerate(self.sizes):
+                self.log(
+                    f"train/loss@{m}",
+                    self.train_loss_means[i],
+                    on_step=True,
+                    on_epoch=True,
+                    batch_size=self._train_batch_size,
+                    metric_attribute=f"train_loss_means.{i}",
+                )
+        self._epoch_registered = True
 
     # ------------------------------------------------------------------------------------- optimizers
     def global_batch(self) -> int | None:

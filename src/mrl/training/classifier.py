@@ -151,8 +151,13 @@ class MatryoshkaClassifier(MatryoshkaLightningModule):
             for name in ("top1", "top5"):
                 metric = self.metrics[f"{split}_acc"][name][i]
                 metric.update(detached[i], y)  # epoch-level only: no per-batch compute (forward would do one)
-                self.log(f"{split}/{name}@{m}", metric, on_step=False, on_epoch=True, batch_size=batch_size)
+                if split != "train":  # training hands them to self.log once per epoch (train_epoch_metrics)
+                    self.log(f"{split}/{name}@{m}", metric, on_step=False, on_epoch=True, batch_size=batch_size)
         return loss
+
+    def train_epoch_metrics(self) -> dict[str, MulticlassAccuracy]:
+        accuracy = self.metrics["train_acc"]
+        return {f"train/{name}@{m}": accuracy[name][i] for i, m in enumerate(self.sizes) for name in ("top1", "top5")}
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from mrl.evaluation.render.tables import SUMMARY_COLUMNS, per_size_table
+from mrl.evaluation.layer_grid import headline
+from mrl.evaluation.render.tables import SUMMARY_COLUMNS, layer_grid_table, per_size_table
 from mrl.evaluation.result import EvaluationResult
 
 
@@ -34,11 +35,31 @@ def summary_markdown(result: EvaluationResult) -> str:
         lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
     else:
         lines += [f"- {k}: {v:.4f}" for k, v in sorted(result.metrics.items())]
+    lines += layer_grid_lines(result.layer_grid)
     lines += cascade_lines(result.adaptive_classification)
     lines += funnel_lines(result.funnel_retrieval)
     lines += tuned_funnel_lines(result.tuned_funnels)
     lines += storage_lines(result.storage)
     return "\n".join(lines) + "\n"
+
+
+def layer_grid_lines(grid: list[dict]) -> list[str]:
+    """The (layers, size) grid of a text run: one row per layer count with its cost, one column per size."""
+    family = headline(grid)
+    if family is None:
+        return []
+    header, rows = layer_grid_table(grid, family)
+    total = grid[-1]["layers"]
+    return [
+        "",
+        f"## Layers x sizes: {family} % of the model cut to its first k of {total} layers",
+        "",
+        "cost: the share of the full model's transformer layers the cut model runs (k / L); layer_grid.csv has "
+        "every metric.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ] + [f"| {row[0]} | {row[1]:.2f}x | " + " | ".join(_fmt(v) for v in row[2:]) + " |" for row in rows]
 
 
 def cascade_lines(cascade: list[dict]) -> list[str]:

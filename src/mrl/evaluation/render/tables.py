@@ -36,6 +36,21 @@ def per_size_table(
     return ["size", *columns], rows
 
 
+def layer_grid_table(grid: list[dict], family: str) -> tuple[list[str], list[list]]:
+    """The (layers, size) grid of one metric family: rows ``[layers, relative cost, value per size...]``."""
+    sizes = list(dict.fromkeys(row["size"] for row in grid))
+    rows: dict[int, list] = {}
+    for row in grid:
+        rows.setdefault(row["layers"], [row["layers"], row["relative_cost"]]).append(row[family])
+    return ["layers", "cost", *map(str, sizes)], list(rows.values())
+
+
+def dict_rows_table(rows: list[dict]) -> tuple[list[str], list[list]]:
+    """A list of flat dicts as a header (the first row's keys) and rows."""
+    header = list(rows[0]) if rows else []
+    return header, [[row.get(key) for key in header] for row in rows]
+
+
 def curves_table(curves: dict[str, dict[int, float]]) -> tuple[list[str], list[list]]:
     """Rows per size, one column per named curve of {size: value} (empty where a curve has no point)."""
     sizes = sorted({m for points in curves.values() for m in points})

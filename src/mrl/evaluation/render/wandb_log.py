@@ -12,12 +12,14 @@ from mrl.common.wandb_runs import open_run
 from mrl.evaluation.render.tables import curves_table, per_size_table
 from mrl.evaluation.result import EvaluationResult
 
-ROW_TABLES = ("adaptive_classification", "funnel_retrieval", "tuned_funnels", "funnel_tuning")  # logged row by row
+# logged row by row
+ROW_TABLES = ("adaptive_classification", "funnel_retrieval", "tuned_funnels", "funnel_tuning", "layer_grid")
 
 
 def log_evaluation(result: EvaluationResult, out: Path, run_dir: Path) -> None:
     """Add the evaluation to the training run's W&B run (same id, resumed): metrics in the summary,
-    the per-size (with the all-zero prefix counts), cascade, funnel and tuned-funnel tables, and the charts."""
+    the per-size (with the all-zero prefix counts), cascade, funnel, tuned-funnel and (text) layer-grid tables,
+    and the charts."""
     import wandb
 
     run = open_run(run_dir, config_from=[run_dir], resume=True)
