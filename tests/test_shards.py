@@ -12,7 +12,15 @@ import torch
 from PIL import Image
 
 from mrl.cli.prepare import run as prepare_cli
-from mrl.data.image.decode import TrainDecode, crop_params, draft_factor, resized_crop, uint8_to_input
+from mrl.data.image.decode import (
+    TrainDecode,
+    crop_params,
+    draft_factor,
+    jpeg_region,
+    resize_region,
+    resized_crop,
+    uint8_to_input,
+)
 from mrl.data.image.shards import ImageShardsDataModule, prepare, verify
 from mrl.training.procedure import build_datamodule, build_model
 from mrl_testing.images import image_folder, photo
@@ -183,6 +191,33 @@ def test_training_batches_have_the_recipes_statistics(tmp_path):
             fast = resized_crop(Image.open(p), box, (32, 32), "bilinear")
             diffs.append((fast.float() - full.float()).abs().mean().item() / 255)
     assert np.mean(diffs) < 0.02 and np.max(diffs) < 0.06
+
+
+@pytest.mark.parametrize(("height", "width"), [(375, 500), (512, 341), (333, 333)])
+def test_simplejpeg_decodes_the_pixels_pil_decodes_at_the_same_draft_scale(height, width):
+    """The training decoder (simplejpeg) against PIL's draft path on the same boxes: equal bytes, at every draft
+    factor, odd sides too (PIL's draft takes min(W // w, H // h) as its scale, so it is asked for floor sizes)."""
+    import io
+
+    pytest.importorskip("simplejpeg")
+    buffer = io.BytesIO()
+    Image.fromarray(photo(np.random.default_rng(height), height, width)).save(buffer, format="JPEG", quality=90)
+    data = buffer.getvalue()
+    factors = set()
+    for i in range(60):
+        side = (16, 32, 64, 176)[i % 4]
+        box = crop_params(width, height, (0.08, 1.0), (3 / 4, 4 / 3))
+        factors.add(draft_factor(box[2], box[3], side, side))
+        pil = Image.open(io.BytesIO(data))
+        expected = resized_crop(pil, box, (side, side), "bilinear")
+        assert pil.size == tuple(-(-n // draft_factor(box[2], box[3], side, side)) for n in (width, height))
+        region = jpeg_region(data, height, width, box, (side, side))
+        assert torch.equal(resize_region(region, (side, side), "bilinear"), expected)
+        assert torch.equal(
+            resize_region(region, (side, side), "lanczos"),
+            resized_crop(Image.open(io.BytesIO(data)), box, (side, side), "lanczos"),
+        )
+    assert factors >= {1, 2, 4}
 
 
 def test_uint8_batches_become_model_input_on_the_device_and_floats_pass(make_cfg, shards):
