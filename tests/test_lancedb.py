@@ -18,13 +18,12 @@ pytest.importorskip("faiss")
 lancedb = pytest.importorskip("lancedb")
 
 from mrl.common.errors import is_config_error  # noqa: E402
-from mrl.evaluation.embeddings import save_embeddings  # noqa: E402
 from mrl.retrieval import AdaptiveRetriever, Funnel, exact_search, recall_against_exact  # noqa: E402
 from mrl.retrieval.binary import bit_center, threshold_bits  # noqa: E402
 from mrl.retrieval.flat import prefix  # noqa: E402
 from mrl.retrieval.lancedb import LanceFunnel, collection_name, load_into_lancedb  # noqa: E402
 from mrl_testing.configs import ROOT  # noqa: E402
-from mrl_testing.synthetic import make_mrl_split  # noqa: E402
+from mrl_testing.synthetic import make_mrl_split, write_npz  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +38,6 @@ def loaded(data, tmp_path_factory):
     uri = str(tmp_path_factory.mktemp("lance") / "index.lancedb")
     summary = load_into_lancedb(db, uri, collection="flat", first_size=8, labels=db_y, batch_size=700, progress=False)
     return uri, summary
-
-
-def write_npz(path, x, labels, checkpoint="model.ckpt"):
-    meta = {"checkpoint": checkpoint, "embed_dim": x.shape[1], "count": len(x)}
-    return save_embeddings(path, {"embeddings": x, "labels": labels}, meta, "fp32")
 
 
 def stored_ids(uri, name):

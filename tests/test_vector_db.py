@@ -14,11 +14,10 @@ pymilvus = pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
 
 from mrl.common.errors import is_config_error  # noqa: E402
-from mrl.evaluation.embeddings import save_embeddings  # noqa: E402
 from mrl.retrieval import AdaptiveRetriever, Funnel, exact_search, recall_against_exact  # noqa: E402
 from mrl.retrieval.milvus import MilvusFunnel, collection_name, load_into_milvus  # noqa: E402
 from mrl_testing.configs import ROOT  # noqa: E402
-from mrl_testing.synthetic import make_mrl_split  # noqa: E402
+from mrl_testing.synthetic import make_mrl_split, write_npz  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +32,6 @@ def loaded(data, tmp_path_factory):
     uri = str(tmp_path_factory.mktemp("milvus") / "index.db")
     summary = load_into_milvus(db, uri, collection="flat", first_size=8, labels=db_y, batch_size=700, progress=False)
     return uri, summary
-
-
-def write_npz(path, x, labels, checkpoint="model.ckpt"):
-    meta = {"checkpoint": checkpoint, "embed_dim": x.shape[1], "count": len(x)}
-    return save_embeddings(path, {"embeddings": x, "labels": labels}, meta, "fp32")
 
 
 def test_exact_first_stage_returns_the_in_process_funnels_neighbours(data, loaded):

@@ -65,3 +65,11 @@ def make_mrl_split(
     db, db_y = make_mrl_like(n_db, dim, n_classes, seed=seed, centers_seed=seed, **kwargs)
     q, q_y = make_mrl_like(n_queries, dim, n_classes, seed=seed + 10_000, centers_seed=seed, **kwargs)
     return db, db_y, q, q_y
+
+
+def write_npz(path, x: np.ndarray, labels: np.ndarray | None, checkpoint: str = "model.ckpt"):
+    """``x`` saved as ``make eval`` saves embeddings (fp32, with the meta a database load checks), at ``path``."""
+    from mrl.evaluation.embeddings import save_embeddings
+
+    meta = {"checkpoint": checkpoint, "embed_dim": x.shape[1], "count": len(x)}
+    return save_embeddings(path, {"embeddings": x, "labels": labels}, meta, "fp32")
