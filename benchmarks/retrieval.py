@@ -140,7 +140,7 @@ def tuned_section(args, db: np.ndarray, q: np.ndarray) -> dict:
     nq = len(q)
     out = {}
     base_ms = 1e3 * secs["exact flat"] / nq
-    print(f"{'system':<13} {'funnel':<50} {'ms/query':>9} {'QPS':>8} {'speed-up':>9} {'recall@' + str(k):>9} "
+    print(f"{'system':<13} {'funnel':<56} {'ms/query':>9} {'QPS':>8} {'speed-up':>9} {'recall@' + str(k):>9} "
           f"{'held-out':>9} {'B/item scanned':>14} {'B/item held':>11}")  # fmt: skip
     for name in systems:
         ms = 1e3 * secs[name] / nq
@@ -155,7 +155,7 @@ def tuned_section(args, db: np.ndarray, q: np.ndarray) -> dict:
             "funnel": funnel, "ms_per_query": ms, "qps": 1e3 / ms, "speedup": base_ms / ms, "recall": recall,
             "holdout_recall": held, "first_stage_bytes": scanned, "bytes_per_item": held_bytes,
         }  # fmt: skip
-        print(f"{name:<13} {funnel:<50} {ms:>9.4f} {1e3 / ms:>8.0f} {base_ms / ms:>8.1f}x {recall:>9.4f} "
+        print(f"{name:<13} {funnel:<56} {ms:>9.4f} {1e3 / ms:>8.0f} {base_ms / ms:>8.1f}x {recall:>9.4f} "
               f"{held if held is not None else float('nan'):>9.4f} {scanned:>14} {held_bytes:>11}")  # fmt: skip
     return out
 

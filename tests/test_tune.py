@@ -157,6 +157,12 @@ def test_tune_funnel_is_exported_from_the_package():
         ({"holdout": 1.0}, r"^holdout=1.0: the share of the queries kept aside"),
         ({"metric": "dot"}, r"^metric='dot': expected one of cosine, l2, ip"),
         ({"max_first_stage_bytes": 0}, r"^max_first_stage_bytes=0: a positive number"),
+        (
+            {"approximate": ["ivf"]},
+            r"^approximate=\['ivf'\]: expected 'auto' \(hnsw from 20000 items\), \(\) for none, or some of hnsw$",
+        ),
+        ({"approximate": "fast"}, r"^approximate='fast': expected 'auto'"),
+        ({"approximate": 3}, r"^approximate=3: expected 'auto'"),
     ],
 )
 def test_wrong_settings_are_one_line_errors(kwargs, message):
@@ -177,3 +183,130 @@ def test_l2_and_ip_metrics_tune_too():
         _, ids = tuned.retriever.search(q, 5)
         both = (tuned.recall * tuned.tuning_queries + tuned.holdout_recall * tuned.holdout_queries) / len(q)
         assert recall_against_exact(db, q, ids, 5, metric=metric) == pytest.approx(both)
+
+
+# --------------------------------------------------------------------------------------------- HNSW first stages
+@pytest.fixture
+def one_thread():
+    """FAISS builds an HNSW graph in parallel, and with several threads two builds of it may differ: one thread
+    makes a rebuilt funnel's graph the tuner's own."""
+    import faiss
+
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(threads)
+
+
+def mrl_data(n=3000, nq=60, dim=64):
+    from mrl_testing.synthetic import make_mrl_split
+
+    db, _, q, _ = make_mrl_split(n, nq, dim, n_classes=30, seed=2)
+    return db, q
+
+
+def tuning_rows(nq: int, holdout: float, seed: int = 0) -> np.ndarray:
+    order = np.random.default_rng(seed).permutation(nq)
+    return np.sort(order[int(round(nq * holdout)) :])
+
+
+def test_hnsw_rows_report_the_recall_of_the_funnel_built_and_searched(one_thread):
+    db, q = mrl_data()
+    tuned = tune_funnel(db, q, target=0.99, k=10, repeats=1, holdout=0.25, sizes=[8, 16, 64], approximate=["hnsw"])
+    rows = [r for r in tuned.table if r["index"] == "hnsw"]
+    assert len(rows) >= 2 and all(r["format"] == "float" and len(r["stages"]) == 2 for r in rows)
+    assert any("HNSW first stages" in note and "8-d in" in note for note in tuned.notes)  # the build time
+    q_tune = q[tuning_rows(len(q), 0.25)]
+    for row in rows:
+        funnel = Funnel.from_dict(row)
+        (m1, c), _ = funnel.stages
+        retriever = funnel.build(db)  # a graph of its own, searched with efSearch = its shortlist
+        assert retriever.index_type == "hnsw" and retriever.index.hnsw.efSearch == c
+        _, ids = retriever.search(q_tune, 10)
+        assert row["recall"] == recall_against_exact(db, q_tune, ids, 10), row["funnel"]
+        assert row["mflops_per_query"] == pytest.approx(retriever.mflops_per_query())  # distances computed
+        assert row["mflops_per_query"] < Funnel(funnel.stages).mflops_per_query(len(db))  # under a flat scan's
+        assert row["first_stage_bytes"] == 4 * m1 and row["bytes_per_item"] == funnel.bytes_per_item()
+    # shortlists grow until the highest target is met; sizes stop at the first that meets it with <= 5k candidates
+    for m1 in {r["stages"][0][0] for r in rows}:
+        recalls = [r["recall"] for r in rows if r["stages"][0][0] == m1]
+        assert sum(r >= 0.99 for r in recalls) <= 1 and all(r < 0.99 for r in recalls[:-1])
+    enough = [r["stages"][0][0] for r in rows if r["recall"] >= 0.99 and r["stages"][0][1] <= 50]
+    assert all(r["stages"][0][0] <= min(enough) for r in rows if enough)
+
+
+def test_hnsw_wins_when_fastest_and_is_confirmed_on_held_out_queries(one_thread, monkeypatch):
+    import mrl.retrieval.tune as tune
+
+    timed = {}
+
+    def hnsw_fastest(retrievers, queries, k, repeats):  # the timing step, made to favour the graph
+        timed.update(retrievers)
+        return {i: 0.01 if r.index_type == "hnsw" else 1.0 for i, r in retrievers.items()}
+
+    monkeypatch.setattr(tune, "_time", hnsw_fastest)
+    db, q = mrl_data()
+    tuned = tune_funnel(db, q, target=0.95, k=10, repeats=1, holdout=0.25, sizes=[8, 16, 64], approximate="hnsw")
+    assert tuned.funnel.index == "hnsw" and tuned.retriever.index_type == "hnsw" and tuned.ms_per_query == 0.01
+    assert any(tuned.retriever is r for r in timed.values())  # the funnel timed is the one returned, as built
+    assert [r for r in tuned.table if r["chosen"]][0]["index"] == "hnsw"
+    assert "--index hnsw" in str(tuned) and tuned.summary()["index"] == "hnsw"
+    hold = np.setdiff1d(np.arange(len(q)), tuning_rows(len(q), 0.25))
+    _, ids = tuned.retriever.search(q[hold], 10)
+    assert tuned.holdout_queries == len(hold) and tuned.holdout_recall == recall_against_exact(db, q[hold], ids, 10)
+    assert tuned.met == (tuned.holdout_recall >= 0.95)
+
+
+def test_without_approximate_stages_the_grid_is_the_exact_scans_alone(monkeypatch):
+    import mrl.retrieval.tune as tune
+
+    db, q = mrl_data(n=1500, nq=40)
+    kwargs = {"target": 0.99, "k": 5, "repeats": 1, "sizes": [8, 16, 64]}
+
+    def grid(table):
+        return [(r["funnel"], r["recall"], r["mflops_per_query"]) for r in table if r["index"] != "hnsw"]
+
+    off = tune_funnel(db, q, approximate=(), **kwargs)
+    auto = tune_funnel(db, q, **kwargs)  # 1,500 items: below HNSW_MIN_ITEMS, no graph
+    on = tune_funnel(db, q, approximate=("hnsw",), **kwargs)
+    assert {r["index"] for r in off.table} == {"flat", "int8", "binary"} and not any("HNSW" in n for n in off.notes)
+    assert grid(auto.table) == grid(off.table) == [row[:3] for row in grid(on.table)]
+    assert len(auto.table) == len(off.table) < len(on.table)
+    monkeypatch.setattr(tune, "HNSW_MIN_ITEMS", 1000)  # "auto" tries it from that many items on
+    assert any(r["index"] == "hnsw" for r in tune_funnel(db, q, **kwargs).table)
+
+
+def test_an_hnsw_funnel_round_trips_and_reproduces_its_search_command():
+    from mrl.cli.search import parse_funnel
+
+    funnel = Funnel(((16, 200), (2048, 10)), "float", "cosine", "hnsw")
+    assert str(funnel) == "16-d float HNSW shortlist of 200 -> 2048-d float top 10"
+    assert funnel.to_dict() == {
+        "stages": [[16, 200], [2048, 10]],
+        "format": "float",
+        "metric": "cosine",
+        "index": "hnsw",
+    }
+    assert Funnel.from_dict(funnel.to_dict()) == funnel and Funnel.from_dict(funnel.to_dict()).index == "hnsw"
+    assert funnel.cli_args() == ["--funnel", "16:200,2048:10", "--index", "hnsw", "--metric", "cosine"]
+    assert parse_funnel(funnel.spec, 2048, 10) == list(funnel.stages)
+    assert funnel != Funnel(funnel.stages) and funnel.first_stage_bytes() == 64
+    # funnels saved before HNSW first stages (no "index") are the exact scans they were
+    assert Funnel.from_dict({"stages": [[16, 200], [2048, 10]], "format": "int8"}).index == "int8"
+    assert Funnel.from_dict({"stages": [[16, 200], [2048, 10]]}) == Funnel(funnel.stages, "float", "cosine", "flat")
+    db = np.random.default_rng(0).standard_normal((300, 2048)).astype(np.float32)
+    retriever = funnel.build(db)
+    assert retriever.index_type == "hnsw" and retriever.index.hnsw.efSearch == 200
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"format": "int8", "index": "hnsw"}, r"^index='hnsw': expected int8 with format='int8'$"),
+        ({"index": "ivf"}, r"^index='ivf': expected flat or hnsw with format='float'$"),
+    ],
+)
+def test_a_funnel_with_a_wrong_first_stage_index_is_a_one_line_error(kwargs, message):
+    with pytest.raises(ValueError, match=message) as error:
+        Funnel(((16, 200), (64, 10)), **kwargs)
+    assert is_config_error(error.value)

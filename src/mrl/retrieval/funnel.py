@@ -209,7 +209,9 @@ class AdaptiveRetriever:
         prune: skip, inside a rerank stage of size >= 128, the candidates that provably cannot reach
             that stage's top list (see `_rerank`); results are the same as without it.
         prefix_cache: a dict shared by retrievers built over the same database (`mrl.retrieval.tune_funnel`
-            builds dozens): each (re-normalised) prefix array is computed once and kept there.
+            builds dozens): each (re-normalised) prefix array is computed once and kept there, and so is each
+            HNSW graph (per size, metric, ``hnsw_m`` and ``ef_construction``; every retriever searches it with
+            its own ``efSearch``).
 
     All indexes and prefix arrays are built here; `search` does no allocation proportional to N.
     """
@@ -272,10 +274,20 @@ class AdaptiveRetriever:
         elif index == "hnsw":
             if hnsw_m < 2:
                 raise ValueError(f"hnsw_m must be >= 2, got {hnsw_m}")
-            self.index = faiss.IndexHNSWFlat(m1, int(hnsw_m), self._faiss_metric)
-            self.index.hnsw.efConstruction = int(ef_construction)
             # FAISS HNSW returns at most efSearch results, so the beam is never narrower than c1.
-            self.index.hnsw.efSearch = max(int(ef_search if ef_search is not None else c1), c1)
+            self._ef_search = max(int(ef_search if ef_search is not None else c1), c1)
+            # With a shared prefix_cache the graph is built once per (size, metric, M, efConstruction) and shared:
+            # each retriever then sets its own efSearch before every search (`shortlist`).
+            self._hnsw_shared = prefix_cache is not None
+            key = ("hnsw", m1, metric, int(hnsw_m), int(ef_construction))
+            if key in cache:
+                self.index = cache[key]
+            else:
+                self.index = faiss.IndexHNSWFlat(m1, int(hnsw_m), self._faiss_metric)
+                self.index.hnsw.efConstruction = int(ef_construction)
+                self.index.add(first)
+                cache[key] = self.index
+            self.index.hnsw.efSearch = self._ef_search
         else:
             if nlist is None:
                 nlist = int(np.clip(round(4 * np.sqrt(self.n)), 1, max(1, self.n // 39)))
@@ -295,7 +307,7 @@ class AdaptiveRetriever:
                 self.index.add(threshold_bits(first, center))
                 cache[key] = (self.index, center)
             self.index, self._bit_center = cache[key]
-        elif index not in ("flat", "int8"):
+        elif index == "ivf":
             self.index.add(first)
         del first
         # Contiguous (re-normalised) prefix arrays for the rerank stages.
@@ -360,6 +372,8 @@ class AdaptiveRetriever:
         qp = prefix(q, m1, self._normalize)
         if self.index_type == "binary":
             qp = threshold_bits(qp, self._bit_center)
+        elif self.index_type == "hnsw" and self._hnsw_shared:
+            self.index.hnsw.efSearch = self._ef_search  # the graph is shared: this retriever's own beam
         scores, ids = self.index.search(qp, c)
         if self.index_type in ("hnsw", "ivf", "binary"):  # flat and int8 order their ties already
             scores, ids = order_ties(scores, ids, descending=self.index_type != "binary" and self.metric != "l2")

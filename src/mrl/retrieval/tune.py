@@ -4,7 +4,7 @@
     tuned = tune_funnel(database, queries, target=0.99, k=10)
     print(tuned)                              # the funnel, its recall (tuning and held-out), speed, bytes
     scores, ids = tuned.retriever.search(new_queries, k=10)
-    tuned.funnel                              # Funnel(stages=((16, 200), (2048, 10)), format='int8', ...)
+    tuned.funnel                              # Funnel(stages=((16, 200), (2048, 10)), format='int8', index='int8')
     tuned.table                               # every funnel tried: recall, ms/query, MFLOPs, bytes per item
 
 How (`tune_funnels` does the work; `tune_funnel` is it for one target):
@@ -18,6 +18,12 @@ How (`tune_funnels` does the work; `tune_funnel` is it for one target):
    are the top-``c`` search, :mod:`mrl.retrieval.ties`), and a structure stops growing ``c`` once it meets the
    highest target. Sizes are tried smallest first; a first stage whose scan alone costs over `COST_SLACK` (4)
    times the MFLOPs of a funnel already meeting the highest target is not tried (the notes count them).
+   HNSW first stages (``approximate``; by default from `HNSW_MIN_ITEMS`, 20,000, items on) on float prefixes up to
+   `HNSW_MAX_SIZE` (32) wide, shortlist reranked: the graph is built once per size (the notes give the build
+   times), and each shortlist ``c`` is its own search with ``efSearch = c``, as the built funnel searches (a
+   graph's top ``c`` is not the start of its top ``2c``); sizes stop growing once one meets the highest target
+   with a shortlist of at most ``5 k`` (`HNSW_ENOUGH`).
+   Their MFLOPs count the distance computations the searches made (they do not feed the skip rule above).
    Recall is counted as ann-benchmarks counts it: a returned item is a hit when its full-width score is at
    least the k-th exact score (within float rounding, 1e-5 of the scores' scale), so an item that ties the
    k-th neighbour is not a miss.
@@ -56,6 +62,11 @@ __all__ = ["FORMATS", "Funnel", "TunedFunnel", "recall_against_exact", "tune_fun
 
 FORMATS = {"float": "flat", "int8": "int8", "bits": "binary"}  # number format of a first stage -> its index
 INDEX_FORMATS = {index: name for name, index in FORMATS.items()}
+FORMAT_INDEXES = {"float": ("flat", "hnsw"), "int8": ("int8",), "bits": ("binary",)}  # first-stage indexes per format
+APPROXIMATE = ("hnsw",)  # approximate first stages the tuner can try (float prefixes)
+HNSW_MIN_ITEMS = 20_000  # approximate="auto" tries HNSW from this many items (below, a flat prefix scan is cheap)
+HNSW_MAX_SIZE = 32  # ... on prefixes up to this wide (a wider graph costs more to build than it saves)
+HNSW_ENOUGH = 5  # ... and no wider once a graph reaches every target with a shortlist of at most k times this
 SHORTLIST_FACTORS = (1, 2, 5, 10, 20, 50, 100)  # default shortlists: k times these
 RECALL_TOLERANCE = 1e-5  # of the scores' scale: a returned item this close to the k-th exact score is a hit
 COST_SLACK = 4.0  # a first stage whose scan alone costs this many times a funnel meeting every target is skipped
@@ -65,13 +76,17 @@ COST_SLACK = 4.0  # a first stage whose scan alone costs this many times a funne
 @dataclass(frozen=True)
 class Funnel:
     """A funnel as data: ``stages`` ``((size, candidates), ...)``, the first stage's number ``format`` (``float``,
-    ``int8`` or ``bits``; later stages are float) and the ``metric``. Printable, comparable, reusable:
-    ``Funnel(...).build(database)`` is the `AdaptiveRetriever`; `to_dict` / `from_dict` round-trip through
-    JSON; `spec` and `cli_args` are what ``make search`` takes."""
+    ``int8`` or ``bits``; later stages are float), the ``metric`` and the first stage's `AdaptiveRetriever`
+    ``index``: by default the format's exact scan (``flat``, ``int8``, ``binary``); ``hnsw`` for a float first
+    stage searched through an HNSW graph (`AdaptiveRetriever`'s defaults: M 32, efConstruction 64, efSearch the
+    first stage's candidates). Printable, comparable, reusable: ``Funnel(...).build(database)`` is the
+    `AdaptiveRetriever`; `to_dict` / `from_dict` round-trip through JSON (a dict without ``index``, as saved
+    before HNSW first stages, is the exact scan); `spec` and `cli_args` are what ``make search`` takes."""
 
     stages: tuple[tuple[int, int], ...]
     format: str = "float"
     metric: str = "cosine"
+    index: str | None = None  # None: the format's exact scan (FORMATS)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple((int(m), int(c)) for m, c in self.stages))
@@ -79,11 +94,11 @@ class Funnel:
             raise ValueError(f"format={self.format!r}: expected one of {', '.join(FORMATS)}")
         if self.metric not in METRICS:
             raise ValueError(f"metric={self.metric!r}: expected one of {', '.join(METRICS)}")
-
-    @property
-    def index(self) -> str:
-        """The first stage's `AdaptiveRetriever` index: ``flat``, ``int8`` or ``binary``."""
-        return FORMATS[self.format]
+        if self.index is None:
+            object.__setattr__(self, "index", FORMATS[self.format])
+        if self.index not in FORMAT_INDEXES[self.format]:
+            valid = " or ".join(FORMAT_INDEXES[self.format])
+            raise ValueError(f"index={self.index!r}: expected {valid} with format={self.format!r}")
 
     @property
     def k(self) -> int:
@@ -104,6 +119,8 @@ class Funnel:
         return AdaptiveRetriever(database, list(self.stages), metric=self.metric, index=self.index, **kwargs)
 
     def mflops_per_query(self, n: int) -> float:
+        """MFLOPs per query over ``n`` items (`funnel_mflops`); for an HNSW first stage the flat scan's count, an
+        upper bound (the searched count depends on the graph: `AdaptiveRetriever.mflops_per_query`, the table's)."""
         return funnel_mflops(n, self.stages, self.index)
 
     def first_stage_bytes(self) -> int:
@@ -113,17 +130,28 @@ class Funnel:
         return funnel_bytes(self.stages, self.index, self.metric)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"stages": [list(s) for s in self.stages], "format": self.format, "metric": self.metric}
+        return {
+            "stages": [list(s) for s in self.stages],
+            "format": self.format,
+            "metric": self.metric,
+            "index": self.index,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Funnel:
-        return cls(tuple(tuple(s) for s in data["stages"]), data.get("format", "float"), data.get("metric", "cosine"))
+        return cls(
+            tuple(tuple(s) for s in data["stages"]),
+            data.get("format", "float"),
+            data.get("metric", "cosine"),
+            data.get("index"),
+        )
 
     def __str__(self) -> str:
         (m1, c1), rest = self.stages[0], self.stages[1:]
+        first = f"{m1}-d {self.format}" + (" HNSW" if self.index == "hnsw" else "")
         if not rest:
-            return f"{m1}-d {self.format} top {c1}"
-        return f"{m1}-d {self.format} shortlist of {c1} -> " + " -> ".join(f"{m}-d float top {c}" for m, c in rest)
+            return f"{first} top {c1}"
+        return f"{first} shortlist of {c1} -> " + " -> ".join(f"{m}-d float top {c}" for m, c in rest)
 
 
 # --------------------------------------------------------------------------------------------- recall
@@ -197,7 +225,7 @@ class TunedFunnel:
     """What `tune_funnel` chose for one target, and everything it measured on the way.
 
     ``funnel`` and ``retriever`` are the choice; ``table`` holds every funnel tried (one dict each: ``funnel``,
-    ``format``, ``stages``, ``recall``, ``mflops_per_query``, ``first_stage_bytes``, ``bytes_per_item``,
+    ``format``, ``index``, ``stages``, ``recall``, ``mflops_per_query``, ``first_stage_bytes``, ``bytes_per_item``,
     ``ms_per_query`` where timed, else None, and ``chosen``). ``recall`` is the chosen funnel's on the tuning
     queries, ``holdout_recall`` on the held-out ones (None without any); ``met`` says whether the target holds on
     the held-out queries (on the tuning ones without held-out queries), ``shortfall`` by how much it misses.
@@ -247,6 +275,7 @@ class TunedFunnel:
             "funnel": str(self.funnel),
             "spec": self.funnel.spec,
             "format": self.funnel.format,
+            "index": self.funnel.index,
             "recall": self.recall,
             "holdout_recall": self.holdout_recall,
             "met": self.met,
@@ -284,6 +313,23 @@ class TunedFunnel:
 
 
 # --------------------------------------------------------------------------------------------- tuning
+def _approximate(value: Any, n: int) -> tuple[str, ...]:
+    """The approximate first-stage indexes to try: ``"auto"`` is HNSW from `HNSW_MIN_ITEMS` items on."""
+    if isinstance(value, str) and value == "auto":
+        return ("hnsw",) if n >= HNSW_MIN_ITEMS else ()
+    names = [value] if isinstance(value, str) else value
+    ok = names is None or (
+        isinstance(names, (list, tuple)) and all(isinstance(a, str) and a in APPROXIMATE for a in names)
+    )
+    if not ok:
+        shown = list(value) if isinstance(value, (list, tuple)) else value
+        raise ValueError(
+            f"approximate={shown!r}: expected 'auto' (hnsw from {HNSW_MIN_ITEMS} items), () for none, or some of "
+            f"{', '.join(APPROXIMATE)}"
+        )
+    return tuple(dict.fromkeys(names or ()))
+
+
 def _check_settings(db, q, targets, k, metric, sizes, shortlists, formats, rerank_sizes, holdout, budget, repeats):
     if db.ndim != 2 or db.shape[0] == 0:
         raise ValueError(f"database.shape={db.shape}: expected a non-empty [N, D] array")
@@ -329,14 +375,15 @@ def _time(retrievers: dict, queries: np.ndarray, k: int, repeats: int) -> dict:
     return {key: 1e3 * seconds / len(queries) for key, seconds in best.items()}
 
 
-def _row(funnel: Funnel, n: int, recall: float) -> dict[str, Any]:
+def _row(funnel: Funnel, n: int, recall: float, mflops: float | None = None) -> dict[str, Any]:
     return {
         "funnel": str(funnel),
         "format": funnel.format,
+        "index": funnel.index,
         "metric": funnel.metric,
         "stages": [list(s) for s in funnel.stages],
         "recall": float(recall),
-        "mflops_per_query": funnel.mflops_per_query(n),
+        "mflops_per_query": funnel.mflops_per_query(n) if mflops is None else float(mflops),
         "first_stage_bytes": funnel.first_stage_bytes(),
         "bytes_per_item": funnel.bytes_per_item(),
         "ms_per_query": None,
@@ -346,15 +393,49 @@ def _row(funnel: Funnel, n: int, recall: float) -> dict[str, Any]:
 
 def _structure(row: dict) -> tuple:
     """What a funnel is apart from its shortlist (and, for one stage, its size): the larger of two such is slower."""
-    stages = row["stages"]
+    stages, kind = row["stages"], (row["format"], row.get("index"))
     if len(stages) == 1:
-        return (row["format"],)
-    return (row["format"], stages[0][0], tuple(m for m, _ in stages[1:]))
+        return kind
+    return (*kind, stages[0][0], tuple(m for m, _ in stages[1:]))
 
 
 def _cost_key(row: dict) -> tuple:
     stages = row["stages"]
     return (stages[0][1], stages[0][0]) if len(stages) > 1 else (stages[0][0],)
+
+
+def _hnsw_rows(db, q_tune, tune_idx, truth, sizes, shortlists, rerank_sizes, k, metric, cache, add, top, budget):
+    """HNSW first stages (float prefixes of at most `HNSW_MAX_SIZE`, below the width, within the bytes budget),
+    smallest first: the graph is built once per size (shared through ``cache``), then every shortlist ``c`` is
+    searched as the built funnel will search it, with ``efSearch = c``, reranked, and counted (no shortlist is
+    read off a larger search: HNSW's top ``c`` depends on its beam). Stops at the first size meeting ``top`` with
+    a shortlist of at most `HNSW_ENOUGH` ``* k``.
+    Returns the notes (build times)."""
+    n, dim = db.shape
+    built = []
+    for m1 in [m for m in sizes if m <= HNSW_MAX_SIZE and m < dim]:
+        if budget is not None and first_stage_bytes(m1, "hnsw", metric) > budget:
+            continue
+        met = False
+        for m2 in [m for m in rerank_sizes if m > m1]:
+            for c in shortlists:
+                funnel = Funnel(((m1, c), (m2, k)), "float", metric, "hnsw")
+                start = time.perf_counter()
+                retriever = funnel.build(db, prefix_cache=cache)
+                if len(built) == 0 or built[-1][0] != m1:
+                    built.append((m1, time.perf_counter() - start))
+                _, found = retriever.search(q_tune, k)
+                recall = truth.hits(tune_idx, found).mean()
+                add(_row(funnel, n, recall, retriever.mflops_per_query()))
+                if recall >= top:
+                    met = met or c <= HNSW_ENOUGH * k
+                    break  # larger shortlists of this structure only cost more
+        if met:
+            break  # a short shortlist is enough: a wider graph costs more to build and to walk
+    if not built:
+        return []
+    sizes_built = ", ".join(f"{m}-d in {seconds:.1f}s" for m, seconds in built)
+    return [f"HNSW first stages (M 32, efConstruction 64, efSearch = the shortlist) built at {sizes_built}"]
 
 
 def tune_funnels(
@@ -372,6 +453,7 @@ def tune_funnels(
     repeats: int = 3,
     seed: int = 0,
     max_queries: int | None = 2000,
+    approximate: str | Sequence[str] | None = "auto",
 ) -> list[TunedFunnel]:
     """`tune_funnel` for several targets at once: the grid is scored and timed once, one `TunedFunnel` per target
     (in the order given; they share the table)."""
@@ -394,6 +476,7 @@ def tune_funnels(
     _check_settings(
         db, q_all, targets, k, metric, sizes, shortlists, formats, rerank_sizes, holdout, max_first_stage_bytes, repeats
     )
+    approximate = _approximate(approximate, n)
     targets = [float(t) for t in targets]
     sizes = sorted({int(m) for m in sizes})
     rerank_sizes = sorted({int(m) for m in rerank_sizes})
@@ -440,7 +523,8 @@ def tune_funnels(
     def add(row: dict) -> None:
         nonlocal best_mflops
         rows.append(row)
-        if row["recall"] >= top_target and fits(row):
+        if row["recall"] >= top_target and fits(row) and row["index"] != "hnsw":
+            # a graph's few distance computations are random reads: its MFLOPs say little of its time
             best_mflops = min(best_mflops, row["mflops_per_query"])
 
     best_mflops, skipped = float("inf"), 0  # the cheapest funnel meeting the highest target so far
@@ -479,6 +563,9 @@ def tune_funnels(
             f"{skipped} first stages not tried: their scan alone costs over {COST_SLACK:g}x the MFLOPs of a funnel "
             f"already reaching recall {top_target}"
         )
+    if "hnsw" in approximate:
+        notes.extend(_hnsw_rows(db, q_tune, tune_idx, truth, sizes, shortlists, rerank_sizes, k, metric, cache, add,
+                                top_target, max_first_stage_bytes))  # fmt: skip
 
     # 3. the cheapest candidates of each structure that meet a target, timed side by side with exact search
     def candidates(target: float) -> list[int]:
@@ -563,6 +650,7 @@ def tune_funnel(
     repeats: int = 3,
     seed: int = 0,
     max_queries: int | None = 2000,
+    approximate: str | Sequence[str] | None = "auto",
 ) -> TunedFunnel:
     """The fastest funnel (measured) whose recall@k against exact full-width search reaches ``target``.
 
@@ -579,6 +667,9 @@ def tune_funnel(
         max_first_stage_bytes: only funnels whose first stage takes at most this many bytes per item (e.g. 16:
             what fits in memory); without any that meets the target, the best recall within it (and a note).
         repeats: timed rounds per funnel (the fastest counts).
+        approximate: approximate first stages to try besides the exact scans: ``"auto"`` (default) tries HNSW on
+            float prefixes (`HNSW_MAX_SIZE`, 32, wide at most) when the database holds at least `HNSW_MIN_ITEMS`
+            (20,000) items; ``("hnsw",)`` tries it whatever the size; ``()`` or None never.
 
     Returns a `TunedFunnel`: ``.retriever`` ready to ``.search(queries, k)``, ``.funnel``, ``.table``. See the
     module docstring for how it is chosen.
@@ -598,4 +689,5 @@ def tune_funnel(
         repeats=repeats,
         seed=seed,
         max_queries=max_queries,
+        approximate=approximate,
     )[0]
