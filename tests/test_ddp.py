@@ -28,6 +28,7 @@ from mrl_testing.items import epoch_items, fingerprint, read_items
 DATA = {"image_size": 16, "train_size": 256, "val_size": 128, "batch_size": 32, "seed": 0}
 
 
+@pytest.mark.slow  # 25 s: two processes started twice (test-slow, CI)
 def test_two_processes_match_one_process_on_the_same_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     keep = [a for a in FAST if not a.startswith(("data.", "callbacks=", "trainer.limit_", "trainer.accelerator"))]
