@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 
 from mrl.data.sampling import ResumableOrder, ResumableSampler, resume_position
-from mrl.training.procedure import build_datamodule, build_model
+from mrl_testing.training import fit_config
 
 
 class RecordSamples(L.Callback):
@@ -23,23 +23,6 @@ class RecordSamples(L.Callback):
         self.seen.setdefault(trainer.current_epoch, []).extend(prints)
 
 
-def fit(cfg, callbacks, ckpt_path=None, **limits):
-    datamodule = build_datamodule(cfg)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=1,
-        callbacks=callbacks,
-        default_root_dir=cfg.paths.output_dir,
-        **limits,
-    )
-    trainer.fit(build_model(cfg, datamodule), datamodule=datamodule, ckpt_path=ckpt_path)
-    return datamodule
-
-
 def test_a_run_stopped_mid_epoch_trains_on_the_rest_of_that_epoch(tmp_path, make_cfg):
     cfg = make_cfg(
         "data=synthetic",
@@ -50,7 +33,7 @@ def test_a_run_stopped_mid_epoch_trains_on_the_rest_of_that_epoch(tmp_path, make
         "trainer.limit_train_batches=null",
     )  # 5 batches an epoch
     whole = RecordSamples()
-    datamodule = fit(cfg, [whole], max_epochs=2)
+    datamodule = fit_config(cfg, [whole], max_epochs=2).datamodule
     samples = sorted(hashlib.sha1(x.numpy().tobytes()).hexdigest() for x in datamodule._tensors["train"][0])
     assert sorted(whole.seen[0]) == sorted(whole.seen[1]) == samples  # each epoch: every sample once
     assert whole.seen[0] != whole.seen[1]  # in a new order
@@ -60,14 +43,14 @@ def test_a_run_stopped_mid_epoch_trains_on_the_rest_of_that_epoch(tmp_path, make
         dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=1, save_top_k=-1
     )
     first, second = RecordSamples(), RecordSamples()
-    fit(cfg, [first, ckpt], max_steps=7)
-    fit(cfg, [second], ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"), max_epochs=2)
+    fit_config(cfg, [first, ckpt], max_steps=7)
+    fit_config(cfg, [second], ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"), max_epochs=2)
     assert len(first.seen[1]) == 16 and 0 not in second.seen
     assert first.seen[1] + second.seen[1] == whole.seen[1]  # the same epoch as without the stop
 
     # a checkpoint that closed an epoch resumes at the start of the next one
     closing = RecordSamples()
-    fit(cfg, [closing], ckpt_path=str(tmp_path / "ckpt" / "epoch=0-step=5.ckpt"), max_epochs=2)
+    fit_config(cfg, [closing], ckpt_path=str(tmp_path / "ckpt" / "epoch=0-step=5.ckpt"), max_epochs=2)
     assert closing.seen == {1: whole.seen[1]}
 
 

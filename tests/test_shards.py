@@ -24,6 +24,7 @@ from mrl.data.image.decode import (
 from mrl.data.image.shards import ImageShardsDataModule, prepare, verify
 from mrl.training.procedure import build_datamodule, build_model
 from mrl_testing.images import image_folder, photo
+from mrl_testing.training import fit_config
 
 LOADER = ["data.num_workers=0", "data.persistent_workers=false", "data.pin_memory=false"]
 
@@ -323,24 +324,6 @@ class KeepUint8(L.Callback):
         pl_module.on_after_batch_transfer = keep
 
 
-def _fit(cfg, callbacks, ckpt_path=None, **limits):
-    datamodule = build_datamodule(cfg)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=1,
-        callbacks=callbacks,
-        default_root_dir=cfg.paths.output_dir,
-        **limits,
-    )
-    torch.manual_seed(0)
-    trainer.fit(build_model(cfg, datamodule), datamodule=datamodule, ckpt_path=ckpt_path)
-    return datamodule
-
-
 @pytest.mark.parametrize("workers", [2])  # litdata splits the chunks among the workers; its state covers them
 def test_a_run_stopped_mid_epoch_continues_its_epoch(tmp_path, make_cfg, shards, workers):
     """The StreamingDataLoader's state travels in the checkpoint: the resumed run trains on the rest of the
@@ -358,14 +341,14 @@ def test_a_run_stopped_mid_epoch_continues_its_epoch(tmp_path, make_cfg, shards,
         f"data.num_workers={workers}",
     )
     whole = RecordSamples()
-    _fit(cfg, [KeepUint8(), whole], max_epochs=2)
+    fit_config(cfg, [KeepUint8(), whole], seed=0, max_epochs=2)
     assert len(whole.seen[0]) == len(whole.seen[1]) == 18
     ckpt = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=1, save_top_k=-1
     )
     first, second = RecordSamples(), RecordSamples()
-    _fit(cfg, [KeepUint8(), first, ckpt], max_steps=8)  # 2 of epoch 1's 6 batches
-    _fit(cfg, [KeepUint8(), second], ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"), max_epochs=2)
+    fit_config(cfg, [KeepUint8(), first, ckpt], seed=0, max_steps=8)  # 2 of epoch 1's 6 batches
+    fit_config(cfg, [KeepUint8(), second], ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"), seed=0, max_epochs=2)
     assert len(first.seen[1]) == 6 and 0 not in second.seen
     assert first.seen[1] + second.seen[1] == whole.seen[1]  # the same epoch as without the stop
     assert sorted(whole.seen[0]) == sorted(whole.seen[1]) and whole.seen[0] != whole.seen[1]
