@@ -6,7 +6,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-EXTRAS ?= dev,retrieval,text,sweep,shards,bench
+UV := $(VENV)/bin/uv
+UV_VERSION := 0.13.9
+# uv installs into .venv (the interpreter it was created with), never downloads a Python of its own
+UV_ENV := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never
 EXP ?= digits_mrl
 SWEEP ?= heads
 RUN ?=
@@ -25,19 +28,30 @@ EMBED_RUN = $(or $(RUN),$(call newest,$(OUTPUTS)/train/*/*/))
 REPORT_DIR = $(or $(DIR),$(call newest,$(OUTPUTS)/multirun/*/*/),$(OUTPUTS))
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline WANDB_SILENT=true
 
-.PHONY: help install train sweep eval report embed search index export prepare test test-full test-slow test-slurm lint format bench bench-heads bench-retrieval bench-data bench-text clean
+.PHONY: help install lock upgrade train sweep eval report embed search index export prepare test test-full test-slow test-slurm lint format bench bench-heads bench-retrieval bench-data bench-text clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# The repository's environment is the lock (uv.lock: every extra, torch included, with hashes). pip bootstraps
+# uv at the version the lock itself pins (UV_VERSION, checked by tests/test_lock.py); uv then installs exactly
+# the locked set and refuses a lock that no longer matches pyproject.toml (--locked).
+$(STAMP): pyproject.toml uv.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install "torch>=2.4" "torchvision>=0.19"
-	$(PY) -m pip install -e ".[$(EXTRAS)]"
+	test -x $(UV) && [[ "$$($(UV) --version)" == "uv $(UV_VERSION)"* ]] || $(PY) -m pip install --quiet "uv==$(UV_VERSION)"
+	$(UV_ENV) $(UV) sync --locked --all-extras
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install the project with its extras
+install: $(STAMP) ## create .venv and install the locked set (uv.lock: the project, every extra, torch)
+
+lock: $(STAMP) ## re-resolve uv.lock after editing pyproject.toml (keeps every locked version that still fits)
+	$(UV_ENV) $(UV) lock
+	$(UV_ENV) $(UV) sync --locked --all-extras
+
+upgrade: $(STAMP) ## move the lock to the newest releases, install them and run every test (commit uv.lock if green)
+	$(UV_ENV) $(UV) lock --upgrade
+	$(UV_ENV) $(UV) sync --locked --all-extras
+	$(MAKE) --no-print-directory test-full
 
 train: $(STAMP) ## train one experiment: make train EXP=digits_mrl ARGS="..."
 	$(PY) -m mrl.cli.train experiment=$(EXP) $(ARGS)

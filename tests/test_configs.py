@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -123,16 +124,12 @@ def test_robustness_sets_compose_for_evaluation(name, folders, labels, tmp_path)
     assert sorted(label for _, label in datamodule._dataset("val", train=False).samples) == labels
 
 
-def _slurm_launcher(tmp_path, *overrides: str):
-    """The sweep launcher (``hydra/launcher=slurm``) as ``mrl-train -m`` builds it, and the sbatch header it
-    would submit (no SLURM needed: submitit writes the script without calling sbatch)."""
-    import submitit
+def _slurm_launcher_params(tmp_path, *overrides: str) -> dict:
+    """The sweep launcher's parameters (``hydra/launcher=slurm``) as ``mrl-train -m`` resolves them: Hydra's
+    config and our resolver only, no submitit executor (which looks for ``srun``)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.utils import instantiate
-    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
-    from omegaconf import OmegaConf
-    from submitit.slurm.slurm import SlurmExecutor
 
     from mrl_testing.configs import CONF_DIR
 
@@ -143,25 +140,40 @@ def _slurm_launcher(tmp_path, *overrides: str):
             return_hydra_config=True,
             overrides=["hydra/launcher=slurm", f"hydra.sweep.dir={tmp_path}", *overrides],
         )
-    params = dict(instantiate(cfg.hydra.launcher).params)
-    executor = submitit.AutoExecutor(
-        cluster="slurm", folder=params.pop("submitit_folder"), slurm_max_num_timeout=params.pop("max_num_timeout")
-    )
-    base = set(OmegaConf.structured(BaseQueueConf).keys())
-    original = SlurmExecutor.affinity  # submitit >= 1.5.4 wants srun to build the executor; none here
-    SlurmExecutor.affinity = classmethod(lambda cls: 2)
-    try:
-        executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
-    finally:
-        SlurmExecutor.affinity = original
-    return params, executor._executor._make_submission_file_text("python -m submitit", "uid")
+    return dict(instantiate(cfg.hydra.launcher).params)
 
 
 @pytest.mark.parametrize(("gpus", "tasks"), [(0, 1), (None, 1), (1, 1), (4, 4)])
 def test_slurm_sweep_jobs_get_one_task_per_gpu_or_one_for_a_cpu_job(tmp_path, gpus, tasks):
     gpus_arg = "null" if gpus is None else gpus
-    params, header = _slurm_launcher(tmp_path, f"hydra.launcher.gpus_per_node={gpus_arg}")
+    params = _slurm_launcher_params(tmp_path, f"hydra.launcher.gpus_per_node={gpus_arg}")
     assert params["tasks_per_node"] == tasks
+    assert params["gpus_per_node"] == gpus
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize(("gpus", "tasks"), [(0, 1), (4, 4)])
+def test_slurm_sbatch_header_asks_for_the_resolved_tasks(tmp_path, gpus, tasks):
+    """The header submitit writes from those parameters (its SLURM executor needs ``srun`` on the PATH, so
+    this runs in ``make test-slurm``)."""
+    import shutil
+
+    import submitit
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from omegaconf import OmegaConf
+
+    if shutil.which("srun") is None:
+        message = "srun is not on the PATH: apt-get install slurm-client"
+        if os.environ.get("MRL_REQUIRE_SLURM") == "1":
+            pytest.fail(f"MRL_REQUIRE_SLURM=1 but {message}", pytrace=False)
+        pytest.skip(message)
+    params = _slurm_launcher_params(tmp_path, f"hydra.launcher.gpus_per_node={gpus}")
+    executor = submitit.AutoExecutor(
+        cluster="slurm", folder=params.pop("submitit_folder"), slurm_max_num_timeout=params.pop("max_num_timeout")
+    )
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
+    header = executor._executor._make_submission_file_text("python -m submitit", "uid")
     assert f"#SBATCH --ntasks-per-node={tasks}\n" in header, header
     if gpus:
         assert f"#SBATCH --gpus-per-node={gpus}\n" in header, header
@@ -169,4 +181,4 @@ def test_slurm_sweep_jobs_get_one_task_per_gpu_or_one_for_a_cpu_job(tmp_path, gp
 
 def test_slurm_launcher_names_a_bad_gpu_count(tmp_path):
     with pytest.raises(Exception, match=r"hydra.launcher.gpus_per_node=-1 is invalid; use 0 \(a CPU job\)"):
-        _slurm_launcher(tmp_path, "hydra.launcher.gpus_per_node=-1")
+        _slurm_launcher_params(tmp_path, "hydra.launcher.gpus_per_node=-1")

@@ -3,7 +3,6 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from mrl.core.losses import MatryoshkaContrastiveLoss, MatryoshkaCrossEntropy
 from mrl.core.nesting import NestingError
@@ -128,41 +127,49 @@ def test_contrastive_reduce_keeps_the_active_sizes():
     assert float(crit.reduce(per_size, torch.tensor([False, True, True]))) == 320.0
 
 
-class _FixedEmbeddingEncoder(nn.Module):
-    """Stands in for a SentenceTransformer: each 'feature batch' carries its embeddings already."""
-
-    def __init__(self, width: int):
-        super().__init__()
-        self.width = width
-
-    def get_embedding_dimension(self) -> int:
-        return self.width
-
-    def forward(self, features):
-        return {"sentence_embedding": features["embedding"]}
+_PAIRS = [
+    ("how do I sort a list", "sorted() returns a new list in order", "the weather is cold today"),
+    ("read a file line by line", "iterate over the open file object", "a recipe for bread"),
+    ("convert a string to int", "int('42') parses the number", "football scores of the week"),
+    ("reverse a dictionary", "swap keys and values in a comprehension", "a song about the sea"),
+    ("measure elapsed time", "time.perf_counter() before and after", "mountains in the north"),
+]
 
 
 @pytest.mark.parametrize("with_negative", [False, True])
 def test_contrastive_matches_sentence_transformers(with_negative):
-    st_losses = pytest.importorskip("sentence_transformers.sentence_transformer.losses")
-    torch.manual_seed(0)
-    width, dims, weights = 64, [8, 16, 32, 64], [1.0, 0.5, 2.0, 1.5]
-    columns = [torch.randn(10, width, dtype=torch.float64) for _ in range(3 if with_negative else 2)]
+    """Our loss on the real MiniLM's embeddings against sentence-transformers' public MatryoshkaLoss(MNRL) on
+    the same SentenceTransformer: the loss and the gradient of every encoder weight, in float64."""
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    try:
+        from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss, MultipleNegativesRankingLoss
+    except ImportError:  # before sentence-transformers 6
+        from sentence_transformers.losses import MatryoshkaLoss, MultipleNegativesRankingLoss
 
-    st_inputs = [c.clone().requires_grad_() for c in columns]
-    encoder = _FixedEmbeddingEncoder(width)
-    inner = st_losses.MultipleNegativesRankingLoss(encoder, scale=20.0)
-    st_loss = st_losses.MatryoshkaLoss(encoder, inner, matryoshka_dims=dims, matryoshka_weights=weights)
-    expected = st_loss([{"embedding": c} for c in st_inputs], None)
+    from mrl.backbones import default_minilm_path
+
+    model = sentence_transformers.SentenceTransformer(default_minilm_path(), device="cpu").double().eval()
+    dims, weights = [8, 32, 128, 384], [1.0, 0.5, 2.0, 1.5]
+    columns = list(zip(*_PAIRS))[: 3 if with_negative else 2]
+    features = [model.tokenize(list(texts)) for texts in columns]
+
+    st_loss = MatryoshkaLoss(
+        model, MultipleNegativesRankingLoss(model, scale=20.0), matryoshka_dims=dims, matryoshka_weights=weights
+    )
+    expected = st_loss(features, None)
     expected.backward()
+    theirs = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
 
-    our_inputs = [c.clone().requires_grad_() for c in columns]
-    loss = MatryoshkaContrastiveLoss(dims, weights=weights, scale=20.0)(*our_inputs)
+    embeddings = [model(dict(f))["sentence_embedding"] for f in features]
+    loss = MatryoshkaContrastiveLoss(dims, weights=weights, scale=20.0)(*embeddings)
     loss.backward()
+    ours = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
 
     torch.testing.assert_close(loss, expected)
-    for ours, theirs in zip(our_inputs, st_inputs):
-        torch.testing.assert_close(ours.grad, theirs.grad)
+    assert ours.keys() == theirs.keys() and len(ours) > 50
+    for name, grad in ours.items():
+        torch.testing.assert_close(grad, theirs[name], rtol=1e-6, atol=1e-9, msg=lambda m, n=name: f"{n}: {m}")
 
 
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
