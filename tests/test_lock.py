@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 UV = Path(sys.executable).parent / "uv"
@@ -59,3 +60,22 @@ def test_venv_is_exactly_the_lock():
     )
     assert result.returncode == 0, result.stderr
     assert "Would make no changes" in result.stderr + result.stdout, result.stderr
+
+
+def test_lower_bounds_are_the_tested_versions():
+    """Each dependency's floor in pyproject.toml is the (lowest) version uv.lock installs, the one the tests ran
+    on: lowering a floor means running the tests on that version first."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    requirements = list(pyproject["project"]["dependencies"])
+    for extra in pyproject["project"]["optional-dependencies"].values():
+        requirements += extra
+    locked = _locked_versions()
+    untested = {}
+    for requirement in requirements:
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)(?:>=|==)([^,; ]+)", requirement)
+        assert match, f"{requirement}: every dependency needs a tested lower bound (>=) or a pin (==)"
+        name, floor = match.group(1).lower(), match.group(2)
+        lowest = min(locked[name], key=Version)
+        if floor != lowest:
+            untested[name] = (floor, lowest)
+    assert not untested, f"floors that are not the locked (tested) versions: {untested}"
