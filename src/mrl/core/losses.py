@@ -160,12 +160,20 @@ class MatryoshkaContrastiveLoss(_WeightedSizes):
         self.dims = dims
         self.scale = float(scale)
 
-    def similarities(self, anchor: Tensor, positive: Tensor, negative: Tensor | None = None) -> Tensor:
-        """Scaled cosine similarities ``[G, B, N]`` of each size: anchors against positives (then negatives)."""
-        if positive.shape[0] != anchor.shape[0]:
+    def similarities(
+        self, anchor: Tensor, positive: Tensor, negative: Tensor | None = None, offset: int | None = None
+    ) -> Tensor:
+        """Scaled cosine similarities ``[G, B, N]`` of each size: anchors against positives (then negatives).
+        ``offset``: the positives are a larger (gathered) batch whose row ``offset + i`` matches anchor ``i``."""
+        if offset is None and positive.shape[0] != anchor.shape[0]:
             raise ValueError(
                 f"anchor and positive batches differ: {anchor.shape[0]} vs {positive.shape[0]} rows; "
                 f"row i of positive must be the match of row i of anchor"
+            )
+        if offset is not None and not 0 <= offset <= positive.shape[0] - anchor.shape[0]:
+            raise ValueError(
+                f"offset={offset}: the {anchor.shape[0]} anchors' positives must lie within the "
+                f"{positive.shape[0]} positive rows"
             )
         docs = positive if negative is None else torch.cat([positive, negative], dim=0)
         if self.dims[-1] > anchor.shape[-1] or anchor.shape[-1] != docs.shape[-1]:
@@ -175,10 +183,13 @@ class MatryoshkaContrastiveLoss(_WeightedSizes):
             )
         return self.scale * nested_cosine(anchor, docs, self.dims)
 
-    def per_size(self, anchor: Tensor, positive: Tensor, negative: Tensor | None = None) -> Tensor:
-        """Contrastive loss of each size: ``Tensor[len(dims)]``."""
-        logits = self.similarities(anchor, positive, negative)
-        labels = torch.arange(anchor.shape[0], device=anchor.device)
+    def per_size(
+        self, anchor: Tensor, positive: Tensor, negative: Tensor | None = None, offset: int | None = None
+    ) -> Tensor:
+        """Contrastive loss of each size: ``Tensor[len(dims)]``. With ``offset`` the positives (and negatives)
+        are every process's, and anchor ``i`` matches positive ``offset + i`` (:mod:`mrl.training.gather`)."""
+        logits = self.similarities(anchor, positive, negative, offset)
+        labels = torch.arange(anchor.shape[0], device=anchor.device) + (offset or 0)
         return _SoftmaxCrossEntropy.apply(logits, labels, 0.0)
 
     def forward(self, anchor: Tensor, positive: Tensor, negative: Tensor | None = None) -> Tensor:

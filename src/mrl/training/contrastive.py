@@ -20,6 +20,7 @@ from mrl.core.nesting import default_nesting, sort_with_weights
 from mrl.core.retrieval_metrics import retrieval_metrics, sts_spearman
 from mrl.data.base import SPLITS
 from mrl.training.base import MatryoshkaLightningModule
+from mrl.training.gather import distributed_world, gather_rows
 
 RETRIEVAL_KS = (1, 10)
 
@@ -40,8 +41,9 @@ def concat_features(parts: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, to
 class ContrastiveLossConfig:
     """``model.loss``: the similarity ``scale`` of the in-batch softmax, per-size ``weights`` (null: 1 each, in the
     order of ``model.nesting``), ``n_dims_per_step`` (train on that many sizes drawn at random each step; null or
-    -1: all, as sentence-transformers' ``MatryoshkaLoss``) and ``mini_batch_size`` (the cached step: embed the
-    batch ``mini_batch_size`` texts at a time; null: off)."""
+    -1: all, as sentence-transformers' ``MatryoshkaLoss``), ``mini_batch_size`` (the cached step: embed the
+    batch ``mini_batch_size`` texts at a time; null: off) and ``gather`` (under DDP, score each anchor against
+    the positives and negatives of every process, not only its own; gradients flow back to each process)."""
 
     scale: float = 20.0
     weights: Sequence[float] | None = None
@@ -49,6 +51,7 @@ class ContrastiveLossConfig:
     mini_batch_size: int | None = None
     layers: Mapping[str, Any] | None = None
     distill: Mapping[str, Any] | None = None
+    gather: bool = True
 
 
 @dataclass(frozen=True)
@@ -212,8 +215,9 @@ class MatryoshkaContrastiveModule(MatryoshkaLightningModule):
     loss: set the checkpoint monitor to a spearman metric).
 
     ``loss`` (:class:`ContrastiveLossConfig`): ``{scale: 20.0, weights: null, n_dims_per_step: null,
-    mini_batch_size: null, layers: null}``; ``layers`` (:class:`LayerLossConfig`) adds 2D Matryoshka: losses on
-    earlier layers' embeddings, and validation logs ``{split}/layer{k}/mrr@10@{m}`` for every earlier layer k.
+    mini_batch_size: null, layers: null, gather: true}``; ``gather`` scores each anchor against every process's
+    documents under DDP; ``layers`` (:class:`LayerLossConfig`) adds 2D Matryoshka: losses on earlier layers'
+    embeddings, and validation logs ``{split}/layer{k}/mrr@10@{m}`` for every earlier layer k.
     Sizes (``nesting``) may be given in any order; they are sorted and the weights
     follow them. With ``mini_batch_size`` the training step is cached (GradCache, as sentence-transformers'
     ``CachedMultipleNegativesRankingLoss``): the batch is embedded ``mini_batch_size`` texts at a time without
@@ -243,6 +247,9 @@ class MatryoshkaContrastiveModule(MatryoshkaLightningModule):
                 f"model.nesting; use 1..{len(self.sizes)}, or null for all"
             )
         self.mini_batch_size = _positive_int_or_null(loss.mini_batch_size, "model.loss.mini_batch_size")
+        if not isinstance(loss.gather, bool):
+            raise ValueError(f"model.loss.gather={loss.gather!r}: expected true or false")
+        self.gather = loss.gather
         self.layers = self._layer_config(loss.layers)
         self.distill = self._distill_config(loss.distill, weights)
         self._targets: _TeacherTargets | None = None
@@ -379,9 +386,8 @@ class MatryoshkaContrastiveModule(MatryoshkaLightningModule):
         active: torch.Tensor | None = None,
         parts: Sequence[Any] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        anchor, positive = embeddings[0], embeddings[1]
-        negative = embeddings[2] if len(embeddings) > 2 else None
-        per_size = self.criterion.per_size(anchor, positive, negative)
+        anchor = embeddings[0]
+        per_size = self._train_per_size(embeddings) if split == "train" else self.criterion.per_size(*embeddings)
         loss = self.criterion.reduce(per_size, active)
         self.log_losses(split, loss, per_size, anchor.shape[0])
         if self.distill is not None and split == "train" and parts is not None:
@@ -392,6 +398,16 @@ class MatryoshkaContrastiveModule(MatryoshkaLightningModule):
             self.log("train/distill", distilled.detach(), on_step=True, on_epoch=True, batch_size=anchor.shape[0])
             loss = (loss if self.distill.contrastive else 0.0) + self.distill.weight * distilled
         return loss, per_size
+
+    def _train_per_size(self, embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The training loss of each size; under DDP with ``model.loss.gather`` (the default) the candidates of
+        each anchor are the positives and negatives of every process."""
+        anchor, documents = embeddings[0], list(embeddings[1:])
+        if not self.gather or distributed_world()[1] == 1:
+            return self.criterion.per_size(anchor, *documents)
+        gathered = [gather_rows(part) for part in documents]
+        offset = gathered[0][1]
+        return self.criterion.per_size(anchor, *(rows for rows, _ in gathered), offset=offset)
 
     def training_step(self, batch: Sequence[Any], batch_idx: int) -> torch.Tensor:
         if self._is_scored(batch):
@@ -420,7 +436,7 @@ class MatryoshkaContrastiveModule(MatryoshkaLightningModule):
         if temperature > 0:
             target = torch.softmax(torch.cat(layers[-1]) / temperature, dim=-1).detach()
         for i in prior:
-            layer_loss = self.criterion.reduce(self.criterion.per_size(*layers[i]), active)
+            layer_loss = self.criterion.reduce(self._train_per_size(layers[i]), active)
             loss = loss + config.prior_layers_weight * config.layer_weight(i) / len(prior) * layer_loss
             if temperature > 0:
                 log_probs = F.log_softmax(torch.cat(layers[i]) / temperature, dim=-1)
