@@ -1,40 +1,14 @@
-"""Read back an offline W&B run file (``run-*.wandb``) to check what a run logged, with no server.
-
-The file is a LevelDB-style log (a 7-byte header, then 32 KiB blocks of records, each with a 7-byte
-header: crc32, length, type; records may span blocks) whose payloads are W&B ``Record`` protobufs.
-"""
+"""Read back an offline W&B run file (``run-*.wandb``) to check what a run logged, with no server (the records are
+read by :mod:`mrl.common.wandb_records`)."""
 
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 
-BLOCK = 32768
-FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+from mrl.common.wandb_records import iter_payloads
 
-
-def iter_payloads(path: str | Path):
-    data = Path(path).read_bytes()
-    assert data[:4] == b":W&B", f"{path}: not a W&B run file (header {data[:7]!r})"
-    pos, pending = 7, b""
-    while pos + 7 <= len(data):
-        left_in_block = BLOCK - pos % BLOCK
-        if left_in_block < 7:
-            pos += left_in_block
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        chunk = data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind == FULL:
-            yield chunk
-        elif kind == FIRST:
-            pending = chunk
-        elif kind == MIDDLE:
-            pending += chunk
-        elif kind == LAST:
-            yield pending + chunk
-            pending = b""
+__all__ = ["iter_payloads", "read_finished_run", "read_run"]
 
 
 def read_run(path: str | Path) -> dict:

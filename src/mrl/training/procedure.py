@@ -13,9 +13,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mrl.common.errors import instantiate_clearly
 from mrl.common.io import atomic_write_text, console, write_json
+from mrl.common.wandb_curves import log_size_curves
 from mrl.common.wandb_runs import DEFAULT_INIT_TIMEOUT, check_init_timeout, stable_run_id, start_wandb
 from mrl.runs import latest_resume_checkpoint, verify_checkpoint
 from mrl.training.callbacks import curve_table, print_curve
+from mrl.training.wandb_identity import CONFIG_KEY, backbone_name, head_kind, identity_tags, run_identity, wandb_group
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +74,11 @@ def build_callbacks(cfg: DictConfig, with_loggers: bool = True) -> list[L.Callba
     return callbacks
 
 
-def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
+def build_loggers(cfg: DictConfig, run_dir: Path, identity: dict[str, Any] | None = None) -> list:
     """Loggers from config. The W&B run is started here, before training, by :func:`start_wandb`: online, or
     offline (one line says why and how to sync) when there is no key or the server does not answer within
-    ``logger.wandb.init_timeout`` seconds. Only rank 0 starts one, as Lightning's WandbLogger does."""
+    ``logger.wandb.init_timeout`` seconds. Only rank 0 starts one, as Lightning's WandbLogger does. Its group
+    defaults to :func:`wandb_group` (one per sweep); ``identity`` (:func:`run_identity`) adds its tags."""
     from functools import partial
 
     from lightning.pytorch.utilities import rank_zero_only
@@ -95,6 +98,9 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
         with open_dict(logger_cfg):
             logger_cfg.id = logger_cfg.get("id") or stable_run_id(run_dir)
             logger_cfg.name = logger_cfg.get("name") or run_dir.name
+            logger_cfg.group = logger_cfg.get("group") or wandb_group(cfg, run_dir)
+            if identity is not None:
+                logger_cfg.tags = list(dict.fromkeys([*(logger_cfg.get("tags") or []), *identity_tags(identity)]))
             logger_cfg.resume = "allow"
         init_cfg = logger_cfg.copy()
         with open_dict(init_cfg):  # ours, not a wandb.init argument
@@ -142,12 +148,13 @@ def run_training(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule)
-    loggers = build_loggers(cfg, run_dir)
+    identity = run_identity(cfg, model, datamodule)
+    loggers = build_loggers(cfg, run_dir, identity)
     callbacks = build_callbacks(cfg, with_loggers=bool(loggers))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     try:
         for logger in loggers:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+            logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), CONFIG_KEY: identity})
         if cfg.train:
             trainer.fit(model, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, run_dir))
         results = collect_results(cfg, trainer, model, datamodule, run_dir)
@@ -175,8 +182,8 @@ def collect_results(cfg, trainer, model, datamodule, run_dir: Path) -> dict[str,
             metrics.update(_numbers(trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0]))
     results = {
         "experiment": cfg.experiment_name,
-        "head": (model.hparams.get("head") or {}).get("kind", "contrastive"),
-        "backbone": getattr(model.backbone, "name", type(model.backbone).__name__),
+        "head": head_kind(model),
+        "backbone": backbone_name(model),
         "embed_dim": model.embed_dim,
         "sizes": model.sizes,
         "nesting": model.nesting,
@@ -191,11 +198,24 @@ def collect_results(cfg, trainer, model, datamodule, run_dir: Path) -> dict[str,
         results["skipped_images"] = datamodule.bad_image_paths()
     if trainer.is_global_zero:
         write_json(run_dir / "results.json", results)
+        log_final_curves(trainer.loggers, metrics, model.sizes)
         names, rows = curve_table(metrics, model.sizes, "val")
         if rows:
             what = {"top1": "accuracy", "spearman": "Spearman"}.get(names[0], "retrieval")
             print_curve(names, rows, f"{results['experiment']} ({results['head']}): val {what} by embedding size")
     return results
+
+
+def log_final_curves(loggers: list, metrics: dict[str, float], sizes: list[int]) -> None:
+    """The final per-size metrics as W&B curves against ``curve/size`` (:func:`log_size_curves`) on each W&B
+    logger; a W&B failure is one warning, never the end of the run."""
+    for logger in loggers:
+        if type(logger).__name__ != "WandbLogger":
+            continue
+        try:
+            log_size_curves(logger.experiment, metrics, sizes)
+        except Exception as error:
+            log.warning("W&B: the per-size curves were not logged (%s: %s)", type(error).__name__, error)
 
 
 def optimized_metric(cfg: DictConfig, results: dict[str, Any]) -> float | None:

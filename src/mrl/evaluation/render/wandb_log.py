@@ -8,18 +8,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mrl.common.wandb_curves import log_size_curves
 from mrl.common.wandb_runs import open_run
 from mrl.evaluation.render.tables import curves_table, per_size_table
 from mrl.evaluation.result import EvaluationResult
 
 # logged row by row
-ROW_TABLES = ("adaptive_classification", "funnel_retrieval", "tuned_funnels", "funnel_tuning", "layer_grid")
+ROW_TABLES = ("adaptive_classification", "funnel_retrieval", "tuned_funnels", "funnel_tuning", "layer_grid", "storage")
 
 
 def log_evaluation(result: EvaluationResult, out: Path, run_dir: Path) -> None:
     """Add the evaluation to the training run's W&B run (same id, resumed): metrics in the summary,
-    the per-size (with the all-zero prefix counts), cascade, funnel, tuned-funnel and (text) layer-grid tables,
-    and the charts."""
+    the per-size (with the all-zero prefix counts), cascade, funnel, tuned-funnel, storage and (text) layer-grid
+    tables,
+    the charts, and each per-size metric as a curve against ``curve/size`` (``curve/eval/...``)."""
     import wandb
 
     run = open_run(run_dir, config_from=[run_dir], resume=True)
@@ -34,6 +36,7 @@ def log_evaluation(result: EvaluationResult, out: Path, run_dir: Path) -> None:
         payload[f"eval/{image.stem}"] = wandb.Image(str(image))
     run.log(payload)
     run.summary.update(result.metrics)
+    log_size_curves(run, result.metrics, result.sizes)
     run.finish()
 
 
