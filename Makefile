@@ -28,7 +28,7 @@ EMBED_RUN = $(or $(RUN),$(call newest,$(OUTPUTS)/train/*/*/))
 REPORT_DIR = $(or $(DIR),$(call newest,$(OUTPUTS)/multirun/*/*/),$(OUTPUTS))
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline WANDB_SILENT=true
 
-.PHONY: help install lock upgrade train sweep eval report embed search index export prepare test test-full test-slow test-slurm lint format bench bench-heads bench-retrieval bench-data bench-text clean
+.PHONY: help install lock upgrade train sweep eval report dashboard embed search index export prepare test test-full test-slow test-slurm lint format bench bench-heads bench-retrieval bench-data bench-text clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ eval: $(STAMP) ## evaluate a run, or every run of a sweep (default: the newest o
 
 report: $(STAMP) ## compare runs (default: the newest sweep): make report DIR=outputs/multirun/digits_mrl
 	$(PY) -m mrl.cli.report $(REPORT_DIR) $(ARGS)
+
+dashboard: $(STAMP) ## W&B workspace and report of a sweep's truncation curves (default: the newest sweep): make dashboard DIR=outputs/multirun/... [ARGS="--dry-run"]
+	$(PY) -m mrl.cli.dashboard $(REPORT_DIR) $(ARGS)
 
 embed: $(STAMP) ## embed your own images or texts (default: the newest run): make embed INPUT=<folder or file> [RUN=...] [ARGS="--dim 64"]
 	@test -n "$(INPUT)" || { echo "make embed: give INPUT=<image folder or list of image paths, for an image model; .txt file or table of texts, for a text model>" >&2; exit 2; }
