@@ -562,10 +562,39 @@ def test_layer_options_fail_fast_in_one_line(tiny_bert, layers, message):
         MatryoshkaContrastiveModule(_backbone(tiny_bert), nesting=[8, 32], loss={"layers": layers})
 
 
-def test_layer_loss_refuses_the_cached_step_and_non_transformers(tiny_bert):
-    with pytest.raises(ValueError, match=r"^model\.loss\.layers=\{\}: not with model\.loss\.mini_batch_size=4"):
-        MatryoshkaContrastiveModule(_backbone(tiny_bert), nesting=[8], loss={"layers": {}, "mini_batch_size": 4})
+@pytest.mark.parametrize(
+    ("layers", "mini_batch", "with_negative"),
+    [
+        ({}, 3, False),
+        ({"n_layers_per_step": -1, "kl_temperature": 0.5, "kl_div_weight": 0.3}, 5, True),
+        ({"n_layers_per_step": 1, "weighting": "log"}, 1, True),
+    ],
+)
+def test_cached_2d_step_gradients_equal_the_plain_2d_step(tiny_bert3, layers, mini_batch, with_negative):
+    """The cached step with 2D Matryoshka (``mini_batch_size`` and ``layers``): the same loss and gradients as the
+    plain 2D step, the same layers drawn (float64)."""
+    torch.manual_seed(0)
+    plain = MatryoshkaContrastiveModule(
+        _backbone(tiny_bert3), nesting=[32, 8, 16], loss={"weights": [1.0, 2.0, 0.5], "layers": layers}
+    ).double()
+    plain.eval()
+    cached = copy.deepcopy(plain)
+    cached.mini_batch_size = mini_batch
+    tokenize = plain.backbone.tokenize
+    batch = [tokenize(QUERIES), tokenize(DOCUMENTS)]
+    if with_negative:
+        batch.append(tokenize(DOCUMENTS[1:] + DOCUMENTS[:1]))
+    random.seed(3)
+    loss, expected = _step_grads(plain, batch)
+    random.seed(3)
+    cached_loss, got = _step_grads(cached, batch)
+    torch.testing.assert_close(cached_loss, loss, rtol=1e-9, atol=1e-12)
+    assert set(got) == set(expected) and len(got) > 10
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-6, atol=1e-12)
 
+
+def test_layer_loss_refuses_non_transformers():
     class Plain(nn.Module):
         embed_dim = 8
 

@@ -304,11 +304,6 @@ class MatryoshkaContrastiveModule(MatryoshkaLightningModule):
             value = getattr(config, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{key}.{name}={value!r}: expected a number >= 0")
-        if self.mini_batch_size is not None:
-            raise ValueError(
-                f"{key}={dict(layers)!r}: not with model.loss.mini_batch_size={self.mini_batch_size} (the cached "
-                "step); use one of them"
-            )
         return config
 
     # ----------------------------------------------------------------------------------------- forward
@@ -417,15 +412,18 @@ class MatryoshkaContrastiveModule(MatryoshkaLightningModule):
                 "(data.score_column=null) and put the scored set in data.eval_source"
             )
         if self.mini_batch_size is not None:
-            return self._cached_step(batch[:3])
+            return self._cached_step(batch[:3], layers=self.layers is not None)
         if self.layers is not None:
             return self._layer_step(batch[:3])
         return self._loss_step(self.encode_parts(batch[:3]), "train", self._active_sizes(), batch[:3])[0]
 
     def _layer_step(self, parts: Sequence[Any]) -> torch.Tensor:
         """2D Matryoshka: the last layer's loss plus, for layers drawn this step, their loss and the KL term."""
+        return self._layer_loss(self.encode_parts_layers(parts), parts)
+
+    def _layer_loss(self, layers: list[list[torch.Tensor]], parts: Sequence[Any]) -> torch.Tensor:
+        """The 2D Matryoshka loss of the embeddings after every layer (``[layer][part] -> [B_i, D]``)."""
         config = self.layers
-        layers = self.encode_parts_layers(parts)
         active = self._active_sizes()
         last, per_size = self._loss_step(layers[-1], "train", active, parts)
         loss = config.last_layer_weight * last
@@ -455,29 +453,39 @@ class MatryoshkaContrastiveModule(MatryoshkaLightningModule):
                 f"(this run has {self.trainer.world_size}); use one device, or mini_batch_size=null"
             )
 
-    def _cached_step(self, parts: Sequence[Any]) -> torch.Tensor:
+    def _cached_step(self, parts: Sequence[Any], layers: bool = False) -> torch.Tensor:
         """GradCache: embed without gradients and take the loss over the whole batch; the returned loss's backward
         (Lightning's, after it zeroed the gradients) replays each mini-batch with gradients and back-propagates the
-        loss's gradient for its embeddings into the encoder."""
+        loss's gradient for its embeddings into the encoder. ``layers``: the 2D loss, over the embeddings after
+        every layer (each mini-batch's replay back-propagates all its layers' gradients at once)."""
         joined, counts = self._joined(parts)
         chunks = self._chunks(sum(counts))
+        embed = self.backbone.forward_layers if layers else (lambda features: [self.embed(features)])
         states, pieces = [], []
         with torch.no_grad():
             for rows in chunks:
                 states.append(_RandomState(self.device))
-                pieces.append(self.embed(_rows(joined, rows)))
-        embeddings = torch.cat(pieces).detach().requires_grad_()
-        loss, _ = self._loss_step(list(torch.split(embeddings, counts, dim=0)), "train", self._active_sizes(), parts)
-        (grad,) = torch.autograd.grad(loss, embeddings)
+                pieces.append(embed(_rows(joined, rows)))
+        embeddings = [torch.cat(layer).detach().requires_grad_() for layer in zip(*pieces)]  # one per layer
+        split = [list(torch.split(layer, counts, dim=0)) for layer in embeddings]
+        if layers:
+            loss = self._layer_loss(split, parts)
+        else:
+            loss, _ = self._loss_step(split[0], "train", self._active_sizes(), parts)
+        grads = torch.autograd.grad(loss, embeddings, allow_unused=True)  # None: a layer not drawn this step
 
         def replay(scale: torch.Tensor) -> None:
             for rows, state in zip(chunks, states):
                 with torch.enable_grad():  # a backward runs without gradients; the replay needs them
                     with state.replay():
-                        piece = self.embed(_rows(joined, rows))
+                        piece = embed(_rows(joined, rows))
                     # the surrogate's gradient for the piece is the loss's for those embeddings, times the scale
                     # Lightning's backward gives the loss (1 / accumulated batches, the AMP loss scale)
-                    surrogate = (piece * (grad[rows] * scale).to(piece.dtype)).sum()
+                    surrogate = sum(
+                        (layer * (grad[rows] * scale).to(layer.dtype)).sum()
+                        for layer, grad in zip(piece, grads)
+                        if grad is not None
+                    )
                 torch.autograd.backward(surrogate)
 
         anchor = torch.zeros((), device=loss.device, requires_grad=True)
