@@ -193,6 +193,31 @@ def test_dashboard_spec_plots_only_what_the_sweep_logged(sweep, tmp_path, capsys
     assert sorted(spec["runs"]) == sorted(run.run_id for run in read_runs(sweep_dir))
 
 
+def test_a_second_save_updates_the_saved_view_and_report(sweep, tmp_path):
+    """The ids a save left in the sweep directory make the next spec an update of the same view and report."""
+    sweep_dir, _, _ = sweep
+    first = tmp_path / "first.json"
+    dashboard([str(sweep_dir), "--dry-run", "--out", str(first)])
+    spec = json.loads(first.read_text())
+    assert (spec["updates_saved"], spec["workspace"]["name"], spec["report"]["id"]) == (False, "", "")
+    saved = {
+        "workspace": {"entity": "", "project": "mrl", "name": "nw-abc-v", "id": "VmlldzoxMjM="},
+        "report": {"entity": "", "project": "mrl", "id": "Vmlldzo0NTY="},
+    }
+    (sweep_dir / "dashboard_saved.json").write_text(json.dumps(saved))
+    try:
+        again = tmp_path / "again.json"
+        dashboard([str(sweep_dir), "--dry-run", "--out", str(again)])
+        spec = json.loads(again.read_text())
+        assert spec["updates_saved"] is True
+        assert (spec["workspace"]["name"], spec["workspace"]["id"]) == ("nw-abc-v", "VmlldzoxMjM=")
+        assert spec["report"]["id"] == "Vmlldzo0NTY="
+        dashboard([str(sweep_dir), "--dry-run", "--project", "other", "--out", str(again)])
+        assert json.loads(again.read_text())["updates_saved"] is False  # another project's view is not reused
+    finally:
+        (sweep_dir / "dashboard_saved.json").unlink()
+
+
 def test_dashboard_of_a_folder_without_runs_says_so_in_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         dashboard([str(tmp_path), "--dry-run"])

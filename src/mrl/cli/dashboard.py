@@ -1,7 +1,8 @@
 """`make dashboard DIR=<sweep directory>`: a W&B workspace view and a report comparing the truncation curves of a
 sweep's runs, built from what the runs logged (their W&B run files in the sweep directory).
 
-Online it saves both and prints their URLs; ``--dry-run`` writes the specs it would save as JSON, with no server.
+Online it saves both and prints their URLs (run again, it updates the same two: their ids are kept in
+``DIR/dashboard_saved.json``); ``--dry-run`` writes the specs it would save as JSON, with no server.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from mrl.common.errors import exit_on_config_error
 from mrl.common.io import atomic_write_text
 from mrl.common.wandb_records import read_runs
 from mrl.evaluation.render.dashboard import (
+    SAVED_FILE,
     build_report,
     build_workspace,
     report_spec,
+    reuse_saved,
+    saved_ids,
     sweep_config_text,
     sweep_log,
     workspace_spec,
@@ -51,12 +55,17 @@ def run(argv: list[str]) -> dict:
             "with this version first"
         )
     config = sweep_config_text(args.dir, log)
+    saved_file = Path(args.dir) / SAVED_FILE
+    saved = json.loads(saved_file.read_text()) if saved_file.is_file() else {}
     if args.dry_run:
+        # a saved report links its run set to the project by the project's internal id, which only the server
+        # knows: left out here
+        workspace, report = build_workspace(log, args.name), build_report(log, config, link_runsets=False)
+        updates = reuse_saved(workspace, report, saved)
         spec = {
-            "workspace": workspace_spec(build_workspace(log, args.name)),
-            # a saved report links its run set to the project by the project's internal id, which only the
-            # server knows: left out here
-            "report": report_spec(build_report(log, config, link_runsets=False)),
+            "workspace": workspace_spec(workspace),
+            "report": report_spec(report),
+            "updates_saved": updates,
             "runs": [run.run_id for run in log.runs],
             "curves": log.curves,
         }
@@ -70,12 +79,15 @@ def run(argv: list[str]) -> dict:
         import wandb
 
         log.entity = wandb.Api().default_entity
-    workspace = build_workspace(log, args.name).save()
-    report = build_report(log, config)
+    workspace, report = build_workspace(log, args.name), build_report(log, config)
+    reuse_saved(workspace, report, saved)
+    workspace.save()
     report.save()
-    print(f"Workspace: {workspace.url}")
-    print(f"Report: {report.url}")
-    return {"workspace": workspace.url, "report": report.url}
+    ids = saved_ids(workspace, report)
+    atomic_write_text(saved_file, json.dumps(ids, indent=2) + "\n")
+    print(f"Workspace: {ids['workspace']['url']}")
+    print(f"Report: {ids['report']['url']}")
+    return ids
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -198,6 +198,8 @@ def workspace_spec(workspace) -> dict[str, Any]:
     return {
         "entity": view.entity,
         "project": view.project,
+        "name": view.name,  # empty: a new view; else the saved view it updates
+        "id": view.id,
         "display_name": view.display_name,
         "spec": json.loads(view.spec.model_dump_json(by_alias=True, exclude_none=True)),
     }
@@ -211,6 +213,7 @@ def report_spec(report) -> dict[str, Any]:
     return {
         "entity": model.project.entity_name,
         "project": model.project.name,
+        "id": model.id,  # empty: a new report; else the saved report it updates
         "display_name": model.display_name,
         "description": model.description,
         "spec": json.loads(model.spec.model_dump_json(by_alias=True, exclude_none=True)),
@@ -236,3 +239,37 @@ def sweep_config_text(sweep_dir, log: SweepLog) -> str:
         for run in log.runs
     }
     return OmegaConf.to_yaml(OmegaConf.create(config))
+
+
+SAVED_FILE = "dashboard_saved.json"  # in the sweep directory: what the last save created, so the next one updates it
+
+
+def reuse_saved(workspace, report, saved: dict[str, Any]) -> bool:
+    """Point ``workspace`` and ``report`` at the view and report saved before for the same project (their names
+    and ids, as :func:`saved_ids` wrote them), so that saving updates them instead of adding new ones. True when
+    either was found."""
+    found = False
+    view = saved.get("workspace") or {}
+    if view.get("name") and (view.get("entity"), view.get("project")) == (workspace.entity, workspace.project):
+        object.__setattr__(workspace, "_internal_name", view["name"])
+        object.__setattr__(workspace, "_internal_id", view.get("id", ""))
+        found = True
+    page = saved.get("report") or {}
+    if page.get("id") and (page.get("entity"), page.get("project")) == (report.entity, report.project):
+        report.id = page["id"]
+        found = True
+    return found
+
+
+def saved_ids(workspace, report) -> dict[str, Any]:
+    """What :func:`reuse_saved` needs next time, and the URLs, once both are saved."""
+    return {
+        "workspace": {
+            "entity": workspace.entity,
+            "project": workspace.project,
+            "name": workspace._internal_name,
+            "id": workspace._internal_id,
+            "url": workspace.url,
+        },
+        "report": {"entity": report.entity, "project": report.project, "id": report.id, "url": report.url},
+    }
