@@ -224,3 +224,26 @@ def test_dashboard_of_a_folder_without_runs_says_so_in_one_line(tmp_path, capsys
     assert stop.value.code == 1
     error = capsys.readouterr().err.strip()
     assert error.startswith("FileNotFoundError: dir=") and "logger=wandb" in error and "\n" not in error
+
+
+def test_a_wandb_failure_while_logging_curves_is_one_warning(tmp_path, monkeypatch, caplog):
+    """The curves are logged after training: a W&B error there is one warning, and the run's results stand."""
+    import logging
+
+    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+
+    from mrl.training.procedure import log_final_curves
+
+    logger = WandbLogger(project="mrl-test", save_dir=str(tmp_path), offline=True)
+
+    def broken(*args, **kwargs):
+        raise ConnectionError("W&B went away")
+
+    monkeypatch.setattr(logger.experiment, "define_metric", broken)
+    try:
+        with caplog.at_level(logging.WARNING):
+            log_final_curves([CSVLogger(str(tmp_path)), logger], {"val/top1@8": 0.5}, [8])
+    finally:
+        logger.experiment.finish()
+    warnings = [r.getMessage() for r in caplog.records if r.getMessage().startswith("W&B:")]
+    assert warnings == ["W&B: the per-size curves were not logged (ConnectionError: W&B went away)"]
