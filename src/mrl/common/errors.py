@@ -1,14 +1,53 @@
-"""The framework's own config errors: one line that starts with the offending ``key=value``."""
+"""The framework's typed errors and the one-line handler every command's entry point runs under.
+
+A :class:`ConfigError` (a setting) or an :class:`InputError` (a file, a folder, the data in it) is a user's
+mistake: its message is one line that starts with the offending ``key=value`` and says what is valid, and the
+entry point prints that line and exits 1. Anything else is a bug and keeps its traceback. Both are
+``ValueError`` subclasses, so code that catches ``ValueError`` keeps working.
+"""
 
 from __future__ import annotations
 
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-# The exceptions a config mistake raises (NestingError is a ValueError; a wrong column is a KeyError).
+__all__ = [
+    "ConfigError",
+    "InputError",
+    "exit_on_config_error",
+    "instantiate_clearly",
+    "is_config_error",
+    "is_one_line_error",
+]
+
+# Untyped exceptions that older checks raise with a ``key=value`` message (NestingError is a ValueError; a wrong
+# column is a KeyError); recognised by that prefix while they are converted to the typed errors below.
 CONFIG_ERRORS = (ValueError, KeyError, TypeError, FileNotFoundError, NotADirectoryError)
+
+
+def _shown(value: Any) -> str:
+    return repr(str(value)) if isinstance(value, Path) else repr(value) if isinstance(value, str) else str(value)
+
+
+class ConfigError(ValueError):
+    """A setting with a value that cannot work: ``key=value: expected ...`` (``key`` is the dotted config key or
+    the command-line option)."""
+
+    def __init__(self, key: str, value: Any, expected: str) -> None:
+        self.key, self.value, self.expected = key, value, expected
+        super().__init__(f"{key}={_shown(value)}: {expected}")
+
+
+class InputError(ValueError):
+    """A file, folder or data set that cannot be used as given: ``key='path': what is wrong`` (``key`` names the
+    argument that pointed there: ``embeddings``, ``out``, ``data.root``)."""
+
+    def __init__(self, key: str, path: Any, problem: str) -> None:
+        self.key, self.path, self.problem = key, path, problem
+        super().__init__(f"{key}={_shown(path)}: {problem}")
 
 
 def _message(error: BaseException) -> str:
@@ -16,9 +55,11 @@ def _message(error: BaseException) -> str:
 
 
 def is_config_error(error: BaseException) -> bool:
-    """True for a config mistake whose one-line message is the whole story (no traceback needed): one of
-    `CONFIG_ERRORS` whose message starts with the offending ``key=value``."""
-    return isinstance(error, CONFIG_ERRORS) and re.match(r"^[\w.\[\]]+=", _message(error)) is not None
+    """True for a user's mistake whose one-line message is the whole story: a :class:`ConfigError` or
+    :class:`InputError`, or (not yet converted) one of `CONFIG_ERRORS` whose message starts with ``key=value``."""
+    if isinstance(error, ConfigError | InputError):
+        return True
+    return isinstance(error, CONFIG_ERRORS) and re.match(r"^[\w.\[\]+-]+=", _message(error)) is not None
 
 
 def instantiate_clearly(cfg, **kwargs):
@@ -39,16 +80,16 @@ def instantiate_clearly(cfg, **kwargs):
 
 
 def is_one_line_error(error: BaseException) -> bool:
-    """A config error, or a write that found the disk full (:class:`mrl.common.io.DiskFullError`): its one line
-    says what to do, and the files it would have replaced are intact."""
+    """A config or input error, or a write that found the disk full (:class:`mrl.common.io.DiskFullError`): its
+    one line says what to do, and the files it would have replaced are intact."""
     from mrl.common.io import DiskFullError
 
     return is_config_error(error) or isinstance(error, DiskFullError)
 
 
 def exit_on_config_error(run: Callable[[], Any]) -> Any:
-    """``run()``; a config error or a full disk ends the process with its one line on stderr, anything else
-    propagates."""
+    """``run()``; a config or input error or a full disk ends the process with its one line on stderr (exit 1),
+    anything else propagates with its traceback."""
     try:
         return run()
     except Exception as error:

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
+from mrl.common.door import require_writable
+from mrl.common.errors import InputError
 from mrl.common.io import atomic_write_text, read_json, write_json
 from mrl.evaluation.plots import plot_curves
 from mrl.evaluation.render.tables import curves_table, write_csv
@@ -138,11 +140,13 @@ def write_report(root: str | Path, out: str | Path | None = None, use_wandb: boo
     """``report.md``, ``report.json`` and, per section, ``report_{key}.csv`` and ``.png`` in ``out`` (default
     ``root``); with ``use_wandb`` also one W&B run. Returns what ``report.json`` holds."""
     root = Path(root)
-    out = Path(out) if out else root
-    out.mkdir(parents=True, exist_ok=True)
+    if root.exists() and not root.is_dir():
+        raise InputError("DIR", root, "a file; give a run or sweep directory")
     runs = find_runs(root)
     if not runs:
         raise FileNotFoundError(f"DIR={str(root)!r}: no results.json below it; train (and evaluate) runs first")
+    out = require_writable(Path(out) if out else root, "out", folder=True)
+    out.mkdir(parents=True, exist_ok=True)
     labels = label_runs(runs)
     groups = {label: [run for run in runs if labels[run] == label] for label in dict.fromkeys(labels.values())}
     count = f"{len(runs)} run{'' if len(runs) == 1 else 's'}"

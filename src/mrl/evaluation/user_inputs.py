@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from mrl.common.door import require_writable
 from mrl.common.io import atomic_savez
 
 __all__ = ["embed_image_files", "embed_inputs", "embed_texts", "image_transform", "list_images", "read_texts"]
@@ -221,6 +222,10 @@ def embed_inputs(
     torch_device = resolve_device(device)
     ckpt = find_checkpoint(target)
     run_dir = run_dir_of(target if Path(target).is_dir() else ckpt)
+    if out:  # the output is checked before the model loads and the inputs are embedded
+        require_writable(out)
+    else:
+        require_writable(run_dir / "embed", "out", folder=True)
     if reference:
         from mrl.interop.reference import load_reference_resnet50
 

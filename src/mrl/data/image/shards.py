@@ -34,6 +34,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from mrl.common.door import require_writable
+from mrl.common.errors import InputError
 from mrl.data.image.base import ImageDataModule
 from mrl.data.image.decode import PIL_INTERPOLATIONS, EvalDecode, TrainDecode, open_item, pil_part
 from mrl.data.image.device_decode import (
@@ -167,6 +169,7 @@ def prepare(
             raise ValueError(
                 f"src={src}: {split}/ has different classes from {splits[0]}/: missing {missing}, extra {extra}"
             )
+    require_writable(out, "out", folder=True)
     out.mkdir(parents=True, exist_ok=True)
     classes_file = out / CLASSES_FILE
     if classes_file.exists() and classes_file.read_text().split() != classes:
@@ -187,7 +190,7 @@ def _prepare_split(src, out, split, classes, settings, workers, chunk_bytes, pro
     done = split_out / DONE_FILE
     if done.exists():
         previous = json.loads(done.read_text())
-        if {k: previous.get(k) for k in settings} == settings:
+        if {k: previous.get(k) for k in settings} == settings and previous.get("images"):
             print(f"{split}: already prepared ({previous['images']} images), skipped", file=sys.stderr)
             return {"images": previous["images"], "skipped": previous["skipped"]}
         raise ValueError(
@@ -195,6 +198,8 @@ def _prepare_split(src, out, split, classes, settings, workers, chunk_bytes, pro
             "give a new folder"
         )
     samples = split_samples(src / split, classes)
+    if not samples:
+        raise InputError("src", src / split, "no image files in its class folders (.jpg, .png, ...)")
     skipped_dir = out / f".skipped-{split}"
     skipped_dir.mkdir(parents=True, exist_ok=True)
     encoder = _Encoder(str(src / split), skipped_dir=str(skipped_dir), **settings)
@@ -225,6 +230,11 @@ def _prepare_split(src, out, split, classes, settings, workers, chunk_bytes, pro
     (split_out / SKIPPED_FILE).write_text("".join(f"{line}\n" for line in lines))
     shutil.rmtree(skipped_dir, ignore_errors=True)
     images = len(samples) - len(lines)
+    if images == 0:  # nothing to train on: no shards that look prepared, and a rerun starts over
+        shutil.rmtree(split_out, ignore_errors=True)
+        raise InputError(
+            "src", src / split, f"none of its {len(samples)} images could be read (e.g. {lines[0]}); no shards written"
+        )
     written = _count(split_out)
     if written != images:
         raise RuntimeError(f"{split}: wrote {written} items for {images} readable images; rerun mrl-prepare")

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from mrl.common.errors import InputError
 from mrl.data.base import MatryoshkaDataModule, check_split
 from mrl.data.text.corpus import (
     BUILTIN,
@@ -42,6 +43,25 @@ from mrl.data.text.tables import (
 )
 
 __all__ = ["TextClassificationDataModule", "TextPairsDataModule"]
+
+# Each split needs two pairs at least: a training batch of one pair has no in-batch negative, and retrieval among one
+# validation positive is right every time (a 2-pair set "trained" to 100% on every metric).
+MIN_SPLIT_PAIRS = 2
+
+
+def _too_few(count: int, n_val: int, val_fraction: float) -> str:
+    """The one line for a pair set too small to split: how many it has and how many would do."""
+
+    def smallest_split(n: int) -> int:
+        held_out = max(1, round(val_fraction * n))
+        return min(held_out, n - held_out)
+
+    needed = next(n for n in range(2, 100_000) if smallest_split(n) >= MIN_SPLIT_PAIRS)
+    return (
+        f"{count} pair(s) split into {count - n_val} to train and {n_val} to validate; each needs at least "
+        f"{MIN_SPLIT_PAIRS} (in-batch negatives, retrieval among the validation positives): give at least {needed} "
+        f"pairs at data.val_fraction={val_fraction}"
+    )
 
 
 class _ListDataset(Dataset):
@@ -379,6 +399,8 @@ class TextPairsDataModule(_TextDataModule):
             n_val = max(1, round(self.val_fraction * len(items)))
             if len(items) - n_val < 1:
                 raise ValueError(f"data.val_fraction={self.val_fraction}: leaves no training pairs of {len(items)}")
+            if min(n_val, len(items) - n_val) < MIN_SPLIT_PAIRS:
+                raise InputError("data.source", self.source, _too_few(len(items), n_val, self.val_fraction))
             splits["val"] = [items[i] for i in sorted(order[:n_val])]
             splits["train"] = [items[i] for i in sorted(order[n_val:])]
         if self.max_pairs is not None and not self.builtin and len(splits["train"]) > int(self.max_pairs):

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mrl.common.errors import InputError
 from mrl.data.text.corpus import BUILTIN
 
 __all__ = ["FILE_TYPES", "read_table"]
@@ -54,6 +55,30 @@ def _import_datasets(key: str, source: str):
     return datasets
 
 
+def _read_json_rows(path: Path, key: str, source: str) -> list[dict[str, Any]]:
+    """Rows of a JSON array or a JSON-lines file; a line that does not parse is named with its number."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(key, source, "not UTF-8 text; a .json/.jsonl table is UTF-8 JSON") from None
+    if text.lstrip().startswith("["):
+        try:
+            return list(json.loads(text))
+        except json.JSONDecodeError as error:
+            raise InputError(key, source, f"not valid JSON at line {error.lineno}: {error.msg}") from None
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise InputError(key, source, f"line {number} is not a JSON object ({error.msg})") from None
+            if not isinstance(row, dict):
+                raise InputError(key, source, f"line {number} is a JSON {type(row).__name__}, not an object")
+            rows.append(row)
+    return rows
+
+
 def read_table(
     source: str, key: str = "data.source", subset: str | None = None, split: str | None = None
 ) -> list[dict[str, Any]]:
@@ -69,18 +94,18 @@ def read_table(
         import pandas as pd
 
         if suffix in (".csv", ".tsv"):
-            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+            try:
+                frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+                first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                raise InputError(key, source, f"not a readable {suffix[1:]} table ({first[:200]})") from None
         elif suffix == ".parquet":
             try:
                 frame = pd.read_parquet(path)
             except ImportError as error:
                 raise ImportError(f"{key}={source!r}: reading parquet needs pyarrow; `pip install pyarrow`") from error
         else:
-            text = path.read_text(encoding="utf-8")
-            stripped = text.lstrip()
-            if stripped.startswith("["):
-                return list(json.loads(text))
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
+            return _read_json_rows(path, key, source)
         return frame.to_dict(orient="records")
     datasets = _import_datasets(key, source)
     try:
