@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from mrl.cli.embed import main as embed_main
+from mrl.cli.embed import command as embed_main
 from mrl.data.image import DigitsDataModule
 from mrl.data.image.folder import ImageFolderDataModule
 from mrl.data.image.synthetic import SyntheticDataModule
@@ -353,7 +353,7 @@ def test_the_exported_recipe_is_the_preprocessing(kind):
 
 
 def test_an_image_run_exports_a_program_that_needs_only_torch(digits_run, tmp_path):
-    from mrl.cli.export import main as export_main
+    from mrl.cli.export import command as export_main
 
     run_dir, scans, tensors = digits_run
     out = export_main([str(run_dir), "--out", str(tmp_path / "export")])

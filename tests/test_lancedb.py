@@ -258,8 +258,8 @@ def test_mismatches_are_one_line_errors(data, tmp_path):
 
 def test_make_index_and_make_search_against_the_database(data, tmp_path, capsys):
     """The CLIs: a tuned index loaded from files, searched with --backend lancedb; the same rows as in process."""
-    from mrl.cli.index import main as index_main
-    from mrl.cli.search import main as search_main
+    from mrl.cli.index import command as index_main
+    from mrl.cli.search import command as search_main
 
     db, db_y, q, q_y = data
     items, queries = write_npz(tmp_path / "items.npz", db, db_y), write_npz(tmp_path / "queries.npz", q, q_y)

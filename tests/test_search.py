@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from mrl.cli.search import main as search_main
+from mrl.cli.search import command as search_main
 from mrl.cli.search import parse_funnel
 from mrl.cli.search import run as search_run
 

@@ -295,7 +295,7 @@ def test_evaluate_text_run_scored_pairs(tmp_path, minilm):
 def test_export_round_trip_full_and_truncated(tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from mrl.cli.export import main as export_main
+    from mrl.cli.export import command as export_main
 
     backbone = {"_target_": "mrl.backbones.HFTextEncoder", "name_or_path": None, "max_length": 32, "embed_dim": 64}
     module = MatryoshkaContrastiveModule(backbone, nesting=[16, 32, 64]).eval()

@@ -13,10 +13,11 @@ from typing import Any
 from mrl.common.errors import exit_on_config_error
 from mrl.evaluation.user_inputs import embed_inputs
 
-__all__ = ["main"]
+__all__ = ["command", "main"]
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def command(argv: list[str] | None = None) -> dict[str, Any]:
+    """Parse, embed and print the summary; returns the written file's meta (for callers in Python)."""
     parser = argparse.ArgumentParser(prog="mrl-embed", description=__doc__.splitlines()[0].strip("`: "))
     parser.add_argument("run", help="a run directory, or a .ckpt file inside a run's checkpoints/")
     parser.add_argument("input", help="images: a folder or a list file; texts: a .txt file or a table")
@@ -66,6 +67,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         + (f" ({len(meta['skipped'])} unreadable left out)" if meta["skipped"] else "")
     )
     return meta
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script: exits 0 on success (``sys.exit(main())``), 1 with one line on a user's mistake."""
+    command(argv)
 
 
 if __name__ == "__main__":

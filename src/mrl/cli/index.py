@@ -20,9 +20,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mrl.common.errors import exit_on_config_error
+from mrl.common.door import require_writable
+from mrl.common.errors import ConfigError, exit_on_config_error
 
-__all__ = ["main", "resolve_embeddings", "run"]
+__all__ = ["command", "main", "resolve_embeddings", "run"]
 
 QUERY_SPLITS = ("test", "val")
 
@@ -74,7 +75,13 @@ def run(
     load_into = loader(backend)
     database, queries_path = resolve_embeddings(source, queries, tuning=target_recall is not None)
     uri = uri or default_uri(backend, database.parent)
+    if "://" not in str(uri):  # a local database: its file (Milvus Lite) or folder (LanceDB) must be writable
+        require_writable(uri, "uri", folder=backend != "milvus")
     db, names, labels, meta = read_embeddings(database)
+    if target_recall is None and (isinstance(first_size, bool) or not 1 <= first_size <= db.shape[1]):
+        raise ConfigError(
+            "first_size", first_size, f"the indexed prefix's size, in 1..{db.shape[1]} (the file's width)"
+        )
     if isinstance(k, bool) or not 1 <= k <= len(db):
         raise ValueError(f"k={k}: must be in 1..{len(db)} (the database size)")
     tuned = None
@@ -97,8 +104,6 @@ def run(
         funnel = tuned.funnel
         first_size, format = funnel.stages[0][0], funnel.format
     else:
-        if isinstance(first_size, bool) or not 1 <= first_size <= db.shape[1]:
-            raise ValueError(f"first_size={first_size}: the indexed prefix's size, in 1..{db.shape[1]}")
         if shortlist < k:
             raise ValueError(f"shortlist={shortlist}: must keep at least k={k} candidates")
         stages = ((first_size, k),) if first_size == db.shape[1] else ((first_size, shortlist), (db.shape[1], k))
@@ -127,7 +132,8 @@ def run(
     return summary
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def command(argv: list[str] | None = None) -> dict[str, Any]:
+    """Parse, load and print the summary; returns `run`'s summary (for callers in Python)."""
     parser = argparse.ArgumentParser(prog="mrl-index", description=__doc__.splitlines()[0].strip("`: "))
     parser.add_argument("source", help="an embeddings .npz (make embed, make eval), or a run directory after make eval")
     parser.add_argument("--backend", default="lancedb", help="the vector database: lancedb (default) or milvus")
@@ -177,6 +183,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     print(f'search it: make search QUERIES=<queries .npz> ARGS="--backend {summary["backend"]} --uri {summary["uri"]}"')
     return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script: exits 0 on success (``sys.exit(main())``), 1 with one line on a user's mistake."""
+    command(argv)
 
 
 if __name__ == "__main__":

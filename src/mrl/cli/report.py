@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mrl.common.errors import exit_on_config_error
 from mrl.common.io import console
 from mrl.evaluation.comparison import write_report
 
@@ -19,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=None, help="where to write the report (default: DIR)")
     parser.add_argument("--wandb", action="store_true", help="also log the tables and charts to W&B")
     args = parser.parse_args(argv)
-    report = write_report(args.dir, args.out, args.wandb)
+    report = exit_on_config_error(lambda: write_report(args.dir, args.out, args.wandb))
     path = Path(args.out or args.dir) / "report.md"
     print_report(path.read_text())
     print(f"Report on {len(report['runs'])} run(s) written to {path} (with a chart per table)")

@@ -27,11 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from mrl.common.door import require_writable
 from mrl.common.embeddings import read_embeddings
 from mrl.common.errors import exit_on_config_error
 from mrl.common.io import console
 
-__all__ = ["main", "parse_funnel", "run"]
+__all__ = ["command", "main", "parse_funnel", "run"]
 
 BINARY_FIRST_SIZE = 128  # the default funnel's first stage with --index binary
 BACKENDS = ("faiss", "milvus", "lancedb")  # faiss: in this process; the others: make index's database
@@ -123,6 +124,7 @@ def run(
         )
     if target_recall is not None and funnel is not None:
         raise ValueError(f"target_recall={target_recall}: --funnel and --target-recall both choose a funnel; give one")
+    path = require_writable(Path(out) if out else Path(queries).with_name(f"{Path(queries).stem}_top{k}.csv"))
     db, db_ids, db_labels, db_meta = read_embeddings(database)
     q, q_ids, _, q_meta = read_embeddings(queries)
     if db.shape[1] != q.shape[1]:
@@ -149,7 +151,6 @@ def run(
     began = time.perf_counter()
     scores, ids = retriever.search(q, k=k)
     seconds = time.perf_counter() - began
-    path = Path(out) if out else Path(queries).with_name(f"{Path(queries).stem}_top{k}.csv")
     names = np.where(ids >= 0, db_ids[np.maximum(ids, 0)], None)
     labels = None if db_labels is None else np.where(ids >= 0, db_labels[np.maximum(ids, 0)], -1)
     _write_csv(path, q_ids, ids, scores, names, labels)
@@ -194,6 +195,7 @@ def _run_database(
             f"target_recall={target_recall}: with --backend {backend} the funnel is tuned when the collection is "
             'built (make index ARGS="--target-recall ..."); search serves the funnel recorded there'
         )
+    path = require_writable(Path(out) if out else Path(queries).with_name(f"{Path(queries).stem}_top{k}.csv"))
     q, q_ids, _, q_meta = read_embeddings(queries)
     retriever = served(uri, collection)
     meta = retriever.meta
@@ -223,7 +225,6 @@ def _run_database(
     seconds = time.perf_counter() - began
     names, labels = retriever.items(ids)
     has_labels = bool((labels >= 0).any())
-    path = Path(out) if out else Path(queries).with_name(f"{Path(queries).stem}_top{k}.csv")
     _write_csv(path, q_ids, ids, scores, names, labels if has_labels else None)
     summary = {
         "output": str(path),
@@ -247,7 +248,8 @@ def _run_database(
     return summary
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def command(argv: list[str] | None = None) -> dict[str, Any]:
+    """Parse, search and print the first results; returns `run`'s summary (for callers in Python)."""
     parser = argparse.ArgumentParser(prog="python -m mrl.cli.search", description=__doc__.splitlines()[0].strip("`: "))
     parser.add_argument(
         "files",
@@ -323,6 +325,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"per query; results -> {result['output']}"
     )
     return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script: exits 0 on success (``sys.exit(main())``), 1 with one line on a user's mistake."""
+    command(argv)
 
 
 if __name__ == "__main__":
