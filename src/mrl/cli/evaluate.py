@@ -12,6 +12,7 @@ from mrl.common.errors import exit_on_config_error
 from mrl.common.io import console
 from mrl.evaluation.result import EvaluationResult
 from mrl.evaluation.runner import evaluate_runs
+from mrl.training.config_checks import check_eval_config
 
 
 def show(result: EvaluationResult) -> None:
@@ -28,7 +29,11 @@ def show(result: EvaluationResult) -> None:
 
 @hydra.main(config_path=str(config_dir()), config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    for result in exit_on_config_error(lambda: evaluate_runs(cfg)):
+    def evaluate() -> list[EvaluationResult]:
+        check_eval_config(cfg)  # types and ranges of the settings, before a checkpoint is read
+        return evaluate_runs(cfg)
+
+    for result in exit_on_config_error(evaluate):
         show(result)
 
 

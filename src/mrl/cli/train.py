@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 
 from mrl.common.configs import config_dir
 from mrl.common.errors import exit_on_config_error
+from mrl.training.config_checks import check_train_config
 from mrl.training.procedure import optimized_metric, run_training
 from mrl.training.sweep import record_failure
 
@@ -17,6 +18,7 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = HydraConfig.get().runtime.output_dir
 
     def train() -> float | None:
+        check_train_config(cfg)  # types, ranges, unknown keys and devices, before anything is built
         return optimized_metric(cfg, run_training(cfg, run_dir))
 
     if HydraConfig.get().mode.name != "MULTIRUN":
