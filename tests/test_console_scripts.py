@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from mrl_testing.configs import FAST, ROOT
@@ -31,6 +32,7 @@ def _run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     return result
 
 
+@pytest.mark.slow  # eight processes, each importing torch: about two minutes on two cores
 def test_every_console_script_exits_0_on_success(tmp_path):
     assert all((BIN / f"mrl-{s}").is_file() for s in SCRIPTS), "reinstall the package: make install"
     run = tmp_path / "run"
