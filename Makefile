@@ -28,7 +28,7 @@ EMBED_RUN = $(or $(RUN),$(call newest,$(OUTPUTS)/train/*/*/))
 REPORT_DIR = $(or $(DIR),$(call newest,$(OUTPUTS)/multirun/*/*/),$(OUTPUTS))
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline WANDB_SILENT=true
 
-.PHONY: help install lock upgrade train sweep eval report dashboard embed search index export prepare test test-full test-slow test-slurm lint format bench bench-heads bench-retrieval bench-data bench-text clean
+.PHONY: help install lock upgrade train sweep eval report dashboard embed mine search index export prepare test test-full test-slow test-slurm lint format bench bench-heads bench-retrieval bench-data bench-text bench-mine clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -74,6 +74,10 @@ embed: $(STAMP) ## embed your own images or texts (default: the newest run): mak
 	@test -n "$(EMBED_RUN)" || { echo "make embed: no run under $(OUTPUTS)/train yet; run make train first, or give RUN=<run directory>" >&2; exit 2; }
 	$(PY) -m mrl.cli.embed $(EMBED_RUN) $(INPUT) $(ARGS)
 
+mine: $(STAMP) ## hard negatives for a pairs file through the prefix funnel, written as triplets (default: the stock MiniLM): make mine INPUT=pairs.jsonl [RUN=<text run>] [OUT=triplets.jsonl] [ARGS="--num-negatives 3 --relative-margin 0.05"]
+	@test -n "$(INPUT)" || { echo "make mine: give INPUT=<table of anchor/positive pairs: .jsonl, .csv, .parquet>; RUN=<text run directory> mines with a trained model (default: the stock all-MiniLM-L6-v2)" >&2; exit 2; }
+	$(PY) -m mrl.cli.mine $(INPUT) $(if $(RUN),--run $(RUN)) $(if $(OUT),--out $(OUT)) $(ARGS)
+
 search: $(STAMP) ## nearest items of each query, 16-d shortlist then full-width rerank: make search DB=items.npz QUERIES=queries.npz [ARGS="--k 5" or "--target-recall 0.99"]; from make index's database: make search QUERIES=q.npz ARGS="--backend milvus --uri index.db" (or "--backend lancedb --uri index.lancedb")
 	@test -n "$(QUERIES)" -a \( -n "$(DB)" -o -n "$(findstring --backend,$(ARGS))" \) || { echo "make search: give DB=<embeddings .npz of the items> QUERIES=<embeddings .npz of the queries> (make embed writes them), or QUERIES=... ARGS=\"--backend milvus|lancedb --uri <make index's database>\"" >&2; exit 2; }
 	$(PY) -m mrl.cli.search $(DB) $(QUERIES) $(ARGS)
@@ -110,8 +114,8 @@ format: $(STAMP) ## apply ruff's fixes and formatting
 	$(PY) -m ruff format src tests benchmarks
 
 bench: ## every benchmark with its defaults (ratios measured side by side)
-	@test -z "$(ARGS)" || { echo "make bench: the benchmarks take different options; give ARGS to make bench-heads, bench-retrieval, bench-data or bench-text" >&2; exit 2; }
-	@$(MAKE) --no-print-directory bench-heads bench-retrieval bench-data bench-text
+	@test -z "$(ARGS)" || { echo "make bench: the benchmarks take different options; give ARGS to make bench-heads, bench-retrieval, bench-data, bench-text or bench-mine" >&2; exit 2; }
+	@$(MAKE) --no-print-directory bench-heads bench-retrieval bench-data bench-text bench-mine
 
 bench-heads: $(STAMP) ## nested heads against a plain classifier: make bench-heads ARGS="--threads 1 --clock thread"
 	$(PY) benchmarks/heads.py $(ARGS)
@@ -124,6 +128,9 @@ bench-data: $(STAMP) ## training images/s per CPU core, prepared shards against 
 
 bench-text: $(STAMP) ## text training pairs/s against sentence-transformers' trainer: make bench-text ARGS="--threads 1 --clock process"
 	$(TEST_ENV) $(PY) benchmarks/text.py $(ARGS)
+
+bench-mine: $(STAMP) ## hard-negative mining against sentence-transformers' mine_hard_negatives: make bench-mine ARGS="--corpus 20000"
+	$(TEST_ENV) $(PY) benchmarks/mine.py $(ARGS)
 
 clean: ## remove run outputs (keeps .venv)
 	rm -rf outputs/train outputs/multirun outputs/eval

@@ -240,3 +240,14 @@ def test_cli_one_line_error(tmp_path, capsys):
         main([str(pairs), "--range-min", "9", "--range-max", "3"])
     assert exit_info.value.code == 1
     assert "range_min=9" in capsys.readouterr().err
+
+
+def test_make_mine_passes_input_run_out_and_args():
+    from mrl_testing.configs import run_make
+
+    words = run_make("-n", "mine", "INPUT=pairs.jsonl", "RUN=runs/a", "OUT=t.jsonl", "ARGS=--num-negatives 5").stdout
+    assert "-m mrl.cli.mine pairs.jsonl --run runs/a --out t.jsonl --num-negatives 5" in words
+    plain = run_make("-n", "mine", "INPUT=pairs.jsonl").stdout
+    assert plain.splitlines()[-1].split()[-2:] == ["mrl.cli.mine", "pairs.jsonl"]
+    assert "make mine: give INPUT=" in plain  # the check that runs first (make -n prints it)
+    assert "benchmarks/mine.py --corpus 10" in run_make("-n", "bench-mine", "ARGS=--corpus 10").stdout
