@@ -251,3 +251,30 @@ def test_make_mine_passes_input_run_out_and_args():
     assert plain.splitlines()[-1].split()[-2:] == ["mrl.cli.mine", "pairs.jsonl"]
     assert "make mine: give INPUT=" in plain  # the check that runs first (make -n prints it)
     assert "benchmarks/mine.py --corpus 10" in run_make("-n", "bench-mine", "ARGS=--corpus 10").stdout
+
+
+def test_a_trained_run_mines_with_its_own_embedding(tmp_path, real_pairs):
+    """``--run``: the run's checkpoint embeds (a projection to 48 here), the same negatives as its module.embed."""
+    from mrl.cli.mine import command
+    from mrl.training.contrastive import MatryoshkaContrastiveModule
+
+    torch.manual_seed(0)
+    backbone = {"_target_": "mrl.backbones.HFTextEncoder", "name_or_path": None, "max_length": 64, "embed_dim": 48}
+    module = MatryoshkaContrastiveModule(backbone, nesting=[12, 24, 48]).eval()
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save(
+        {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)},
+        run / "checkpoints" / "epoch_000.ckpt",
+    )
+    pairs = real_pairs[:24]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps({"anchor": q, "positive": d}) + "\n" for q, d in pairs))
+    summary = command([str(path), "--run", str(run), "--num-negatives", "2", "--quiet", "--batch-size", "5"])
+    rows = [json.loads(line) for line in open(summary["output"])]
+    problem = mining_problem([q for q, _ in pairs], [d for _, d in pairs])
+    with torch.no_grad():
+        q = module.embed(module.backbone.tokenize(problem.queries)).numpy()
+        c = module.embed(module.backbone.tokenize(problem.corpus)).numpy()
+    expected = triplet_rows(problem, mine(q, c, problem, MiningSettings(num_negatives=2), funnel="exact"))
+    assert rows == expected and len(rows) == 48
