@@ -175,7 +175,12 @@ CASES = [
     ("train", _train("+model.nestin=[8]"), r"^ConfigError: model\.nestin=\[8\]: unknown key; did you mean model\.nest"),
     ("train", _train("+trainer.max_epoch=3"), r"trainer\.max_epoch=3: unknown key; did you mean trainer\.max_epochs"),
     ("train", _train("+data.batchsize=8"), r"data\.batchsize=8: unknown key; did you mean data\.batch_size"),
-    ("train", _train("trainer.devices=4096"), r"^ConfigError: trainer\.devices=4096: this machine has"),
+    ("train", _train("trainer.accelerator=auto", "trainer.devices=4096"), r"trainer\.devices=4096: this machine has"),
+    (
+        "train",
+        _train("trainer.accelerator=gpu", "trainer.devices=4096"),
+        r"trainer\.(devices|accelerator)=.*machine has",
+    ),
     ("train", _train("trainer.devices=0"), r"^ConfigError: trainer\.devices=0: expected a positive integer"),
     ("train", _train("trainer.accelerator=quantum"), r"trainer\.accelerator='quantum': expected one of auto, cpu"),
     ("train", _train("trainer.precision=17"), r"^ConfigError: trainer\.precision=17: expected one of"),
@@ -335,3 +340,24 @@ def test_text_export_refuses_a_size_it_was_not_trained_at(tmp_path, capfd):
         err.strip().splitlines()[-1] == "ConfigError: truncate_dim=20: expected one of the trained sizes [12, 24, 48]"
     )
     assert not (tmp_path / "x").exists()
+
+
+def test_devices_are_checked_against_the_machine():
+    """More GPUs than there are is an error; so is ``accelerator=auto`` asking for several devices on a machine
+    without a GPU (Lightning would start that many CPU processes). An explicit ``accelerator=cpu`` may: the DDP
+    tests run two gloo processes on any machine."""
+    from mrl.common.errors import ConfigError
+    from mrl.training.config_checks import check_devices
+
+    check_devices("cpu", 2, gpus=0)
+    check_devices("auto", 1, gpus=0)
+    check_devices("gpu", [0, 1], gpus=2)
+    check_devices("auto", "auto", gpus=0)
+    with pytest.raises(ConfigError, match=r"^trainer\.devices=4: this machine has no GPU; expected at most 1"):
+        check_devices("auto", 4, gpus=0)
+    with pytest.raises(ConfigError, match=r"^trainer\.devices=3: this machine has 2 GPU\(s\); expected at most 2"):
+        check_devices("cuda", 3, gpus=2)
+    with pytest.raises(ConfigError, match=r"^trainer\.accelerator='gpu': this machine has no GPU"):
+        check_devices("gpu", 1, gpus=0)
+    with pytest.raises(ConfigError, match=r"^trainer\.devices='0,x': expected a positive integer"):
+        check_devices("gpu", "0,x", gpus=2)
