@@ -7,7 +7,7 @@ the exact search's choice (the same embeddings searched exactly at full width).
 
 Corpus (offline, real): the Python reference's (sentence, next sentence) pairs (``python_docs_pairs``) and the
 standard library's (query, docstring) pairs (``python_query_pairs``); ``--n`` caps the pairs; ``--corpus`` adds
-that many paragraphs of the standard library's docstrings (read from its sources) as candidate negatives.
+that many docstring paragraphs (the standard library's sources, then the installed packages') as candidate negatives.
 
     python benchmarks/mine.py [--n PAIRS] [--corpus 20000] [--threads 2] [--batch-size 128] [--max-length 128]
 """
@@ -30,14 +30,16 @@ def corpus_pairs(n: int | None) -> list[tuple[str, str]]:
 
 
 def docstring_paragraphs(limit: int) -> list[str]:
-    """Paragraphs (40-1000 characters) of the docstrings in the standard library's own sources, sorted paths."""
+    """Paragraphs (40-1000 characters) of the docstrings in the standard library's own sources, then in the
+    installed packages' (the virtual environment's site-packages), sorted paths, until ``limit``."""
     import ast
     import sysconfig
     from pathlib import Path
 
     out: dict[str, None] = {}
-    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).rglob("*.py")):
-        if "test" in path.parts or "site-packages" in path.parts:
+    stdlib = sorted(p for p in Path(sysconfig.get_paths()["stdlib"]).rglob("*.py") if "site-packages" not in p.parts)
+    for path in stdlib + sorted(Path(sysconfig.get_paths()["purelib"]).rglob("*.py")):
+        if "test" in path.parts or "tests" in path.parts:
             continue
         try:
             tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -58,7 +60,7 @@ def docstring_paragraphs(limit: int) -> list[str]:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=None, help="at most N pairs (default: all of them)")
-    parser.add_argument("--corpus", type=int, default=20000, help="extra corpus texts: stdlib docstring paragraphs")
+    parser.add_argument("--corpus", type=int, default=20000, help="extra corpus texts: docstring paragraphs")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--max-length", type=int, default=128, help="tokens per text, both sides")
@@ -117,6 +119,12 @@ def main(argv: list[str] | None = None) -> dict:
     exact = mine(q, c, problem, settings, funnel="exact")
     found = (ours.ids >= 0) | (exact.ids >= 0)
     agreement = float((ours.ids == exact.ids)[found].mean())
+    sweep = {}
+    for first in (48, 96, 192):
+        for shortlist in (200, 1000):
+            other = mine(q, c, problem, settings, funnel=[(first, shortlist), (q.shape[1], 1)])
+            sweep[f"{first}d x {shortlist}"] = float((other.ids == exact.ids)[found].mean())
+    print("agreement with exact search per funnel (prefix x shortlist):", {k: round(v, 4) for k, v in sweep.items()})
     triplets = int((ours.ids >= 0).sum(1).repeat([len(p) for p in problem.positive_ids]).sum())
     result = {
         "pairs": len(pairs),
@@ -130,6 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
         "st_triplets": len(reference),
         "our_triplets": triplets,
         "funnel": ours.funnel,
+        "agreement_per_funnel": sweep,
     }
     print(
         f"sentence-transformers mine_hard_negatives (FAISS flat): {st_s:.1f} s, {len(reference)} triplets\n"

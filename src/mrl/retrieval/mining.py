@@ -104,10 +104,12 @@ def mining_problem(
 
 
 def default_funnel(dim: int, candidates: int, corpus_size: int, first: int | None = None) -> list[tuple[int, int]]:
-    """A short prefix shortlist (``first``, default ``dim // 4``: 96 of MiniLM's 384) of ``4 * candidates`` (at
-    least 200) items, reranked exactly at full width; one exact stage where that would not shorten anything."""
-    first = max(1, dim // 4) if first is None else int(first)
-    shortlist = min(corpus_size, max(200, 4 * candidates))
+    """A prefix shortlist (``first``, default ``dim // 2``: 192 of MiniLM's 384) of ``10 * candidates`` (at least
+    1000) items, reranked exactly at full width; one exact stage where that would not shorten anything. Wide on
+    purpose: a stock encoder's prefixes were never trained to stand alone, and the search is a fraction of a
+    percent of mining (embedding is the rest), so the funnel buys agreement with exact search, not speed."""
+    first = max(1, dim // 2) if first is None else int(first)
+    shortlist = min(corpus_size, max(1000, 10 * candidates))
     if first >= dim or shortlist <= candidates:
         return [(dim, candidates)]
     return [(first, shortlist), (dim, candidates)]
