@@ -459,17 +459,6 @@ def test_loss_options_fail_fast_in_one_line(tiny_bert, loss, message):
     assert "\n" not in str(info.value)
 
 
-def test_cached_step_refuses_several_processes(tiny_bert):
-    module = MatryoshkaContrastiveModule(_backbone(tiny_bert), nesting=[8, 32], loss={"mini_batch_size": 4})
-
-    class FakeTrainer:
-        world_size = 2
-
-    module._trainer = FakeTrainer()
-    with pytest.raises(ValueError, match=r"^model\.loss\.mini_batch_size=4: the cached step runs on one process"):
-        module.on_fit_start()
-
-
 def test_concat_features_pads_to_the_longest_part():
     a = {"input_ids": torch.ones(2, 3, dtype=torch.long), "attention_mask": torch.ones(2, 3, dtype=torch.long)}
     b = {"input_ids": torch.ones(2, 5, dtype=torch.long), "attention_mask": torch.ones(2, 5, dtype=torch.long)}

@@ -447,11 +447,6 @@ class MatryoshkaContrastiveModule(MatryoshkaLightningModule):
     def on_fit_start(self) -> None:
         if self.distill is not None and self._targets is None:
             self._targets = _TeacherTargets(self.distill, self.trainer.datamodule, self.device)
-        if self.mini_batch_size is not None and self.trainer.world_size > 1:
-            raise ValueError(
-                f"model.loss.mini_batch_size={self.mini_batch_size}: the cached step runs on one process "
-                f"(this run has {self.trainer.world_size}); use one device, or mini_batch_size=null"
-            )
 
     def _cached_step(self, parts: Sequence[Any], layers: bool = False) -> torch.Tensor:
         """GradCache: embed without gradients and take the loss over the whole batch; the returned loss's backward
@@ -475,6 +470,8 @@ class MatryoshkaContrastiveModule(MatryoshkaLightningModule):
         grads = torch.autograd.grad(loss, embeddings, allow_unused=True)  # None: a layer not drawn this step
 
         def replay(scale: torch.Tensor) -> None:
+            weights = [w for w in self.parameters() if w.requires_grad]
+            totals: list[torch.Tensor | None] = [None] * len(weights)
             for rows, state in zip(chunks, states):
                 with torch.enable_grad():  # a backward runs without gradients; the replay needs them
                     with state.replay():
@@ -486,7 +483,12 @@ class MatryoshkaContrastiveModule(MatryoshkaLightningModule):
                         for layer, grad in zip(piece, grads)
                         if grad is not None
                     )
-                torch.autograd.backward(surrogate)
+                    found = torch.autograd.grad(surrogate, weights, allow_unused=True)
+                totals[:] = [t if g is None else g if t is None else t + g for t, g in zip(totals, found)]
+            # One accumulation per weight: DDP's gradient hooks fire once each, so it averages the sums over
+            # processes as it does for a plain step.
+            used = [(w, t) for w, t in zip(weights, totals) if t is not None]
+            torch.autograd.backward([w for w, _ in used], [t for _, t in used])
 
         anchor = torch.zeros((), device=loss.device, requires_grad=True)
         return _ReplayGradients.apply(loss.detach(), anchor, replay)
