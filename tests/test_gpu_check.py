@@ -9,7 +9,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ["images", "prepare", "train", "train_compile", "train_device_decode", "eval", "embed", "ddp"]
+PARTS = [
+    "images",
+    "prepare",
+    "train",
+    "train_compile",
+    "train_device_decode",
+    "eval",
+    "embed",
+    "ddp",
+    "text",
+    "text_cached",
+    "text_ddp",
+]
 
 
 # Eight processes (a few minutes on two cores): run by `make test-slow`, which CI runs after `make test`.
@@ -30,4 +42,7 @@ def test_gpu_check_dry_run_passes_every_part_and_writes_the_summary(tmp_path):
     for name in ("train", "train_compile", "train_device_decode", "ddp"):  # the figures the GPU run reports
         figures = summary["parts"][name]
         assert figures["images_per_s"] > 0 and 0 <= figures["data_wait_share"] <= 1
+    for name in ("text", "text_cached", "text_ddp"):
+        figures = summary["parts"][name]
+        assert figures["pairs_per_s"] > 0 and 0 <= figures["data_wait_share"] <= 1
     assert "gpu_check: pass" in proc.stdout

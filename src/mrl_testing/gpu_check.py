@@ -6,8 +6,9 @@ Parts: ``images`` (ImageNet-like JPEGs built from photographs that installed pac
 ``data=imagenet_shards``: ResNet-50, bf16-mixed, channels-last, ``torch.compile`` off and on; images/s and the
 share of each step spent waiting for data, from :class:`Throughput`), ``train_device_decode`` (the same with
 ``data.decode=device``: the training JPEGs decoded by nvjpeg on the GPU), ``eval`` (``make eval``, kNN on the GPU),
-``embed`` (``make embed --device cuda``) and ``ddp`` (``trainer=ddp`` on one GPU). ``--dry-run`` runs the same
-sequence on the CPU with tiny sizes (resnet10t, a few steps), so the script cannot rot.
+``embed`` (``make embed --device cuda``), ``ddp`` (``trainer=ddp`` on one GPU), and ``text``, ``text_cached``
+and ``text_ddp`` (``text_pairs_mrl``, bf16-mixed: plain, the cached step, DDP with gathered negatives; pairs/s).
+``--dry-run`` runs the same sequence on the CPU with tiny sizes (resnet10t, a few steps), so the script cannot rot.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,8 @@ class Throughput(L.Callback):
         self.path, self.warmup = path, int(warmup)
         self.waits: list[float] = []
         self.steps: list[float] = []
-        self.images = 0
+        self.images = 0  # training rows: images, or text pairs
+        self.text = False
         self._fetch = 0.0
         self._start: float | None = None
 
@@ -79,7 +82,9 @@ class Throughput(L.Callback):
         if self._start is not None and trainer.global_step > self.warmup:
             self.steps.append(now - self._start)
             self.waits.append(self._fetch)
-            self.images += int(batch[0].shape[0]) * trainer.world_size
+            first = batch[0]  # images, or the anchors' token dict of text pairs
+            self.text = isinstance(first, Mapping)
+            self.images += int((first["input_ids"] if self.text else first).shape[0]) * trainer.world_size
         self._start, self._fetch = now, 0.0
 
     def on_train_end(self, trainer, pl_module):
@@ -88,7 +93,7 @@ class Throughput(L.Callback):
         total = sum(self.steps)
         figures = {
             "measured_steps": len(self.steps),
-            "images_per_s": self.images / total if total else None,
+            ("pairs_per_s" if self.text else "images_per_s"): self.images / total if total else None,
             "data_wait_share": sum(self.waits) / total if total else None,
             "median_step_ms": sorted(self.steps)[len(self.steps) // 2] * 1e3 if self.steps else None,
         }
@@ -186,10 +191,26 @@ def main(argv: list[str] | None = None) -> int:
         )
         _run([py, "-m", "mrl.cli.prepare", "--verify", str(shards), "--quiet"], out / "verify.log")
 
-    def train(name: str, extra: list[str], env: dict[str, str] | None = None):
+    text_common = [
+        "experiment=text_pairs_mrl",
+        f"trainer.max_steps={steps}",
+        "trainer.max_epochs=-1",
+        "trainer.limit_val_batches=2",
+        "trainer.num_sanity_val_steps=0",
+        "logger=none",
+        "test=false",
+        "print_config=false",
+        *(
+            ["data.batch_size=8", "trainer.precision=32"]
+            if dry
+            else ["data.batch_size=128", "trainer.precision=bf16-mixed"]
+        ),
+    ]
+
+    def train(name: str, extra: list[str], env: dict[str, str] | None = None, base: list[str] = common):
         def go():
             figures = out / f"{name}.json"
-            cmd = [py, "-m", "mrl.cli.train", *common, *extra, f"hydra.run.dir={runs / name}"]
+            cmd = [py, "-m", "mrl.cli.train", *base, *extra, f"hydra.run.dir={runs / name}"]
             cmd += [
                 "+callbacks.throughput._target_=mrl_testing.gpu_check.Throughput",
                 f"+callbacks.throughput.path={figures}",
@@ -226,6 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     part("embed", make_embed)
     ddp = ["trainer=ddp_cpu", "trainer.devices=1"] if dry else ["trainer=ddp", "trainer.devices=1"]
     part("ddp", train("ddp", ddp))
+    # text pairs (all-MiniLM-L6-v2, bf16-mixed on the GPU): plain, the cached step, DDP with gathered negatives
+    part("text", train("text", single, base=text_common))
+    cached = f"model.loss.mini_batch_size={4 if dry else 32}"
+    part("text_cached", train("text_cached", [*single, cached], base=text_common))
+    part("text_ddp", train("text_ddp", [*ddp, "model.loss.gather=true"], base=text_common))
     summary["pass"] = all(p["pass"] for p in summary["parts"].values())
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"gpu_check: {'pass' if summary['pass'] else 'FAIL'}; summary in {out / 'summary.json'}")
