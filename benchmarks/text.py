@@ -322,6 +322,8 @@ def main(argv=None) -> dict:
     if args.quick:
         args.steps, args.batch, args.max_length, args.warmup, args.skip = 3, 4, 32, 1, 1
         args.eval_pairs, args.floor_batches, args.rounds = 24, 1, 1
+        # the reference pairs alone are about 130: hold out at least the two validation pairs the framework needs
+        args.val_fraction = max(args.val_fraction, 0.02)
     if args.threads:
         torch.set_num_threads(args.threads)
     global clock
