@@ -244,7 +244,7 @@ def test_hnsw_wins_when_fastest_and_is_confirmed_on_held_out_queries(one_thread,
         timed.update(retrievers)
         return {i: 0.01 if r.index_type == "hnsw" else 1.0 for i, r in retrievers.items()}
 
-    monkeypatch.setattr(tune, "_time", hnsw_fastest)
+    monkeypatch.setattr(tune, "time_side_by_side", hnsw_fastest)
     db, q = mrl_data()
     tuned = tune_funnel(db, q, target=0.95, k=10, repeats=1, holdout=0.25, sizes=[8, 16, 64], approximate="hnsw")
     assert tuned.funnel.index == "hnsw" and tuned.retriever.index_type == "hnsw" and tuned.ms_per_query == 0.01

@@ -70,7 +70,8 @@ def run(
     from mrl.common.embeddings import read_embeddings
     from mrl.retrieval.backends import default_uri, has_bits, loader
     from mrl.retrieval.database import collection_name
-    from mrl.retrieval.tune import FORMATS, Funnel, tune_funnel
+    from mrl.retrieval.funnel_spec import FORMATS, Funnel
+    from mrl.retrieval.tune import tune_funnel
 
     load_into = loader(backend)
     database, queries_path = resolve_embeddings(source, queries, tuning=target_recall is not None)

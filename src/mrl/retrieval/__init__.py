@@ -19,11 +19,12 @@ from mrl.retrieval.funnel import (
     rerank,
     validate_funnel,
 )
+from mrl.retrieval.funnel_spec import FORMATS, Funnel
 from mrl.retrieval.int8 import Int8Index, quantize_int8
 from mrl.retrieval.nearest import knn_search
 from mrl.retrieval.ties import order_ties
 from mrl.retrieval.torch_search import torch_search
-from mrl.retrieval.tune import FORMATS, Funnel, TunedFunnel, recall_against_exact, tune_funnel, tune_funnels
+from mrl.retrieval.tune import TunedFunnel, TuneSettings, recall_against_exact, tune_funnel, tune_funnels
 
 __all__ = [
     "FORMATS",
@@ -36,6 +37,7 @@ __all__ = [
     "FlatIndex",
     "Funnel",
     "Int8Index",
+    "TuneSettings",
     "TunedFunnel",
     "binary_index",
     "bit_center",

@@ -26,8 +26,8 @@ from mrl.common.embeddings import read_embeddings
 from mrl.retrieval.binary import bit_center, threshold_bits
 from mrl.retrieval.flat import prefix
 from mrl.retrieval.funnel import METRICS, rerank, validate_funnel
+from mrl.retrieval.funnel_spec import FORMATS, Funnel
 from mrl.retrieval.ties import order_ties
-from mrl.retrieval.tune import FORMATS, Funnel
 
 __all__ = [
     "DEFAULT_SHORTLIST",

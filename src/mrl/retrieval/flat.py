@@ -15,7 +15,7 @@ try:  # FAISS is the `retrieval` extra; importing this module without it gives a
 except ImportError:  # pragma: no cover - exercised only without the extra installed
     faiss = None
 
-__all__ = ["SCAN_MAX_SIZE", "FlatIndex", "flat_search_blocks", "heap_scan", "prefix", "require_faiss"]
+__all__ = ["SCAN_MAX_SIZE", "FlatIndex", "flat_search_blocks", "heap_scan", "prefix", "require_faiss", "torch_threads"]
 
 SCAN_MAX_SIZE = 64  # exact flat search this narrow runs as torch GEMM tiles + FAISS heaps (see FlatIndex)
 
@@ -61,7 +61,7 @@ def prefix(x: np.ndarray, m: int, normalize: bool) -> np.ndarray:
 
 
 @contextmanager
-def _torch_threads(n: int):
+def torch_threads(n: int):
     """Temporarily run torch ops on ``n`` threads (process-global; not thread-safe)."""
     old = torch.get_num_threads()
     torch.set_num_threads(n)
@@ -92,7 +92,7 @@ def heap_scan(
     heaps.heapify()
     qt = torch.from_numpy(np.ascontiguousarray(q, dtype=np.float32))
     tile = torch.empty(min(q_block, nq) * min(db_block, n))
-    with _torch_threads(1):
+    with torch_threads(1):
         for i in range(0, nq, q_block):
             qb = qt[i : i + q_block]
             b = qb.shape[0]

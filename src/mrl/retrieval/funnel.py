@@ -178,7 +178,7 @@ def funnel_bytes(
     return total
 
 
-def _row_sq_norms(x: np.ndarray, start: int, block: int = 8192) -> np.ndarray:
+def row_sq_norms(x: np.ndarray, start: int, block: int = 8192) -> np.ndarray:
     """Squared L2 norms of ``x[:, start:]`` per row, accumulated in float64 a block of rows at a time."""
     out = np.empty(x.shape[0], dtype=np.float64)
     for i in range(0, x.shape[0], block):
@@ -323,8 +323,8 @@ class AdaptiveRetriever:
             if key not in cache:
                 h = m // PRUNE_HEAD_FRACTION
                 head = np.ascontiguousarray(arr[:, :h])
-                tail = np.sqrt(_row_sq_norms(arr, h)).astype(np.float32)
-                max_norm = float(np.sqrt((_row_sq_norms(arr, 0)).max()))
+                tail = np.sqrt(row_sq_norms(arr, h)).astype(np.float32)
+                max_norm = float(np.sqrt((row_sq_norms(arr, 0)).max()))
                 cache[key] = (head, tail, max_norm)
             self._stage_bounds.append(cache[key])
 
@@ -414,8 +414,8 @@ class AdaptiveRetriever:
         h = head.shape[1]
         nq, ncand = cand_ids.shape
         qh = np.ascontiguousarray(q[:, :h])
-        q_tail = np.sqrt(_row_sq_norms(q, h))[:, None]
-        q_norm = np.sqrt(_row_sq_norms(q, 0))[:, None]
+        q_tail = np.sqrt(row_sq_norms(q, h))[:, None]
+        q_norm = np.sqrt(row_sq_norms(q, 0))[:, None]
         part = np.empty((nq, ncand), dtype=np.float32)
         sp = faiss.swig_ptr
         fn = faiss.fvec_L2sqr_by_idx if l2 else faiss.fvec_inner_products_by_idx

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mrl.retrieval.flat import _torch_threads, faiss, require_faiss
+from mrl.retrieval.flat import faiss, require_faiss, torch_threads
 from mrl.retrieval.ties import order_ties
 
 __all__ = ["Int8Index", "int8_scale", "quantize_int8"]
@@ -76,7 +76,7 @@ class Int8Index:
         qt = torch.from_numpy(q * self.scale)  # the scales folded into the queries
         q_sq = torch.from_numpy(np.einsum("ij,ij->i", q, q))[:, None] if self.l2 else None
         tile = torch.empty(min(q_block, nq) * min(db_block, n))
-        with _torch_threads(1):
+        with torch_threads(1):
             for j in range(0, n, db_block):
                 xb = self.codes[j : j + db_block].to(torch.float32).T  # widened once per search
                 nj = xb.shape[1]

@@ -55,7 +55,7 @@ from mrl.retrieval.database import (
     prepare_load,
     progress_bar,
 )
-from mrl.retrieval.tune import Funnel
+from mrl.retrieval.funnel_spec import Funnel
 
 __all__ = ["INDEX_KINDS", "MilvusFunnel", "collection_name", "connect", "load_into_milvus"]
 

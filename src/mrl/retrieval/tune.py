@@ -7,32 +7,41 @@
     tuned.funnel                              # Funnel(stages=((16, 200), (2048, 10)), format='int8', index='int8')
     tuned.table                               # every funnel tried: recall, ms/query, MFLOPs, bytes per item
 
-How (`tune_funnels` does the work; `tune_funnel` is it for one target):
+What to try is a `TuneSettings` (``tune_funnel(db, q, settings=TuneSettings(k=10, formats=("float",)))``, or the
+same fields as keywords: ``tune_funnel(db, q, k=10, formats=("float",))``). How (`tune_funnels` does the work in
+four steps, one function each; `tune_funnel` is it for one target):
 
-1. The queries are split: a held-out share (``holdout``, seeded) is kept aside to confirm the choice; the rest
-   tune it. The ground truth is exact search at full width (`exact_search`) for every query.
-2. Every funnel of the grid is scored on the tuning queries: one stage at each size in each number format
+1. `split_queries`, `exact_ground_truth`: the queries are split: a held-out share (``holdout``, seeded) is kept
+   aside to confirm the choice; the rest tune it. The ground truth is exact search at full width (`exact_search`)
+   for every query.
+2. `score_grid`: every funnel of the grid is scored on the tuning queries, by each of `GRID_SCORERS` in turn.
+   `score_exact_scans`: one stage at each size in each number format
    (``float``; ``int8``, per-dimension scales; ``bits`` need a float stage after them), and two stages, a
    shortlist of ``c`` candidates at size ``m_1`` in each format reranked at each of ``rerank_sizes`` (default:
    full width). One first-stage search with the largest shortlist serves every ``c`` (its first ``c`` results
    are the top-``c`` search, :mod:`mrl.retrieval.ties`), and a structure stops growing ``c`` once it meets the
    highest target. Sizes are tried smallest first; a first stage whose scan alone costs over `COST_SLACK` (4)
    times the MFLOPs of a funnel already meeting the highest target is not tried (the notes count them).
-   HNSW first stages (``approximate``; by default from `HNSW_MIN_ITEMS`, 20,000, items on) on float prefixes up to
-   `HNSW_MAX_SIZE` (32) wide, shortlist reranked: the graph is built once per size (the notes give the build
-   times), and each shortlist ``c`` is its own search with ``efSearch = c``, as the built funnel searches (a
-   graph's top ``c`` is not the start of its top ``2c``); sizes stop growing once one meets the highest target
-   with a shortlist of at most ``5 k`` (`HNSW_ENOUGH`).
+   `score_hnsw_first_stages`: HNSW first stages (``approximate``; by default from `HNSW_MIN_ITEMS`, 20,000, items
+   on) on float prefixes up to `HNSW_MAX_SIZE` (32) wide, shortlist reranked: the graph is built once per size (the
+   notes give the build times), and each shortlist ``c`` is its own search with ``efSearch = c``, as the built
+   funnel searches (a graph's top ``c`` is not the start of its top ``2c``); sizes stop growing once one meets the
+   highest target with a shortlist of at most ``5 k`` (`HNSW_ENOUGH`).
    Their MFLOPs count the distance computations the searches made (they do not feed the skip rule above).
    Recall is counted as ann-benchmarks counts it: a returned item is a hit when its full-width score is at
    least the k-th exact score (within float rounding, 1e-5 of the scores' scale), so an item that ties the
    k-th neighbour is not a miss.
-3. Among the funnels that meet a target (and, with ``max_first_stage_bytes``, fit that budget), only the
-   cheapest of each structure can win: the smallest shortlist of each (format, first size, rerank size), the
-   smallest size of each one-stage format. Those are built (sharing every prefix array) and timed on the
-   tuning queries, interleaved with exact search round after round, best of ``repeats``; the fastest wins.
-4. The winner searches the held-out queries: the result says whether it meets the target there, and by how
-   much it misses if it does not.
+3. `time_cheapest_candidates`: among the funnels that meet a target (and, with ``max_first_stage_bytes``, fit
+   that budget), only the cheapest of each structure can win: the smallest shortlist of each (format, first size,
+   rerank size), the smallest size of each one-stage format. Those are built (sharing every prefix array) and
+   timed on the tuning queries, interleaved with exact search round after round, best of ``repeats``
+   (`time_side_by_side`).
+4. `confirm_fastest`: per target, the fastest wins; it searches the held-out queries: the result says whether it
+   meets the target there, and by how much it misses if it does not.
+
+A new kind of first stage joins the grid as one more scorer in `GRID_SCORERS`: a function of the `Tuning` (the
+data, the settings, the ground truth) and the `ScoredGrid` (it adds one row per funnel scored, `funnel_row`) that
+returns its notes; steps 3 and 4 time and confirm whatever rows it added.
 
 Latency is measured on this machine, in this process: another machine, a busier one or another batch size can
 rank two close funnels the other way. MFLOPs (one multiply-add as one FLOP, the MRL paper's accounting) and
@@ -41,8 +50,9 @@ bytes per item are reported beside it, machine-independent.
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,106 +62,153 @@ from mrl.retrieval.flat import faiss, prefix, require_faiss
 from mrl.retrieval.funnel import (
     METRICS,
     AdaptiveRetriever,
-    _row_sq_norms,
+    exact_search,
     first_stage_bytes,
-    funnel_bytes,
     funnel_mflops,
+    row_sq_norms,
 )
+from mrl.retrieval.funnel_spec import FORMATS, Funnel
 
-__all__ = ["FORMATS", "Funnel", "TunedFunnel", "recall_against_exact", "tune_funnel", "tune_funnels"]
+__all__ = [
+    "GRID_SCORERS",
+    "ScoredGrid",
+    "TuneSettings",
+    "TunedFunnel",
+    "Tuning",
+    "confirm_fastest",
+    "exact_ground_truth",
+    "funnel_row",
+    "recall_against_exact",
+    "score_exact_scans",
+    "score_grid",
+    "score_hnsw_first_stages",
+    "split_queries",
+    "time_cheapest_candidates",
+    "time_side_by_side",
+    "tune_funnel",
+    "tune_funnels",
+]
 
-FORMATS = {"float": "flat", "int8": "int8", "bits": "binary"}  # number format of a first stage -> its index
-INDEX_FORMATS = {index: name for name, index in FORMATS.items()}
-FORMAT_INDEXES = {"float": ("flat", "hnsw"), "int8": ("int8",), "bits": ("binary",)}  # first-stage indexes per format
 APPROXIMATE = ("hnsw",)  # approximate first stages the tuner can try (float prefixes)
 HNSW_MIN_ITEMS = 20_000  # approximate="auto" tries HNSW from this many items (below, a flat prefix scan is cheap)
 HNSW_MAX_SIZE = 32  # ... on prefixes up to this wide (a wider graph costs more to build than it saves)
 HNSW_ENOUGH = 5  # ... and no wider once a graph reaches every target with a shortlist of at most k times this
 SHORTLIST_FACTORS = (1, 2, 5, 10, 20, 50, 100)  # default shortlists: k times these
+DEFAULT_SIZES = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)  # default first-stage sizes (below D, and D)
 RECALL_TOLERANCE = 1e-5  # of the scores' scale: a returned item this close to the k-th exact score is a hit
 COST_SLACK = 4.0  # a first stage whose scan alone costs this many times a funnel meeting every target is skipped
 
 
-# --------------------------------------------------------------------------------------------- the funnel
+# --------------------------------------------------------------------------------------------- the settings
+def _is_int(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
+
+
 @dataclass(frozen=True)
-class Funnel:
-    """A funnel as data: ``stages`` ``((size, candidates), ...)``, the first stage's number ``format`` (``float``,
-    ``int8`` or ``bits``; later stages are float), the ``metric`` and the first stage's `AdaptiveRetriever`
-    ``index``: by default the format's exact scan (``flat``, ``int8``, ``binary``); ``hnsw`` for a float first
-    stage searched through an HNSW graph (`AdaptiveRetriever`'s defaults: M 32, efConstruction 64, efSearch the
-    first stage's candidates). Printable, comparable, reusable: ``Funnel(...).build(database)`` is the
-    `AdaptiveRetriever`; `to_dict` / `from_dict` round-trip through JSON (a dict without ``index``, as saved
-    before HNSW first stages, is the exact scan); `spec` and `cli_args` are what ``make search`` takes."""
+class TuneSettings:
+    """What `tune_funnel` / `tune_funnels` try and how they measure it (every field is also a keyword of both).
 
-    stages: tuple[tuple[int, int], ...]
-    format: str = "float"
+    Args:
+        k: neighbours per query.
+        metric: ``cosine`` (prefixes re-normalised), ``ip`` or ``l2``.
+        sizes: first-stage prefix sizes to try (default: 8, 16, 32, ... below D, and D).
+        shortlists: first-stage candidate counts (default: k x 1, 2, 5, 10, 20, 50, 100, capped at N).
+        formats: first-stage number formats: ``float``, ``int8``, ``bits``.
+        rerank_sizes: sizes a shortlist is reranked at (default: D alone).
+        holdout: the share of the queries (seeded by ``seed``; at most ``max_queries`` in all) kept aside to
+            confirm the choice, in [0, 1).
+        max_first_stage_bytes: only funnels whose first stage takes at most this many bytes per item (e.g. 16:
+            what fits in memory); without any that meets the target, the best recall within it (and a note).
+        repeats: timed rounds per funnel (the fastest counts).
+        approximate: approximate first stages to try besides the exact scans: ``"auto"`` (default) tries HNSW on
+            float prefixes (`HNSW_MAX_SIZE`, 32, wide at most) when the database holds at least `HNSW_MIN_ITEMS`
+            (20,000) items; ``("hnsw",)`` tries it whatever the size; ``()`` or None never.
+
+    `resolved` checks them against a database and fills the defaults that depend on it.
+    """
+
+    k: int = 10
     metric: str = "cosine"
-    index: str | None = None  # None: the format's exact scan (FORMATS)
+    sizes: Sequence[int] | None = None
+    shortlists: Sequence[int] | None = None
+    formats: Sequence[str] = ("float", "int8", "bits")
+    rerank_sizes: Sequence[int] | None = None
+    holdout: float = 0.3
+    max_first_stage_bytes: int | None = None
+    repeats: int = 3
+    seed: int = 0
+    max_queries: int | None = 2000
+    approximate: str | Sequence[str] | None = "auto"
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "stages", tuple((int(m), int(c)) for m, c in self.stages))
-        if self.format not in FORMATS:
-            raise ValueError(f"format={self.format!r}: expected one of {', '.join(FORMATS)}")
-        if self.metric not in METRICS:
-            raise ValueError(f"metric={self.metric!r}: expected one of {', '.join(METRICS)}")
-        if self.index is None:
-            object.__setattr__(self, "index", FORMATS[self.format])
-        if self.index not in FORMAT_INDEXES[self.format]:
-            valid = " or ".join(FORMAT_INDEXES[self.format])
-            raise ValueError(f"index={self.index!r}: expected {valid} with format={self.format!r}")
+    def with_options(self, options: dict[str, Any]) -> TuneSettings:
+        """These settings with some fields replaced (the keywords of `tune_funnel`); an unknown one is a
+        ``TypeError`` naming it and the valid ones."""
+        names = [f.name for f in dataclasses.fields(self)]
+        for key in options:
+            if key not in names:
+                raise TypeError(f"{key}={options[key]!r}: not a tuning setting; expected some of {', '.join(names)}")
+        return dataclasses.replace(self, **options) if options else self
 
-    @property
-    def k(self) -> int:
-        """The most results a search can ask for: the last stage's candidates."""
-        return self.stages[-1][1]
-
-    @property
-    def spec(self) -> str:
-        """``"16:200,2048:10"``, the ``--funnel`` text of ``make search``."""
-        return ",".join(f"{m}:{c}" for m, c in self.stages)
-
-    def cli_args(self) -> list[str]:
-        """The ``make search`` arguments that run this funnel."""
-        return ["--funnel", self.spec, "--index", self.index, "--metric", self.metric]
-
-    def build(self, database: np.ndarray, **kwargs: Any) -> AdaptiveRetriever:
-        """The `AdaptiveRetriever` of this funnel over ``database`` (``kwargs`` passed on)."""
-        return AdaptiveRetriever(database, list(self.stages), metric=self.metric, index=self.index, **kwargs)
-
-    def mflops_per_query(self, n: int) -> float:
-        """MFLOPs per query over ``n`` items (`funnel_mflops`); for an HNSW first stage the flat scan's count, an
-        upper bound (the searched count depends on the graph: `AdaptiveRetriever.mflops_per_query`, the table's)."""
-        return funnel_mflops(n, self.stages, self.index)
-
-    def first_stage_bytes(self) -> int:
-        return first_stage_bytes(self.stages[0][0], self.index, self.metric)
-
-    def bytes_per_item(self) -> int:
-        return funnel_bytes(self.stages, self.index, self.metric)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "stages": [list(s) for s in self.stages],
-            "format": self.format,
-            "metric": self.metric,
-            "index": self.index,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Funnel:
-        return cls(
-            tuple(tuple(s) for s in data["stages"]),
-            data.get("format", "float"),
-            data.get("metric", "cosine"),
-            data.get("index"),
+    def resolved(self, n: int, dim: int) -> TuneSettings:
+        """Checked against an ``[n, dim]`` database (one-line ``ValueError`` naming the field), with the defaults
+        filled in: sizes, shortlists and rerank sizes sorted unique ints, ``approximate`` the tuple of indexes to
+        try."""
+        k, metric, formats = self.k, self.metric, self.formats
+        if not _is_int(k) or not 1 <= k <= n:
+            raise ValueError(f"k={k!r}: must be an integer in 1..{n} (the database size)")
+        if metric not in METRICS:
+            raise ValueError(f"metric={metric!r}: expected one of {', '.join(METRICS)}")
+        if not formats or any(f not in FORMATS for f in formats):
+            raise ValueError(f"formats={list(formats)!r}: expected some of {', '.join(FORMATS)}")
+        sizes = self.sizes
+        if sizes is None:
+            sizes = sorted({*(m for m in DEFAULT_SIZES if m < dim), dim})
+        rerank_sizes = [dim] if self.rerank_sizes is None else self.rerank_sizes
+        shortlists = self.shortlists
+        if shortlists is None:
+            shortlists = sorted({min(k * f, n) for f in SHORTLIST_FACTORS})
+        for name, values in (("sizes", sizes), ("rerank_sizes", rerank_sizes)):
+            if not values or any(not _is_int(m) or not 1 <= m <= dim for m in values):
+                raise ValueError(f"{name}={list(values)!r}: prefix sizes in 1..{dim} (the embedding width)")
+        if not shortlists or any(not _is_int(c) or not k <= c <= n for c in shortlists):
+            raise ValueError(f"shortlists={list(shortlists)!r}: candidate counts in {k}..{n} (k to the database size)")
+        holdout, budget, repeats = self.holdout, self.max_first_stage_bytes, self.repeats
+        if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0 <= holdout < 1:
+            raise ValueError(
+                f"holdout={holdout!r}: the share of the queries kept aside to confirm the choice, in [0, 1)"
+            )
+        if budget is not None and (not _is_int(budget) or budget < 1):
+            raise ValueError(f"max_first_stage_bytes={budget!r}: a positive number of bytes per item, or None")
+        if not _is_int(repeats) or repeats < 1:
+            raise ValueError(f"repeats={repeats!r}: a positive number of timed rounds")
+        return dataclasses.replace(
+            self,
+            sizes=tuple(sorted({int(m) for m in sizes})),
+            shortlists=tuple(sorted({int(c) for c in shortlists})),
+            rerank_sizes=tuple(sorted({int(m) for m in rerank_sizes})),
+            approximate=_approximate(self.approximate, n),
         )
 
-    def __str__(self) -> str:
-        (m1, c1), rest = self.stages[0], self.stages[1:]
-        first = f"{m1}-d {self.format}" + (" HNSW" if self.index == "hnsw" else "")
-        if not rest:
-            return f"{first} top {c1}"
-        return f"{first} shortlist of {c1} -> " + " -> ".join(f"{m}-d float top {c}" for m, c in rest)
+    def fits(self, row: dict[str, Any]) -> bool:
+        """Whether a funnel's row fits ``max_first_stage_bytes``."""
+        return self.max_first_stage_bytes is None or row["first_stage_bytes"] <= self.max_first_stage_bytes
+
+
+def _approximate(value: Any, n: int) -> tuple[str, ...]:
+    """The approximate first-stage indexes to try: ``"auto"`` is HNSW from `HNSW_MIN_ITEMS` items on."""
+    if isinstance(value, str) and value == "auto":
+        return ("hnsw",) if n >= HNSW_MIN_ITEMS else ()
+    names = [value] if isinstance(value, str) else value
+    ok = names is None or (
+        isinstance(names, (list, tuple)) and all(isinstance(a, str) and a in APPROXIMATE for a in names)
+    )
+    if not ok:
+        shown = list(value) if isinstance(value, (list, tuple)) else value
+        raise ValueError(
+            f"approximate={shown!r}: expected 'auto' (hnsw from {HNSW_MIN_ITEMS} items), () for none, or some of "
+            f"{', '.join(APPROXIMATE)}"
+        )
+    return tuple(dict.fromkeys(names or ()))
 
 
 # --------------------------------------------------------------------------------------------- recall
@@ -201,8 +258,8 @@ def _truth(database: np.ndarray, queries: np.ndarray, exact_ids: np.ndarray, met
     l2 = metric == "l2"
     exact = _scores_by_idx(q, full, exact_ids, l2)
     kth = exact.max(axis=1) if l2 else exact.min(axis=1)
-    q_norm = np.sqrt(_row_sq_norms(q, 0))
-    x_norm = float(np.sqrt(_row_sq_norms(full, 0).max()))
+    q_norm = np.sqrt(row_sq_norms(q, 0))
+    x_norm = float(np.sqrt(row_sq_norms(full, 0).max()))
     scale = (q_norm + x_norm) ** 2 if l2 else q_norm * x_norm
     return _Truth(full, q, kth, RECALL_TOLERANCE * np.maximum(scale, 1e-12), l2, exact_ids.shape[1])
 
@@ -212,8 +269,6 @@ def recall_against_exact(
 ) -> float:
     """Mean recall@k of ``found_ids`` (``[Q, >=k]`` database rows per query) against exact full-width search,
     ties with the k-th neighbour counted as hits (see the module docstring)."""
-    from mrl.retrieval.funnel import exact_search
-
     _, exact_ids = exact_search(database, queries, k, metric=metric)
     truth = _truth(np.asarray(database), np.asarray(queries), exact_ids, metric, {})
     return float(truth.hits(np.arange(len(queries)), np.asarray(found_ids)).mean())
@@ -313,69 +368,65 @@ class TunedFunnel:
 
 
 # --------------------------------------------------------------------------------------------- tuning
-def _approximate(value: Any, n: int) -> tuple[str, ...]:
-    """The approximate first-stage indexes to try: ``"auto"`` is HNSW from `HNSW_MIN_ITEMS` items on."""
-    if isinstance(value, str) and value == "auto":
-        return ("hnsw",) if n >= HNSW_MIN_ITEMS else ()
-    names = [value] if isinstance(value, str) else value
-    ok = names is None or (
-        isinstance(names, (list, tuple)) and all(isinstance(a, str) and a in APPROXIMATE for a in names)
-    )
-    if not ok:
-        shown = list(value) if isinstance(value, (list, tuple)) else value
-        raise ValueError(
-            f"approximate={shown!r}: expected 'auto' (hnsw from {HNSW_MIN_ITEMS} items), () for none, or some of "
-            f"{', '.join(APPROXIMATE)}"
-        )
-    return tuple(dict.fromkeys(names or ()))
+@dataclass
+class Tuning:
+    """One tuning problem, set up by step 1: the database, the resolved `TuneSettings`, the queries (the tuning
+    ones first, ``tune_idx``, then the held-out ones, ``hold_idx``), the exact search and its ground truth, and the
+    prefix arrays and indexes every funnel built shares (``cache``, `AdaptiveRetriever`'s ``prefix_cache``)."""
+
+    db: np.ndarray
+    settings: TuneSettings
+    targets: list[float]
+    queries: np.ndarray
+    tune_idx: np.ndarray
+    hold_idx: np.ndarray
+    exact: AdaptiveRetriever
+    exact_ids: np.ndarray
+    truth: _Truth
+    cache: dict
+    notes: list[str]
+
+    @property
+    def n(self) -> int:
+        return self.db.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.db.shape[1]
+
+    @property
+    def q_tune(self) -> np.ndarray:
+        return self.queries[self.tune_idx]
+
+    @property
+    def top_target(self) -> float:
+        return max(self.targets)
+
+    def recall(self, found_ids: np.ndarray, found_full_scores: np.ndarray | None = None) -> float:
+        """Mean recall@k of ``found_ids`` (``[tuning queries, >=k]``) against the ground truth."""
+        return float(self.truth.hits(self.tune_idx, found_ids, found_full_scores).mean())
 
 
-def _check_settings(db, q, targets, k, metric, sizes, shortlists, formats, rerank_sizes, holdout, budget, repeats):
-    if db.ndim != 2 or db.shape[0] == 0:
-        raise ValueError(f"database.shape={db.shape}: expected a non-empty [N, D] array")
-    if q.ndim != 2 or q.shape[1] != db.shape[1] or q.shape[0] == 0:
-        raise ValueError(f"queries.shape={q.shape}: expected [Q, {db.shape[1]}] with Q > 0 (the database's width)")
-    n, dim = db.shape
-    for t in targets:
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 1:
-            raise ValueError(f"target={t!r}: a recall@k to reach, in (0, 1], e.g. 0.99")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
-        raise ValueError(f"k={k!r}: must be an integer in 1..{n} (the database size)")
-    if metric not in METRICS:
-        raise ValueError(f"metric={metric!r}: expected one of {', '.join(METRICS)}")
-    bad = [f for f in formats if f not in FORMATS]
-    if bad or not formats:
-        raise ValueError(f"formats={list(formats)!r}: expected some of {', '.join(FORMATS)}")
-    for name, values in (("sizes", sizes), ("rerank_sizes", rerank_sizes)):
-        wrong = [m for m in values if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or not 1 <= m <= dim]
-        if wrong or not values:
-            raise ValueError(f"{name}={list(values)!r}: prefix sizes in 1..{dim} (the embedding width)")
-    wrong = [c for c in shortlists if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not k <= c <= n]
-    if wrong or not shortlists:
-        raise ValueError(f"shortlists={list(shortlists)!r}: candidate counts in {k}..{n} (k to the database size)")
-    if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0 <= holdout < 1:
-        raise ValueError(f"holdout={holdout!r}: the share of the queries kept aside to confirm the choice, in [0, 1)")
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1):
-        raise ValueError(f"max_first_stage_bytes={budget!r}: a positive number of bytes per item, or None")
-    if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
-        raise ValueError(f"repeats={repeats!r}: a positive number of timed rounds")
+@dataclass
+class ScoredGrid:
+    """The funnels scored so far, one `funnel_row` each (exact search first), and the cheapest MFLOPs among the
+    funnels meeting the highest target within the bytes budget (the yardstick of the `COST_SLACK` skip rule)."""
+
+    settings: TuneSettings
+    top_target: float
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    best_mflops: float = float("inf")
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        if row["recall"] >= self.top_target and self.settings.fits(row) and row["index"] != "hnsw":
+            # a graph's few distance computations are random reads: its MFLOPs say little of its time
+            self.best_mflops = min(self.best_mflops, row["mflops_per_query"])
 
 
-def _time(retrievers: dict, queries: np.ndarray, k: int, repeats: int) -> dict:
-    """Fastest of ``repeats`` full-batch searches per retriever, all of them interleaved in every round."""
-    best = {key: float("inf") for key in retrievers}
-    warm = queries[: min(len(queries), 16)]
-    for r in retrievers.values():
-        r.search(warm, k)
-    for _ in range(repeats):
-        for key, r in retrievers.items():
-            start = time.perf_counter()
-            r.search(queries, k)
-            best[key] = min(best[key], time.perf_counter() - start)
-    return {key: 1e3 * seconds / len(queries) for key, seconds in best.items()}
-
-
-def _row(funnel: Funnel, n: int, recall: float, mflops: float | None = None) -> dict[str, Any]:
+def funnel_row(funnel: Funnel, n: int, recall: float, mflops: float | None = None) -> dict[str, Any]:
+    """One row of the table: a funnel over ``n`` items, its recall, MFLOPs per query (``mflops``, else the flat
+    scan's count), bytes per item; ``ms_per_query`` filled in where it is timed."""
     return {
         "funnel": str(funnel),
         "format": funnel.format,
@@ -404,30 +455,129 @@ def _cost_key(row: dict) -> tuple:
     return (stages[0][1], stages[0][0]) if len(stages) > 1 else (stages[0][0],)
 
 
-def _hnsw_rows(db, q_tune, tune_idx, truth, sizes, shortlists, rerank_sizes, k, metric, cache, add, top, budget):
-    """HNSW first stages (float prefixes of at most `HNSW_MAX_SIZE`, below the width, within the bytes budget),
-    smallest first: the graph is built once per size (shared through ``cache``), then every shortlist ``c`` is
-    searched as the built funnel will search it, with ``efSearch = c``, reranked, and counted (no shortlist is
-    read off a larger search: HNSW's top ``c`` depends on its beam). Stops at the first size meeting ``top`` with
-    a shortlist of at most `HNSW_ENOUGH` ``* k``.
+# ------------------------------------------------------------------ step 1: the queries and the ground truth
+def split_queries(queries: np.ndarray, settings: TuneSettings, notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(tune_rows, hold_rows)``: query rows (each sorted) that tune the funnel and that confirm it, a seeded
+    ``holdout`` share of at most ``max_queries`` (at least one tuning query); ``notes`` says what was left out."""
+    order = np.random.default_rng(settings.seed).permutation(len(queries))
+    if settings.max_queries is not None and len(order) > settings.max_queries:
+        notes.append(f"{settings.max_queries} of the {len(order)} queries used (max_queries)")
+        order = order[: settings.max_queries]
+    n_hold = min(int(round(len(order) * settings.holdout)), len(order) - 1)
+    if n_hold == 0:
+        notes.append("no held-out queries: the target is confirmed on the tuning queries only")
+    return np.sort(order[n_hold:]), np.sort(order[:n_hold])
+
+
+def exact_ground_truth(
+    db: np.ndarray, queries: np.ndarray, settings: TuneSettings, cache: dict
+) -> tuple[AdaptiveRetriever, np.ndarray, _Truth]:
+    """``(exact, exact_ids, truth)``: exact full-width search (a funnel of one stage, built over ``cache``), its
+    top k of every query, and the ground truth recall is counted against."""
+    exact = Funnel(((db.shape[1], settings.k),), "float", settings.metric).build(db, prefix_cache=cache)
+    _, exact_ids = exact.search(queries, settings.k)
+    return exact, exact_ids, _truth(db, queries, exact_ids, settings.metric, cache)
+
+
+def _set_up(db: np.ndarray, queries: np.ndarray, targets: list[float], settings: TuneSettings) -> Tuning:
+    notes: list[str] = []
+    tune_rows, hold_rows = split_queries(queries, settings, notes)
+    q = np.ascontiguousarray(queries[np.concatenate([tune_rows, hold_rows])], dtype=np.float32)
+    cache: dict = {}
+    exact, exact_ids, truth = exact_ground_truth(db, q, settings, cache)
+    return Tuning(
+        db=db,
+        settings=settings,
+        targets=targets,
+        queries=q,
+        tune_idx=np.arange(len(tune_rows)),
+        hold_idx=np.arange(len(tune_rows), len(q)),
+        exact=exact,
+        exact_ids=exact_ids,
+        truth=truth,
+        cache=cache,
+        notes=notes,
+    )
+
+
+# ------------------------------------------------------------------ step 2: every funnel of the grid, scored
+def score_exact_scans(tuning: Tuning, grid: ScoredGrid) -> list[str]:
+    """One- and two-stage funnels over exact first-stage scans in every format (see the module docstring); one
+    first-stage search with the largest shortlist serves every shortlist. Returns the note on skipped stages."""
+    s, db, n, dim = tuning.settings, tuning.db, tuning.n, tuning.dim
+    k, metric, q_tune = s.k, s.metric, tuning.q_tune
+    normalize, l2 = metric == "cosine", metric == "l2"
+    for m in s.rerank_sizes:
+        if (m, normalize) not in tuning.cache:
+            tuning.cache[(m, normalize)] = prefix(db, m, normalize)
+    stage_arrays = {m: tuning.cache[(m, normalize)] for m in s.rerank_sizes}
+    q_stage = {m: prefix(q_tune, m, normalize) for m in s.rerank_sizes}
+    cmax = max(s.shortlists)
+    skipped = 0
+    for fmt in s.formats:
+        for m1 in s.sizes:
+            if fmt == "bits" and m1 == dim:
+                continue  # bits need a float stage after them
+            if funnel_mflops(n, ((m1, k),), FORMATS[fmt]) > COST_SLACK * grid.best_mflops:
+                skipped += 1  # its scan alone costs several times a funnel that already meets every target
+                continue
+            if fmt == "float" and m1 == dim:
+                first = tuning.exact
+            else:
+                stages = ((m1, cmax), (dim, k)) if m1 < dim else ((m1, cmax),)
+                first = Funnel(stages, fmt, metric).build(db, prefix_cache=tuning.cache)
+            _, cand = first.shortlist(q_tune, cmax)
+            if fmt != "bits" and not (fmt == "float" and m1 == dim):
+                grid.add(funnel_row(Funnel(((m1, k),), fmt, metric), n, tuning.recall(cand)))
+            for m2 in s.rerank_sizes:
+                if m2 <= m1:
+                    continue
+                scores = np.empty((len(q_tune), 0), dtype=np.float32)
+                for c in s.shortlists:
+                    new = _scores_by_idx(q_stage[m2], stage_arrays[m2], cand[:, scores.shape[1] : c], l2)
+                    scores = np.concatenate([scores, new], axis=1)
+                    top = np.argpartition(scores if l2 else -scores, k - 1, axis=1)[:, :k]
+                    found = np.take_along_axis(cand[:, :c], top, axis=1)
+                    found_scores = np.take_along_axis(scores, top, axis=1) if m2 == dim else None
+                    recall = tuning.recall(found, found_scores)
+                    grid.add(funnel_row(Funnel(((m1, c), (m2, k)), fmt, metric), n, recall))
+                    if recall >= grid.top_target:
+                        break  # larger shortlists of this structure only cost more
+    if not skipped:
+        return []
+    return [
+        f"{skipped} first stages not tried: their scan alone costs over {COST_SLACK:g}x the MFLOPs of a funnel "
+        f"already reaching recall {grid.top_target}"
+    ]
+
+
+def score_hnsw_first_stages(tuning: Tuning, grid: ScoredGrid) -> list[str]:
+    """HNSW first stages (with ``"hnsw"`` in ``approximate``: float prefixes of at most `HNSW_MAX_SIZE`, below
+    the width, within the bytes budget), smallest first: the graph is built once per size (shared through the
+    cache), then every shortlist ``c`` is searched as the built funnel will search it, with ``efSearch = c``,
+    reranked, and counted (no shortlist is read off a larger search: HNSW's top ``c`` depends on its beam). Stops
+    at the first size meeting the highest target with a shortlist of at most `HNSW_ENOUGH` ``* k``.
     Returns the notes (build times)."""
-    n, dim = db.shape
+    s, n, dim = tuning.settings, tuning.n, tuning.dim
+    if "hnsw" not in s.approximate:
+        return []
+    budget, k = s.max_first_stage_bytes, s.k
     built = []
-    for m1 in [m for m in sizes if m <= HNSW_MAX_SIZE and m < dim]:
-        if budget is not None and first_stage_bytes(m1, "hnsw", metric) > budget:
+    for m1 in [m for m in s.sizes if m <= HNSW_MAX_SIZE and m < dim]:
+        if budget is not None and first_stage_bytes(m1, "hnsw", s.metric) > budget:
             continue
         met = False
-        for m2 in [m for m in rerank_sizes if m > m1]:
-            for c in shortlists:
-                funnel = Funnel(((m1, c), (m2, k)), "float", metric, "hnsw")
+        for m2 in [m for m in s.rerank_sizes if m > m1]:
+            for c in s.shortlists:
+                funnel = Funnel(((m1, c), (m2, k)), "float", s.metric, "hnsw")
                 start = time.perf_counter()
-                retriever = funnel.build(db, prefix_cache=cache)
+                retriever = funnel.build(tuning.db, prefix_cache=tuning.cache)
                 if len(built) == 0 or built[-1][0] != m1:
                     built.append((m1, time.perf_counter() - start))
-                _, found = retriever.search(q_tune, k)
-                recall = truth.hits(tune_idx, found).mean()
-                add(_row(funnel, n, recall, retriever.mflops_per_query()))
-                if recall >= top:
+                _, found = retriever.search(tuning.q_tune, k)
+                recall = tuning.recall(found)
+                grid.add(funnel_row(funnel, n, recall, retriever.mflops_per_query()))
+                if recall >= grid.top_target:
                     met = met or c <= HNSW_ENOUGH * k
                     break  # larger shortlists of this structure only cost more
         if met:
@@ -438,25 +588,146 @@ def _hnsw_rows(db, q_tune, tune_idx, truth, sizes, shortlists, rerank_sizes, k, 
     return [f"HNSW first stages (M 32, efConstruction 64, efSearch = the shortlist) built at {sizes_built}"]
 
 
+# The kinds of funnel the grid holds, scored in this order (an exact scan's MFLOPs bound the later ones' skip rule).
+GRID_SCORERS: tuple[Callable[[Tuning, ScoredGrid], list[str]], ...] = (score_exact_scans, score_hnsw_first_stages)
+
+
+def score_grid(tuning: Tuning) -> ScoredGrid:
+    """Every funnel of the grid scored on the tuning queries: exact search first, then each of `GRID_SCORERS`
+    (their notes go to ``tuning.notes``)."""
+    grid = ScoredGrid(tuning.settings, tuning.top_target)
+    exact_funnel = Funnel(((tuning.dim, tuning.settings.k),), "float", tuning.settings.metric)
+    grid.add(funnel_row(exact_funnel, tuning.n, tuning.recall(tuning.exact_ids[tuning.tune_idx])))
+    for scorer in GRID_SCORERS:
+        tuning.notes.extend(scorer(tuning, grid))
+    return grid
+
+
+# ------------------------------------------------------------------ step 3: the cheapest candidates, timed
+def time_side_by_side(retrievers: dict, queries: np.ndarray, k: int, repeats: int) -> dict:
+    """Fastest of ``repeats`` full-batch searches per retriever, all of them interleaved in every round."""
+    best = {key: float("inf") for key in retrievers}
+    warm = queries[: min(len(queries), 16)]
+    for r in retrievers.values():
+        r.search(warm, k)
+    for _ in range(repeats):
+        for key, r in retrievers.items():
+            start = time.perf_counter()
+            r.search(queries, k)
+            best[key] = min(best[key], time.perf_counter() - start)
+    return {key: 1e3 * seconds / len(queries) for key, seconds in best.items()}
+
+
+def _cheapest_meeting(rows: list[dict], target: float, settings: TuneSettings) -> list[int]:
+    """Rows of the cheapest funnel of each structure that meets ``target`` within the budget."""
+    best: dict[tuple, int] = {}
+    for i, row in enumerate(rows):
+        if row["recall"] >= target and settings.fits(row):
+            key = _structure(row)
+            if key not in best or _cost_key(row) < _cost_key(rows[best[key]]):
+                best[key] = i
+    return sorted(best.values())
+
+
+def _best_within_budget(rows: list[dict], settings: TuneSettings) -> list[int]:
+    """Where nothing meets the target within the budget: the rows of the best recall within it."""
+    within = [i for i, row in enumerate(rows) if settings.fits(row)]
+    if not within:
+        raise ValueError(
+            f"max_first_stage_bytes={settings.max_first_stage_bytes}: no funnel tried fits it (the smallest first "
+            f"stage takes {min(r['first_stage_bytes'] for r in rows)} bytes per item)"
+        )
+    top = max(rows[i]["recall"] for i in within)
+    return [i for i in within if rows[i]["recall"] == top]
+
+
+def time_cheapest_candidates(
+    tuning: Tuning, grid: ScoredGrid
+) -> tuple[dict[float, list[int]], dict[int, AdaptiveRetriever]]:
+    """``(candidates per target, retriever per timed row)``: the cheapest funnels of each structure meeting each
+    target (the best recall within the budget where none does), built and timed side by side with exact search
+    (row 0); their ``ms_per_query`` is filled in."""
+    rows = grid.rows
+    chosen_sets = {t: _cheapest_meeting(rows, t, tuning.settings) for t in tuning.targets}
+    for t, chosen in chosen_sets.items():
+        if not chosen:  # nothing fits the budget and meets the target: the best recall within the budget
+            chosen_sets[t] = _best_within_budget(rows, tuning.settings)
+    to_time = sorted({i for chosen in chosen_sets.values() for i in chosen} | {0})
+    retrievers = {
+        i: tuning.exact if i == 0 else Funnel.from_dict(rows[i]).build(tuning.db, prefix_cache=tuning.cache)
+        for i in to_time
+    }
+    ms = time_side_by_side(retrievers, tuning.q_tune, tuning.settings.k, tuning.settings.repeats)
+    for i, value in ms.items():
+        rows[i]["ms_per_query"] = value
+    return chosen_sets, retrievers
+
+
+# ------------------------------------------------------------------ step 4: the fastest, confirmed
+def confirm_fastest(
+    tuning: Tuning, grid: ScoredGrid, target: float, chosen: list[int], retrievers: dict[int, AdaptiveRetriever]
+) -> TunedFunnel:
+    """The fastest timed funnel meeting ``target`` (every funnel timed can win, exact search too, not only those
+    timed for it; ``chosen`` where none does), searched on every query: its recall on the tuning and the held-out
+    ones."""
+    rows, s = grid.rows, tuning.settings
+    eligible = [i for i in retrievers if rows[i]["recall"] >= target and s.fits(rows[i])] or chosen
+    pick = min(eligible, key=lambda i: (rows[i]["ms_per_query"], rows[i]["mflops_per_query"]))
+    retriever = retrievers[pick]
+    _, ids = retriever.search(tuning.queries, s.k)
+    recall = float(tuning.truth.hits(tuning.tune_idx, ids[tuning.tune_idx]).mean())
+    hold_idx = tuning.hold_idx
+    held = float(tuning.truth.hits(hold_idx, ids[hold_idx]).mean()) if len(hold_idx) else None
+    notes = list(tuning.notes)
+    if recall < target:
+        notes.append(
+            f"no funnel tried reaches recall {target} within max_first_stage_bytes={s.max_first_stage_bytes}; "
+            f"the best within it is {recall:.4f}"
+        )
+    return TunedFunnel(
+        target=target,
+        k=s.k,
+        metric=s.metric,
+        funnel=Funnel.from_dict(rows[pick]),
+        retriever=retriever,
+        table=[{**row, "chosen": i == pick} for i, row in enumerate(rows)],
+        recall=recall,
+        holdout_recall=held,
+        tuning_queries=len(tuning.tune_idx),
+        holdout_queries=len(hold_idx),
+        ms_per_query=rows[pick]["ms_per_query"],
+        exact_ms_per_query=rows[0]["ms_per_query"],
+        mflops_per_query=rows[pick]["mflops_per_query"],
+        first_stage_bytes=rows[pick]["first_stage_bytes"],
+        bytes_per_item=rows[pick]["bytes_per_item"],
+        max_first_stage_bytes=s.max_first_stage_bytes,
+        notes=notes,
+    )
+
+
+# ------------------------------------------------------------------ the entry points
+def _check_inputs(db: np.ndarray, q: np.ndarray, targets: list[Any]) -> None:
+    if db.ndim != 2 or db.shape[0] == 0:
+        raise ValueError(f"database.shape={db.shape}: expected a non-empty [N, D] array")
+    if q.ndim != 2 or q.shape[1] != db.shape[1] or q.shape[0] == 0:
+        raise ValueError(f"queries.shape={q.shape}: expected [Q, {db.shape[1]}] with Q > 0 (the database's width)")
+    for t in targets:
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 1:
+            raise ValueError(f"target={t!r}: a recall@k to reach, in (0, 1], e.g. 0.99")
+
+
 def tune_funnels(
     database: np.ndarray,
     queries: np.ndarray,
     targets: Sequence[float] = (0.99,),
-    k: int = 10,
-    metric: str = "cosine",
-    sizes: Sequence[int] | None = None,
-    shortlists: Sequence[int] | None = None,
-    formats: Sequence[str] = ("float", "int8", "bits"),
-    rerank_sizes: Sequence[int] | None = None,
-    holdout: float = 0.3,
-    max_first_stage_bytes: int | None = None,
-    repeats: int = 3,
-    seed: int = 0,
-    max_queries: int | None = 2000,
-    approximate: str | Sequence[str] | None = "auto",
+    *,
+    settings: TuneSettings | None = None,
+    **options: Any,
 ) -> list[TunedFunnel]:
     """`tune_funnel` for several targets at once: the grid is scored and timed once, one `TunedFunnel` per target
-    (in the order given; they share the table)."""
+    (in the order given; they share the table). ``settings`` and ``options`` (`TuneSettings` fields, which replace
+    those of ``settings``) as in `tune_funnel`."""
+    settings = (settings or TuneSettings()).with_options(options)
     require_faiss()
     db = np.asarray(database)
     q_all = np.asarray(queries)
@@ -465,229 +736,35 @@ def tune_funnels(
     targets = list(targets)
     if not targets:
         raise ValueError("targets=[]: give at least one recall target, e.g. [0.99]")
-    dim = db.shape[1] if db.ndim == 2 else 0
-    n = db.shape[0] if db.ndim == 2 else 0
-    if sizes is None:
-        sizes = sorted({*(m for m in (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096) if m < dim), dim})
-    if rerank_sizes is None:
-        rerank_sizes = [dim]
-    if shortlists is None:
-        shortlists = sorted({min(k * f, n) for f in SHORTLIST_FACTORS})
-    _check_settings(
-        db, q_all, targets, k, metric, sizes, shortlists, formats, rerank_sizes, holdout, max_first_stage_bytes, repeats
-    )
-    approximate = _approximate(approximate, n)
-    targets = [float(t) for t in targets]
-    sizes = sorted({int(m) for m in sizes})
-    rerank_sizes = sorted({int(m) for m in rerank_sizes})
-    shortlists = sorted({int(c) for c in shortlists})
-    l2 = metric == "l2"
-    normalize = metric == "cosine"
-    notes: list[str] = []
-
-    # 1. tuning / held-out split, exact ground truth
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(q_all))
-    if max_queries is not None and len(order) > max_queries:
-        notes.append(f"{max_queries} of the {len(order)} queries used (max_queries)")
-        order = order[:max_queries]
-    n_hold = int(round(len(order) * holdout))
-    if len(order) - n_hold < 1:
-        n_hold = len(order) - 1
-    hold_rows, tune_rows = np.sort(order[:n_hold]), np.sort(order[n_hold:])
-    if n_hold == 0:
-        notes.append("no held-out queries: the target is confirmed on the tuning queries only")
-    q = np.ascontiguousarray(q_all[np.concatenate([tune_rows, hold_rows])], dtype=np.float32)
-    tune_idx = np.arange(len(tune_rows))
-    hold_idx = np.arange(len(tune_rows), len(q))
-    cache: dict = {}
-    exact_funnel = Funnel(((dim, k),), "float", metric)
-    exact = exact_funnel.build(db, prefix_cache=cache)
-    _, exact_ids = exact.search(q, k)
-    truth = _truth(db, q, exact_ids, metric, cache)
-    q_tune = q[tune_idx]
-
-    # 2. every funnel of the grid, scored on the tuning queries
-    rows: list[dict[str, Any]] = [_row(exact_funnel, n, truth.hits(tune_idx, exact_ids[tune_idx]).mean())]
-    top_target = max(targets)
-    for m in rerank_sizes:
-        if (m, normalize) not in cache:
-            cache[(m, normalize)] = prefix(db, m, normalize)
-    stage_arrays = {m: cache[(m, normalize)] for m in rerank_sizes}
-    q_stage = {m: prefix(q_tune, m, normalize) for m in rerank_sizes}
-    cmax = max(shortlists)
-
-    def fits(row: dict) -> bool:
-        return max_first_stage_bytes is None or row["first_stage_bytes"] <= max_first_stage_bytes
-
-    def add(row: dict) -> None:
-        nonlocal best_mflops
-        rows.append(row)
-        if row["recall"] >= top_target and fits(row) and row["index"] != "hnsw":
-            # a graph's few distance computations are random reads: its MFLOPs say little of its time
-            best_mflops = min(best_mflops, row["mflops_per_query"])
-
-    best_mflops, skipped = float("inf"), 0  # the cheapest funnel meeting the highest target so far
-    for fmt in formats:
-        for m1 in sizes:
-            if fmt == "bits" and m1 == dim:
-                continue  # bits need a float stage after them
-            if funnel_mflops(n, ((m1, k),), FORMATS[fmt]) > COST_SLACK * best_mflops:
-                skipped += 1  # its scan alone costs several times a funnel that already meets every target
-                continue
-            if fmt == "float" and m1 == dim:
-                first = exact
-            else:
-                stages = ((m1, cmax), (dim, k)) if m1 < dim else ((m1, cmax),)
-                first = Funnel(stages, fmt, metric).build(db, prefix_cache=cache)
-            _, cand = first.shortlist(q_tune, cmax)
-            if fmt != "bits" and not (fmt == "float" and m1 == dim):
-                add(_row(Funnel(((m1, k),), fmt, metric), n, truth.hits(tune_idx, cand).mean()))
-            for m2 in rerank_sizes:
-                if m2 <= m1:
-                    continue
-                scores = np.empty((len(tune_idx), 0), dtype=np.float32)
-                for c in shortlists:
-                    new = _scores_by_idx(q_stage[m2], stage_arrays[m2], cand[:, scores.shape[1] : c], l2)
-                    scores = np.concatenate([scores, new], axis=1)
-                    top = np.argpartition(scores if l2 else -scores, k - 1, axis=1)[:, :k]
-                    found = np.take_along_axis(cand[:, :c], top, axis=1)
-                    found_scores = np.take_along_axis(scores, top, axis=1) if m2 == dim else None
-                    recall = truth.hits(tune_idx, found, found_scores).mean()
-                    add(_row(Funnel(((m1, c), (m2, k)), fmt, metric), n, recall))
-                    if recall >= top_target:
-                        break  # larger shortlists of this structure only cost more
-
-    if skipped:
-        notes.append(
-            f"{skipped} first stages not tried: their scan alone costs over {COST_SLACK:g}x the MFLOPs of a funnel "
-            f"already reaching recall {top_target}"
-        )
-    if "hnsw" in approximate:
-        notes.extend(_hnsw_rows(db, q_tune, tune_idx, truth, sizes, shortlists, rerank_sizes, k, metric, cache, add,
-                                top_target, max_first_stage_bytes))  # fmt: skip
-
-    # 3. the cheapest candidates of each structure that meet a target, timed side by side with exact search
-    def candidates(target: float) -> list[int]:
-        best: dict[tuple, int] = {}
-        for i, row in enumerate(rows):
-            if row["recall"] >= target and fits(row):
-                key = _structure(row)
-                if key not in best or _cost_key(row) < _cost_key(rows[best[key]]):
-                    best[key] = i
-        return sorted(best.values())
-
-    chosen_sets = {t: candidates(t) for t in targets}
-    for t, chosen in chosen_sets.items():
-        if not chosen:  # nothing fits the budget and meets the target: the best recall within the budget
-            within = [i for i, row in enumerate(rows) if fits(row)]
-            if not within:
-                raise ValueError(
-                    f"max_first_stage_bytes={max_first_stage_bytes}: no funnel tried fits it (the smallest first "
-                    f"stage takes {min(r['first_stage_bytes'] for r in rows)} bytes per item)"
-                )
-            top = max(rows[i]["recall"] for i in within)
-            chosen_sets[t] = [i for i in within if rows[i]["recall"] == top]
-    to_time = sorted({i for chosen in chosen_sets.values() for i in chosen} | {0})
-    retrievers = {i: exact if i == 0 else Funnel.from_dict(rows[i]).build(db, prefix_cache=cache) for i in to_time}
-    ms = _time(retrievers, q_tune, k, repeats)
-    for i, value in ms.items():
-        rows[i]["ms_per_query"] = value
-
-    # 4. per target, the fastest; confirmed on the held-out queries
-    results = []
-    for t in targets:
-        # every funnel timed that meets the target (exact search too) can win, not only those timed for it
-        eligible = [i for i in to_time if rows[i]["recall"] >= t and fits(rows[i])] or chosen_sets[t]
-        pick = min(eligible, key=lambda i: (rows[i]["ms_per_query"], rows[i]["mflops_per_query"]))
-        funnel = Funnel.from_dict(rows[pick])
-        retriever = retrievers[pick]
-        _, ids = retriever.search(q, k)
-        recall = float(truth.hits(tune_idx, ids[tune_idx]).mean())
-        held = float(truth.hits(hold_idx, ids[hold_idx]).mean()) if len(hold_idx) else None
-        own = list(notes)
-        if recall < t:
-            own.append(
-                f"no funnel tried reaches recall {t} within max_first_stage_bytes={max_first_stage_bytes}; "
-                f"the best within it is {recall:.4f}"
-            )
-        results.append(
-            TunedFunnel(
-                target=t,
-                k=k,
-                metric=metric,
-                funnel=funnel,
-                retriever=retriever,
-                table=[{**row, "chosen": i == pick} for i, row in enumerate(rows)],
-                recall=recall,
-                holdout_recall=held,
-                tuning_queries=len(tune_idx),
-                holdout_queries=len(hold_idx),
-                ms_per_query=rows[pick]["ms_per_query"],
-                exact_ms_per_query=rows[0]["ms_per_query"],
-                mflops_per_query=rows[pick]["mflops_per_query"],
-                first_stage_bytes=rows[pick]["first_stage_bytes"],
-                bytes_per_item=rows[pick]["bytes_per_item"],
-                max_first_stage_bytes=max_first_stage_bytes,
-                notes=own,
-            )
-        )
-    return results
+    n, dim = (db.shape[0], db.shape[1]) if db.ndim == 2 else (0, 0)
+    _check_inputs(db, q_all, targets)
+    settings = settings.resolved(n, dim)
+    tuning = _set_up(db, q_all, [float(t) for t in targets], settings)  # 1.
+    grid = score_grid(tuning)  # 2.
+    chosen_sets, retrievers = time_cheapest_candidates(tuning, grid)  # 3.
+    return [confirm_fastest(tuning, grid, t, chosen_sets[t], retrievers) for t in tuning.targets]  # 4.
 
 
 def tune_funnel(
     database: np.ndarray,
     queries: np.ndarray,
     target: float = 0.99,
-    k: int = 10,
-    metric: str = "cosine",
-    sizes: Sequence[int] | None = None,
-    shortlists: Sequence[int] | None = None,
-    formats: Sequence[str] = ("float", "int8", "bits"),
-    rerank_sizes: Sequence[int] | None = None,
-    holdout: float = 0.3,
-    max_first_stage_bytes: int | None = None,
-    repeats: int = 3,
-    seed: int = 0,
-    max_queries: int | None = 2000,
-    approximate: str | Sequence[str] | None = "auto",
+    *,
+    settings: TuneSettings | None = None,
+    **options: Any,
 ) -> TunedFunnel:
     """The fastest funnel (measured) whose recall@k against exact full-width search reaches ``target``.
 
     Args:
         database: ``[N, D]`` embeddings to search (float; never modified).
-        queries: ``[Q, D]`` sample queries, of the kind the funnel will serve; a ``holdout`` share of them (seeded
-            by ``seed``; at most ``max_queries`` in all) only confirms the choice.
-        target: recall@k to reach, in (0, 1]. ``k``: neighbours per query.
-        metric: ``cosine`` (prefixes re-normalised), ``ip`` or ``l2``.
-        sizes: first-stage prefix sizes to try (default: 8, 16, 32, ... below D, and D).
-        shortlists: first-stage candidate counts (default: k x 1, 2, 5, 10, 20, 50, 100, capped at N).
-        formats: first-stage number formats: ``float``, ``int8``, ``bits``.
-        rerank_sizes: sizes a shortlist is reranked at (default: D alone).
-        max_first_stage_bytes: only funnels whose first stage takes at most this many bytes per item (e.g. 16:
-            what fits in memory); without any that meets the target, the best recall within it (and a note).
-        repeats: timed rounds per funnel (the fastest counts).
-        approximate: approximate first stages to try besides the exact scans: ``"auto"`` (default) tries HNSW on
-            float prefixes (`HNSW_MAX_SIZE`, 32, wide at most) when the database holds at least `HNSW_MIN_ITEMS`
-            (20,000) items; ``("hnsw",)`` tries it whatever the size; ``()`` or None never.
+        queries: ``[Q, D]`` sample queries, of the kind the funnel will serve; a ``holdout`` share of them only
+            confirms the choice.
+        target: recall@k to reach, in (0, 1].
+        settings: what to try and how to measure it (`TuneSettings`; default: its defaults).
+        options: `TuneSettings` fields as keywords (``k=10, formats=("float", "int8")``), replacing those of
+            ``settings``.
 
     Returns a `TunedFunnel`: ``.retriever`` ready to ``.search(queries, k)``, ``.funnel``, ``.table``. See the
     module docstring for how it is chosen.
     """
-    return tune_funnels(
-        database,
-        queries,
-        [target],
-        k=k,
-        metric=metric,
-        sizes=sizes,
-        shortlists=shortlists,
-        formats=formats,
-        rerank_sizes=rerank_sizes,
-        holdout=holdout,
-        max_first_stage_bytes=max_first_stage_bytes,
-        repeats=repeats,
-        seed=seed,
-        max_queries=max_queries,
-        approximate=approximate,
-    )[0]
+    return tune_funnels(database, queries, [target], settings=settings, **options)[0]

@@ -1,0 +1,99 @@
+"""A funnel as data: `Funnel` (its stages, the first stage's number format, metric and index) and `FORMATS`, the
+number formats a first stage can take. Plain values: the databases, ``make index`` and the tuner read and write
+them; ``Funnel(...).build(database)`` is the `AdaptiveRetriever` that runs one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mrl.retrieval.funnel import METRICS, AdaptiveRetriever, first_stage_bytes, funnel_bytes, funnel_mflops
+
+__all__ = ["FORMATS", "FORMAT_INDEXES", "INDEX_FORMATS", "Funnel"]
+
+FORMATS = {"float": "flat", "int8": "int8", "bits": "binary"}  # number format of a first stage -> its exact index
+INDEX_FORMATS = {index: name for name, index in FORMATS.items()}
+FORMAT_INDEXES = {"float": ("flat", "hnsw"), "int8": ("int8",), "bits": ("binary",)}  # first-stage indexes per format
+
+
+@dataclass(frozen=True)
+class Funnel:
+    """A funnel as data: ``stages`` ``((size, candidates), ...)``, the first stage's number ``format`` (``float``,
+    ``int8`` or ``bits``; later stages are float), the ``metric`` and the first stage's `AdaptiveRetriever`
+    ``index``: by default the format's exact scan (``flat``, ``int8``, ``binary``); ``hnsw`` for a float first
+    stage searched through an HNSW graph (`AdaptiveRetriever`'s defaults: M 32, efConstruction 64, efSearch the
+    first stage's candidates). Printable, comparable, reusable: ``Funnel(...).build(database)`` is the
+    `AdaptiveRetriever`; `to_dict` / `from_dict` round-trip through JSON (a dict without ``index``, as saved
+    before HNSW first stages, is the exact scan); `spec` and `cli_args` are what ``make search`` takes."""
+
+    stages: tuple[tuple[int, int], ...]
+    format: str = "float"
+    metric: str = "cosine"
+    index: str | None = None  # None: the format's exact scan (FORMATS)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stages", tuple((int(m), int(c)) for m, c in self.stages))
+        if self.format not in FORMATS:
+            raise ValueError(f"format={self.format!r}: expected one of {', '.join(FORMATS)}")
+        if self.metric not in METRICS:
+            raise ValueError(f"metric={self.metric!r}: expected one of {', '.join(METRICS)}")
+        if self.index is None:
+            object.__setattr__(self, "index", FORMATS[self.format])
+        if self.index not in FORMAT_INDEXES[self.format]:
+            valid = " or ".join(FORMAT_INDEXES[self.format])
+            raise ValueError(f"index={self.index!r}: expected {valid} with format={self.format!r}")
+
+    @property
+    def k(self) -> int:
+        """The most results a search can ask for: the last stage's candidates."""
+        return self.stages[-1][1]
+
+    @property
+    def spec(self) -> str:
+        """``"16:200,2048:10"``, the ``--funnel`` text of ``make search``."""
+        return ",".join(f"{m}:{c}" for m, c in self.stages)
+
+    def cli_args(self) -> list[str]:
+        """The ``make search`` arguments that run this funnel."""
+        return ["--funnel", self.spec, "--index", self.index, "--metric", self.metric]
+
+    def build(self, database: np.ndarray, **kwargs: Any) -> AdaptiveRetriever:
+        """The `AdaptiveRetriever` of this funnel over ``database`` (``kwargs`` passed on)."""
+        return AdaptiveRetriever(database, list(self.stages), metric=self.metric, index=self.index, **kwargs)
+
+    def mflops_per_query(self, n: int) -> float:
+        """MFLOPs per query over ``n`` items (`funnel_mflops`); for an HNSW first stage the flat scan's count, an
+        upper bound (the searched count depends on the graph: `AdaptiveRetriever.mflops_per_query`, the table's)."""
+        return funnel_mflops(n, self.stages, self.index)
+
+    def first_stage_bytes(self) -> int:
+        return first_stage_bytes(self.stages[0][0], self.index, self.metric)
+
+    def bytes_per_item(self) -> int:
+        return funnel_bytes(self.stages, self.index, self.metric)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stages": [list(s) for s in self.stages],
+            "format": self.format,
+            "metric": self.metric,
+            "index": self.index,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Funnel:
+        return cls(
+            tuple(tuple(s) for s in data["stages"]),
+            data.get("format", "float"),
+            data.get("metric", "cosine"),
+            data.get("index"),
+        )
+
+    def __str__(self) -> str:
+        (m1, c1), rest = self.stages[0], self.stages[1:]
+        first = f"{m1}-d {self.format}" + (" HNSW" if self.index == "hnsw" else "")
+        if not rest:
+            return f"{first} top {c1}"
+        return f"{first} shortlist of {c1} -> " + " -> ".join(f"{m}-d float top {c}" for m, c in rest)
