@@ -233,12 +233,7 @@ class AdaptiveRetriever:
     ) -> None:
         require_faiss()
         db = np.asarray(database)
-        if db.ndim != 2 or db.shape[0] == 0:
-            raise ValueError(f"database must be a non-empty [N, D] array, got shape {db.shape}")
-        if metric not in METRICS:
-            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-        if index not in INDEXES:
-            raise ValueError(f"index must be one of {INDEXES}, got {index!r}")
+        self._check_arguments(db, metric, index)
         self.n, self.dim = db.shape
         self.funnel = validate_funnel(funnel, self.dim)
         self.metric = metric
@@ -248,85 +243,114 @@ class AdaptiveRetriever:
         self._faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
         self._last_ndis_per_query: float | None = None
         cache = {} if prefix_cache is None else prefix_cache
-
-        def prefix_of(m: int) -> np.ndarray:
-            key = (int(m), self._normalize)
-            if key not in cache:
-                cache[key] = prefix(db, m, self._normalize)
-            return cache[key]
-
-        m1, c1 = self.funnel[0]
         if index == "binary":
             check_binary_funnel(self.funnel)
-        first = prefix_of(m1)
-        if index == "binary":
-            self.index = binary_index(m1)
-        elif index == "flat":
-            key = ("flat", m1, metric == "l2")
-            if key not in cache:
-                cache[key] = FlatIndex(first, l2=metric == "l2")
-            self.index = cache[key]
-        elif index == "int8":
-            key = ("int8", m1, metric == "l2")
-            if key not in cache:
-                cache[key] = Int8Index(first, l2=metric == "l2")
-            self.index = cache[key]
-        elif index == "hnsw":
-            if hnsw_m < 2:
-                raise ValueError(f"hnsw_m must be >= 2, got {hnsw_m}")
-            # FAISS HNSW returns at most efSearch results, so the beam is never narrower than c1.
-            self._ef_search = max(int(ef_search if ef_search is not None else c1), c1)
-            # With a shared prefix_cache the graph is built once per (size, metric, M, efConstruction) and shared:
-            # each retriever then sets its own efSearch before every search (`shortlist`).
-            self._hnsw_shared = prefix_cache is not None
-            key = ("hnsw", m1, metric, int(hnsw_m), int(ef_construction))
-            if key in cache:
-                self.index = cache[key]
-            else:
-                self.index = faiss.IndexHNSWFlat(m1, int(hnsw_m), self._faiss_metric)
-                self.index.hnsw.efConstruction = int(ef_construction)
-                self.index.add(first)
-                cache[key] = self.index
-            self.index.hnsw.efSearch = self._ef_search
-        else:
-            if nlist is None:
-                nlist = int(np.clip(round(4 * np.sqrt(self.n)), 1, max(1, self.n // 39)))
-            if not 1 <= nlist <= self.n:
-                raise ValueError(f"nlist must be in [1, {self.n}] (database size), got {nlist}")
-            self._quantizer = faiss.IndexFlatL2(m1) if metric == "l2" else faiss.IndexFlatIP(m1)
-            self.index = faiss.IndexIVFFlat(self._quantizer, m1, int(nlist), self._faiss_metric)
-            n_train = min(self.n, 256 * nlist)
-            rng = np.random.default_rng(seed)
-            sample = first if n_train == self.n else first[np.sort(rng.choice(self.n, n_train, replace=False))]
-            self.index.train(sample)
-            self.index.nprobe = int(nprobe if nprobe is not None else max(1, nlist // 16))
-        if index == "binary":
-            key = ("binary", m1)
-            if key not in cache:
-                center = bit_center(first)
-                self.index.add(threshold_bits(first, center))
-                cache[key] = (self.index, center)
-            self.index, self._bit_center = cache[key]
+        first = self._prefix(db, self.funnel[0][0], cache)
+        if index == "hnsw":
+            self.index = self._build_hnsw(first, cache, hnsw_m, ef_search, ef_construction, prefix_cache is not None)
         elif index == "ivf":
-            self.index.add(first)
+            self.index = self._build_ivf(first, nlist, nprobe, seed)
+        else:
+            self.index = self._FIRST_STAGE_BUILDERS[index](self, first, cache)
         del first
-        # Contiguous (re-normalised) prefix arrays for the rerank stages.
-        self._stage_arrays = [prefix_of(m) for m, _ in self.funnel[1:]]
-        # For bound pruning: the first m/8 coordinates of each stage array, the norms of the rest.
-        self._stage_bounds: list[tuple[np.ndarray, np.ndarray, float] | None] = []
-        for arr in self._stage_arrays:
-            m = arr.shape[1]
-            if not prune or m < PRUNE_MIN_SIZE:
-                self._stage_bounds.append(None)
-                continue
-            key = ("bounds", m, self._normalize)
-            if key not in cache:
-                h = m // PRUNE_HEAD_FRACTION
-                head = np.ascontiguousarray(arr[:, :h])
-                tail = np.sqrt(row_sq_norms(arr, h)).astype(np.float32)
-                max_norm = float(np.sqrt((row_sq_norms(arr, 0)).max()))
-                cache[key] = (head, tail, max_norm)
-            self._stage_bounds.append(cache[key])
+        # Contiguous (re-normalised) prefix arrays for the rerank stages, and for bound pruning the first m/8
+        # coordinates of each and the norms of the rest.
+        self._stage_arrays = [self._prefix(db, m, cache) for m, _ in self.funnel[1:]]
+        self._stage_bounds = [self._pruning_bounds(arr, cache) if prune else None for arr in self._stage_arrays]
+
+    # ------------------------------------------------------------------ building
+    @staticmethod
+    def _check_arguments(db: np.ndarray, metric: str, index: str) -> None:
+        if db.ndim != 2 or db.shape[0] == 0:
+            raise ValueError(f"database must be a non-empty [N, D] array, got shape {db.shape}")
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        if index not in INDEXES:
+            raise ValueError(f"index must be one of {INDEXES}, got {index!r}")
+
+    def _prefix(self, db: np.ndarray, m: int, cache: dict) -> np.ndarray:
+        """The (re-normalised) contiguous prefix of size ``m``, computed once per cache."""
+        key = (int(m), self._normalize)
+        if key not in cache:
+            cache[key] = prefix(db, m, self._normalize)
+        return cache[key]
+
+    def _build_flat(self, first: np.ndarray, cache: dict) -> FlatIndex:
+        key = ("flat", first.shape[1], self.metric == "l2")
+        if key not in cache:
+            cache[key] = FlatIndex(first, l2=self.metric == "l2")
+        return cache[key]
+
+    def _build_int8(self, first: np.ndarray, cache: dict) -> Int8Index:
+        key = ("int8", first.shape[1], self.metric == "l2")
+        if key not in cache:
+            cache[key] = Int8Index(first, l2=self.metric == "l2")
+        return cache[key]
+
+    def _build_binary(self, first: np.ndarray, cache: dict):
+        """``IndexBinaryFlat`` over the prefix's bits, thresholded at the database's mean (kept as `_bit_center`)."""
+        key = ("binary", first.shape[1])
+        if key not in cache:
+            center = bit_center(first)
+            codes = binary_index(first.shape[1])
+            codes.add(threshold_bits(first, center))
+            cache[key] = (codes, center)
+        codes, self._bit_center = cache[key]
+        return codes
+
+    _FIRST_STAGE_BUILDERS = {"flat": _build_flat, "int8": _build_int8, "binary": _build_binary}
+
+    def _build_hnsw(
+        self, first: np.ndarray, cache: dict, hnsw_m: int, ef_search: int | None, ef_construction: int, shared: bool
+    ):
+        if hnsw_m < 2:
+            raise ValueError(f"hnsw_m must be >= 2, got {hnsw_m}")
+        m1, c1 = self.funnel[0]
+        # FAISS HNSW returns at most efSearch results, so the beam is never narrower than c1.
+        self._ef_search = max(int(ef_search if ef_search is not None else c1), c1)
+        # With a shared prefix_cache the graph is built once per (size, metric, M, efConstruction) and shared:
+        # each retriever then sets its own efSearch before every search (`shortlist`).
+        self._hnsw_shared = shared
+        key = ("hnsw", m1, self.metric, int(hnsw_m), int(ef_construction))
+        if key not in cache:
+            graph = faiss.IndexHNSWFlat(m1, int(hnsw_m), self._faiss_metric)
+            graph.hnsw.efConstruction = int(ef_construction)
+            graph.add(first)
+            cache[key] = graph
+        graph = cache[key]
+        graph.hnsw.efSearch = self._ef_search
+        return graph
+
+    def _build_ivf(self, first: np.ndarray, nlist: int | None, nprobe: int | None, seed: int):
+        m1 = self.funnel[0][0]
+        if nlist is None:
+            nlist = int(np.clip(round(4 * np.sqrt(self.n)), 1, max(1, self.n // 39)))
+        if not 1 <= nlist <= self.n:
+            raise ValueError(f"nlist must be in [1, {self.n}] (database size), got {nlist}")
+        self._quantizer = faiss.IndexFlatL2(m1) if self.metric == "l2" else faiss.IndexFlatIP(m1)
+        ivf = faiss.IndexIVFFlat(self._quantizer, m1, int(nlist), self._faiss_metric)
+        n_train = min(self.n, 256 * nlist)
+        rng = np.random.default_rng(seed)
+        sample = first if n_train == self.n else first[np.sort(rng.choice(self.n, n_train, replace=False))]
+        ivf.train(sample)
+        ivf.nprobe = int(nprobe if nprobe is not None else max(1, nlist // 16))
+        ivf.add(first)
+        return ivf
+
+    def _pruning_bounds(self, arr: np.ndarray, cache: dict) -> tuple[np.ndarray, np.ndarray, float] | None:
+        """``(head, tail norms, max norm)`` of a rerank stage's array for bound pruning (None below
+        `PRUNE_MIN_SIZE`)."""
+        m = arr.shape[1]
+        if m < PRUNE_MIN_SIZE:
+            return None
+        key = ("bounds", m, self._normalize)
+        if key not in cache:
+            h = m // PRUNE_HEAD_FRACTION
+            head = np.ascontiguousarray(arr[:, :h])
+            tail = np.sqrt(row_sq_norms(arr, h)).astype(np.float32)
+            max_norm = float(np.sqrt((row_sq_norms(arr, 0)).max()))
+            cache[key] = (head, tail, max_norm)
+        return cache[key]
 
     # ------------------------------------------------------------------ search
     def search(self, queries: np.ndarray, k: int, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
