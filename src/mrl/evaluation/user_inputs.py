@@ -40,11 +40,11 @@ log = logging.getLogger(__name__)
 # ------------------------------------------------------------------------------------------------ inputs
 def list_images(source: str | Path) -> tuple[list[Path], list[str]]:
     """(paths, ids) of the images in a folder (recursively, sorted) or named by a list file."""
-    from mrl.data.image.folder import _iter_images
+    from mrl.data.image.folder import iter_images
 
     source = Path(source).expanduser()
     if source.is_dir():
-        paths = sorted(Path(p) for p in _iter_images(str(source)))
+        paths = sorted(Path(p) for p in iter_images(str(source)))
         ids = [p.relative_to(source).as_posix() for p in paths]
     elif source.is_file():
         lines = [line.strip() for line in source.read_text().splitlines() if line.strip()]
@@ -140,14 +140,14 @@ class _ImageFiles(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         from PIL import Image
 
-        from mrl.data.image.folder import _BAD_IMAGE_ERRORS
+        from mrl.data.image.folder import BAD_IMAGE_ERRORS
 
         try:
             with open(self.paths[index], "rb") as handle:
                 image = Image.open(handle)
                 image.load()
             return self.transform(image), index
-        except _BAD_IMAGE_ERRORS:
+        except BAD_IMAGE_ERRORS:
             return self.blank, -1
 
 

@@ -20,7 +20,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
 from mrl.data.image.base import ConvertThen, ImageDataModule, config_size, fit_channels
 
-_BAD_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+BAD_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 _EVAL_OVERRIDES = ("crop_pct", "interpolation")  # the data set's settings that change evaluation preprocessing
 _INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming", "random")
 
@@ -29,14 +29,14 @@ def _is_image(name: str) -> bool:
     return name.lower().endswith(IMG_EXTENSIONS)
 
 
-def _iter_images(folder: str) -> Iterator[str]:
+def iter_images(folder: str) -> Iterator[str]:
     for dirpath, _, files in os.walk(folder, followlinks=True):
         for f in sorted(files):
             if _is_image(f):
                 yield os.path.join(dirpath, f)
 
 
-def _class_dirs(split_dir: Path) -> list[str]:
+def class_dirs(split_dir: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
 
 
@@ -65,10 +65,6 @@ class SafeImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    @property
-    def num_bad(self) -> int:
-        return int(self.bad.sum())
-
     def bad_paths(self) -> list[str]:
         return [self.samples[i][0] for i in self.bad.nonzero().flatten().tolist()]
 
@@ -86,7 +82,7 @@ class SafeImageDataset(Dataset):
             path, label = self.samples[i]
             try:
                 img = self._load(path)
-            except _BAD_IMAGE_ERRORS as err:
+            except BAD_IMAGE_ERRORS as err:
                 if not self.skip_bad:
                     raise RuntimeError(
                         f"unreadable image {path}: {err} (set data.skip_bad_images=true to skip such files)"
@@ -239,7 +235,7 @@ class ImageFolderDataModule(ImageDataModule):
         their folders so), ``index`` (folders named by the label number, as ImageNetV2), a list of names,
         or a text file of names, one per line.
         """
-        found = {split: _class_dirs(path) for split, path in self.split_dirs.items()}
+        found = {split: class_dirs(path) for split, path in self.split_dirs.items()}
         first = next(iter(self.split_dirs))
         for split, folders in found.items():
             if not folders:
@@ -268,7 +264,7 @@ class ImageFolderDataModule(ImageDataModule):
                     )
         for split, folders in found.items():
             for c in folders:
-                if next(_iter_images(str(self.split_dirs[split] / c)), None) is None:
+                if next(iter_images(str(self.split_dirs[split] / c)), None) is None:
                     raise FileNotFoundError(
                         f"data.root={self.root}: class folder {self.split_dirs[split] / c} has no images "
                         f"(extensions {', '.join(IMG_EXTENSIONS)}); add images or remove the folder"

@@ -46,7 +46,7 @@ from mrl.data.image.device_decode import (
     decode_batch,
     is_encoded,
 )
-from mrl.data.image.folder import _BAD_IMAGE_ERRORS, _class_dirs, _iter_images, folder_transform_config
+from mrl.data.image.folder import BAD_IMAGE_ERRORS, class_dirs, folder_transform_config, iter_images
 
 CLASSES_FILE = "classes.txt"
 DONE_FILE = "prepared.json"
@@ -117,7 +117,7 @@ class _Encoder:
         path, label = sample
         try:
             item = self.encode(path)
-        except (*_BAD_IMAGE_ERRORS, Image.UnidentifiedImageError) as err:
+        except (*BAD_IMAGE_ERRORS, Image.UnidentifiedImageError) as err:
             with open(os.path.join(self.skipped_dir, f"{os.getpid()}.txt"), "a") as fh:
                 fh.write(f"{path}\t{type(err).__name__}: {err}".replace("\n", " ") + "\n")
             return None
@@ -129,7 +129,7 @@ def split_samples(split_dir: Path, classes: Sequence[str]) -> list[list]:
     """``(path, label)`` of every image of a split, sorted by class then path."""
     index = {c: i for i, c in enumerate(classes)}
     # lists, not tuples: litdata compares them with its checkpoint's JSON copy when it resumes
-    return [[p, index[c]] for c in _class_dirs(split_dir) for p in _iter_images(str(split_dir / c))]
+    return [[p, index[c]] for c in class_dirs(split_dir) for p in iter_images(str(split_dir / c))]
 
 
 def prepare(
@@ -159,7 +159,7 @@ def prepare(
         splits = [s for s in ("train", "val", "test") if (src / s).is_dir()]
     if not splits:
         raise FileNotFoundError(f"src={src} has no train/, val/ or test/ folder (ImageNet layout: train/<class>/*)")
-    found = {s: _class_dirs(src / s) for s in splits}
+    found = {s: class_dirs(src / s) for s in splits}
     classes = found[splits[0]]
     for split, names in found.items():
         if not names:
@@ -274,7 +274,7 @@ def verify(out: str | os.PathLike, progress: bool = True) -> dict[str, dict[str,
                 img = open_item(item["data"], bool(item["raw"]), int(item["h"]), int(item["w"]))
                 img.load()
                 ok = img.size == (int(item["w"]), int(item["h"])) and 0 <= int(item["label"]) < num_classes
-            except (*_BAD_IMAGE_ERRORS, Image.UnidentifiedImageError):
+            except (*BAD_IMAGE_ERRORS, Image.UnidentifiedImageError):
                 ok = False
             bad += not ok
         if len(dataset) != meta["images"]:

@@ -34,12 +34,12 @@ from mrl.data.text.corpus import (
     python_query_pairs,
 )
 from mrl.data.text.tables import (
-    _check_columns,
-    _has_split,
-    _is_builtin,
-    _is_file_source,
-    _require_datasets,
+    check_columns,
+    has_split,
+    is_builtin,
+    is_file_source,
     read_table,
+    require_datasets,
 )
 
 __all__ = ["TextClassificationDataModule", "TextPairsDataModule"]
@@ -136,10 +136,6 @@ class _TextDataModule(MatryoshkaDataModule):
             self._tokenizer = load_tokenizer(self.tokenizer_name, key="data.tokenizer")
         return self._tokenizer
 
-    def set_tokenizer(self, tokenizer) -> None:
-        """Use an already loaded tokenizer (e.g. the backbone's) instead of loading ``data.tokenizer``."""
-        self._tokenizer = tokenizer
-
     def setup(self, stage: str | None = None) -> None:
         if not self._splits:
             self._splits = self._build()
@@ -199,8 +195,8 @@ class TextClassificationDataModule(_TextDataModule):
             tokenizer, max_length, val_fraction, batch_size, num_workers, pin_memory, persistent_workers, seed
         )
         self.save_hyperparameters()
-        self.source = BUILTIN if _is_builtin(source) else str(source)
-        _require_datasets(self.source)
+        self.source = BUILTIN if is_builtin(source) else str(source)
+        require_datasets(self.source)
         self.text_column, self.label_column = text_column, label_column
         self.max_samples = max_samples
         tables = self._read(subset, train_split, val_split, test_split, max_per_class)
@@ -228,21 +224,21 @@ class TextClassificationDataModule(_TextDataModule):
 
         def rows(split):
             table = read_table(self.source, subset=subset, split=split)
-            _check_columns(table, columns, "data.", self.source)
+            check_columns(table, columns, "data.", self.source)
             return [
                 (str(r[self.text_column]), r[self.label_column])
                 for r in table
                 if r[self.text_column] is not None and r[self.label_column] is not None
             ]
 
-        if _is_file_source(self.source):
+        if is_file_source(self.source):
             return {"all": rows(None)}
         tables = {"train": rows(train_split)}
-        if _has_split(self.source, subset, val_split):
+        if has_split(self.source, subset, val_split):
             tables["val"] = rows(val_split)
         else:
             tables = {"all": tables["train"]}
-        if _has_split(self.source, subset, test_split):
+        if has_split(self.source, subset, test_split):
             tables["test"] = rows(test_split)
         return tables
 
@@ -305,7 +301,7 @@ class TextPairsDataModule(_TextDataModule):
             tokenizer, max_length, val_fraction, batch_size, num_workers, pin_memory, persistent_workers, seed
         )
         self.save_hyperparameters()
-        self.source = BUILTIN if _is_builtin(source) else str(source)
+        self.source = BUILTIN if is_builtin(source) else str(source)
         self.builtin = self.source in (BUILTIN, BUILTIN_QUERIES)
         if self.source.startswith("builtin:") and not self.builtin:
             raise ValueError(
@@ -313,9 +309,9 @@ class TextPairsDataModule(_TextDataModule):
                 f"(next sentences) and {BUILTIN_QUERIES} (short queries, paragraph-long documents)"
             )
         if not self.builtin:
-            _require_datasets(self.source)
+            require_datasets(self.source)
         if eval_source:
-            _require_datasets(eval_source.get("source"), "data.eval_source.source")
+            require_datasets(eval_source.get("source"), "data.eval_source.source")
         if self.builtin and (negative_column or score_column):
             raise ValueError(
                 "data.negative_column / data.score_column: the offline pairs "
@@ -351,7 +347,7 @@ class TextPairsDataModule(_TextDataModule):
         )
         builtin_names = {BUILTIN: "python-docs-pairs", BUILTIN_QUERIES: "python-queries"}
         self.name = builtin_names.get(self.source) or Path(self.source).stem or self.source
-        if self.builtin or _is_file_source(self.source):
+        if self.builtin or is_file_source(self.source):
             self.setup()  # small: read now so column errors surface before training starts
 
     def _collate_kind(self, split: str) -> str:
@@ -359,7 +355,7 @@ class TextPairsDataModule(_TextDataModule):
 
     @staticmethod
     def _items(table: list[dict], columns: Mapping[str, str | None], prefix: str, source: str) -> list[tuple]:
-        _check_columns(table, columns, prefix, source)
+        check_columns(table, columns, prefix, source)
         names = [
             c
             for c in (columns.get("anchor_column"), columns.get("positive_column"), columns.get("negative_column"))
@@ -383,13 +379,13 @@ class TextPairsDataModule(_TextDataModule):
             splits = {"all": python_docs_pairs(self.max_pairs, self.seed)}
         elif self.source == BUILTIN_QUERIES:
             splits = {"all": python_query_pairs(self.max_pairs, self.seed)}
-        elif _is_file_source(self.source):
+        elif is_file_source(self.source):
             splits = {"all": self._items(self._table(None), self.columns, "data.", self.source)}
         else:
             splits = {"train": self._items(self._table(self.train_split), self.columns, "data.", self.source)}
-            if self.eval_source is None and _has_split(self.source, self.subset, self.val_split):
+            if self.eval_source is None and has_split(self.source, self.subset, self.val_split):
                 splits["val"] = self._items(self._table(self.val_split), self.columns, "data.", self.source)
-            if self.eval_source is None and _has_split(self.source, self.subset, self.test_split):
+            if self.eval_source is None and has_split(self.source, self.subset, self.test_split):
                 splits["test"] = self._items(self._table(self.test_split), self.columns, "data.", self.source)
         if "all" in splits:
             items = splits.pop("all")
@@ -424,7 +420,7 @@ class TextPairsDataModule(_TextDataModule):
                 spec["source"],
                 key="data.eval_source.source",
                 subset=spec.get("subset"),
-                split=None if _is_file_source(str(spec["source"])) else name,
+                split=None if is_file_source(str(spec["source"])) else name,
             )
             out[split] = self._items(table, columns, "data.eval_source.", str(spec["source"]))
         return out

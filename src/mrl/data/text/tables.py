@@ -26,17 +26,17 @@ __all__ = ["FILE_TYPES", "read_table"]
 FILE_TYPES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 
 
-def _is_builtin(source: str | None) -> bool:
+def is_builtin(source: str | None) -> bool:
     return source is None or str(source).strip().lower() in (BUILTIN, "builtin", "null", "")
 
 
-def _is_file_source(source: str) -> bool:
+def is_file_source(source: str) -> bool:
     return Path(source).suffix.lower() in FILE_TYPES or Path(source).expanduser().exists()
 
 
-def _require_datasets(source: str | None, key: str = "data.source") -> None:
+def require_datasets(source: str | None, key: str = "data.source") -> None:
     """Fail fast (before any training) when a Hugging Face dataset name is given without ``datasets``."""
-    if source is None or _is_builtin(source) or _is_file_source(str(source)):
+    if source is None or is_builtin(source) or is_file_source(str(source)):
         return
     import importlib.util
 
@@ -84,7 +84,7 @@ def read_table(
 ) -> list[dict[str, Any]]:
     """Rows (dicts) of a local file (by extension) or of one split of a Hugging Face dataset."""
     source = str(source)
-    if _is_file_source(source):
+    if is_file_source(source):
         path = Path(source).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"{key}={source!r}: no such file")
@@ -118,7 +118,7 @@ def read_table(
     return data.to_list()
 
 
-def _check_columns(rows: list[dict], columns: Mapping[str, str | None], key_prefix: str, source: str) -> None:
+def check_columns(rows: list[dict], columns: Mapping[str, str | None], key_prefix: str, source: str) -> None:
     if not rows:
         raise ValueError(f"{key_prefix}source={source!r}: no rows")
     available = sorted(rows[0])
@@ -130,9 +130,9 @@ def _check_columns(rows: list[dict], columns: Mapping[str, str | None], key_pref
             )
 
 
-def _has_split(source: str, subset: str | None, split: str | None) -> bool:
+def has_split(source: str, subset: str | None, split: str | None) -> bool:
     """Whether a Hugging Face dataset has ``split`` (local files have only one table)."""
-    if split is None or _is_builtin(source) or _is_file_source(source):
+    if split is None or is_builtin(source) or is_file_source(source):
         return False
     datasets = _import_datasets("data.source", source)
     try:
