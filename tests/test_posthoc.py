@@ -1,0 +1,216 @@
+"""Post-hoc methods over frozen embeddings: CSR (a TopK sparse autoencoder) and the Matryoshka-Adaptor.
+
+The CSR losses and gradients are checked against sentence-transformers' ``CSRLoss`` on fixed inputs; the adaptor's
+losses against loops over pairs written out one by one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from mrl.common.errors import ConfigError
+from mrl.core.adaptor import (
+    MatryoshkaAdaptor,
+    adaptor_unsupervised_losses,
+    pairwise_similarity_loss,
+    ranking_loss,
+    reconstruction_loss,
+    topk_similarity_loss,
+)
+from mrl.core.sparse import (
+    TopKSparseAutoencoder,
+    csr_loss,
+    normalized_mse,
+    sparse_bytes_per_vector,
+)
+
+D, H, K, K_AUX = 12, 48, 3, 8
+
+
+def _pair(autoencoder: TopKSparseAutoencoder):
+    """Our autoencoder and sentence-transformers' with the same weights and the same dead units."""
+    from sentence_transformers.sparse_encoder.modules import SparseAutoEncoder
+
+    theirs = SparseAutoEncoder(D, H, k=K, k_aux=K_AUX, dead_threshold=30)
+    with torch.no_grad():
+        theirs.pre_bias.copy_(autoencoder.pre_bias)
+        theirs.encoder.weight.copy_(autoencoder.encoder.weight)
+        theirs.latent_bias.copy_(autoencoder.latent_bias)
+        theirs.stats_last_nonzero.copy_(autoencoder.steps_since_fired)
+    return theirs
+
+
+def _ours() -> TopKSparseAutoencoder:
+    torch.manual_seed(0)
+    ours = TopKSparseAutoencoder(D, H, k=K, k_aux=K_AUX, dead_threshold=30)
+    with torch.no_grad():
+        ours.pre_bias.normal_(0, 0.1)
+        ours.latent_bias.normal_(0, 0.1)
+        # half the units dead (fired more than 30 passes ago), so the auxiliary loss has units to use
+        ours.steps_since_fired.copy_(torch.where(torch.arange(H) % 2 == 0, 100, 3))
+    return ours
+
+
+class _Wrapper(nn.Module):
+    """What CSRLoss calls as its model: the sentence features in, the autoencoder's outputs out."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, features: dict) -> dict:
+        return self.module(features)
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("with_negative", [False, True])
+def test_csr_loss_and_gradients_match_sentence_transformers(training, with_negative):
+    from sentence_transformers.sparse_encoder.losses import CSRLoss
+
+    ours = _ours()
+    theirs = _pair(ours)
+    ours.train(training)
+    theirs.train(training)
+    torch.manual_seed(1)
+    columns = [torch.randn(6, D) for _ in range(3 if with_negative else 2)]
+
+    their_terms = CSRLoss(_Wrapper(theirs), beta=0.1, gamma=1.0)([{"sentence_embedding": c} for c in columns], None)
+    our_terms = csr_loss([ours(c) for c in columns], beta=0.1, gamma=1.0)
+    names = {
+        "reconstruction_loss_k": "reconstruction_k",
+        "reconstruction_loss_4k": "reconstruction_4k",
+        "reconstruction_loss_aux": "reconstruction_aux",
+        "base_loss": "contrastive",
+    }
+    for their_name, our_name in names.items():
+        torch.testing.assert_close(our_terms[our_name], their_terms[their_name], atol=1e-5, rtol=1e-5)
+    assert our_terms["reconstruction_aux"].item() > 0 and our_terms["contrastive"].item() > 0
+
+    sum(their_terms.values()).backward()
+    sum(our_terms.values()).backward()
+    for ours_p, theirs_p in [
+        (ours.pre_bias, theirs.pre_bias),
+        (ours.encoder.weight, theirs.encoder.weight),
+        (ours.latent_bias, theirs.latent_bias),
+    ]:
+        assert ours_p.grad is not None and ours_p.grad.abs().sum() > 0
+        torch.testing.assert_close(ours_p.grad, theirs_p.grad, atol=1e-5, rtol=1e-5)
+    # the dead-unit counts move the same way in training, and not at all in evaluation
+    torch.testing.assert_close(ours.steps_since_fired, theirs.stats_last_nonzero)
+
+
+def test_inference_codes_match_sentence_transformers_at_any_k():
+    ours = _ours().eval()
+    theirs = _pair(ours).eval()
+    x = torch.randn(5, D)
+    for k in (1, 3, 7):
+        with torch.inference_mode():
+            theirs_codes = theirs({"sentence_embedding": x.clone()}, max_active_dims=k)["sentence_embedding"]
+            codes = ours.encode(x, k)
+        torch.testing.assert_close(codes, theirs_codes)
+        assert ((codes != 0).sum(1) <= k).all() and (codes >= 0).all()
+
+
+def test_normalized_mse_falls_back_to_mse_on_a_constant_batch():
+    target = torch.ones(4, 3)
+    recon = torch.zeros(4, 3)
+    assert normalized_mse(recon, target).item() == pytest.approx(1.0)
+    target = torch.tensor([[0.0, 2.0], [2.0, 0.0]])
+    # the batch mean (1, 1) misses each entry by 1: the normaliser is 1, so the loss is the plain MSE
+    assert normalized_mse(torch.zeros(2, 2), target).item() == pytest.approx(2.0)
+
+
+def test_autoencoder_refuses_bad_settings():
+    with pytest.raises(ConfigError, match="method.k"):
+        TopKSparseAutoencoder(8, 16, k=8)
+    with pytest.raises(ConfigError, match="method.hidden_dim"):
+        TopKSparseAutoencoder(8, 0, k=1)
+
+
+def test_sparse_storage_prices_indices_and_values():
+    assert sparse_bytes_per_vector(32, 2048) == 32 * (2 + 4)  # uint16 index + fp32 value
+    assert sparse_bytes_per_vector(32, 2048, "fp16") == 32 * 4
+    assert sparse_bytes_per_vector(8, 256) == 8 * 5
+    assert sparse_bytes_per_vector(8, 100_000) == 8 * 8
+
+
+# ------------------------------------------------------------------------------------------ adaptor
+def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(a @ b / (a.norm() * b.norm()))
+
+
+def _reference_pairwise(e, f, sizes):
+    n = len(e)
+    per_size = []
+    for m in sizes:
+        diffs = [abs(_cos(e[i], e[j]) - _cos(f[i, :m], f[j, :m])) for i, j in itertools.permutations(range(n), 2)]
+        per_size.append(sum(diffs) / len(diffs))
+    return sum(per_size) / len(per_size)
+
+
+def _reference_topk(e, f, sizes, k):
+    n = len(e)
+    per_size = []
+    for m in sizes:
+        diffs = []
+        for i in range(n):
+            others = sorted((j for j in range(n) if j != i), key=lambda j: -_cos(e[i], e[j]))[:k]
+            diffs += [abs(_cos(e[i], e[j]) - _cos(f[i, :m], f[j, :m])) for j in others]
+        per_size.append(sum(diffs) / len(diffs))
+    return sum(per_size) / len(per_size)
+
+
+def _reference_ranking(q, d, sizes, scale):
+    n = len(q)
+    per_size = []
+    for m in sizes:
+        terms = []
+        for i in range(n):
+            positive = _cos(q[i, :m], d[i, :m])
+            terms += [
+                math.log1p(math.exp(scale * (_cos(q[i, :m], d[j, :m]) - positive))) for j in range(len(d)) if j != i
+            ]
+        per_size.append(sum(terms) / len(terms))
+    return sum(per_size) / len(per_size)
+
+
+def test_adaptor_losses_match_loops_over_pairs():
+    torch.manual_seed(0)
+    e = torch.randn(7, 10, dtype=torch.float64)
+    f = e + 0.3 * torch.randn(7, 10, dtype=torch.float64)
+    sizes = [2, 5, 10]
+    assert pairwise_similarity_loss(e, f, sizes).item() == pytest.approx(_reference_pairwise(e, f, sizes), rel=1e-9)
+    assert topk_similarity_loss(e, f, sizes, 3).item() == pytest.approx(_reference_topk(e, f, sizes, 3), rel=1e-9)
+    assert reconstruction_loss(e, f).item() == pytest.approx(float((f - e).abs().sum()) / f.numel(), rel=1e-9)
+    docs = torch.randn(9, 10, dtype=torch.float64)  # 7 positives and 2 extra negatives
+    assert ranking_loss(f, docs, sizes, 5.0).item() == pytest.approx(_reference_ranking(f, docs, sizes, 5.0), rel=1e-9)
+
+
+def test_adaptor_starts_as_the_identity_and_its_losses_vanish_there():
+    adaptor = MatryoshkaAdaptor(10)
+    e = torch.randn(6, 10)
+    torch.testing.assert_close(adaptor(e), e)
+    losses = adaptor_unsupervised_losses(e, adaptor(e), [10], top_k=3)
+    assert all(value.item() == pytest.approx(0.0, abs=1e-6) for value in losses.values())
+
+
+def test_adaptor_training_makes_short_prefixes_keep_the_neighbours():
+    """Data whose similarity lives in the last coordinates: truncation loses it, the adaptor moves it forward."""
+    torch.manual_seed(0)
+    e = torch.cat([0.05 * torch.randn(64, 12), torch.randn(64, 4)], dim=1)
+    adaptor = MatryoshkaAdaptor(16, 32)
+    optimizer = torch.optim.Adam(adaptor.parameters(), lr=1e-2)
+    sizes = [4, 8, 16]
+    before = pairwise_similarity_loss(e, e, [4]).item()
+    for _ in range(200):
+        optimizer.zero_grad()
+        sum(adaptor_unsupervised_losses(e, adaptor(e), sizes, top_k=5, reconstruction_weight=0.01).values()).backward()
+        optimizer.step()
+    with torch.no_grad():
+        after = pairwise_similarity_loss(e, adaptor(e), [4]).item()
+    assert after < 0.5 * before
