@@ -343,14 +343,14 @@ def test_funnels_break_ties_by_lowest_id_in_every_stage(tied, index):
 
 
 @pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
-def test_int8_first_stage_scores_the_codes_of_the_evaluation_quantiser(data, metric):
-    """Against the decoded vectors of `mrl.evaluation.storage.quantize_int8`, searched by brute force in numpy."""
-    from mrl.evaluation.storage import quantize_int8 as reference_quantize
-
+def test_int8_first_stage_scores_the_decoded_codes(data, metric):
+    """Against the decoded vectors of a symmetric per-dimension int8 codec written out here in numpy (scale
+    max |x| / 127, codes rounded and clipped), searched by brute force."""
     db, _, q, _ = data
     m, k = 24, 20
     x, qq = prefix(db, m, metric == "cosine"), prefix(q, m, metric == "cosine")
-    codes, scale = reference_quantize(x)
+    scale = (np.abs(x).max(axis=0) / 127.0).astype(np.float32)
+    codes = np.clip(np.rint(x / scale), -127, 127)
     decoded = codes.astype(np.float64) * scale
     if metric == "l2":
         ref = ((qq.astype(np.float64)[:, None] - decoded[None]) ** 2).sum(-1)
@@ -369,14 +369,20 @@ def test_int8_first_stage_scores_the_codes_of_the_evaluation_quantiser(data, met
     assert funnel.mflops_per_query() == pytest.approx((len(db) * m + 200 * 128) / 1e6)
 
 
-def test_int8_quantiser_is_the_evaluation_one(data):
-    from mrl.evaluation.storage import quantize_int8 as reference_quantize
-    from mrl.retrieval import quantize_int8
+def test_one_int8_codec_serves_the_search_and_the_storage_evaluation(data):
+    import mrl.evaluation.storage as storage
+    from mrl.retrieval import dequantize_int8, quantize_int8
 
+    assert storage.quantize_int8 is quantize_int8 and storage.dequantize_int8 is dequantize_int8
     db = prefix(data[0], 32, True)
     db[:, 5] = 0  # a dimension that is all zeros gets scale 1
-    for got, want in zip(quantize_int8(db), reference_quantize(db)):
-        np.testing.assert_array_equal(got, want)
+    codes, scale = quantize_int8(db)
+    assert codes.dtype == np.int8 and scale.dtype == np.float32 and scale[5] == 1.0
+    np.testing.assert_allclose(scale[:5], np.abs(db[:, :5]).max(axis=0) / 127, rtol=1e-6)
+    assert np.abs(codes).max(axis=0)[:5].tolist() == [127] * 5  # each dimension's largest value is +-127
+    assert np.all(np.abs(dequantize_int8(codes, scale) - db) <= scale / 2 + 1e-6)
+    clipped, _ = quantize_int8(3 * db, scale)  # queries quantised with the database's scales clip at 127
+    assert np.abs(clipped.astype(int)).max() == 127
 
 
 def test_shortlist_and_bytes_per_item(data):

@@ -1,4 +1,5 @@
-"""Storage cost of Matryoshka prefixes, and a symmetric int8 quantiser to show compressed retrieval.
+"""Storage cost of Matryoshka prefixes; the int8 codec that shows compressed retrieval is
+:mod:`mrl.retrieval.int8`'s (`quantize_int8`, `dequantize_int8`), the one the int8 first stage searches.
 
 Bytes per vector are the raw payload: ``m * 4`` (fp32), ``m * 2`` (fp16), ``m`` (int8; the int8
 scales are one float per dimension for the whole collection, not per vector, so they are not
@@ -10,6 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
+from mrl.retrieval.int8 import dequantize_int8, quantize_int8
+
+__all__ = ["bytes_per_vector", "dequantize_int8", "quantize_int8", "storage_table"]
 
 _BITS = {"fp32": 32, "fp16": 16, "int8": 8, "binary": 1}
 _ALIASES = {
@@ -57,23 +62,3 @@ def storage_table(sizes: Sequence[int], n_vectors: int, dtypes: Sequence[str] = 
                 }
             )
     return rows
-
-
-def quantize_int8(x: np.ndarray, scale: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric per-dimension int8 quantisation: ``q = round(x / scale)`` clipped to [-127, 127].
-
-    ``scale[d] = max_i |x[i, d]| / 127`` unless given (pass the database's scale when quantising
-    queries). Returns ``(q int8, scale float32)``; dimensions that are all zero get scale 1.
-    """
-    x = np.asarray(x, dtype=np.float32)
-    if scale is None:
-        scale = np.abs(x).max(axis=0) / 127.0
-        scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
-    scale = np.asarray(scale, dtype=np.float32)
-    q = np.clip(np.rint(x / scale), -127, 127).astype(np.int8)
-    return q, scale
-
-
-def dequantize_int8(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Inverse of `quantize_int8` (up to rounding)."""
-    return np.asarray(q, dtype=np.float32) * np.asarray(scale, dtype=np.float32)

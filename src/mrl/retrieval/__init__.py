@@ -20,7 +20,7 @@ from mrl.retrieval.funnel import (
     validate_funnel,
 )
 from mrl.retrieval.funnel_spec import FORMATS, Funnel
-from mrl.retrieval.int8 import Int8Index, quantize_int8
+from mrl.retrieval.int8 import Int8Index, dequantize_int8, quantize_int8
 from mrl.retrieval.nearest import knn_search
 from mrl.retrieval.ties import order_ties
 from mrl.retrieval.torch_search import torch_search
@@ -42,6 +42,7 @@ __all__ = [
     "binary_index",
     "bit_center",
     "check_binary_funnel",
+    "dequantize_int8",
     "exact_search",
     "first_stage_bytes",
     "flat_search_blocks",

@@ -1,9 +1,10 @@
 """An int8 first stage: each prefix stored as one signed byte per coordinate, 4x less than float32, searched exactly.
 
 The codes are symmetric per-dimension quantisation fitted on the database (``scale[j] = max_i |x[i, j]| / 127``,
-``code = round(x / scale)``, the quantiser of :func:`mrl.evaluation.storage.quantize_int8`); queries stay in
-float. A query ``q`` scores an item by the inner product with its decoded vector, ``sum_j q[j] scale[j] code[j]``:
-the scales are folded into the query once, and the database is read as bytes. Squared L2 distances are
+``code = round(x / scale)``, `quantize_int8`, the project's one int8 codec: the storage evaluation and the
+quantised retrieval metrics use it too); queries stay in float. A query ``q`` scores an item by the inner product
+with its decoded vector, ``sum_j q[j] scale[j] code[j]``: the scales are folded into the query once, and the
+database is read as bytes. Squared L2 distances are
 ``|q|^2 + |x^|^2 - 2 q.x^`` with the decoded norms ``|x^|^2`` kept per item (4 more bytes).
 
 The scan is `mrl.retrieval.flat.FlatIndex`'s: tiles of 16384 items are widened to float32 once per search and
@@ -19,7 +20,7 @@ import torch
 from mrl.retrieval.flat import faiss, require_faiss, torch_threads
 from mrl.retrieval.ties import order_ties
 
-__all__ = ["Int8Index", "int8_scale", "quantize_int8"]
+__all__ = ["Int8Index", "dequantize_int8", "int8_scale", "quantize_int8"]
 
 
 def int8_scale(x: np.ndarray) -> np.ndarray:
@@ -29,11 +30,17 @@ def int8_scale(x: np.ndarray) -> np.ndarray:
 
 
 def quantize_int8(x: np.ndarray, scale: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(codes int8 [N, m], scale float32 [m])``: ``round(x / scale)`` clipped to [-127, 127], the scales fitted
-    on ``x`` unless given."""
+    """Symmetric per-dimension int8 quantisation: ``(codes int8 [N, m], scale float32 [m])``, ``round(x / scale)``
+    clipped to [-127, 127], the scales fitted on ``x`` (`int8_scale`) unless given (pass the database's scales
+    when quantising queries)."""
     x = np.asarray(x, dtype=np.float32)
     scale = int8_scale(x) if scale is None else np.asarray(scale, dtype=np.float32)
     return np.clip(np.rint(x / scale), -127, 127).astype(np.int8), scale
+
+
+def dequantize_int8(codes: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """The inverse of `quantize_int8` (up to rounding): ``codes * scale`` in float32."""
+    return np.asarray(codes, dtype=np.float32) * np.asarray(scale, dtype=np.float32)
 
 
 class Int8Index:
