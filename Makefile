@@ -28,7 +28,7 @@ EMBED_RUN = $(or $(RUN),$(call newest,$(OUTPUTS)/train/*/*/))
 REPORT_DIR = $(or $(DIR),$(call newest,$(OUTPUTS)/multirun/*/*/),$(OUTPUTS))
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline WANDB_SILENT=true
 
-.PHONY: help install lock upgrade train sweep eval report dashboard embed mine search index export prepare test test-full test-slow test-slurm lint format bench bench-heads bench-retrieval bench-data bench-text bench-mine clean
+.PHONY: help install uv lock upgrade train sweep eval report dashboard embed mine search index export prepare test test-full test-slow test-slurm lint format bench bench-heads bench-retrieval bench-data bench-text bench-mine clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -36,15 +36,18 @@ help: ## list the targets
 # The repository's environment is the lock (uv.lock: every extra, torch included, with hashes). pip bootstraps
 # uv at the version the lock itself pins (UV_VERSION, checked by tests/test_lock.py); uv then installs exactly
 # the locked set and refuses a lock that no longer matches pyproject.toml (--locked).
-$(STAMP): pyproject.toml uv.lock
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	test -x $(UV) && [[ "$$($(UV) --version)" == "uv $(UV_VERSION)"* ]] || $(PY) -m pip install --quiet "uv==$(UV_VERSION)"
+$(STAMP): pyproject.toml uv.lock | uv
 	$(UV_ENV) $(UV) sync --locked --all-extras
 	touch $(STAMP)
 
+# the venv and uv alone: `make lock` needs them while pyproject.toml and uv.lock disagree (sync would refuse)
+uv:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(UV) && [[ "$$($(UV) --version)" == "uv $(UV_VERSION)"* ]] || $(PY) -m pip install --quiet "uv==$(UV_VERSION)"
+
 install: $(STAMP) ## create .venv and install the locked set (uv.lock: the project, every extra, torch)
 
-lock: $(STAMP) ## re-resolve uv.lock after editing pyproject.toml (keeps every locked version that still fits)
+lock: uv ## re-resolve uv.lock after editing pyproject.toml (keeps every locked version that still fits)
 	$(UV_ENV) $(UV) lock
 	$(UV_ENV) $(UV) sync --locked --all-extras
 

@@ -72,7 +72,7 @@ def test_lower_bounds_are_the_tested_versions():
     locked = _locked_versions()
     untested = {}
     for requirement in requirements:
-        match = re.fullmatch(r"([A-Za-z0-9_.-]+)(?:>=|==)([^,; ]+)", requirement)
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)(?:\[[a-z0-9_,-]+\])?(?:>=|==)([^,; ]+)", requirement)
         assert match, f"{requirement}: every dependency needs a tested lower bound (>=) or a pin (==)"
         name, floor = match.group(1).lower(), match.group(2)
         lowest = min(locked[name], key=Version)
