@@ -418,7 +418,7 @@ def test_evaluation_device_and_precision(make_cfg):
 def test_summary_and_charts_show_tuned_funnels_and_all_zero_prefixes(tmp_path):
     """`make eval`'s tuned-funnel rows (on synthetic data where 8-d prefixes of one class are all zeros), the
     summary.md sections, the recall-against-cost chart and results.json, without training a model."""
-    from mrl.evaluation.knn_metrics import zero_prefix_counts
+    from mrl.core.retrieval_metrics import zero_prefix_counts
     from mrl.evaluation.render import write_outputs
     from mrl.evaluation.result import EvaluationResult, SplitCount
     from mrl.evaluation.suite import tuned_funnel_rows

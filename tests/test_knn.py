@@ -3,18 +3,18 @@
 import numpy as np
 import pytest
 
-from mrl.evaluation.knn_metrics import (
+from mrl.core.retrieval_metrics import (
     average_precision_at_k,
     count_relevant,
     hit_at_k,
-    knn_metrics,
-    knn_search,
     precision_at_k,
     recall_at_k,
     relevance_matrix,
     zero_prefix_counts,
     zero_prefix_rows,
 )
+from mrl.evaluation.knn_metrics import knn_metrics
+from mrl.retrieval.nearest import knn_search
 
 pytest.importorskip("faiss")
 

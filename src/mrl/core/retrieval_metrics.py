@@ -1,5 +1,6 @@
-"""Metrics at every Matryoshka size, in torch: retrieval of documents for queries, and STS-style Spearman
-correlation.
+"""Retrieval metrics, defined once: of documents for queries and STS-style Spearman correlation at every Matryoshka
+size (in torch), and the per-query kNN metrics of label retrieval (numpy) that
+:func:`mrl.evaluation.knn_metrics.knn_metrics` reads off its neighbour lists.
 
 For each size m both sides are truncated to their first m coordinates and L2 re-normalised, so the score
 is the cosine similarity of the prefixes (what a user of the truncated embedding computes).
@@ -15,6 +16,26 @@ relevant document, with binary relevance and ranks counted from 1:
 
 STS (:func:`sts_spearman`): ``spearman@{m}``, the Spearman rank correlation between the cosine similarity
 of each pair and its gold score (``scipy.stats.spearmanr``), in [-1, 1].
+
+kNN label retrieval (per query, from a ``[Q, k]`` relevance matrix, `relevance_matrix`: database item ``j`` is
+relevant to query ``i`` iff ``db_labels[j] == query_labels[i]``; all values are fractions in [0, 1]). They follow
+RAIVNLab/MRL ``retrieval/compute_metrics`` (function ``compute_mAP_recall_at_k``):
+
+* 1-NN accuracy: the label of the nearest neighbour equals the query label (the first column).
+* `average_precision_at_k`: the reference's AP@k, ``AP@k = (1/k) * sum_{j<=k, rel_j} P@j`` where ``P@j`` is the
+  fraction of relevant items among the first ``j``. Note the normaliser is ``k`` itself, not the number of
+  relevant items retrieved (``hits``) nor ``min(k, n_relevant)``: a query whose top-k holds a single relevant item
+  at rank 1 scores ``1/k``, and AP@k equals 1 only when all k retrieved items are relevant. With ``n_relevant`` it
+  gives the textbook ``min(k, n_relevant)`` normalisation instead, for comparison.
+* `precision_at_k`: ``hits / k``.
+* `recall_at_k`: ``hits / n_relevant``, where ``n_relevant`` is the number of database items sharing the query's
+  label (`count_relevant`; the reference divides by the constant 1300, the number of images per ImageNet-1K
+  training class; we use the actual class count so the metric is correct for any database; queries whose class is
+  absent from the database score 0). This is *not* "at least one relevant in the top k": that quantity, the
+  reference's ``top{k}``, is `hit_at_k`.
+
+Degenerate prefixes: a prefix that is all zeros (`zero_prefix_rows`; `zero_prefix_counts` per size) carries no
+information (a ReLU network's short prefix can be all zeros).
 """
 
 from __future__ import annotations
@@ -27,7 +48,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["retrieval_metrics", "sts_spearman"]
+__all__ = [
+    "average_precision_at_k",
+    "count_relevant",
+    "hit_at_k",
+    "hits_at_k",
+    "precision_at_k",
+    "recall_at_k",
+    "relevance_matrix",
+    "retrieval_metrics",
+    "sts_spearman",
+    "zero_prefix_counts",
+    "zero_prefix_rows",
+]
 
 
 def _tensor(x: Any) -> torch.Tensor:
@@ -127,3 +160,85 @@ def sts_spearman(a: Any, b: Any, scores: Any, sizes: Iterable[int]) -> dict[str,
         cosine = (_prefix(a, m) * _prefix(b, m)).sum(1).numpy()
         out[f"spearman@{m}"] = float(spearmanr(cosine, gold).statistic)
     return out
+
+
+# --------------------------------------------------------------------------- degenerate prefixes
+def zero_prefix_rows(x: np.ndarray, size: int, block: int = 65536) -> np.ndarray:
+    """``[N]`` booleans: rows of ``x`` whose first ``size`` coordinates are all zero (no information)."""
+    x = np.asarray(x)
+    out = np.empty(len(x), dtype=bool)
+    for i in range(0, len(x), block):
+        out[i : i + block] = ~np.any(x[i : i + block, :size] != 0, axis=1)
+    return out
+
+
+def zero_prefix_counts(db: np.ndarray, queries: np.ndarray, sizes: Sequence[int]) -> dict[str, int]:
+    """``zero_prefix_db@{m}`` and ``zero_prefix_queries@{m}``: how many database and query prefixes of each size
+    are all zeros."""
+    out: dict[str, int] = {}
+    for m in sizes:
+        out[f"zero_prefix_db@{m}"] = int(zero_prefix_rows(db, int(m)).sum())
+        out[f"zero_prefix_queries@{m}"] = int(zero_prefix_rows(queries, int(m)).sum())
+    return out
+
+
+# --------------------------------------------------------------------------- per-query helpers
+def relevance_matrix(neighbor_ids: np.ndarray, db_labels: np.ndarray, query_labels: np.ndarray) -> np.ndarray:
+    """``rel[Q, k]`` booleans: is the j-th neighbour of query i of the query's label. Ids < 0 are misses."""
+    ids = np.asarray(neighbor_ids)
+    db_labels = np.asarray(db_labels)
+    rel = db_labels[np.where(ids < 0, 0, ids)] == np.asarray(query_labels)[:, None]
+    return rel & (ids >= 0)
+
+
+def hits_at_k(relevance: np.ndarray, k: int) -> np.ndarray:
+    """Number of relevant items in the first ``k`` positions, per query."""
+    return np.asarray(relevance, dtype=bool)[:, :k].sum(axis=1)
+
+
+def precision_at_k(relevance: np.ndarray, k: int) -> np.ndarray:
+    """``hits@k / k`` per query (the reference's precision@k)."""
+    return hits_at_k(relevance, k) / float(k)
+
+
+def recall_at_k(relevance: np.ndarray, k: int, n_relevant: np.ndarray) -> np.ndarray:
+    """``hits@k / n_relevant`` per query (0 where ``n_relevant == 0``)."""
+    n_rel = np.asarray(n_relevant, dtype=np.float64)
+    hits = hits_at_k(relevance, k).astype(np.float64)
+    return np.divide(hits, n_rel, out=np.zeros_like(hits), where=n_rel > 0)
+
+
+def hit_at_k(relevance: np.ndarray, k: int) -> np.ndarray:
+    """1.0 where at least one of the first ``k`` items is relevant (the reference's top-k accuracy)."""
+    return (hits_at_k(relevance, k) > 0).astype(np.float64)
+
+
+def average_precision_at_k(
+    relevance: np.ndarray, n_relevant: np.ndarray | None = None, k: int | None = None
+) -> np.ndarray:
+    """AP@k per query from a ``[Q, >=k]`` relevance matrix (``k`` defaults to its width).
+
+    ``sum_{j<=k, rel_j} P@j`` divided by ``k`` when ``n_relevant`` is None (the MRL reference's
+    definition, used for ``map@k``), or by ``min(k, n_relevant)`` when the per-query number of relevant
+    database items is given (textbook AP@k; 0 where ``n_relevant == 0``).
+    """
+    rel = np.asarray(relevance, dtype=bool)
+    if rel.ndim != 2:
+        raise ValueError(f"relevance must be [Q, k], got shape {rel.shape}")
+    k = rel.shape[1] if k is None else int(k)
+    rel = rel[:, :k]
+    ranks = np.arange(1, rel.shape[1] + 1, dtype=np.float64)
+    prec = np.cumsum(rel, axis=1) / ranks
+    total = (prec * rel).sum(axis=1)
+    if n_relevant is None:
+        return total / float(k)
+    denom = np.minimum(float(k), np.asarray(n_relevant, dtype=np.float64))
+    return np.divide(total, denom, out=np.zeros_like(total), where=denom > 0)
+
+
+def count_relevant(db_labels: np.ndarray, query_labels: np.ndarray) -> np.ndarray:
+    """Number of database items carrying each query's label."""
+    classes, counts = np.unique(np.asarray(db_labels), return_counts=True)
+    q = np.asarray(query_labels)
+    pos = np.clip(np.searchsorted(classes, q), 0, len(classes) - 1)
+    return np.where(classes[pos] == q, counts[pos], 0)

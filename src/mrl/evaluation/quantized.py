@@ -26,7 +26,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mrl.evaluation.knn_metrics import average_precision_at_k, knn_metrics, relevance_matrix, zero_prefix_rows
+from mrl.core.retrieval_metrics import average_precision_at_k, relevance_matrix, zero_prefix_rows
+from mrl.evaluation.knn_metrics import knn_metrics
 from mrl.retrieval import binary_index, bit_center, order_ties, prefix, quantize_int8, threshold_bits
 
 CODECS = ("fp16", "int8", "binary")

@@ -19,10 +19,11 @@ import numpy as np
 import torch
 
 from mrl.core.nesting import default_nesting
+from mrl.core.retrieval_metrics import zero_prefix_counts, zero_prefix_rows
 from mrl.evaluation.adaptive import cascade_curve
 from mrl.evaluation.baselines import baseline_curves
 from mrl.evaluation.embeddings import embed_split, save_embeddings
-from mrl.evaluation.knn_metrics import knn_metrics, zero_prefix_counts, zero_prefix_rows
+from mrl.evaluation.knn_metrics import knn_metrics
 from mrl.evaluation.quantized import check_codecs, quantized_knn_metrics
 from mrl.evaluation.result import EvaluationResult, SplitCount
 from mrl.evaluation.settings import EvalConfig
