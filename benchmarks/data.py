@@ -105,9 +105,9 @@ def shard_batches(out: Path, size: int, batch: int):
     from litdata import StreamingDataLoader
 
     from mrl.data.image.decode import TrainDecode
-    from mrl.data.image.shards import _streaming_dataset_class
+    from mrl.data.image.shards import streaming_dataset_class
 
-    dataset = _streaming_dataset_class()(
+    dataset = streaming_dataset_class()(
         str(out / "train"), shuffle=True, seed=0, drop_last=True, decode=TrainDecode(size)
     )
     loader = StreamingDataLoader(dataset, batch_size=batch, num_workers=0, drop_last=True)
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"size={args.size}: give a crop side from 16 to 1024")
     torch.set_num_threads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from mrl.data.image.shards import prepare
+    from mrl.data.image.shard_writer import prepare
 
     with tempfile.TemporaryDirectory(prefix="mrl-bench-data-") as tmp:
         tmp = Path(tmp)

@@ -17,7 +17,7 @@ import lightning as L
 import pytest
 
 from mrl.data.image import SyntheticDataModule
-from mrl.data.image.shards import prepare
+from mrl.data.image.shard_writer import prepare
 from mrl.runs import load_module
 from mrl.training.procedure import build_datamodule, build_model
 from mrl_testing.configs import FAST, ROOT, compose_train

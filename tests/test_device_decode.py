@@ -12,7 +12,8 @@ import torch
 
 from mrl.data.image.decode import TrainDecode, open_item, resized_crop
 from mrl.data.image.device_decode import EncodedCrop, collate_encoded, decode_batch, is_encoded
-from mrl.data.image.shards import ImageShardsDataModule, prepare
+from mrl.data.image.shard_writer import prepare
+from mrl.data.image.shards import ImageShardsDataModule
 from mrl.training.procedure import build_datamodule, build_model
 from mrl_testing.images import image_folder
 

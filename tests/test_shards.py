@@ -21,7 +21,8 @@ from mrl.data.image.decode import (
     resized_crop,
     uint8_to_input,
 )
-from mrl.data.image.shards import ImageShardsDataModule, prepare, verify
+from mrl.data.image.shard_writer import prepare, verify
+from mrl.data.image.shards import ImageShardsDataModule
 from mrl.training.procedure import build_datamodule, build_model
 from mrl_testing.images import image_folder, photo
 from mrl_testing.training import fit_config
@@ -388,7 +389,7 @@ def test_an_interrupted_prepare_resumes_where_it_stopped(tmp_path):
 
 
 def test_workers_default_to_the_available_cores_shared_among_the_machines_processes(monkeypatch):
-    from mrl.data.image import shards as module
+    from mrl.data import loader_options as module
 
     monkeypatch.setattr(module.os, "cpu_count", lambda: 16)
     monkeypatch.setattr(module.os, "sched_getaffinity", lambda pid: set(range(16)))
@@ -402,7 +403,7 @@ def test_loaders_default_to_pinned_memory_on_a_gpu_and_workers_from_the_cores(sh
     use (shared among the machine's training processes) and pins memory only when its batches go to a GPU."""
     from types import SimpleNamespace
 
-    from mrl.data.image import shards as module
+    from mrl.data import loader_options as module
 
     _, out = shards
     cfg = make_cfg("data=image_shards", f"data.root={out}", "data.batch_size=3")

@@ -4,7 +4,7 @@
 ``mrl-prepare --verify OUT``
 
 SRC holds ``train/<class>/<image>`` and ``val/<class>/<image>`` (and optionally ``test/``). Each split becomes
-``OUT/<split>/`` (see :mod:`mrl.data.image.shards`): images resized so their longest side is at most
+``OUT/<split>/`` (see :mod:`mrl.data.image.shard_writer`): images resized so their longest side is at most
 ``--max-side``, re-encoded as JPEG at ``--quality`` where they had to change, a ``--raw-fraction`` share stored
 as raw pixels (no decoding when training, more disk). Unreadable images are skipped and listed in
 ``OUT/<split>/skipped.txt``. A rerun skips the splits that finished and resumes an interrupted one.
@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str] | None = None) -> dict:
     args = _parser().parse_args(argv)
-    from mrl.data.image.shards import prepare, verify
+    from mrl.data.image.shard_writer import prepare, verify
 
     if args.verify:
         report = verify(args.verify, progress=not args.quiet)

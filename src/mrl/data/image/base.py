@@ -67,15 +67,8 @@ class ImageDataModule(MatryoshkaDataModule):
     in_chans: int
     name: str
 
-    def __init__(
-        self,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed)
+    def __init__(self, **loader_options: Any) -> None:
+        super().__init__(**loader_options)
         self.data_config: dict[str, Any] | None = None
         self.class_names: list[str] = []
         self._built = False

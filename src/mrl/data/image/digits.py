@@ -77,13 +77,9 @@ class DigitsDataModule(ImageDataModule):
         val_fraction: float = 0.2,
         augment: bool = False,
         max_shift: int | None = None,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        seed: int = 0,
+        **loader_options: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed)
+        super().__init__(**loader_options)
         self.save_hyperparameters()
         if not 0.0 < float(val_fraction) < 1.0:
             raise ValueError(f"data.val_fraction={val_fraction} is invalid; use a fraction in (0, 1)")

@@ -168,13 +168,9 @@ class ImageFolderDataModule(ImageDataModule):
         color_jitter: float | None = None,
         in_chans: int = 3,
         skip_bad_images: bool = True,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        seed: int = 0,
+        **loader_options: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed)
+        super().__init__(**loader_options)
         self.save_hyperparameters()
         if in_chans not in (1, 3):
             raise ValueError(f"data.in_chans={in_chans} is invalid; image folders give 1 (grayscale) or 3 (RGB)")

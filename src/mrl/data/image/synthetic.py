@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -44,13 +45,9 @@ class SyntheticDataModule(ImageDataModule):
         train_size: int = 512,
         val_size: int = 128,
         noise: float = 1.0,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        seed: int = 0,
+        **loader_options: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed)
+        super().__init__(**loader_options)
         self.save_hyperparameters()
         for key, value, low in (
             ("num_classes", num_classes, 2),

@@ -116,13 +116,9 @@ class TorchvisionDataModule(ImageDataModule):
         in_chans: int = 3,
         val_split: str | float = "test",
         augment: bool = True,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        seed: int = 0,
+        **loader_options: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed)
+        super().__init__(**loader_options)
         self.save_hyperparameters()
         self.name = canonical_name(name)
         self.spec = SETS[self.name]

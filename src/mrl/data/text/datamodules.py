@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
@@ -105,19 +106,16 @@ class _TextDataModule(MatryoshkaDataModule):
     num_classes: int
     in_chans = None  # text: no image channels
     kind: str
+    loader_defaults = {"batch_size": 32}
 
     def __init__(
         self,
         tokenizer: str | None,
         max_length: int,
         val_fraction: float,
-        batch_size: int,
-        num_workers: int,
-        pin_memory: bool,
-        persistent_workers: bool,
-        seed: int,
+        **loader_options: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed)
+        super().__init__(**loader_options)
         if not 0.0 < float(val_fraction) < 1.0:
             raise ValueError(f"data.val_fraction={val_fraction} is invalid; use a fraction in (0, 1)")
         if int(max_length) < 2:
@@ -185,15 +183,9 @@ class TextClassificationDataModule(_TextDataModule):
         test_split: str | None = None,
         max_per_class: int | None = None,
         max_samples: int | None = None,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        seed: int = 0,
+        **loader_options: Any,
     ) -> None:
-        super().__init__(
-            tokenizer, max_length, val_fraction, batch_size, num_workers, pin_memory, persistent_workers, seed
-        )
+        super().__init__(tokenizer, max_length, val_fraction, **loader_options)
         self.save_hyperparameters()
         self.source = BUILTIN if is_builtin(source) else str(source)
         require_datasets(self.source)
@@ -291,15 +283,9 @@ class TextPairsDataModule(_TextDataModule):
         val_split: str | None = "validation",
         test_split: str | None = None,
         max_pairs: int | None = None,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        seed: int = 0,
+        **loader_options: Any,
     ) -> None:
-        super().__init__(
-            tokenizer, max_length, val_fraction, batch_size, num_workers, pin_memory, persistent_workers, seed
-        )
+        super().__init__(tokenizer, max_length, val_fraction, **loader_options)
         self.save_hyperparameters()
         self.source = BUILTIN if is_builtin(source) else str(source)
         self.builtin = self.source in (BUILTIN, BUILTIN_QUERIES)
