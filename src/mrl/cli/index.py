@@ -65,17 +65,18 @@ def run(
     drop: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Tune (with ``target_recall``) and load into ``backend``; returns the load's summary (`load_into_milvus`,
-    `load_into_lancedb`), with ``backend`` and ``tuned``."""
+    """Tune (with ``target_recall``) and load into ``backend``; returns the load's summary (`VectorStore.load`),
+    with ``backend`` and ``tuned``."""
     from mrl.common.embeddings import read_embeddings
-    from mrl.retrieval.backends import default_uri, has_bits, loader
-    from mrl.retrieval.database import collection_name
+    from mrl.retrieval.backends import default_uri, store_class
+    from mrl.retrieval.database import LoadSpec, collection_name
     from mrl.retrieval.funnel_spec import FORMATS, Funnel
     from mrl.retrieval.tune import tune_funnel
 
-    load_into = loader(backend)
+    store = store_class(backend)  # an unknown backend fails before anything is read
     database, queries_path = resolve_embeddings(source, queries, tuning=target_recall is not None)
     uri = uri or default_uri(backend, database.parent)
+    database_store = store(uri)
     if "://" not in str(uri):  # a local database: its file (Milvus Lite) or folder (LanceDB) must be writable
         require_writable(uri, "uri", folder=backend != "milvus")
     db, names, labels, meta = read_embeddings(database)
@@ -100,7 +101,7 @@ def run(
         # Only first stages the database reproduces exactly: a float scan, and bits where it has binary fields
         # (Milvus Lite has none). Its int8 codes and ANN indexes are its own, so a recall measured here on ours
         # would not be the recall it serves; `--format int8` / `--index hnsw` remain, with their recall reported.
-        formats = [f for f in FORMATS if f == "float" or (f == "bits" and has_bits(backend, uri))]
+        formats = [f for f in FORMATS if f == "float" or (f == "bits" and database_store.has_bits())]
         tuned = tune_funnel(db, q, target=target_recall, k=k, metric=metric, formats=formats, approximate=())
         funnel = tuned.funnel
         first_size, format = funnel.stages[0][0], funnel.format
@@ -111,9 +112,7 @@ def run(
         if format not in FORMATS:
             raise ValueError(f"format={format!r}: expected one of {', '.join(FORMATS)}")
         funnel = Funnel(stages, format, metric)
-    summary = load_into(
-        db,
-        uri,
+    spec = LoadSpec(
         collection=collection or collection_name(database),
         first_size=first_size,
         format=format,
@@ -121,12 +120,11 @@ def run(
         metric=metric,
         funnel=funnel,
         batch_size=batch_size,
-        drop=drop,
-        progress=progress,
         items=names,
         labels=labels,
         checkpoint=meta.get("checkpoint"),
     )
+    summary = database_store.load(db, spec, drop=drop, progress=progress)
     summary["database_file"] = str(database)
     summary["backend"] = backend
     summary["tuned"] = tuned

@@ -184,9 +184,9 @@ def _run_database(
     collection: str | None,
 ) -> dict[str, Any]:
     """`run` against a collection `make index` loaded into ``backend`` (milvus, lancedb)."""
-    from mrl.retrieval.backends import funnel_class
+    from mrl.retrieval.backends import store_class
 
-    served = funnel_class(backend)
+    store = store_class(backend)
     if uri is None:
         where = "the Milvus Lite file make index wrote, or a server" if backend == "milvus" else "its folder"
         raise ValueError(f"uri=None: --backend {backend} needs --uri <{where}>")
@@ -197,7 +197,7 @@ def _run_database(
         )
     path = require_writable(Path(out) if out else Path(queries).with_name(f"{Path(queries).stem}_top{k}.csv"))
     q, q_ids, _, q_meta = read_embeddings(queries)
-    retriever = served(uri, collection)
+    retriever = store(uri).funnel(collection)
     meta = retriever.meta
     if q.shape[1] != meta.dim:
         raise ValueError(

@@ -1,7 +1,8 @@
 """What the vector-database backends of the funnel share (:mod:`mrl.retrieval.milvus`, :mod:`mrl.retrieval.lancedb`).
 
-* `prepare_load`: a load's inputs read and checked once (the embeddings file, the first stage, the funnel to
-  serve) into a `Load`, with the `CollectionMeta` the database records beside the rows;
+* `LoadSpec` and `prepare_load`: how to load (the first stage, the funnel to serve, the batch size), then the
+  load's inputs read and checked once (the embeddings file, the spec) into a `Load`, with the `CollectionMeta` the
+  database records beside the rows (the load itself, the same for every database: `mrl.retrieval.store`);
 * `check_same`: a resumed load must load the same embeddings the same way (one line naming the difference);
 * `progress_bar`: the loading bar;
 * `DatabaseFunnel`: the search around a database's shortlist: the full vectors of the shortlisted items are
@@ -11,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -36,6 +38,7 @@ __all__ = [
     "CollectionMeta",
     "DatabaseFunnel",
     "Load",
+    "LoadSpec",
     "check_same",
     "collection_name",
     "fingerprint",
@@ -178,24 +181,43 @@ class Load:
         return threshold_bits(self.first[rows], np.asarray(self.meta.bit_center, dtype=np.float32))
 
 
+@dataclass(frozen=True)
+class LoadSpec:
+    """How to load embeddings into a vector store: the ``collection`` (default: from the file's name), the indexed
+    first stage (``first_size`` coordinates in ``format``, indexed by ``index``, under ``metric``), the ``funnel``
+    to record for serving (default: a shortlist of `DEFAULT_SHORTLIST` reranked at full width), rows per insert
+    (``batch_size``), and the rows' ``items`` names, ``labels`` and model ``checkpoint`` where the embeddings are an
+    array rather than a file that holds them. Every field is also a keyword of ``load_into_lancedb`` /
+    ``load_into_milvus``."""
+
+    collection: str | None = None
+    first_size: int = 16
+    format: str = "float"
+    index: str = "flat"
+    metric: str = "cosine"
+    funnel: Funnel | None = None
+    batch_size: int = 1000
+    items: Sequence | None = None
+    labels: np.ndarray | None = None
+    checkpoint: str | None = None
+
+    def with_options(self, options: dict[str, Any]) -> LoadSpec:
+        """This spec with some fields replaced; an unknown one is a ``TypeError`` naming it and the valid ones."""
+        names = [f.name for f in dataclasses.fields(self)]
+        for key in options:
+            if key not in names:
+                raise TypeError(f"{key}={options[key]!r}: not a load setting; expected some of {', '.join(names)}")
+        return dataclasses.replace(self, **options) if options else self
+
+
 def prepare_load(
-    embeddings: str | Path | np.ndarray,
-    *,
-    engine: str,
-    supported: Sequence[tuple[str, str]],
-    collection: str | None = None,
-    first_size: int = 16,
-    format: str = "float",
-    index: str = "flat",
-    metric: str = "cosine",
-    funnel: Funnel | None = None,
-    batch_size: int = 1000,
-    items: Sequence | None = None,
-    labels: np.ndarray | None = None,
-    checkpoint: str | None = None,
+    embeddings: str | Path | np.ndarray, spec: LoadSpec, engine: str, supported: Sequence[tuple[str, str]]
 ) -> Load:
     """Read (an ``.npz`` as ``make embed`` / ``make eval`` write it, or an ``[N, D]`` array) and check a load for
     ``engine``, which indexes the ``(format, index)`` pairs in ``supported``; one-line errors naming the key."""
+    first_size, format, index, metric = spec.first_size, spec.format, spec.index, spec.metric
+    funnel, batch_size, checkpoint = spec.funnel, spec.batch_size, spec.checkpoint
+    items, labels = spec.items, spec.labels
     source = None
     if isinstance(embeddings, (str, Path)):
         source = str(embeddings)
@@ -249,7 +271,7 @@ def prepare_load(
         funnel=funnel.to_dict(),
         bit_center=None if center is None else [float(v) for v in center],
     )
-    name = collection or (collection_name(source) if source else "mrl_embeddings")
+    name = spec.collection or (collection_name(source) if source else "mrl_embeddings")
     return Load(x=x, items=items, labels=labels, first=first, meta=meta, funnel=funnel, name=name)
 
 

@@ -28,7 +28,6 @@ exact first stage both return the same neighbours.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,19 +39,27 @@ from mrl.retrieval.database import (
     META_KEY,
     CollectionMeta,
     DatabaseFunnel,
-    check_same,
+    Load,
+    LoadSpec,
     collection_name,
     item_arrays,
     pick_collection,
-    prepare_load,
-    progress_bar,
 )
 from mrl.retrieval.funnel_spec import Funnel
+from mrl.retrieval.store import VectorStore
 
-__all__ = ["INDEX_KINDS", "LanceFunnel", "collection_name", "connect", "load_into_lancedb"]
+__all__ = [
+    "INDEX_KINDS",
+    "LANCE_INDEX",
+    "LanceFunnel",
+    "LanceStore",
+    "collection_name",
+    "connect",
+    "load_into_lancedb",
+]
 
 _DISTANCE = {"cosine": "dot", "ip": "dot", "l2": "l2"}  # cosine: the stored prefixes are re-normalised
-_LANCE_INDEX = {  # (format, index) -> the index on ``prefix`` (None: none, an exact scan)
+LANCE_INDEX = {  # (format, index) -> the index on ``prefix`` (None: none, an exact scan)
     ("float", "flat"): None,
     ("float", "hnsw"): "IVF_HNSW_FLAT",
     ("float", "ivf"): "IVF_FLAT",
@@ -163,7 +170,7 @@ def _index_config(meta: CollectionMeta):
     """The LanceDB index on ``prefix`` (None: none, an exact scan)."""
     from lancedb.index import HnswFlat, HnswSq, IvfFlat, IvfSq
 
-    kind = _LANCE_INDEX[(meta.format, meta.index)]
+    kind = LANCE_INDEX[(meta.format, meta.index)]
     distance = "hamming" if meta.format == "bits" else _DISTANCE[meta.metric]
     if kind is None:
         return None
@@ -188,98 +195,6 @@ def _build_indexes(table, meta: CollectionMeta, inserted: int) -> None:
         table.optimize()
     if ("id",) not in have:
         table.create_index("id", config=BTree())
-
-
-def load_into_lancedb(
-    embeddings: str | Path | np.ndarray,
-    uri: str | Path,
-    collection: str | None = None,
-    first_size: int = 16,
-    format: str = "float",
-    index: str = "flat",
-    metric: str = "cosine",
-    funnel: Funnel | None = None,
-    batch_size: int = 1000,
-    drop: bool = False,
-    progress: bool = True,
-    api_key: str | None = None,
-    items: Sequence | None = None,
-    labels: np.ndarray | None = None,
-    checkpoint: str | None = None,
-) -> dict[str, Any]:
-    """Load embeddings (an ``.npz`` as ``make embed`` / ``make eval`` write, or an ``[N, D]`` array) into a LanceDB
-    table (``collection``) for the funnel; returns what it did (``inserted``, ``skipped``, ``count``, ``seconds``, ...).
-
-    ``first_size`` coordinates in ``format`` (``float``, ``int8``, ``bits``) are indexed by ``index`` (``flat``:
-    exact; ``hnsw``; ``ivf``); ``funnel`` (default: a shortlist of 200 reranked at full width) is recorded for
-    `LanceFunnel` to serve. Rows go in ``batch_size`` at a time. A table that exists is resumed: its rows are kept,
-    the missing ones inserted (it must hold the same embeddings, loaded the same way), unless ``drop``.
-    """
-    load = prepare_load(
-        embeddings,
-        engine="LanceDB",
-        supported=list(_LANCE_INDEX),
-        collection=collection,
-        first_size=first_size,
-        format=format,
-        index=index,
-        metric=metric,
-        funnel=funnel,
-        batch_size=batch_size,
-        items=items,
-        labels=labels,
-        checkpoint=checkpoint,
-    )
-    name, meta, n = load.name, load.meta, len(load.x)
-
-    began = time.perf_counter()
-    db = connect(uri, api_key)
-    exists = name in _table_names(db)
-    if exists and drop:
-        db.drop_table(name)
-        exists = False
-    if exists:
-        table = db.open_table(name)
-        old = _read_meta(table)
-        if old is None:
-            raise ValueError(f"collection={name!r}: exists and was not made by mrl; give another --collection")
-        check_same(name, old, meta)
-    else:
-        table = db.create_table(name, schema=_schema(meta))
-    schema = table.schema
-    # a table this call made is empty: plain appends; one it found may hold some of the rows: merge on id
-    resumed = exists and table.count_rows() > 0
-
-    inserted = skipped = 0
-    with progress_bar(progress) as bar:
-        task = bar.add_task(f"{name}: loading {n} items", total=n)
-        for start in range(0, n, batch_size):
-            rows = np.arange(start, min(start + batch_size, n))
-            batch = _rows(schema, load, rows)
-            if resumed:
-                result = table.merge_insert("id").when_not_matched_insert_all().execute(batch)
-                inserted += result.num_inserted_rows
-                skipped += len(rows) - result.num_inserted_rows
-            else:
-                table.add(batch)
-                inserted += len(rows)
-            bar.update(task, advance=len(rows))
-    _build_indexes(table, meta, inserted)
-    _write_meta(table, meta.finished())
-    seconds = time.perf_counter() - began
-    return {
-        "uri": str(uri),
-        "collection": name,
-        "count": n,
-        "dim": meta.dim,
-        "inserted": inserted,
-        "skipped": skipped,
-        "resumed": exists,
-        "seconds": seconds,
-        "rows_per_second": inserted / seconds if seconds > 0 else float("nan"),
-        "funnel": load.funnel,
-        "index": _LANCE_INDEX[(format, index)] or ("exact Hamming scan" if format == "bits" else "exact scan"),
-    }
 
 
 class LanceFunnel(DatabaseFunnel):
@@ -431,3 +346,81 @@ class LanceFunnel(DatabaseFunnel):
 
     def close(self) -> None:
         """Nothing to release: the table's files are read as needed."""
+
+
+class LanceStore(VectorStore):
+    """LanceDB as a `VectorStore`: a local folder, object storage (``s3://...``) or a LanceDB Cloud / Enterprise
+    database (``db://``, ``credential``: its API key)."""
+
+    name = "lancedb"
+    engine = "LanceDB"
+    supported = tuple(LANCE_INDEX)
+    funnel_class = LanceFunnel
+
+    def connect(self, create: bool = True) -> None:
+        self.db = connect(self.uri, self.credential, create=create)
+
+    def close(self) -> None:
+        """Nothing to release: the table's files are read as needed."""
+
+    def check_spec(self, spec: LoadSpec) -> None:
+        """LanceDB holds every format (bits as uint8 codes)."""
+
+    def collections(self) -> list[str]:
+        return _table_names(self.db)
+
+    def read_meta(self, collection: str) -> CollectionMeta | None:
+        return _read_meta(self.db.open_table(collection))
+
+    def drop(self, collection: str) -> None:
+        self.db.drop_table(collection)
+
+    def create(self, load: Load) -> None:
+        self.table = self.db.create_table(load.name, schema=_schema(load.meta))
+        self.schema = self.table.schema
+
+    def open(self, collection: str) -> bool:
+        # a table found may hold some of the rows: merge on id; one this load made is empty: plain appends
+        self.table = self.db.open_table(collection)
+        self.schema = self.table.schema
+        return self.table.count_rows() > 0
+
+    def insert(self, load: Load, rows: np.ndarray, resuming: bool) -> int:
+        batch = _rows(self.schema, load, rows)
+        if resuming:
+            return self.table.merge_insert("id").when_not_matched_insert_all().execute(batch).num_inserted_rows
+        self.table.add(batch)
+        return len(rows)
+
+    def finish(self, load: Load, inserted: int) -> None:
+        _build_indexes(self.table, load.meta, inserted)
+        _write_meta(self.table, load.meta.finished())
+
+    def index_name(self, meta: CollectionMeta) -> str:
+        return LANCE_INDEX[(meta.format, meta.index)] or (
+            "exact Hamming scan" if meta.format == "bits" else "exact scan"
+        )
+
+
+def load_into_lancedb(
+    embeddings: str | Path | np.ndarray,
+    uri: str | Path,
+    *,
+    spec: LoadSpec | None = None,
+    drop: bool = False,
+    progress: bool = True,
+    api_key: str | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Load embeddings (an ``.npz`` as ``make embed`` / ``make eval`` write, or an ``[N, D]`` array) into a LanceDB
+    table (``collection``) for the funnel; returns what it did (``inserted``, ``skipped``, ``count``, ``seconds``, ...).
+
+    ``spec`` (a `LoadSpec`) or its fields as keywords (``collection``, ``first_size``, ``format``, ``index``,
+    ``metric``, ``funnel``, ``batch_size``, ``items``, ``labels``, ``checkpoint``): ``first_size`` coordinates in
+    ``format`` (``float``, ``int8``, ``bits``) are indexed by ``index`` (``flat``: exact; ``hnsw``; ``ivf``);
+    ``funnel`` (default: a shortlist of 200 reranked at full width) is recorded for `LanceFunnel` to serve. Rows go
+    in ``batch_size`` at a time. A table that exists is resumed: its rows are kept, the missing ones inserted (it
+    must hold the same embeddings, loaded the same way), unless ``drop`` (`VectorStore.load`).
+    """
+    spec = (spec or LoadSpec()).with_options(options)
+    return LanceStore(uri, api_key).load(embeddings, spec, drop=drop, progress=progress)

@@ -36,7 +36,6 @@ faster (docs/retrieval.md, "Which database").
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,21 +47,29 @@ from mrl.retrieval.database import (
     META_KEY,
     CollectionMeta,
     DatabaseFunnel,
-    check_same,
+    Load,
+    LoadSpec,
     collection_name,
     item_arrays,
     pick_collection,
-    prepare_load,
-    progress_bar,
 )
 from mrl.retrieval.funnel_spec import Funnel
+from mrl.retrieval.store import VectorStore
 
-__all__ = ["INDEX_KINDS", "MilvusFunnel", "collection_name", "connect", "load_into_milvus"]
+__all__ = [
+    "INDEX_KINDS",
+    "MILVUS_INDEX",
+    "MilvusFunnel",
+    "MilvusStore",
+    "collection_name",
+    "connect",
+    "load_into_milvus",
+]
 
 PROPERTY = META_KEY  # the collection property holding what it holds, as JSON
 MAX_LIMIT = 16384  # Milvus's largest top-k
 FETCH_BYTES = 32 << 20  # full vectors fetched per request
-_MILVUS_INDEX = {
+MILVUS_INDEX = {
     ("float", "flat"): ("FLAT", {}),
     ("float", "hnsw"): ("HNSW", {"M": 32, "efConstruction": 64}),
     ("float", "ivf"): ("IVF_FLAT", {}),
@@ -108,7 +115,7 @@ def _read_meta(client, name: str) -> CollectionMeta | None:
     return CollectionMeta.from_json(properties[PROPERTY]) if PROPERTY in properties else None
 
 
-def _create(client, name: str, meta: CollectionMeta, item_length: int) -> None:
+def _schema(client, meta: CollectionMeta, item_length: int):
     from pymilvus import DataType
 
     schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -120,123 +127,18 @@ def _create(client, name: str, meta: CollectionMeta, item_length: int) -> None:
     schema.add_field("full", DataType.FLOAT_VECTOR, dim=meta.dim)
     schema.add_field("item", DataType.VARCHAR, max_length=max(1, min(item_length, 65535)))
     schema.add_field("label", DataType.INT64)
-    index_type, params = _MILVUS_INDEX[(meta.format, meta.index)]
+    return schema
+
+
+def _index_params(client, meta: CollectionMeta):
+    index_type, params = MILVUS_INDEX[(meta.format, meta.index)]
     if meta.index == "ivf" and "nlist" not in params:
         params = {**params, "nlist": int(np.clip(round(4 * np.sqrt(meta.count)), 1, max(1, meta.count // 39)))}
     indexes = client.prepare_index_params()
     metric = "HAMMING" if meta.format == "bits" else _METRIC[meta.metric]
     indexes.add_index("prefix", index_type=index_type, metric_type=metric, params=params)
     indexes.add_index("full", index_type="FLAT", metric_type=_METRIC[meta.metric])
-    client.create_collection(name, schema=schema, index_params=indexes, properties={PROPERTY: meta.to_json()})
-
-
-def load_into_milvus(
-    embeddings: str | Path | np.ndarray,
-    uri: str | Path,
-    collection: str | None = None,
-    first_size: int = 16,
-    format: str = "float",
-    index: str = "flat",
-    metric: str = "cosine",
-    funnel: Funnel | None = None,
-    batch_size: int = 1000,
-    drop: bool = False,
-    progress: bool = True,
-    token: str | None = None,
-    items: Sequence | None = None,
-    labels: np.ndarray | None = None,
-    checkpoint: str | None = None,
-) -> dict[str, Any]:
-    """Load embeddings (an ``.npz`` as ``make embed`` / ``make eval`` write, or an ``[N, D]`` array) into a Milvus
-    collection for the funnel; returns what it did (``inserted``, ``skipped``, ``count``, ``seconds``, ...).
-
-    ``first_size`` coordinates in ``format`` (``float``, ``int8``, ``bits``) are indexed by ``index`` (``flat``:
-    exact; ``hnsw``; ``ivf``); ``funnel`` (default: a shortlist of 200 reranked at full width) is recorded for
-    `MilvusFunnel` to serve. Rows go in ``batch_size`` at a time. A collection that exists is resumed: its rows
-    are kept, the missing ones inserted (it must hold the same embeddings, loaded the same way), unless ``drop``.
-    """
-    if format == "bits" and is_lite(str(uri)):
-        raise ValueError(
-            f"format='bits': Milvus Lite ({uri}) has no binary vector fields; a Milvus server has "
-            "(uri=http://host:19530), or use format=int8 (4x smaller than float) here"
-        )
-    load = prepare_load(
-        embeddings,
-        engine="Milvus",
-        supported=list(_MILVUS_INDEX),
-        collection=collection,
-        first_size=first_size,
-        format=format,
-        index=index,
-        metric=metric,
-        funnel=funnel,
-        batch_size=batch_size,
-        items=items,
-        labels=labels,
-        checkpoint=checkpoint,
-    )
-    name, meta, x, n = load.name, load.meta, load.x, len(load.x)
-
-    began = time.perf_counter()
-    client = connect(uri, token)
-    resumed = False
-    if client.has_collection(name) and drop:
-        client.drop_collection(name)
-    if client.has_collection(name):
-        old = _read_meta(client, name)
-        if old is None:
-            raise ValueError(f"collection={name!r}: exists and was not made by mrl; give another --collection")
-        check_same(name, old, meta)
-        resumed = True
-    else:
-        _create(client, name, meta, item_length=max(len(s) for s in load.items) * 4 + 16)
-    client.load_collection(name)
-    present = int(client.get_collection_stats(name).get("row_count", 0)) if resumed else 0
-
-    inserted = skipped = 0
-    with progress_bar(progress) as bar:
-        task = bar.add_task(f"{name}: loading {n} items", total=n)
-        for start in range(0, n, batch_size):
-            rows = np.arange(start, min(start + batch_size, n))
-            if present:  # resuming: skip the rows already there
-                have = client.get(name, ids=rows.tolist(), output_fields=["id"])
-                done = {int(r["id"]) for r in have}
-                rows = np.array([r for r in rows if int(r) not in done], dtype=np.int64)
-                skipped += (min(start + batch_size, n) - start) - len(rows)
-            if len(rows):
-                codes = load.codes(rows)
-                client.insert(
-                    name,
-                    [
-                        {
-                            "id": int(r),
-                            "prefix": codes[j].tobytes() if format == "bits" else codes[j],
-                            "full": x[r],
-                            "item": load.items[r],
-                            "label": int(load.labels[r]),
-                        }
-                        for j, r in enumerate(rows)
-                    ],
-                )
-                inserted += len(rows)
-            bar.update(task, advance=min(start + batch_size, n) - start)
-    client.flush(name)
-    client.alter_collection_properties(name, properties={PROPERTY: meta.finished().to_json()})
-    seconds = time.perf_counter() - began
-    client.close()
-    return {
-        "uri": str(uri),
-        "collection": name,
-        "count": n,
-        "dim": meta.dim,
-        "inserted": inserted,
-        "skipped": skipped,
-        "resumed": resumed,
-        "seconds": seconds,
-        "rows_per_second": inserted / seconds if seconds > 0 else float("nan"),
-        "funnel": load.funnel,
-        "index": _MILVUS_INDEX[(format, index)][0],
-    }
+    return indexes
 
 
 class MilvusFunnel(DatabaseFunnel):
@@ -340,3 +242,105 @@ class MilvusFunnel(DatabaseFunnel):
 
     def close(self) -> None:
         self.client.close()
+
+
+class MilvusStore(VectorStore):
+    """Milvus as a `VectorStore`: a Milvus Lite ``.db`` file (embedded) or a server's ``http://host:19530``
+    (``credential``: its token). Milvus Lite has no binary vector fields: ``bits`` need a server."""
+
+    name = "milvus"
+    engine = "Milvus"
+    supported = tuple(MILVUS_INDEX)
+    funnel_class = MilvusFunnel
+
+    def connect(self, create: bool = True) -> None:
+        if not create and is_lite(self.uri) and not Path(self.uri).exists():
+            raise FileNotFoundError(f"uri={self.uri!r}: no such Milvus Lite file (make index writes it)")
+        self.client = connect(self.uri, self.credential)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def has_bits(self) -> bool:
+        return not is_lite(self.uri)
+
+    def check_spec(self, spec: LoadSpec) -> None:
+        if spec.format == "bits" and is_lite(self.uri):
+            raise ValueError(
+                f"format='bits': Milvus Lite ({self.uri}) has no binary vector fields; a Milvus server has "
+                "(uri=http://host:19530), or use format=int8 (4x smaller than float) here"
+            )
+
+    def collections(self) -> list[str]:
+        return list(self.client.list_collections())
+
+    def read_meta(self, collection: str) -> CollectionMeta | None:
+        return _read_meta(self.client, collection)
+
+    def drop(self, collection: str) -> None:
+        self.client.drop_collection(collection)
+
+    def create(self, load: Load) -> None:
+        schema = _schema(self.client, load.meta, item_length=max(len(s) for s in load.items) * 4 + 16)
+        indexes = _index_params(self.client, load.meta)
+        properties = {PROPERTY: load.meta.to_json()}
+        self.client.create_collection(load.name, schema=schema, index_params=indexes, properties=properties)
+        self.client.load_collection(load.name)
+
+    def open(self, collection: str) -> bool:
+        self.client.load_collection(collection)
+        return int(self.client.get_collection_stats(collection).get("row_count", 0)) > 0
+
+    def insert(self, load: Load, rows: np.ndarray, resuming: bool) -> int:
+        if resuming:  # skip the rows already there
+            have = self.client.get(load.name, ids=rows.tolist(), output_fields=["id"])
+            done = {int(r["id"]) for r in have}
+            rows = np.array([r for r in rows if int(r) not in done], dtype=np.int64)
+        if not len(rows):
+            return 0
+        codes, bits = load.codes(rows), load.meta.format == "bits"
+        self.client.insert(
+            load.name,
+            [
+                {
+                    "id": int(r),
+                    "prefix": codes[j].tobytes() if bits else codes[j],
+                    "full": load.x[r],
+                    "item": load.items[r],
+                    "label": int(load.labels[r]),
+                }
+                for j, r in enumerate(rows)
+            ],
+        )
+        return len(rows)
+
+    def finish(self, load: Load, inserted: int) -> None:
+        self.client.flush(load.name)
+        self.client.alter_collection_properties(load.name, properties={PROPERTY: load.meta.finished().to_json()})
+
+    def index_name(self, meta: CollectionMeta) -> str:
+        return MILVUS_INDEX[(meta.format, meta.index)][0]
+
+
+def load_into_milvus(
+    embeddings: str | Path | np.ndarray,
+    uri: str | Path,
+    *,
+    spec: LoadSpec | None = None,
+    drop: bool = False,
+    progress: bool = True,
+    token: str | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Load embeddings (an ``.npz`` as ``make embed`` / ``make eval`` write, or an ``[N, D]`` array) into a Milvus
+    collection for the funnel; returns what it did (``inserted``, ``skipped``, ``count``, ``seconds``, ...).
+
+    ``spec`` (a `LoadSpec`) or its fields as keywords (``collection``, ``first_size``, ``format``, ``index``,
+    ``metric``, ``funnel``, ``batch_size``, ``items``, ``labels``, ``checkpoint``): ``first_size`` coordinates in
+    ``format`` (``float``, ``int8``, ``bits``) are indexed by ``index`` (``flat``: exact; ``hnsw``; ``ivf``);
+    ``funnel`` (default: a shortlist of 200 reranked at full width) is recorded for `MilvusFunnel` to serve. Rows go
+    in ``batch_size`` at a time. A collection that exists is resumed: its rows are kept, the missing ones inserted
+    (it must hold the same embeddings, loaded the same way), unless ``drop`` (`VectorStore.load`).
+    """
+    spec = (spec or LoadSpec()).with_options(options)
+    return MilvusStore(uri, token).load(embeddings, spec, drop=drop, progress=progress)
