@@ -21,7 +21,8 @@ from mrl.core.losses import MatryoshkaContrastiveLoss
 from mrl.core.nesting import NestingError, sort_with_weights
 from mrl.data.text import TextPairsDataModule, python_query_pairs
 from mrl.training.classifier import MatryoshkaClassifier
-from mrl.training.contrastive import MatryoshkaContrastiveModule, _RandomState, concat_features
+from mrl.training.contrastive import MatryoshkaContrastiveModule, concat_features
+from mrl.training.grad_cache import RandomState
 
 QUERIES = ["What is a list?", "Sort in place.", "Open a file for reading, please", "Why?"]
 DOCUMENTS = [
@@ -312,7 +313,7 @@ def test_cached_step_gradients_equal_the_plain_step(tiny_bert, with_negative, mi
 def test_cached_step_replays_the_same_dropout():
     layer = nn.Dropout(0.5)
     x = torch.ones(1000)
-    state = _RandomState(torch.device("cpu"))
+    state = RandomState(torch.device("cpu"))
     first = layer(x)
     after_first = torch.rand(1)
     with state.replay():

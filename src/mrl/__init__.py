@@ -2,12 +2,10 @@
 
 The main building blocks are importable from the package itself (``from mrl import MatryoshkaHead``);
 they are loaded on first use, so ``import mrl`` stays light and optional extras (FAISS) are only
-needed by what uses them.
+needed by what uses them. ``mrl.__version__`` is the installed distribution's version (pyproject.toml holds it).
 """
 
 from importlib import import_module
-
-__version__ = "0.1.0"
 
 _EXPORTS = {
     "MatryoshkaHead": "mrl.core.heads",
@@ -23,19 +21,27 @@ _EXPORTS = {
     "load_module": "mrl.runs",
     "find_checkpoint": "mrl.runs",
     "AdaptiveRetriever": "mrl.retrieval",
+    "Funnel": "mrl.retrieval",
     "tune_funnel": "mrl.retrieval",
-    "load_embeddings": "mrl.evaluation.embeddings",
+    "tune_funnels": "mrl.retrieval",
+    "load_embeddings": "mrl.common.embeddings",
 }
 
-# Names kept for code written against earlier releases: {old name: new name}.
-_RENAMED = {"MatryoshkaModule": "MatryoshkaClassifier"}
+__all__ = ["__version__", *_EXPORTS]
 
-__all__ = ["__version__", *_EXPORTS, *_RENAMED]
+
+def _installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mrl")
+    except PackageNotFoundError:  # a source tree on sys.path that was never installed
+        return "0+unknown"
 
 
 def __getattr__(name: str):
-    if name in _RENAMED:
-        return __getattr__(_RENAMED[name])
+    if name == "__version__":
+        return _installed_version()
     if name in _EXPORTS:
         return getattr(import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'mrl' has no attribute {name!r}")

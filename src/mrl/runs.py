@@ -15,6 +15,7 @@ import os
 import pickle
 import time
 from collections.abc import Iterable
+from importlib import import_module
 from pathlib import Path
 
 import lightning as L
@@ -163,11 +164,73 @@ def _load_failure(error: Exception) -> str:
     return first.split(". ", 1)[0] if len(first) > 160 else first  # torch's long messages: their first sentence
 
 
+MODULE_CLASS_KEY = "mrl_module_class"
+"""The checkpoint key under which a module records its class path (``module.qualname``); ``load_module`` rebuilds
+that class. Checkpoints written before the key existed fall back to :func:`module_class_path_of_hparams`."""
+
+CLASSIFIER_PATH = "mrl.training.classifier.MatryoshkaClassifier"
+CONTRASTIVE_PATH = "mrl.training.contrastive.MatryoshkaContrastiveModule"
+
+
+def class_path(cls: type) -> str:
+    """``module.qualname`` of a class: what :data:`MODULE_CLASS_KEY` holds."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def module_class_path_of_hparams(hparams: dict) -> str:
+    """The class of a checkpoint written without :data:`MODULE_CLASS_KEY`: a classifier saved its ``head``, the
+    contrastive model has none."""
+    return CLASSIFIER_PATH if "head" in hparams else CONTRASTIVE_PATH
+
+
+def is_package_class(path: str) -> bool:
+    """Whether a class path names a class of this package (``mrl.…``)."""
+    module_name = str(path).rpartition(".")[0]
+    return module_name == "mrl" or module_name.startswith("mrl.")
+
+
+def import_module_class(path: str, ckpt: str | Path) -> type[L.LightningModule]:
+    """The LightningModule class at ``module.qualname``, imported by its path (``runs`` sits below ``training``
+    and does not import it); a one-line ValueError naming the checkpoint when it is not one."""
+    module_name, _, name = str(path).rpartition(".")
+    try:
+        cls = getattr(import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ValueError(f"ckpt={str(ckpt)!r}: its {MODULE_CLASS_KEY}={path!r} cannot be imported ({error})") from None
+    if not (isinstance(cls, type) and issubclass(cls, L.LightningModule)):
+        raise ValueError(f"ckpt={str(ckpt)!r}: its {MODULE_CLASS_KEY}={path!r} is not a LightningModule class")
+    return cls
+
+
+def checkpoint_class_path(checkpoint: dict, hparams: dict, ckpt: str | Path, trusted: bool) -> str:
+    """The class path to rebuild: the saved one, else (an older checkpoint) the one its hyper-parameters imply.
+
+    A file read with ``weights_only`` is not trusted to name code to import: a saved class outside this package
+    (a subclass in a user's script or a test) is rebuilt as the framework class its hyper-parameters imply, as
+    checkpoints were before the class was saved, and the log says so."""
+    saved = checkpoint.get(MODULE_CLASS_KEY)
+    if saved is None:
+        return module_class_path_of_hparams(hparams)
+    if trusted or is_package_class(saved):
+        return str(saved)
+    fallback = module_class_path_of_hparams(hparams)
+    log.warning(
+        "ckpt=%r: saved by %s, outside the mrl package; rebuilt as %s (pass weights_only=false to import %s)",
+        str(ckpt),
+        saved,
+        fallback,
+        saved,
+    )
+    return fallback
+
+
 def load_module(path: str | Path, weights_only: bool = True) -> L.LightningModule:
     """Rebuild the module from the checkpoint's hyper-parameters and load its weights.
 
-    Backbones are rebuilt without pretrained weights (the checkpoint holds the trained ones), so
-    nothing is downloaded. ``weights_only=False`` is for trusted files that hold pickled objects.
+    The class is the one the checkpoint saved (:data:`MODULE_CLASS_KEY`), else the classifier for hyper-parameters
+    with a ``head`` and the contrastive model without. Backbones are rebuilt without pretrained weights (the
+    checkpoint holds the trained ones), so nothing is downloaded. ``weights_only=False`` is for trusted files that
+    hold pickled objects.
     """
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only)
@@ -185,13 +248,10 @@ def load_module(path: str | Path, weights_only: bool = True) -> L.LightningModul
     if "weights_path" in backbone:
         backbone["weights_path"] = None
     hparams["backbone"] = backbone
-    if "head" in hparams:
-        from mrl.training.classifier import MatryoshkaClassifier as cls
-    else:
-        from mrl.training.contrastive import MatryoshkaContrastiveModule as cls
-
+    chosen = checkpoint_class_path(checkpoint, hparams, path, trusted=not weights_only)
+    if chosen == CONTRASTIVE_PATH:
         hparams.pop("num_classes", None)  # saved (unused) by the contrastive model of earlier releases
-    module = cls(**hparams)
+    module = import_module_class(chosen, path)(**hparams)
     module.load_state_dict(checkpoint["state_dict"])
     return module.eval()
 

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mrl.common.embeddings import read_embeddings  # re-exported: the reader lives below every layer
+# re-exported: the one reader of embeddings files lives below every layer
+from mrl.common.embeddings import load_embeddings, read_embeddings
 from mrl.common.io import atomic_savez
 from mrl.evaluation.device import inference_autocast, to_device
 
@@ -80,14 +81,3 @@ def save_embeddings(path: Path, split: dict[str, np.ndarray], meta: dict[str, An
     return atomic_savez(
         path, embeddings=split["embeddings"].astype(np_dtype), labels=split["labels"], meta=np.array(json.dumps(meta))
     )
-
-
-def load_embeddings(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(embeddings, labels, meta) of an ``.npz`` written by ``make eval`` or ``make embed``, as stored (fp16 stays
-    fp16; labels -1 where the inputs had none)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"embeddings={str(path)!r}: no such file (make embed or make eval writes them)")
-    with np.load(path) as data:
-        meta = json.loads(str(data["meta"])) if "meta" in data else {}
-        return data["embeddings"], data["labels"], meta

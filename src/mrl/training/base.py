@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from mrl.common.configs import typed
+from mrl.runs import MODULE_CLASS_KEY, class_path
 from mrl.training.optim import (
     OPTIMIZERS,
     SCHEDULES,
@@ -96,6 +97,10 @@ class MatryoshkaLightningModule(L.LightningModule):
     def embed(self, x: Any) -> torch.Tensor:
         """Full-width embeddings ``[B, D]``; keep the first m coordinates for size m."""
         return self.backbone(x)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record this module's class, so :func:`mrl.runs.load_module` rebuilds the class that was trained."""
+        checkpoint[MODULE_CLASS_KEY] = class_path(type(self))
 
     # ---------------------------------------------------------------------------------------- logging
     def log_losses(self, split: str, loss: torch.Tensor, per_size: torch.Tensor, batch_size: int) -> None:

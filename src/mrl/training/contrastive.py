@@ -3,24 +3,41 @@ negatives at every nested size, per-size retrieval (or STS) metrics at validatio
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mrl.backbones.hf_text import POOLING, resolve_name_or_path
 from mrl.common.configs import typed
 from mrl.core.losses import MatryoshkaContrastiveLoss, MatryoshkaDistillationLoss
 from mrl.core.nesting import default_nesting, sort_with_weights
 from mrl.core.retrieval_metrics import retrieval_metrics, sts_spearman
 from mrl.data.base import SPLITS
 from mrl.training.base import MatryoshkaLightningModule
+from mrl.training.contrastive_configs import (
+    LAYER_WEIGHTINGS,
+    ContrastiveLossConfig,
+    DistillConfig,
+    LayerLossConfig,
+    positive_int_or_null,
+)
 from mrl.training.gather import distributed_world, gather_rows
+from mrl.training.grad_cache import cached_loss, chunk_slices, take_rows
+from mrl.training.teacher_targets import TeacherTargets
+
+# The loss settings are documented (docs/text.md) under this module's name: importable from here too.
+__all__ = [
+    "RETRIEVAL_KS",
+    "ContrastiveLossConfig",
+    "DistillConfig",
+    "LayerLossConfig",
+    "MatryoshkaContrastiveModule",
+    "concat_features",
+]
 
 RETRIEVAL_KS = (1, 10)
 
@@ -37,170 +54,12 @@ def concat_features(parts: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, to
     return out
 
 
-@dataclass(frozen=True)
-class ContrastiveLossConfig:
-    """``model.loss``: the similarity ``scale`` of the in-batch softmax, per-size ``weights`` (null: 1 each, in the
-    order of ``model.nesting``), ``n_dims_per_step`` (train on that many sizes drawn at random each step; null or
-    -1: all, as sentence-transformers' ``MatryoshkaLoss``), ``mini_batch_size`` (the cached step: embed the
-    batch ``mini_batch_size`` texts at a time; null: off) and ``gather`` (under DDP, score each anchor against
-    the positives and negatives of every process, not only its own; gradients flow back to each process)."""
-
-    scale: float = 20.0
-    weights: Sequence[float] | None = None
-    n_dims_per_step: int | None = None
-    mini_batch_size: int | None = None
-    layers: Mapping[str, Any] | None = None
-    distill: Mapping[str, Any] | None = None
-    gather: bool = True
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    """``model.loss.distill``: make an existing embedding model Matryoshka by distillation. ``teacher``: its
-    Hugging Face model (a directory, a hub name; null: the bundled all-MiniLM-L6-v2) with ``pooling``; its
-    embeddings of every training text are computed once, at the start of training, and kept (``cache``: a file
-    to keep them in between runs). ``mode``: ``similarity`` (each prefix's similarity matrix against the
-    teacher's) or ``mse`` (each prefix against the teacher's prefix); ``weight`` scales the loss, added to the
-    contrastive loss unless ``contrastive`` is false (distillation alone)."""
-
-    teacher: str | None = None
-    pooling: str = "mean"
-    mode: str = "similarity"
-    weight: float = 1.0
-    contrastive: bool = True
-    cache: str | None = None
-
-
-class _TeacherTargets:
-    """The teacher's embedding of every training text, looked up by the student's token ids (the text as the
-    student's collate tokenized it), computed once (or read from ``cache``)."""
-
-    def __init__(self, config: DistillConfig, datamodule: Any, device: torch.device) -> None:
-        tokenizer, max_length = datamodule.tokenizer, int(datamodule.max_length)
-        texts = sorted({t for item in datamodule.split_items("train") for t in item if isinstance(t, str)})
-        name = str(config.teacher)
-        cached = self._read(config.cache, texts, name)
-        if cached is None:
-            from mrl.backbones.hf_text import HFTextEncoder
-
-            teacher = HFTextEncoder(config.teacher, pooling=config.pooling, max_length=max_length).to(device).eval()
-            with torch.no_grad():
-                rows = [teacher(teacher.tokenize(texts[i : i + 64])).float().cpu() for i in range(0, len(texts), 64)]
-            cached = torch.cat(rows)
-            if config.cache:
-                from pathlib import Path
-
-                Path(config.cache).parent.mkdir(parents=True, exist_ok=True)
-                torch.save({"teacher": name, "texts": texts, "embeddings": cached}, config.cache)
-        ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
-        self.index = {tuple(row): i for i, row in enumerate(ids)}
-        self.embeddings = cached.to(device)
-
-    @staticmethod
-    def _read(path: str | None, texts: list[str], name: str) -> torch.Tensor | None:
-        import os
-
-        if not path or not os.path.exists(path):
-            return None
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        if saved.get("teacher") != name or saved.get("texts") != texts:
-            return None  # another teacher or other texts: computed again (and the file replaced)
-        return saved["embeddings"]
-
-    def __call__(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        ids, mask = features["input_ids"].tolist(), features["attention_mask"].bool().tolist()
-        rows = []
-        for row, keep in zip(ids, mask):
-            key = tuple(t for t, k in zip(row, keep) if k)
-            if key not in self.index:
-                raise KeyError(
-                    "model.loss.distill: a training text has no teacher embedding (the teacher's targets cover the "
-                    "data module's train split)"
-                )
-            rows.append(self.index[key])
-        return self.embeddings[torch.tensor(rows, device=self.embeddings.device)]
-
-
-LAYER_WEIGHTINGS = ("uniform", "log", "linear")
-
-
-@dataclass(frozen=True)
-class LayerLossConfig:
-    """``model.loss.layers``: 2D Matryoshka, as sentence-transformers' ``Matryoshka2dLoss`` /
-    ``AdaptiveLayerLoss``. Each step adds the loss on the embedding after ``n_layers_per_step`` earlier layers
-    (drawn at random; -1: all), each weighted ``prior_layers_weight * w(i) / n`` with ``w`` of the 0-based layer
-    ``i`` from ``weighting`` (uniform: 1, log: 1 / (1 + ln(1 + i)), linear: 1 / (1 + i)), plus
-    ``kl_div_weight * kl_temperature * KL`` of that layer's softened embedding against the last layer's
-    (``kl_temperature`` 0: none); the last layer's loss is weighted ``last_layer_weight``."""
-
-    n_layers_per_step: int = 1
-    weighting: str = "uniform"
-    last_layer_weight: float = 1.0
-    prior_layers_weight: float = 1.0
-    kl_div_weight: float = 1.0
-    kl_temperature: float = 0.3
-
-    def layer_weight(self, index: int) -> float:
-        if self.weighting == "log":
-            return 1.0 / (1.0 + math.log(1 + index))
-        if self.weighting == "linear":
-            return 1.0 / (1 + index)
-        return 1.0
-
-
-def _positive_int_or_null(value: Any, key: str, extra: str = "") -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{key}={value!r}: expected a positive integer or null{extra}")
-    return int(value)
-
-
 def _split(embeddings: torch.Tensor | list[torch.Tensor], counts: list[int]) -> list:
     """Rows of one embedding tensor split per part, or, for a list of them (one per layer), per part of each:
     ``[part] -> tensor`` or ``[part] -> [layer] -> tensor``."""
     if isinstance(embeddings, torch.Tensor):
         return list(torch.split(embeddings, counts, dim=0))
     return [list(layers) for layers in zip(*(torch.split(e, counts, dim=0) for e in embeddings))]
-
-
-def _rows(features: Any, rows: slice) -> Any:
-    """Rows of a token dict (every tensor sliced along the batch) or of a tensor."""
-    if isinstance(features, Mapping):
-        return {k: v[rows] for k, v in features.items()}
-    return features[rows]
-
-
-class _ReplayGradients(torch.autograd.Function):
-    """The cached step's loss: its value in the forward, and in the backward ``replay(grad_output)``, which runs the
-    mini-batches again with gradients (a re-entrant backward, as activation checkpointing does)."""
-
-    @staticmethod
-    def forward(ctx, value: torch.Tensor, anchor: torch.Tensor, replay) -> torch.Tensor:
-        ctx.replay = replay
-        return value.clone()
-
-    @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):
-        ctx.replay(grad_output)
-        return None, None, None
-
-
-class _RandomState:
-    """The random state before a forward, to replay it (same dropout masks) when the cached step re-runs it."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.cpu = torch.get_rng_state()
-        self.device = device if device.type == "cuda" else None
-        self.cuda = torch.cuda.get_rng_state(device) if self.device is not None else None
-
-    @contextmanager
-    def replay(self):
-        with torch.random.fork_rng(devices=[self.device] if self.device is not None else []):
-            torch.set_rng_state(self.cpu)
-            if self.device is not None:
-                torch.cuda.set_rng_state(self.cuda, self.device)
-            yield
 
 
 class MatryoshkaContrastiveModule(MatryoshkaLightningModule):
@@ -240,19 +99,19 @@ class MatryoshkaContrastiveModule(MatryoshkaLightningModule):
         self.sizes = list(self.nesting)
         self.criterion = MatryoshkaContrastiveLoss(self.sizes, weights=weights, scale=float(loss.scale))
         self.n_dims_per_step = None if loss.n_dims_per_step == -1 else loss.n_dims_per_step
-        _positive_int_or_null(self.n_dims_per_step, "model.loss.n_dims_per_step", " (or -1: every size)")
+        positive_int_or_null(self.n_dims_per_step, "model.loss.n_dims_per_step", " (or -1: every size)")
         if self.n_dims_per_step is not None and self.n_dims_per_step > len(self.sizes):
             raise ValueError(
                 f"model.loss.n_dims_per_step={self.n_dims_per_step}: more than the {len(self.sizes)} sizes of "
                 f"model.nesting; use 1..{len(self.sizes)}, or null for all"
             )
-        self.mini_batch_size = _positive_int_or_null(loss.mini_batch_size, "model.loss.mini_batch_size")
+        self.mini_batch_size = positive_int_or_null(loss.mini_batch_size, "model.loss.mini_batch_size")
         if not isinstance(loss.gather, bool):
             raise ValueError(f"model.loss.gather={loss.gather!r}: expected true or false")
         self.gather = loss.gather
         self.layers = self._layer_config(loss.layers)
         self.distill = self._distill_config(loss.distill, weights)
-        self._targets: _TeacherTargets | None = None
+        self._targets: TeacherTargets | None = None
         self._outputs: dict[str, list[tuple[torch.Tensor, ...]]] = {split: [] for split in SPLITS}
 
     def _distill_config(self, distill: Mapping | None, weights) -> DistillConfig | None:
@@ -264,8 +123,6 @@ class MatryoshkaContrastiveModule(MatryoshkaLightningModule):
                 f"{key}={distill!r}: expected a mapping (e.g. {{teacher: null, mode: similarity}}) or null"
             )
         config = typed(DistillConfig, distill, key)
-        from mrl.backbones.hf_text import POOLING, resolve_name_or_path
-
         resolve_name_or_path(config.teacher, key=f"{key}.teacher")  # a missing directory fails now
         if config.pooling not in POOLING:
             raise ValueError(f"{key}.pooling={config.pooling!r}: expected one of {', '.join(POOLING)}")
@@ -351,7 +208,7 @@ class MatryoshkaContrastiveModule(MatryoshkaLightningModule):
         if self.mini_batch_size is None:
             return self.encode_parts(parts)
         joined, counts = self._joined(parts)
-        chunks = [self.embed(_rows(joined, rows)) for rows in self._chunks(sum(counts))]
+        chunks = [self.embed(take_rows(joined, rows)) for rows in chunk_slices(sum(counts), self.mini_batch_size)]
         return list(torch.split(torch.cat(chunks), counts, dim=0))
 
     @staticmethod
@@ -359,10 +216,6 @@ class MatryoshkaContrastiveModule(MatryoshkaLightningModule):
         if isinstance(parts[0], Mapping):
             return (concat_features(parts) if len(parts) > 1 else parts[0]), [p["input_ids"].shape[0] for p in parts]
         return torch.cat(list(parts), dim=0), [p.shape[0] for p in parts]
-
-    def _chunks(self, rows: int) -> list[slice]:
-        step = self.mini_batch_size or rows
-        return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
 
     # ------------------------------------------------------------------------------------------- steps
     def _active_sizes(self) -> torch.Tensor | None:
@@ -446,52 +299,22 @@ class MatryoshkaContrastiveModule(MatryoshkaLightningModule):
 
     def on_fit_start(self) -> None:
         if self.distill is not None and self._targets is None:
-            self._targets = _TeacherTargets(self.distill, self.trainer.datamodule, self.device)
+            self._targets = TeacherTargets(self.distill, self.trainer.datamodule, self.device)
 
     def _cached_step(self, parts: Sequence[Any], layers: bool = False) -> torch.Tensor:
-        """GradCache: embed without gradients and take the loss over the whole batch; the returned loss's backward
-        (Lightning's, after it zeroed the gradients) replays each mini-batch with gradients and back-propagates the
-        loss's gradient for its embeddings into the encoder. ``layers``: the 2D loss, over the embeddings after
-        every layer (each mini-batch's replay back-propagates all its layers' gradients at once)."""
+        """GradCache (:mod:`mrl.training.grad_cache`): the loss over the whole batch from embeddings taken
+        ``mini_batch_size`` texts at a time without gradients; its backward replays each mini-batch with gradients.
+        ``layers``: the 2D loss, over the embeddings after every layer (each mini-batch's replay back-propagates all
+        its layers' gradients at once)."""
         joined, counts = self._joined(parts)
-        chunks = self._chunks(sum(counts))
-        embed = self.backbone.forward_layers if layers else (lambda features: [self.embed(features)])
-        states, pieces = [], []
-        with torch.no_grad():
-            for rows in chunks:
-                states.append(_RandomState(self.device))
-                pieces.append(embed(_rows(joined, rows)))
-        embeddings = [torch.cat(layer).detach().requires_grad_() for layer in zip(*pieces)]  # one per layer
-        split = [list(torch.split(layer, counts, dim=0)) for layer in embeddings]
         if layers:
-            loss = self._layer_loss(split, parts)
+            embed, loss_of = self.backbone.forward_layers, lambda split: self._layer_loss(split, parts)
         else:
-            loss, _ = self._loss_step(split[0], "train", self._active_sizes(), parts)
-        grads = torch.autograd.grad(loss, embeddings, allow_unused=True)  # None: a layer not drawn this step
-
-        def replay(scale: torch.Tensor) -> None:
-            weights = [w for w in self.parameters() if w.requires_grad]
-            totals: list[torch.Tensor | None] = [None] * len(weights)
-            for rows, state in zip(chunks, states):
-                with torch.enable_grad():  # a backward runs without gradients; the replay needs them
-                    with state.replay():
-                        piece = embed(_rows(joined, rows))
-                    # the surrogate's gradient for the piece is the loss's for those embeddings, times the scale
-                    # Lightning's backward gives the loss (1 / accumulated batches, the AMP loss scale)
-                    surrogate = sum(
-                        (layer * (grad[rows] * scale).to(layer.dtype)).sum()
-                        for layer, grad in zip(piece, grads)
-                        if grad is not None
-                    )
-                    found = torch.autograd.grad(surrogate, weights, allow_unused=True)
-                totals[:] = [t if g is None else g if t is None else t + g for t, g in zip(totals, found)]
-            # One accumulation per weight: DDP's gradient hooks fire once each, so it averages the sums over
-            # processes as it does for a plain step.
-            used = [(w, t) for w, t in zip(weights, totals) if t is not None]
-            torch.autograd.backward([w for w, _ in used], [t for _, t in used])
-
-        anchor = torch.zeros((), device=loss.device, requires_grad=True)
-        return _ReplayGradients.apply(loss.detach(), anchor, replay)
+            embed, loss_of = (
+                lambda features: [self.embed(features)],  # one "layer": the embedding
+                lambda split: self._loss_step(split[0], "train", self._active_sizes(), parts)[0],
+            )
+        return cached_loss(self, joined, counts, self.mini_batch_size, embed, loss_of, self.device)
 
     def _eval_step(self, batch: Sequence[Any], split: str) -> None:
         if self._is_scored(batch):
