@@ -21,7 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from mrl.common.door import require_writable
+from mrl.common.embeddings import read_embeddings
 from mrl.common.errors import ConfigError, exit_on_config_error
+from mrl.retrieval.backends import default_uri, store_class
+from mrl.retrieval.database import LoadSpec, collection_name
+from mrl.retrieval.funnel_spec import FORMATS, Funnel
+from mrl.retrieval.tune import tune_funnel
 
 __all__ = ["command", "main", "resolve_embeddings", "run"]
 
@@ -67,12 +72,6 @@ def run(
 ) -> dict[str, Any]:
     """Tune (with ``target_recall``) and load into ``backend``; returns the load's summary (`VectorStore.load`),
     with ``backend`` and ``tuned``."""
-    from mrl.common.embeddings import read_embeddings
-    from mrl.retrieval.backends import default_uri, store_class
-    from mrl.retrieval.database import LoadSpec, collection_name
-    from mrl.retrieval.funnel_spec import FORMATS, Funnel
-    from mrl.retrieval.tune import tune_funnel
-
     store = store_class(backend)  # an unknown backend fails before anything is read
     database, queries_path = resolve_embeddings(source, queries, tuning=target_recall is not None)
     uri = uri or default_uri(backend, database.parent)

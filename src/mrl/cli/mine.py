@@ -23,9 +23,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from mrl.backbones.hf_text import HFTextEncoder, resolve_name_or_path
+from mrl.common.door import require_writable
 from mrl.common.errors import exit_on_config_error
+from mrl.data.text.tables import read_table
+from mrl.embedding import read_texts
+from mrl.evaluation.device import resolve_device
 from mrl.retrieval.mining import MiningSettings, mine, mining_problem, triplet_rows
+from mrl.runs import find_checkpoint, load_module
 
 __all__ = ["command", "embed_unique", "load_encoder", "main", "mine_pairs"]
 
@@ -36,19 +43,13 @@ def load_encoder(run: str | None = None, model: str | None = None, max_length: i
     """``(encode, tokenize, device)``: a trained run's embedding (``run``: a run directory or checkpoint), else a
     Hugging Face encoder directory (``model``; default: the bundled all-MiniLM-L6-v2) mean-pooled and normalised as
     sentence-transformers' stock model."""
-    from mrl.evaluation.device import resolve_device
-
     torch_device = resolve_device(device)
     if run is not None:
-        from mrl.runs import find_checkpoint, load_module
-
         module = load_module(find_checkpoint(run))
         if not hasattr(module.backbone, "tokenize"):
             raise ValueError(f"run={run!r}: an image model; mining needs a text model's run")
         module.to(torch_device).eval()
         return module.embed, module.backbone.tokenize, torch_device
-    from mrl.backbones.hf_text import HFTextEncoder, resolve_name_or_path
-
     encoder = HFTextEncoder(resolve_name_or_path(model, key="model"), max_length=max_length, normalize=True)
     encoder.to(torch_device).eval()
     return encoder, encoder.tokenize, torch_device
@@ -94,12 +95,6 @@ def mine_pairs(
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Mine ``pairs`` and write the triplets (jsonl); returns a summary (counts, filters, timings, output)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from mrl.common.door import require_writable
-    from mrl.data.text.tables import read_table
-    from mrl.evaluation.user_inputs import read_texts
-
     settings = settings or MiningSettings()
     if run is not None and model is not None:
         raise ValueError(f"model={model!r}: give a run or a model, not both (run={run!r})")

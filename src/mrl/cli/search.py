@@ -31,6 +31,8 @@ from mrl.common.door import require_writable
 from mrl.common.embeddings import read_embeddings
 from mrl.common.errors import exit_on_config_error
 from mrl.common.io import console
+from mrl.retrieval import METRICS, AdaptiveRetriever, tune_funnel, validate_funnel
+from mrl.retrieval.backends import store_class
 
 __all__ = ["command", "main", "parse_funnel", "run"]
 
@@ -58,8 +60,6 @@ def parse_funnel(text: str | None, dim: int, k: int, n: int | None = None, first
             raise ValueError(
                 f"funnel={text!r}: stage {i + 1} is {part.strip()!r}; write size:candidates stages, e.g. 16:200,512:10"
             ) from None
-    from mrl.retrieval import validate_funnel
-
     try:
         stages = validate_funnel(stages, dim)
     except ValueError as error:
@@ -106,8 +106,6 @@ def run(
 ) -> dict[str, Any]:
     """Search ``queries`` against ``database`` (or, with ``backend="milvus"`` or ``"lancedb"``, the collection at
     ``uri``); writes the CSV and returns a summary with the results."""
-    from mrl.retrieval import METRICS
-
     if metric not in METRICS:
         raise ValueError(f"metric={metric!r}: expected one of {', '.join(METRICS)}")
     if backend not in BACKENDS:
@@ -137,13 +135,9 @@ def run(
         raise ValueError(f"k={k}: must be in 1..{len(db)} (the database size)")
     tuned = None
     if target_recall is not None:
-        from mrl.retrieval.tune import tune_funnel
-
         tuned = tune_funnel(db, q, target=target_recall, k=k, metric=metric, max_queries=TUNE_QUERIES)
         retriever, stages, index = tuned.retriever, list(tuned.funnel.stages), tuned.funnel.index
     else:
-        from mrl.retrieval import AdaptiveRetriever
-
         # sign bits carry less than floats: a binary shortlist starts from a longer prefix (128 bits = 16 bytes)
         first = min(BINARY_FIRST_SIZE, max(db.shape[1] // 2, 1)) if index == "binary" else 16
         stages = parse_funnel(funnel, db.shape[1], k, len(db), first=first)
@@ -184,8 +178,6 @@ def _run_database(
     collection: str | None,
 ) -> dict[str, Any]:
     """`run` against a collection `make index` loaded into ``backend`` (milvus, lancedb)."""
-    from mrl.retrieval.backends import store_class
-
     store = store_class(backend)
     if uri is None:
         where = "the Milvus Lite file make index wrote, or a server" if backend == "milvus" else "its folder"

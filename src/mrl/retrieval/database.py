@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from mrl.common.embeddings import read_embeddings
+from mrl.common.io import console
 from mrl.retrieval.binary import bit_center, threshold_bits
 from mrl.retrieval.flat import prefix
 from mrl.retrieval.funnel import METRICS, rerank, validate_funnel
@@ -120,10 +122,6 @@ def check_same(name: str, old: CollectionMeta, new: CollectionMeta) -> None:
 
 def progress_bar(enabled: bool):
     """The loading bar (rich, on the project's console)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from mrl.common.io import console
-
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
