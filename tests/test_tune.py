@@ -9,7 +9,15 @@ import pytest
 pytest.importorskip("faiss")
 
 from mrl.common.errors import is_config_error  # noqa: E402
-from mrl.retrieval import AdaptiveRetriever, Funnel, TunedFunnel, recall_against_exact, tune_funnel  # noqa: E402
+from mrl.retrieval import (  # noqa: E402
+    AdaptiveRetriever,
+    Funnel,
+    TunedFunnel,
+    TuneSettings,
+    recall_against_exact,
+    tune_funnel,
+    tune_funnels,
+)
 
 
 def brute_top_k(db: np.ndarray, q: np.ndarray, k: int, size: int | None = None) -> np.ndarray:
@@ -173,6 +181,45 @@ def test_wrong_settings_are_one_line_errors(kwargs, message):
     assert is_config_error(error.value)
     with pytest.raises(ValueError, match=r"^queries.shape=\(10, 16\): expected \[Q, 32\]"):
         tune_funnel(db, q[:, :16])
+
+
+def test_settings_and_keywords_are_the_same_tuning():
+    """A `TuneSettings` value and the same fields as keywords grid the same funnels; keywords replace the value's
+    fields; an unknown keyword names the valid ones."""
+    db, q = prefix_suffices(n=800, nq=30)
+    settings = TuneSettings(k=5, formats=("float", "int8"), sizes=(8, 16, 64), repeats=1, approximate=())
+    by_value = tune_funnel(db, q, 0.99, settings=settings)
+    by_keywords = tune_funnel(db, q, 0.99, k=5, formats=["float", "int8"], sizes=[64, 16, 8], repeats=1, approximate=())
+
+    def grid(tuned):
+        return [(r["funnel"], r["recall"]) for r in tuned.table]
+
+    assert grid(by_value) == grid(by_keywords)  # the choice among them is timed: it may differ run to run
+    both = tune_funnels(db, q, [0.9, 0.99], settings=settings, k=10)  # k replaced, the rest kept
+    assert [t.target for t in both] == [0.9, 0.99] and {t.k for t in both} == {10}
+    unchosen = [[{**row, "chosen": False} for row in t.table] for t in both]
+    assert unchosen[0] == unchosen[1] and {r["format"] for r in unchosen[0]} == {"float", "int8"}  # one grid
+    with pytest.raises(TypeError, match=r"^sizez=\[8\]: not a tuning setting; expected some of k, metric, sizes"):
+        tune_funnel(db, q, sizez=[8])
+    with pytest.raises(AttributeError):
+        settings.k = 3  # frozen: one value shared by every step
+
+
+def test_settings_resolve_their_defaults_against_the_database():
+    resolved = TuneSettings(k=10).resolved(300, 64)
+    assert resolved.sizes == (8, 16, 32, 64) and resolved.rerank_sizes == (64,)
+    assert resolved.shortlists == (10, 20, 50, 100, 200, 300)  # k x 1, 2, 5, ... capped at the database size
+    assert resolved.approximate == () and TuneSettings(approximate="hnsw").resolved(300, 64).approximate == ("hnsw",)
+    assert TuneSettings().resolved(20_000, 8).approximate == ("hnsw",)  # "auto": HNSW from 20,000 items on
+    assert resolved.fits({"first_stage_bytes": 10**9})
+    assert not TuneSettings(max_first_stage_bytes=16).resolved(300, 64).fits({"first_stage_bytes": 32})
+
+
+def test_the_retrieval_package_exports_the_tuner_and_its_values():
+    import mrl.retrieval as retrieval
+
+    for name in ("tune_funnels", "tune_funnel", "Funnel", "TuneSettings", "TunedFunnel", "FORMATS"):
+        assert name in retrieval.__all__ and getattr(retrieval, name) is not None
 
 
 def test_l2_and_ip_metrics_tune_too():
