@@ -6,6 +6,7 @@ needed by what uses them. ``mrl.__version__`` is the installed distribution's ve
 """
 
 from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
 
 _EXPORTS = {
     "MatryoshkaHead": "mrl.core.heads",
@@ -31,8 +32,6 @@ __all__ = ["__version__", *_EXPORTS]
 
 
 def _installed_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("mrl")
     except PackageNotFoundError:  # a source tree on sys.path that was never installed

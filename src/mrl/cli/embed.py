@@ -1,5 +1,5 @@
 """``make embed``: embeddings of your own images or texts from a trained run, at the size you choose
-(:mod:`mrl.evaluation.user_inputs` says what is read and what the ``.npz`` holds).
+(:mod:`mrl.embedding` says what is read and what the ``.npz`` holds).
 
 ``mrl-embed RUN_OR_CKPT INPUT [--out FILE.npz] [--dim M] [--normalize] [--dtype fp16]``
 """
@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from mrl.common.errors import exit_on_config_error
-from mrl.evaluation.user_inputs import embed_inputs
+from mrl.embedding import embed_inputs
 
 __all__ = ["command", "main"]
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
+from rich.markdown import Markdown
 
 from mrl.common.configs import config_dir
 from mrl.common.errors import exit_on_config_error
@@ -18,8 +19,6 @@ from mrl.training.config_checks import check_eval_config
 def show(result: EvaluationResult) -> None:
     """Print the per-size table of the run's ``summary.md`` (and a text run's layers x sizes grid); the cascade and
     funnel tables stay in the file."""
-    from rich.markdown import Markdown
-
     out = Path(result.output_dir)
     first, *sections = (out / "summary.md").read_text().split("\n## ")
     grid = [f"## {section}" for section in sections if section.startswith("Layers x sizes")]

@@ -11,7 +11,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from mrl.common.door import require_writable
 from mrl.common.errors import ConfigError, exit_on_config_error
+from mrl.embedding import image_transform
+from mrl.interop.sentence_transformers import export_sentence_transformer
+from mrl.interop.torch_export import export_image_model
+from mrl.runs import find_checkpoint, load_module, run_dir_of
 
 __all__ = ["command", "main"]
 
@@ -42,9 +47,6 @@ def _parser() -> argparse.ArgumentParser:
 def export(run: str, out: str | None = None, truncate_dim: int | None = None, layers: int | None = None) -> Path:
     """Export ``run`` (a run directory or a checkpoint) into ``out``; returns the output folder. The options and
     the output folder are checked before the export starts."""
-    from mrl.common.door import require_writable
-    from mrl.runs import find_checkpoint, load_module, run_dir_of
-
     path = Path(run)
     checkpoint = find_checkpoint(path)
     run_dir = run_dir_of(path if path.is_dir() else checkpoint)
@@ -52,9 +54,6 @@ def export(run: str, out: str | None = None, truncate_dim: int | None = None, la
     module: Any = load_module(checkpoint)
     sizes = [int(m) for m in module.sizes]
     if not hasattr(module.backbone, "tokenize"):
-        from mrl.evaluation.user_inputs import image_transform
-        from mrl.interop.torch_export import export_image_model
-
         if truncate_dim is not None or layers is not None:
             key, value = ("truncate_dim", truncate_dim) if truncate_dim is not None else ("layers", layers)
             raise ConfigError(
@@ -71,8 +70,6 @@ def export(run: str, out: str | None = None, truncate_dim: int | None = None, la
         return target
     if truncate_dim is not None and truncate_dim not in sizes:
         raise ConfigError("truncate_dim", truncate_dim, f"expected one of the trained sizes {sizes}")
-    from mrl.interop.sentence_transformers import export_sentence_transformer
-
     export_sentence_transformer(module, target, truncate_dim=truncate_dim, layers=layers)
     print(f"exported {checkpoint} -> {target} (sizes {sizes}; SentenceTransformer({str(target)!r}))")
     return target

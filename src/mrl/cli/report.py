@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rich.markdown import Markdown
+
 from mrl.common.errors import exit_on_config_error
 from mrl.common.io import console
 from mrl.evaluation.comparison import write_report
@@ -28,8 +30,6 @@ def main(argv: list[str] | None = None) -> None:
 
 def print_report(markdown: str) -> None:
     """The report's tables on the console; the figure links are left out (a terminal cannot show them)."""
-    from rich.markdown import Markdown
-
     tables = "\n".join(line for line in markdown.splitlines() if not line.startswith("!["))
     console().print(Markdown(tables))
 

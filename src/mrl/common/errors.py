@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mrl.common.io import DiskFullError
+
 __all__ = [
     "ConfigError",
     "InputError",
@@ -82,8 +84,6 @@ def instantiate_clearly(cfg, **kwargs):
 def is_one_line_error(error: BaseException) -> bool:
     """A config or input error, or a write that found the disk full (:class:`mrl.common.io.DiskFullError`): its
     one line says what to do, and the files it would have replaced are intact."""
-    from mrl.common.io import DiskFullError
-
     return is_config_error(error) or isinstance(error, DiskFullError)
 
 

@@ -15,6 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+from rich.console import Console
+
 
 def fsync_dir(folder: Path) -> None:
     """Make a rename inside ``folder`` durable (where the platform and file system allow it)."""
@@ -155,8 +158,6 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_savez(path: str | os.PathLike, **arrays: Any) -> Path:
     """``numpy.savez`` written as :func:`atomic_write_text` writes text (no ``.npz`` suffix is added)."""
-    import numpy as np
-
     with atomic_file(path, "wb") as handle:
         np.savez(handle, **arrays)
     return Path(path)
@@ -176,8 +177,6 @@ LOG_WIDTH = 200
 def console():
     """A rich Console. Written to a file or pipe (a job's log) it is ``LOG_WIDTH`` wide rather than rich's 80,
     so wide per-size tables keep one line per row; ``COLUMNS`` still decides where it is set."""
-    from rich.console import Console
-
     out = Console()
     if not out.is_terminal and "COLUMNS" not in os.environ:
         out = Console(width=LOG_WIDTH)

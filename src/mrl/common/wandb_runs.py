@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from omegaconf import DictConfig, OmegaConf
+
 log = logging.getLogger(__name__)
 
 
@@ -159,8 +161,6 @@ DEFAULT_PROJECT = "mrl"
 
 def logger_target(run_dir: str | os.PathLike) -> dict[str, str | None] | None:
     """``{"project", "entity"}`` of the W&B logger in a training run's ``config.yaml``; None without one."""
-    from omegaconf import DictConfig, OmegaConf
-
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         return None

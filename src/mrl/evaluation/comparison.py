@@ -22,6 +22,7 @@ from mrl.common.errors import InputError
 from mrl.common.io import atomic_write_text, read_json, write_json
 from mrl.evaluation.plots import plot_curves
 from mrl.evaluation.render.tables import curves_table, write_csv
+from mrl.evaluation.render.wandb_log import log_report
 
 LABELS = {"mrl": "MRL", "mrl_e": "MRL-E", "ff": "FF", "standard": "standard", "contrastive": "MRL contrastive"}
 # key: (title, metric name before "@{size}", where it is read: the training or the evaluation results)
@@ -203,7 +204,5 @@ def write_report(root: str | Path, out: str | Path | None = None, use_wandb: boo
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     write_json(out / "report.json", report)
     if use_wandb:
-        from mrl.evaluation.render.wandb_log import log_report
-
         log_report(report, out)
     return report

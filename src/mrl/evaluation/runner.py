@@ -15,13 +15,17 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from mrl.common.errors import instantiate_clearly
 from mrl.evaluation.device import resolve_device
 from mrl.evaluation.embeddings import embed_split, load_embeddings
 from mrl.evaluation.layer_grid import layer_counts
 from mrl.evaluation.render import write_outputs
+from mrl.evaluation.render.wandb_log import log_evaluation
 from mrl.evaluation.result import EvaluationResult
 from mrl.evaluation.settings import EvalConfig, eval_config
 from mrl.evaluation.suite import evaluate_classifier
+from mrl.evaluation.text import evaluate_text
+from mrl.interop.reference import load_reference_resnet50
 from mrl.runs import find_checkpoint, find_run_dirs, is_run_collection, load_module, run_dir_of
 
 __all__ = ["embed_split", "evaluate", "evaluate_run", "evaluate_runs", "knn_device", "load_embeddings"]
@@ -56,16 +60,12 @@ def resolve_paths(settings: EvalConfig) -> tuple[Path, Path, Path]:
 def load_eval_module(settings: EvalConfig, ckpt: Path):
     """The trained module, or with ``reference=`` an official RAIVNLab/MRL ResNet-50 file."""
     if settings.reference:
-        from mrl.interop.reference import load_reference_resnet50
-
         return load_reference_resnet50(ckpt, kind=None if settings.reference is True else settings.reference)
     return load_module(ckpt, weights_only=settings.weights_only)
 
 
 def build_eval_data(cfg: DictConfig, run_dir: Path, module):
     """The data module of ``data=``, else of the run's own ``config.yaml``."""
-    from mrl.common.errors import instantiate_clearly
-
     if cfg.get("data") is None:
         train_cfg = run_dir / "config.yaml"
         if not train_cfg.is_file():
@@ -126,6 +126,10 @@ def evaluate_run(cfg: DictConfig) -> EvaluationResult:
     device = resolve_device(settings.device)
     search_device = knn_device(settings.knn.device, device)
     ckpt, run_dir, out = resolve_paths(settings)
+    from mrl.posthoc.evaluate import evaluate_posthoc, is_posthoc_run  # CSR, the adaptor, ... on frozen embeddings
+
+    if is_posthoc_run(run_dir):
+        return evaluate_posthoc(settings, ckpt, run_dir, out)
     out.mkdir(parents=True, exist_ok=True)
     module = load_eval_module(settings, ckpt)
     if hasattr(module, "head"):
@@ -136,13 +140,9 @@ def evaluate_run(cfg: DictConfig) -> EvaluationResult:
     if hasattr(module, "head"):
         result = evaluate_classifier(settings, module, datamodule, str(ckpt), out, search_device)
     else:
-        from mrl.evaluation.text import evaluate_text
-
         result = evaluate_text(settings, module, datamodule, str(ckpt))
     write_outputs(out, result)
     if settings.wandb:
-        from mrl.evaluation.render.wandb_log import log_evaluation
-
         log_evaluation(result, out, run_dir)
     return result
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from mrl.runs import find_checkpoint
 from mrl.training.classifier import MatryoshkaClassifier
 
 _HEAD_KEY = re.compile(r"^fc\.nesting_classifier_(\d+)\.(weight|bias)$")
@@ -34,8 +35,6 @@ def strip_prefixes(state_dict: Mapping[str, torch.Tensor], prefixes=("module.", 
 def read_reference_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Load a reference checkpoint file (a plain state dict, or one under ``state_dict``/``model``) once it
     verifies: a damaged file is a one-line error, not a traceback."""
-    from mrl.runs import find_checkpoint
-
     obj = torch.load(find_checkpoint(path), map_location="cpu", weights_only=True)
     for key in ("state_dict", "model"):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):

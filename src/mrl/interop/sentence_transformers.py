@@ -32,6 +32,8 @@ from pathlib import Path
 
 from torch import nn
 
+from mrl.backbones.hf_text import HFTextEncoder
+
 __all__ = ["cut_layers", "export_sentence_transformer"]
 
 
@@ -68,8 +70,6 @@ def export_sentence_transformer(
     Classification heads are not exported: the result is the embedding model.
     """
     from sentence_transformers import SentenceTransformer
-
-    from mrl.backbones.hf_text import HFTextEncoder
 
     backbone = getattr(module, "backbone", module)
     if not isinstance(backbone, HFTextEncoder):

@@ -19,9 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import nn
 
 from mrl.common.io import write_json
+from mrl.data.image.base import ConvertThen
+from mrl.data.image.digits import DigitsImageTransform
 
 __all__ = ["describe_preprocessing", "export_image_model"]
 
@@ -48,9 +51,6 @@ def describe_preprocessing(transform: Callable) -> list[dict[str, Any]]:
     (per-channel mean and std), ``repeat_channels`` (count). Raises on a step it cannot describe.
     """
     from torchvision import transforms as T
-
-    from mrl.data.image.base import ConvertThen
-    from mrl.data.image.digits import DigitsImageTransform
 
     if isinstance(transform, ConvertThen):
         return [{"convert": transform.mode}, *describe_preprocessing(transform.transform)]
@@ -87,8 +87,6 @@ def export_image_model(
     module: nn.Module, transform: Callable, out_dir: str | Path, checkpoint: str | None = None
 ) -> Path:
     """Write ``embedder.pt2`` and ``mrl_export.json`` for ``module`` (an image model) into ``out_dir``."""
-    from PIL import Image
-
     module = module.cpu().eval()
     steps = describe_preprocessing(transform)
     example = transform(Image.new("RGB", (64, 64))).unsqueeze(0).repeat(2, 1, 1, 1)

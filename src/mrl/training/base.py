@@ -11,6 +11,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from mrl.common.configs import typed
@@ -28,10 +29,6 @@ from mrl.training.step_logging import StepMean, writes_this_step
 
 def plain(value: Any) -> Any:
     """OmegaConf containers as plain Python, so checkpoints load with ``weights_only=True``."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-    except ImportError:  # pragma: no cover
-        return value
     if isinstance(value, (DictConfig, ListConfig)):
         return OmegaConf.to_container(value, resolve=True)
     return value

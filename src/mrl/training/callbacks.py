@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 
 import lightning as L
 from lightning.pytorch.loggers import WandbLogger
+from rich.table import Table
 
 from mrl.common.io import console
 
@@ -39,8 +40,6 @@ def curve_table(metrics: Mapping, sizes: Sequence[int], split: str = "val") -> t
 
 def print_curve(names: Sequence[str], rows: list[list[float]], title: str) -> None:
     """A rich table of the per-size metrics, for the console at the end of a run."""
-    from rich.table import Table
-
     columns = {name: (column, percent) for name, column, percent in CURVE_METRICS}
     table = Table(title=title)
     table.add_column("size", justify="right")

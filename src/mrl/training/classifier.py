@@ -16,6 +16,7 @@ from mrl.core.heads import HEAD_KINDS, build_head
 from mrl.core.losses import MatryoshkaCrossEntropy
 from mrl.core.nesting import default_nesting, sort_with_weights
 from mrl.data.base import SPLITS
+from mrl.data.image.decode import uint8_to_input
 from mrl.training.base import MatryoshkaLightningModule, plain
 
 # The classifier's on_after_batch_transfer only touches uint8 batches, so Lightning's note that a data module's
@@ -119,8 +120,6 @@ class MatryoshkaClassifier(MatryoshkaLightningModule):
         x = batch[0]
         if x.dtype != torch.uint8 or x.ndim != 4:
             return batch
-        from mrl.data.image.decode import uint8_to_input
-
         trainer = self._trainer
         stats = getattr(getattr(trainer, "datamodule", None), "normalization", None)
         if stats is None:

@@ -4,12 +4,15 @@ composed config, fit (resuming when the run directory holds a checkpoint), test,
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from rich.syntax import Syntax
+from rich.tree import Tree
 
 from mrl.common.errors import instantiate_clearly
 from mrl.common.io import atomic_write_text, console, write_json
@@ -23,9 +26,6 @@ log = logging.getLogger(__name__)
 
 
 def print_config_tree(cfg: DictConfig) -> None:
-    from rich.syntax import Syntax
-    from rich.tree import Tree
-
     tree = Tree("config", guide_style="dim")
     for key in cfg:
         branch = tree.add(str(key))
@@ -79,8 +79,6 @@ def build_loggers(cfg: DictConfig, run_dir: Path, identity: dict[str, Any] | Non
     offline (one line says why and how to sync) when there is no key or the server does not answer within
     ``logger.wandb.init_timeout`` seconds. Only rank 0 starts one, as Lightning's WandbLogger does. Its group
     defaults to :func:`wandb_group` (one per sweep); ``identity`` (:func:`run_identity`) adds its tags."""
-    from functools import partial
-
     from lightning.pytorch.utilities import rank_zero_only
 
     def started(make_logger, **chosen):

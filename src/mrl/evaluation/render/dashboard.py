@@ -6,9 +6,13 @@ logged. Nothing here talks to a server except a report's run set linked to its p
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from omegaconf import OmegaConf
 
 from mrl.common.wandb_curves import CURVE_PREFIX, CURVE_STEP
 from mrl.common.wandb_records import OfflineRun
@@ -192,8 +196,6 @@ def build_report(log: SweepLog, sweep_config: str, link_runsets: bool = True):
 
 def workspace_spec(workspace) -> dict[str, Any]:
     """What ``Workspace.save()`` sends: the view's names and its spec, serialised by the library's own models."""
-    import json
-
     view = workspace._to_model()  # the library's conversion to its saved form (no server)
     return {
         "entity": view.entity,
@@ -207,8 +209,6 @@ def workspace_spec(workspace) -> dict[str, Any]:
 
 def report_spec(report) -> dict[str, Any]:
     """What ``Report.save()`` sends as the report's spec, serialised by the library's own models."""
-    import json
-
     model = report._to_model()
     return {
         "entity": model.project.entity_name,
@@ -223,9 +223,6 @@ def report_spec(report) -> dict[str, Any]:
 def sweep_config_text(sweep_dir, log: SweepLog) -> str:
     """The sweep's config for the report, as YAML: what Hydra swept (``multirun.yaml``: the sweeper's parameters
     and the command line's overrides) and each run's head, data, backbone, nesting and seed."""
-    from pathlib import Path
-
-    from omegaconf import OmegaConf
 
     config: dict[str, Any] = {"sweep_dir": str(sweep_dir), "wandb_group": log.group}
     path = Path(sweep_dir) / "multirun.yaml"
