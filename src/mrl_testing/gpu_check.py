@@ -19,11 +19,13 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,8 +76,6 @@ class Throughput(L.Callback):
         datamodule.train_dataloader = timed_loader
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        import torch
-
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
         now = time.perf_counter()
@@ -100,7 +100,8 @@ class Throughput(L.Callback):
         Path(self.path).write_text(json.dumps(figures, indent=2))
 
 
-def _run(cmd: list[str], log: Path, env: dict[str, str] | None = None, timeout: int = 1800) -> None:
+def run_logged(cmd: list[str], log: Path, env: dict[str, str] | None = None, timeout: int = 1800) -> None:
+    """Run ``cmd`` from the repository root, its output in ``log``; a failure raises with the log's last lines."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as fh:
         fh.write(" ".join(cmd) + "\n")
@@ -113,7 +114,36 @@ def _run(cmd: list[str], log: Path, env: dict[str, str] | None = None, timeout: 
         raise RuntimeError(f"exit {proc.returncode}: " + " | ".join(tail))
 
 
-def main(argv: list[str] | None = None) -> int:
+@dataclass(frozen=True)
+class CheckPlan:
+    """What one check runs with: ``dry`` (the CPU, tiny sizes) or the GPU, the working folder, the training steps
+    per run, the training images to build and the Python that runs each part."""
+
+    dry: bool
+    out: Path
+    steps: int
+    n_images: int
+    python: str
+
+    @property
+    def device(self) -> str:
+        return "cpu" if self.dry else "cuda"
+
+    @property
+    def images(self) -> Path:
+        return self.out / "images"
+
+    @property
+    def shards(self) -> Path:
+        return self.out / "shards"
+
+    @property
+    def runs(self) -> Path:
+        return self.out / "runs"
+
+
+def parse_args(argv: list[str] | None = None) -> CheckPlan:
+    """The command line as a :class:`CheckPlan` (defaults: 300 steps and 4000 images; dry: 3 and 24)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dry-run", action="store_true", help="the same sequence on the CPU, tiny sizes")
     p.add_argument("--out", default=None, help="working folder (default: outputs/gpu_check)")
@@ -122,33 +152,47 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--python", default=sys.executable)
     args = p.parse_args(argv)
     dry = args.dry_run
-    out = Path(args.out or ROOT / "outputs" / "gpu_check").resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    steps = args.steps or (3 if dry else 300)
-    n_images = args.images or (24 if dry else 4000)
-    py = args.python
-    device = "cpu" if dry else "cuda"
-    src, shards, runs = out / "images", out / "shards", out / "runs"
-    sizes = (
-        [
+    return CheckPlan(
+        dry=dry,
+        out=Path(args.out or ROOT / "outputs" / "gpu_check").resolve(),
+        steps=args.steps or (3 if dry else 300),
+        n_images=args.images or (24 if dry else 4000),
+        python=args.python,
+    )
+
+
+# ----------------------------------------------------------------------------------------- the overrides
+def single_device(plan: CheckPlan) -> list[str]:
+    """One process: the recipe's trainer.devices=4 would otherwise make the dry run four CPU processes."""
+    return ["trainer=cpu", "trainer.devices=1"] if plan.dry else ["trainer=gpu", "trainer.devices=1"]
+
+
+def ddp_one_device(plan: CheckPlan) -> list[str]:
+    return ["trainer=ddp_cpu", "trainer.devices=1"] if plan.dry else ["trainer=ddp", "trainer.devices=1"]
+
+
+def image_overrides(plan: CheckPlan) -> list[str]:
+    """The ``imagenet_mrl`` recipe on the prepared shards: ResNet-50 in bf16-mixed on the GPU, resnet10t at 32 px
+    in fp32 on the CPU."""
+    if plan.dry:
+        sizes = [
             "model.backbone.name=resnet10t",
             "model.nesting=null",
             "data.image_size=32",
             "data.batch_size=4",
             "data.num_workers=0",
+            "data.persistent_workers=false",
+            "data.pin_memory=false",
+            "trainer.precision=32",
         ]
-        + ["data.persistent_workers=false", "data.pin_memory=false", "trainer.precision=32"]
-        if dry
-        else ["trainer.precision=bf16-mixed", "data.batch_size=256"]
-    )
-    # one process: the recipe's trainer.devices=4 would otherwise make the dry run four CPU processes
-    single = ["trainer=cpu", "trainer.devices=1"] if dry else ["trainer=gpu", "trainer.devices=1"]
-    common = [
+    else:
+        sizes = ["trainer.precision=bf16-mixed", "data.batch_size=256"]
+    return [
         "experiment=imagenet_mrl",
         "data=imagenet_shards",
-        f"data.root={shards}",
+        f"data.root={plan.shards}",
         "model.channels_last=true",
-        f"trainer.max_steps={steps}",
+        f"trainer.max_steps={plan.steps}",
         "trainer.limit_val_batches=2",
         "trainer.num_sanity_val_steps=0",
         "logger=none",
@@ -156,105 +200,143 @@ def main(argv: list[str] | None = None) -> int:
         "print_config=false",
         *sizes,
     ]
-    summary: dict[str, Any] = {"dry_run": dry, "device": device, "steps": steps, "parts": {}}
 
-    def part(name: str, fn) -> None:
-        start = time.perf_counter()
-        try:
-            figures = fn() or {}
-            summary["parts"][name] = {"pass": True, "seconds": round(time.perf_counter() - start, 1), **figures}
-        except Exception as err:  # noqa: BLE001 - every part reports, whatever failed
-            summary["parts"][name] = {
-                "pass": False,
-                "seconds": round(time.perf_counter() - start, 1),
-                "error": str(err),
-            }
-        status = "pass" if summary["parts"][name]["pass"] else "FAIL"
-        print(f"gpu_check: {name}: {status} {json.dumps(summary['parts'][name])}", flush=True)
 
-    def images():
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-        from data import build_folder  # benchmarks/data.py
-
-        for split, n, seed in (("train", n_images, 0), ("val", max(n_images // 8, 10), 1)):
-            if not (src / split).is_dir():
-                tmp = out / f"build-{split}"
-                build_folder(tmp, n, classes=10, seed=seed)
-                (src).mkdir(parents=True, exist_ok=True)
-                os.replace(tmp / "train", src / split)
-        return {"train_images": n_images}
-
-    def prepare():
-        _run(
-            [py, "-m", "mrl.cli.prepare", str(src), str(shards), "--raw-fraction", "0.5", "--quiet"],
-            out / "prepare.log",
-        )
-        _run([py, "-m", "mrl.cli.prepare", "--verify", str(shards), "--quiet"], out / "verify.log")
-
-    text_common = [
+def text_overrides(plan: CheckPlan) -> list[str]:
+    """The ``text_pairs_mrl`` recipe (all-MiniLM-L6-v2): batches of 128 in bf16-mixed on the GPU, 8 in fp32 on
+    the CPU."""
+    sizes = (
+        ["data.batch_size=8", "trainer.precision=32"]
+        if plan.dry
+        else ["data.batch_size=128", "trainer.precision=bf16-mixed"]
+    )
+    return [
         "experiment=text_pairs_mrl",
-        f"trainer.max_steps={steps}",
+        f"trainer.max_steps={plan.steps}",
         "trainer.max_epochs=-1",
         "trainer.limit_val_batches=2",
         "trainer.num_sanity_val_steps=0",
         "logger=none",
         "test=false",
         "print_config=false",
-        *(
-            ["data.batch_size=8", "trainer.precision=32"]
-            if dry
-            else ["data.batch_size=128", "trainer.precision=bf16-mixed"]
-        ),
+        *sizes,
     ]
 
-    def train(name: str, extra: list[str], env: dict[str, str] | None = None, base: list[str] = common):
-        def go():
-            figures = out / f"{name}.json"
-            cmd = [py, "-m", "mrl.cli.train", *base, *extra, f"hydra.run.dir={runs / name}"]
-            cmd += [
-                "+callbacks.throughput._target_=mrl_testing.gpu_check.Throughput",
-                f"+callbacks.throughput.path={figures}",
-                f"+callbacks.throughput.warmup={1 if dry else 20}",
-            ]
-            _run(cmd, out / f"{name}.log", env)
-            return json.loads(figures.read_text()) if figures.exists() else {}
 
-        return go
+# -------------------------------------------------------------------------------------------- the parts
+Part = Callable[[], dict[str, Any] | None]
 
-    def make_eval():
-        _run(
-            ["make", "eval", f"RUN={runs / 'train'}", f"PY={py}", f"ARGS=device={device} knn.device={device}"],
-            out / "eval.log",
-        )
-        return {"results": str(next((runs / "train").rglob("results*.json"), ""))}
 
-    def make_embed():
-        _run(
-            ["make", "embed", f"RUN={runs / 'train'}", f"INPUT={src / 'val'}", f"PY={py}", f"ARGS=--device {device}"],
-            out / "embed.log",
-        )
+def build_images(plan: CheckPlan) -> dict[str, Any]:
+    """ImageNet-like JPEG folders (train, val) from photographs that installed packages ship."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from data import build_folder  # benchmarks/data.py: importable only once benchmarks/ is on the path
 
-    part("images", images)
-    part("prepare", prepare)
-    part("train", train("train", [*single, "model.compile=false"]))
-    # on the CPU, torch.compile is switched off by TORCHDYNAMO_DISABLE (its configuration path still runs)
-    part(
-        "train_compile",
-        train("train_compile", [*single, "model.compile=true"], {"TORCHDYNAMO_DISABLE": "1"} if dry else None),
+    for split, n, seed in (("train", plan.n_images, 0), ("val", max(plan.n_images // 8, 10), 1)):
+        if not (plan.images / split).is_dir():
+            tmp = plan.out / f"build-{split}"
+            build_folder(tmp, n, classes=10, seed=seed)
+            plan.images.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp / "train", plan.images / split)
+    return {"train_images": plan.n_images}
+
+
+def prepare_shards(plan: CheckPlan) -> None:
+    """``mrl-prepare`` into litdata shards (half the images kept raw), then ``mrl-prepare --verify``."""
+    py = plan.python
+    run_logged(
+        [py, "-m", "mrl.cli.prepare", str(plan.images), str(plan.shards), "--raw-fraction", "0.5", "--quiet"],
+        plan.out / "prepare.log",
     )
-    part("train_device_decode", train("train_device_decode", [*single, "model.compile=false", "data.decode=device"]))
-    part("eval", make_eval)
-    part("embed", make_embed)
-    ddp = ["trainer=ddp_cpu", "trainer.devices=1"] if dry else ["trainer=ddp", "trainer.devices=1"]
-    part("ddp", train("ddp", ddp))
-    # text pairs (all-MiniLM-L6-v2, bf16-mixed on the GPU): plain, the cached step, DDP with gathered negatives
-    part("text", train("text", single, base=text_common))
-    cached = f"model.loss.mini_batch_size={4 if dry else 32}"
-    part("text_cached", train("text_cached", [*single, cached], base=text_common))
-    part("text_ddp", train("text_ddp", [*ddp, "model.loss.gather=true"], base=text_common))
+    run_logged([py, "-m", "mrl.cli.prepare", "--verify", str(plan.shards), "--quiet"], plan.out / "verify.log")
+
+
+def train_part(
+    plan: CheckPlan, name: str, base: list[str], extra: list[str], env: dict[str, str] | None = None
+) -> Part:
+    """A training run in its own process, its :class:`Throughput` figures as the part's result."""
+
+    def go() -> dict[str, Any]:
+        figures = plan.out / f"{name}.json"
+        cmd = [plan.python, "-m", "mrl.cli.train", *base, *extra, f"hydra.run.dir={plan.runs / name}"]
+        cmd += [
+            "+callbacks.throughput._target_=mrl_testing.gpu_check.Throughput",
+            f"+callbacks.throughput.path={figures}",
+            f"+callbacks.throughput.warmup={1 if plan.dry else 20}",
+        ]
+        run_logged(cmd, plan.out / f"{name}.log", env)
+        return json.loads(figures.read_text()) if figures.exists() else {}
+
+    return go
+
+
+def make_eval(plan: CheckPlan) -> dict[str, Any]:
+    """``make eval`` of the first training run, kNN on the check's device."""
+    device, run = plan.device, plan.runs / "train"
+    run_logged(
+        ["make", "eval", f"RUN={run}", f"PY={plan.python}", f"ARGS=device={device} knn.device={device}"],
+        plan.out / "eval.log",
+    )
+    return {"results": str(next(run.rglob("results*.json"), ""))}
+
+
+def make_embed(plan: CheckPlan) -> None:
+    """``make embed`` of the validation images with the first training run, on the check's device."""
+    run, images = plan.runs / "train", plan.images / "val"
+    run_logged(
+        ["make", "embed", f"RUN={run}", f"INPUT={images}", f"PY={plan.python}", f"ARGS=--device {plan.device}"],
+        plan.out / "embed.log",
+    )
+
+
+def check_parts(plan: CheckPlan) -> list[tuple[str, Part]]:
+    """Every part of the check, in the order they run (later parts use what earlier ones made)."""
+    images, text, single, ddp = image_overrides(plan), text_overrides(plan), single_device(plan), ddp_one_device(plan)
+    # on the CPU, torch.compile is switched off by TORCHDYNAMO_DISABLE (its configuration path still runs)
+    no_dynamo = {"TORCHDYNAMO_DISABLE": "1"} if plan.dry else None
+    cached = f"model.loss.mini_batch_size={4 if plan.dry else 32}"
+    return [
+        ("images", lambda: build_images(plan)),
+        ("prepare", lambda: prepare_shards(plan)),
+        ("train", train_part(plan, "train", images, [*single, "model.compile=false"])),
+        ("train_compile", train_part(plan, "train_compile", images, [*single, "model.compile=true"], no_dynamo)),
+        (
+            "train_device_decode",
+            train_part(plan, "train_device_decode", images, [*single, "model.compile=false", "data.decode=device"]),
+        ),
+        ("eval", lambda: make_eval(plan)),
+        ("embed", lambda: make_embed(plan)),
+        ("ddp", train_part(plan, "ddp", images, ddp)),
+        # text pairs (all-MiniLM-L6-v2, bf16-mixed on the GPU): plain, the cached step, DDP with gathered negatives
+        ("text", train_part(plan, "text", text, single)),
+        ("text_cached", train_part(plan, "text_cached", text, [*single, cached])),
+        ("text_ddp", train_part(plan, "text_ddp", text, [*ddp, "model.loss.gather=true"])),
+    ]
+
+
+# ------------------------------------------------------------------------------------------------ the run
+def run_part(name: str, part: Part) -> dict[str, Any]:
+    """Run one part; its record (pass, seconds, its figures or the error), printed on one line. A failing part
+    does not stop the check: every part reports."""
+    start = time.perf_counter()
+    try:
+        record = {"pass": True, "seconds": 0.0, **(part() or {})}
+    except Exception as err:  # noqa: BLE001 - every part reports, whatever failed
+        record = {"pass": False, "seconds": 0.0, "error": str(err)}
+    record["seconds"] = round(time.perf_counter() - start, 1)
+    print(f"gpu_check: {name}: {'pass' if record['pass'] else 'FAIL'} {json.dumps(record)}", flush=True)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    plan = parse_args(argv)
+    plan.out.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {"dry_run": plan.dry, "device": plan.device, "steps": plan.steps, "parts": {}}
+    for name, part in check_parts(plan):
+        summary["parts"][name] = run_part(name, part)
     summary["pass"] = all(p["pass"] for p in summary["parts"].values())
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"gpu_check: {'pass' if summary['pass'] else 'FAIL'}; summary in {out / 'summary.json'}")
+    (plan.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"gpu_check: {'pass' if summary['pass'] else 'FAIL'}; summary in {plan.out / 'summary.json'}")
     return 0 if summary["pass"] else 1
 
 
