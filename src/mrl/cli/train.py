@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 
 from mrl.common.configs import config_dir
 from mrl.common.errors import exit_on_config_error
+from mrl.posthoc.procedure import is_posthoc_config, run_posthoc
 from mrl.training.config_checks import check_train_config
 from mrl.training.procedure import optimized_metric, run_training
 from mrl.training.sweep import record_failure
@@ -19,6 +20,8 @@ def main(cfg: DictConfig) -> float | None:
 
     def train() -> float | None:
         check_train_config(cfg)  # types, ranges, unknown keys and devices, before anything is built
+        if is_posthoc_config(cfg):  # method=csr, adaptor, ...: trained on frozen embeddings (mrl.posthoc)
+            return optimized_metric(cfg, run_posthoc(cfg, run_dir))
         return optimized_metric(cfg, run_training(cfg, run_dir))
 
     if HydraConfig.get().mode.name != "MULTIRUN":

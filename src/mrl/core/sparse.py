@@ -99,8 +99,16 @@ class TopKSparseAutoencoder(nn.Module):
     def forward(self, x: torch.Tensor, k: int | None = None) -> SparseCodes:
         """Everything the CSR losses need. In training, the firing counts are updated after the k and again after
         the 4k selection (the auxiliary units are the ones dead after the first), as sentence-transformers does."""
-        k = k or self.k
+        return self.forward_at(x, self.pre_activation(x), k or self.k)
+
+    def forward_many(self, x: torch.Tensor, ks: Sequence[int]) -> list[SparseCodes]:
+        """:meth:`forward` at each k of ``ks``, the encoder run once."""
         pre = self.pre_activation(x)
+        return [self.forward_at(x, pre, k) for k in ks]
+
+    def forward_at(self, x: torch.Tensor, pre: torch.Tensor, k: int) -> SparseCodes:
+        if 4 * k > self.hidden_dim:
+            raise ConfigError("k", k, f"expected 4 * k <= hidden_dim={self.hidden_dim}")
         codes_k, top_k = self.keep_top(pre, k)
         self._count_firing(pre, top_k)
         codes_aux = None
