@@ -20,11 +20,14 @@ from omegaconf import OmegaConf
 from mrl.common.door import require_writable
 from mrl.common.errors import InputError
 from mrl.common.io import atomic_write_text, read_json, write_json
+from mrl.evaluation.equal_bytes import equal_bytes_sections
 from mrl.evaluation.plots import plot_curves
 from mrl.evaluation.render.tables import curves_table, write_csv
 from mrl.evaluation.render.wandb_log import log_report
 
 LABELS = {"mrl": "MRL", "mrl_e": "MRL-E", "ff": "FF", "standard": "standard", "contrastive": "MRL contrastive"}
+LABELS |= {"csr": "CSR", "adaptor": "Adaptor", "adaptor_supervised": "Adaptor (supervised)",
+           "truncate": "standard truncated", "pca": "standard PCA"}  # post-hoc runs (mrl.posthoc)  # fmt: skip
 # key: (title, metric name before "@{size}", where it is read: the training or the evaluation results)
 SECTIONS = {
     "val_top1": ("val top-1 (trained heads)", "val/top1", "train"),
@@ -201,6 +204,7 @@ def write_report(root: str | Path, out: str | Path | None = None, use_wandb: boo
             "are evaluated: `make eval RUN=<run or sweep directory>`.",
             "",
         ]
+    lines += equal_bytes_sections(runs, labels, out, report)  # every run at equal bytes per vector
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     write_json(out / "report.json", report)
     if use_wandb:
