@@ -39,3 +39,12 @@ def test_import_mrl_stays_light():
     code = "import sys, mrl; print(sorted(m for m in sys.modules if m.startswith(('mrl.', 'torch'))))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_the_cli_docstring_names_every_console_script():
+    import mrl.cli
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert len(scripts) >= 10
+    missing = [name for name in scripts if f"``{name}``" not in mrl.cli.__doc__]
+    assert not missing, f"mrl/cli/__init__.py does not name {missing}"

@@ -1,2 +1,3 @@
 """Command-line entry points, each a thin layer over the library: ``mrl-train``, ``mrl-eval``, ``mrl-embed``,
-``mrl-search``, ``mrl-export`` and ``mrl-report`` (also ``python -m mrl.cli.<command>`` and the Makefile)."""
+``mrl-mine``, ``mrl-search``, ``mrl-index``, ``mrl-export``, ``mrl-report``, ``mrl-prepare`` and ``mrl-dashboard``
+(also ``python -m mrl.cli.<module>`` and the Makefile's targets of the same names)."""

@@ -26,10 +26,6 @@ class LinearProjection:
         self.matrix = np.asarray(matrix, dtype=np.float32)
         self.mean = None if mean is None else np.asarray(mean, dtype=np.float32)
 
-    @property
-    def out_dim(self) -> int:
-        return self.matrix.shape[1]
-
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
         if x.shape[-1] != self.matrix.shape[0]:
