@@ -25,6 +25,7 @@ _EXPORTS = {
     "Funnel": "mrl.retrieval",
     "tune_funnel": "mrl.retrieval",
     "tune_funnels": "mrl.retrieval",
+    "TuneSettings": "mrl.retrieval",
     "load_embeddings": "mrl.common.embeddings",
 }
 
