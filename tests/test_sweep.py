@@ -79,3 +79,28 @@ def test_optuna_sweep_runs_trials_and_reports_the_best(tmp_path):
     best = (sweep_dir / "optimization_results.yaml").read_text()
     assert "best_params" in best and "model.optimizer.lr" in best
     assert json.loads((sweep_dir / "sweep_summary.json").read_text())["done"] == 2
+
+
+def test_a_sweep_over_the_heads_of_a_recipe_keeps_its_jobs_together(tmp_path):
+    """experiment=digits names each run after its head (digits_mrl, ...); a sweep=heads of it files every job
+    under the recipe's name instead: one sweep directory, one summary, one name (so one W&B group)."""
+    args = [
+        sys.executable,
+        "-m",
+        "mrl.cli.train",
+        "--multirun",
+        "experiment=digits",
+        "sweep=heads",
+        "trainer.max_epochs=1",
+        f"paths.log_dir={tmp_path}",
+        *FAST,
+    ]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep_dir,) = (tmp_path / "multirun" / "digits").iterdir()
+    jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert [job.name for job in jobs] == ["0_mrl", "1_mrl_e", "2_standard"]
+    results = [json.loads((job / "results.json").read_text()) for job in jobs]
+    assert [(r["experiment"], r["head"]) for r in results] == [("digits", h) for h in ("mrl", "mrl_e", "standard")]
+    assert json.loads((sweep_dir / "sweep_summary.json").read_text())["done"] == 3

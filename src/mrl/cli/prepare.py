@@ -17,6 +17,7 @@ import argparse
 import sys
 
 from mrl.common.errors import exit_on_config_error
+from mrl.data.image.shard_writer import prepare, verify
 
 __all__ = ["main"]
 
@@ -38,8 +39,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str] | None = None) -> dict:
     args = _parser().parse_args(argv)
-    from mrl.data.image.shard_writer import prepare, verify
-
     if args.verify:
         report = verify(args.verify, progress=not args.quiet)
         bad = sum(r["bad"] for r in report.values())

@@ -52,9 +52,26 @@ def slurm_tasks_per_node(gpus_per_node: Any) -> int:
     return max(1, int(gpus_per_node))
 
 
+def recipe_run_name(recipe: str, _root_: Any) -> str:
+    """``experiment_name`` of a recipe (``conf/experiment/digits.yaml``): ``<recipe>_<head>`` (digits_ff), the name
+    of its one-head file; in a sweep over heads (``hydra.sweeper.params.head``, as ``sweep=heads`` sets it) the
+    recipe's name for every job, so they share one sweep directory and one W&B group."""
+    hydra = _root_.get("hydra") if "hydra" in _root_ else None  # the entry point's own config holds it
+    if hydra is None:  # a job's config, passed on without it: the global copy
+        from hydra.core.hydra_config import HydraConfig  # lazy: hydra, only where a config is composed
+
+        hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    swept = OmegaConf.select(hydra, "sweeper.params", default=None) if hydra is not None else None
+    if swept and "head" in swept:
+        return str(recipe)
+    return f"{recipe}_{OmegaConf.select(_root_, 'model.head.kind')}"
+
+
 def register_resolvers() -> None:
-    """``${mrl.tasks_per_node:...}`` (conf/hydra/launcher/slurm.yaml); idempotent."""
+    """``${mrl.tasks_per_node:...}`` (conf/hydra/launcher/slurm.yaml), ``${mrl.recipe_run_name:...}``
+    (conf/experiment/); idempotent."""
     OmegaConf.register_new_resolver("mrl.tasks_per_node", slurm_tasks_per_node, replace=True)
+    OmegaConf.register_new_resolver("mrl.recipe_run_name", recipe_run_name, replace=True)
 
 
 register_resolvers()

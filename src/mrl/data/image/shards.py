@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -27,7 +28,7 @@ from mrl.data.image.device_decode import (
     decode_batch,
     is_encoded,
 )
-from mrl.data.image.folder import folder_transform_config
+from mrl.data.image.folder import ImageFolderDataModule, folder_transform_config
 from mrl.data.image.shard_writer import CLASSES_FILE
 
 
@@ -191,8 +192,6 @@ class ImageShardsDataModule(ImageDataModule):
     def _read_classes(self) -> list[str]:
         path = f"{self.root.rstrip('/')}/{CLASSES_FILE}"
         if self.remote:
-            import fsspec
-
             with fsspec.open(path, "r") as fh:
                 return fh.read().split()
         return Path(path).read_text().split()
@@ -212,8 +211,6 @@ class ImageShardsDataModule(ImageDataModule):
 
     @classmethod
     def file_transform(cls, settings, data_config=None) -> Callable:
-        from mrl.data.image.folder import ImageFolderDataModule
-
         return ImageFolderDataModule.file_transform(settings, data_config)
 
     def train_decode(self) -> TrainDecode:

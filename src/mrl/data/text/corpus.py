@@ -34,11 +34,19 @@ With Python 3.11 this gives about 1,300 pairs; building them takes a few seconds
 
 from __future__ import annotations
 
+import ast
 import itertools
 import random
 import re
+import sysconfig
 import textwrap
 from functools import lru_cache
+from pathlib import Path
+
+try:
+    from pydoc_data.topics import topics as PYDOC_TOPICS
+except ImportError:  # pragma: no cover - stripped-down Pythons (some distributions split pydoc_data off)
+    PYDOC_TOPICS = None
 
 __all__ = [
     "BUILTIN",
@@ -173,13 +181,12 @@ def _sentences(paragraph: str) -> list[str]:
 @lru_cache(maxsize=1)
 def python_docs_paragraphs() -> dict[str, tuple[tuple[str, ...], ...]]:
     """``{topic: (paragraph, ...)}`` with each paragraph a tuple of its sentences (all, prose or not)."""
-    try:
-        from pydoc_data.topics import topics
-    except ImportError as error:  # pragma: no cover - stripped-down Pythons only
+    if PYDOC_TOPICS is None:  # pragma: no cover - stripped-down Pythons only
         raise RuntimeError(
             f"data.source={BUILTIN!r}: this Python lacks pydoc_data (its documentation topics); "
             "use a local file or a Hugging Face dataset as data.source"
-        ) from error
+        )
+    topics = PYDOC_TOPICS
     return {name: tuple(tuple(_sentences(p)) for p in _paragraphs(topics[name])) for name in sorted(topics)}
 
 
@@ -264,10 +271,6 @@ def _document(paragraphs: list[str]) -> str | None:
 
 def _docstring_pairs() -> list[tuple[str, str]]:
     """(summary line, following prose) of every docstring of the standard library's Python files."""
-    import ast
-    import sysconfig
-    from pathlib import Path
-
     root = Path(sysconfig.get_paths()["stdlib"])
     files = sorted(p for p in root.rglob("*.py") if not _SKIP_PARTS & set(p.relative_to(root).parts))
     pairs = []

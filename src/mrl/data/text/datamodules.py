@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from mrl.backbones.hf_text import load_tokenizer
 from mrl.common.errors import InputError
 from mrl.data.base import MatryoshkaDataModule, check_split
 from mrl.data.text.corpus import (
@@ -129,8 +130,6 @@ class _TextDataModule(MatryoshkaDataModule):
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            from mrl.backbones.hf_text import load_tokenizer
-
             self._tokenizer = load_tokenizer(self.tokenizer_name, key="data.tokenizer")
         return self._tokenizer
 

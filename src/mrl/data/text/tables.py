@@ -13,6 +13,7 @@ Sources
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,8 +39,6 @@ def require_datasets(source: str | None, key: str = "data.source") -> None:
     """Fail fast (before any training) when a Hugging Face dataset name is given without ``datasets``."""
     if source is None or is_builtin(source) or is_file_source(str(source)):
         return
-    import importlib.util
-
     if importlib.util.find_spec("datasets") is None:
         _import_datasets(key, str(source))
 
