@@ -142,28 +142,28 @@ def run(
         first = min(BINARY_FIRST_SIZE, max(db.shape[1] // 2, 1)) if index == "binary" else 16
         stages = parse_funnel(funnel, db.shape[1], k, len(db), first=first)
         retriever = AdaptiveRetriever(db, funnel=stages, metric=metric, index=index)
-    began = time.perf_counter()
-    scores, ids = retriever.search(q, k=k)
-    seconds = time.perf_counter() - began
+    scores, ids, timing = _timed_search(retriever, q, k)
     names = np.where(ids >= 0, db_ids[np.maximum(ids, 0)], None)
     labels = None if db_labels is None else np.where(ids >= 0, db_labels[np.maximum(ids, 0)], -1)
     _write_csv(path, q_ids, ids, scores, names, labels)
-    return {
-        "output": str(path),
-        "backend": backend,
-        "funnel": stages,
-        "index": index,
-        "tuned": tuned,
+    found = {"query_ids": q_ids, "rows": ids, "ids": names, "scores": scores}
+    where = {"output": str(path), "backend": backend}
+    return {**where, "funnel": stages, "index": index, "tuned": tuned, "database": len(db), **timing, **found}
+
+
+def _timed_search(retriever: Any, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """``(scores, ids, timing)``: the search of every query, and its ``queries``, ``k``, ``ms_per_query`` and
+    ``mflops_per_query`` for the summary."""
+    began = time.perf_counter()
+    scores, ids = retriever.search(q, k=k)
+    seconds = time.perf_counter() - began
+    timing = {
         "queries": len(q),
-        "database": len(db),
         "k": k,
         "ms_per_query": 1e3 * seconds / max(len(q), 1),
         "mflops_per_query": retriever.mflops_per_query(),
-        "query_ids": q_ids,
-        "rows": ids,
-        "ids": names,
-        "scores": scores,
     }
+    return scores, ids, timing
 
 
 def _run_database(
@@ -212,32 +212,15 @@ def _run_database(
         recorded = [list(s) for s in retriever.funnel.stages]
         stages = [(m, max(c, k)) for m, c in recorded]
     retriever.funnel = retriever.resolve_funnel(stages)
-    began = time.perf_counter()
-    scores, ids = retriever.search(q, k=k)
-    seconds = time.perf_counter() - began
+    scores, ids, timing = _timed_search(retriever, q, k)
     names, labels = retriever.items(ids)
     has_labels = bool((labels >= 0).any())
     _write_csv(path, q_ids, ids, scores, names, labels if has_labels else None)
-    summary = {
-        "output": str(path),
-        "backend": backend,
-        "uri": str(uri),
-        "collection": retriever.collection,
-        "funnel": list(retriever.funnel.stages),
-        "index": meta.index,
-        "tuned": None,
-        "queries": len(q),
-        "database": meta.count,
-        "k": k,
-        "ms_per_query": 1e3 * seconds / max(len(q), 1),
-        "mflops_per_query": retriever.mflops_per_query(),
-        "query_ids": q_ids,
-        "rows": ids,
-        "ids": names,
-        "scores": scores,
-    }
     retriever.close()
-    return summary
+    found = {"query_ids": q_ids, "rows": ids, "ids": names, "scores": scores}
+    where = {"output": str(path), "backend": backend, "uri": str(uri), "collection": retriever.collection}
+    funnel_served = {"funnel": list(retriever.funnel.stages), "index": meta.index, "tuned": None}
+    return {**where, **funnel_served, "database": meta.count, **timing, **found}
 
 
 def command(argv: list[str] | None = None) -> dict[str, Any]:
