@@ -219,15 +219,11 @@ class LanceFunnel(DatabaseFunnel):
         ef: int | None = None,
         nprobe: int | None = None,
     ) -> None:
-        self.uri = str(uri)
-        self.db = connect(self.uri, api_key, create=False)
-        tables = {}
-        for name in _table_names(self.db):
-            table = self.db.open_table(name)
-            if _read_meta(table) is not None:
-                tables[name] = table
-        self.collection = pick_collection(self.uri, list(tables), collection)
-        self.table = tables[self.collection]
+        store = LanceStore(uri, api_key)
+        store.connect(create=False)
+        self.uri, self.db = store.uri, store.db
+        self.collection = pick_collection(self.uri, store.ours(), collection)
+        self.table = self.db.open_table(self.collection)
         self.meta = _read_meta(self.table)
         self.warn_if_incomplete()
         self.funnel = self.resolve_funnel(funnel)

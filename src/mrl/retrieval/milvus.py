@@ -164,23 +164,15 @@ class MilvusFunnel(DatabaseFunnel):
         ef: int | None = None,
         nprobe: int | None = None,
     ) -> None:
-        self.uri = str(uri)
-        if is_lite(self.uri) and not Path(self.uri).exists():
-            raise FileNotFoundError(f"uri={self.uri!r}: no such Milvus Lite file (make index writes it)")
-        self.client = connect(self.uri, token)
-        names = [c for c in self.client.list_collections() if self._is_ours(c)]
-        self.collection = pick_collection(self.uri, names, collection)
-        self.meta = _read_meta(self.client, self.collection)
+        store = MilvusStore(uri, token)
+        store.connect(create=False)
+        self.uri, self.client = store.uri, store.client
+        self.collection = pick_collection(self.uri, store.ours(), collection)
+        self.meta = store.read_meta(self.collection)
         self.warn_if_incomplete()
         self.funnel = self.resolve_funnel(funnel)
         self.ef, self.nprobe = ef, nprobe
         self.client.load_collection(self.collection)
-
-    def _is_ours(self, name: str) -> bool:
-        try:
-            return _read_meta(self.client, name) is not None
-        except Exception:  # a collection we cannot describe is not one of ours
-            return False
 
     def _search_params(self, limit: int) -> dict:
         metric = "HAMMING" if self.meta.format == "bits" else _METRIC[self.metric]

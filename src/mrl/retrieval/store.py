@@ -186,13 +186,15 @@ class VectorStore(ABC):
         serve, the model's checkpoint, whether its load completed."""
         self.connect(create=False)
         try:
-            ours = [name for name in self.collections() if self._is_ours(name)]
-            name = pick_collection(self.uri, ours, collection)
-            meta = self.read_meta(name)
+            meta = self.read_meta(pick_collection(self.uri, self.ours(), collection))
         finally:
             self.close()
         assert meta is not None
         return meta
+
+    def ours(self) -> list[str]:
+        """The collections mrl made (those that record what they hold), of a connected store."""
+        return [name for name in self.collections() if self._is_ours(name)]
 
     def _is_ours(self, name: str) -> bool:
         try:
