@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.table import Table
 
 from mrl.common.door import require_writable
 from mrl.common.embeddings import read_embeddings
@@ -281,8 +282,6 @@ def command(argv: list[str] | None = None) -> dict[str, Any]:
     )
     if result["tuned"] is not None:
         print(result["tuned"])
-    from rich.table import Table
-
     funnel = " -> ".join(f"{m}d:{c}" for m, c in result["funnel"])
     engine = {"milvus": "Milvus", "lancedb": "LanceDB"}.get(result["backend"])
     where = f", {engine} collection {result['collection']}" if engine else ""

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import spearmanr
 
 __all__ = [
     "average_precision_at_k",
@@ -145,8 +146,6 @@ def retrieval_metrics(
 
 def sts_spearman(a: Any, b: Any, scores: Any, sizes: Iterable[int]) -> dict[str, float]:
     """``spearman@{m}``: rank correlation of ``cos(a[:, :m], b[:, :m])`` with the gold ``scores[N]``."""
-    from scipy.stats import spearmanr
-
     a, b = _tensor(a), _tensor(b)
     gold = np.asarray(_tensor(scores)).reshape(-1)
     if a.shape != b.shape or a.ndim != 2 or a.shape[0] != gold.shape[0]:
