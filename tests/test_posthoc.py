@@ -7,8 +7,11 @@ losses against loops over pairs written out one by one.
 from __future__ import annotations
 
 import itertools
+import json
 import math
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -214,3 +217,146 @@ def test_adaptor_training_makes_short_prefixes_keep_the_neighbours():
     with torch.no_grad():
         after = pairwise_similarity_loss(e, adaptor(e), [4]).item()
     assert after < 0.5 * before
+
+
+# ------------------------------------------------------------------------------ training and evaluation
+def test_inverted_index_finds_what_dense_search_over_the_same_codes_finds():
+    from mrl.posthoc.sparse_index import InvertedIndex, dense_search
+
+    rng = np.random.default_rng(0)
+    db = rng.random((200, 64)).astype(np.float32) * (rng.random((200, 64)) < 0.1)
+    queries = rng.random((30, 64)).astype(np.float32) * (rng.random((30, 64)) < 0.1)
+    index = InvertedIndex(db)
+    assert index.posting_lengths.sum() == (db != 0).sum()
+    scores, ids = index.search(queries, 5)
+    dense_scores, dense_ids = dense_search(db, queries, 5)
+    np.testing.assert_allclose(scores, dense_scores, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(ids, dense_ids)
+    brute = np.argsort(-(queries @ db.T), axis=1, kind="stable")[:, 0]
+    np.testing.assert_array_equal(ids[:, 0], brute)
+
+
+def _posthoc_cfg(tmp_path, overrides):
+    from omegaconf import open_dict
+
+    from mrl_testing.configs import compose_train
+
+    overrides = [*overrides, "logger=none", "print_config=false", f"paths.log_dir={tmp_path}"]
+    cfg = compose_train(overrides, tmp_path / "run")
+    with open_dict(cfg):
+        cfg.paths.log_dir = str(tmp_path)
+    return cfg
+
+
+def _eval_settings():
+    from mrl.evaluation.settings import eval_config
+    from mrl_testing.configs import eval_cfg
+
+    return eval_config(eval_cfg(None))
+
+
+@pytest.mark.parametrize("method", ["csr", "adaptor_supervised", "pca"])
+def test_digits_post_hoc_run_trains_on_cached_frozen_embeddings_and_evaluates(tmp_path, method):
+    from mrl.posthoc.evaluate import PostHocMethod, evaluate_posthoc, is_posthoc_run
+    from mrl.posthoc.frozen import load_frozen
+    from mrl.posthoc.procedure import run_posthoc
+    from mrl_testing.configs import FAST
+
+    overrides = [o for o in FAST if not o.startswith(("logger", "print_config"))]
+    cfg = _posthoc_cfg(
+        tmp_path,
+        ["experiment=digits_csr", f"method={method}", *overrides, "trainer.max_epochs=1"]
+        + (["method.max_epochs=2", "method.sizes=[8,16,64]"] if method != "pca" else ["method.sizes=[8,16,64]"]),
+    )
+    results = run_posthoc(cfg, tmp_path / "run")
+    assert results["head"] == method and results["sizes"] == [8, 16, 64]
+    frozen = load_frozen(results["frozen_embeddings"])
+    assert frozen.kind == "classes" and frozen["train_anchor"].shape[0] == len(frozen["train_labels"])
+    assert Path(results["frozen_source"]).parent.name == "frozen"  # the standard source run, cached under log_dir
+    written = Path(results["frozen_embeddings"]).stat().st_mtime_ns
+    again = run_posthoc(cfg, tmp_path / "run2")  # a second run reuses the source and its embeddings
+    assert again["frozen_embeddings"] == results["frozen_embeddings"]
+    assert Path(results["frozen_embeddings"]).stat().st_mtime_ns == written
+
+    assert is_posthoc_run(tmp_path / "run")
+    result = evaluate_posthoc(_eval_settings(), results["best_checkpoint"], tmp_path / "run", tmp_path / "run" / "eval")
+    loaded = PostHocMethod(results["best_checkpoint"])
+    for m in (8, 16, 64):
+        assert 0.1 < result.metrics[f"eval/knn_top1@{m}"] <= 1.0
+        assert f"eval/probe_top1@{m}" in result.metrics and f"eval/map@10@{m}" in result.metrics
+        codes = loaded.represent(frozen["val_anchor"][:20], m)
+        if method == "csr":
+            assert codes.shape[1] == 4 * frozen.dim and ((codes != 0).sum(1) <= m).all()
+            assert result.metrics[f"eval/bytes_per_vector@{m}"] == 6 * m
+        else:
+            assert codes.shape[1] == m and result.metrics[f"eval/bytes_per_vector@{m}"] == 4 * m
+    written = json.loads((tmp_path / "run" / "eval" / "results.json").read_text())
+    assert [row["size"] for row in written["search_cost"]] == [8, 16, 64]
+    assert all(row["ms_per_query"] > 0 for row in written["search_cost"])
+    if method == "pca":  # the first principal direction's 1-NN equals one computed here from the frozen embeddings
+        from mrl.evaluation.baselines import fit_pca
+        from mrl.evaluation.knn_metrics import knn_metrics
+
+        unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+        projection = fit_pca(unit(frozen["train_anchor"]), 8)
+        expected = knn_metrics(
+            projection(unit(frozen["train_anchor"])), frozen["train_labels"],
+            projection(unit(frozen["val_anchor"])), frozen["val_labels"], [8], ks=[10],
+        )  # fmt: skip
+        assert result.metrics["eval/knn_top1@8"] == pytest.approx(expected["knn_top1@8"])
+
+
+@pytest.mark.parametrize("experiment", ["text_pairs_csr", "text_pairs_adaptor"])
+def test_text_pairs_post_hoc_run_on_the_stock_encoder(tmp_path, experiment):
+    from omegaconf import open_dict
+
+    from mrl.core.retrieval_metrics import retrieval_metrics
+    from mrl.posthoc.evaluate import evaluate_posthoc
+    from mrl.posthoc.frozen import load_frozen
+    from mrl.posthoc.procedure import run_posthoc
+
+    cfg = _posthoc_cfg(
+        tmp_path,
+        [f"experiment={experiment}", "data.max_pairs=120", "method.max_epochs=2", "method.batch_size=16",
+         "method.sizes=[8,32]", "trainer.accelerator=cpu"],
+    )  # fmt: skip
+    results = run_posthoc(cfg, tmp_path / "run")
+    frozen = load_frozen(results["frozen_embeddings"])
+    assert frozen.kind == "pairs" and frozen.dim == 384 and results["global_step"] > 0
+    result = evaluate_posthoc(_eval_settings(), results["best_checkpoint"], tmp_path / "run", tmp_path / "run" / "eval")
+    for m in (8, 32):
+        assert 0.0 < result.metrics[f"eval/mrr@10@{m}"] <= 1.0
+    # truncation, evaluated the same way, equals the metric computed here on the frozen embeddings' prefixes
+    with open_dict(cfg):
+        cfg.method = {"name": "truncate", "source": None, "sizes": [8, 32]}
+    truncated = run_posthoc(cfg, tmp_path / "truncate")
+    assert truncated["frozen_embeddings"] == results["frozen_embeddings"]
+    measured = evaluate_posthoc(_eval_settings(), truncated["best_checkpoint"], tmp_path / "t", tmp_path / "t" / "eval")
+    anchors, positives = frozen["val_anchor"], frozen["val_positive"]
+    direct = retrieval_metrics(anchors, positives, np.arange(len(anchors)), [8, 32])
+    assert direct["mrr@10@32"] > 0.3
+    for m in (8, 32):
+        assert measured.metrics[f"eval/mrr@10@{m}"] == pytest.approx(direct[f"mrr@10@{m}"])
+
+
+def test_report_puts_dense_and_sparse_runs_on_one_bytes_axis(tmp_path):
+    from mrl.evaluation.comparison import write_report
+
+    def run(name, head, seed, metrics, priced=None):
+        folder = tmp_path / name
+        (folder / "eval").mkdir(parents=True)
+        (folder / "config.yaml").write_text(f"experiment_name: digits\nseed: {seed}\n")
+        (folder / "results.json").write_text(json.dumps({"head": head, "sizes": [8, 16], "metrics": {}}))
+        body = {"checkpoint": "x", "metrics": metrics, **({"bytes_per_vector": priced} if priced else {})}
+        (folder / "eval" / "results.json").write_text(json.dumps(body))
+
+    run("mrl0", "mrl", 0, {"eval/knn_top1@8": 0.80, "eval/knn_top1@16": 0.90})
+    run("mrl1", "mrl", 1, {"eval/knn_top1@8": 0.70, "eval/knn_top1@16": 0.80})
+    run("csr0", "csr", 0, {"eval/knn_top1@8": 0.85}, {"8": 48})
+    report = write_report(tmp_path)
+    curves = report["curves"]["bytes_knn_top1"]
+    assert curves["MRL"] == {32: pytest.approx(0.75), 64: pytest.approx(0.85)}
+    assert curves["CSR"] == {48: pytest.approx(0.85)}
+    assert report["spread"]["bytes_knn_top1"]["MRL"][32] == pytest.approx(np.std([0.8, 0.7], ddof=1))
+    text = (tmp_path / "report.md").read_text()
+    assert "against bytes per vector" in text and (tmp_path / "report_bytes_knn_top1.png").is_file()

@@ -54,8 +54,8 @@ class PostHocMethod:
     """A trained post-hoc run, loaded from its checkpoint (``weights_only``): :meth:`represent` gives the
     representation at a size, :meth:`bytes_per_vector` what it costs to store."""
 
-    def __init__(self, checkpoint: str | Path) -> None:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    def __init__(self, checkpoint: str | Path, weights_only: bool = True) -> None:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=weights_only)
         self.hparams: dict[str, Any] = dict(state["hyper_parameters"])
         self.name: str = self.hparams["name"]
         self.sizes: list[int] = sorted(int(m) for m in self.hparams["sizes"])
@@ -193,7 +193,7 @@ def _summary(method: PostHocMethod, metrics: dict[str, float], rows: list[dict],
 def evaluate_posthoc(settings, checkpoint: str | Path, run_dir: Path, out: Path) -> EvaluationResult:
     """Measure a post-hoc run and write ``results.json`` (with ``bytes_per_vector`` and ``search_cost``),
     ``results.csv`` and ``summary.md`` into ``out``."""
-    method = PostHocMethod(checkpoint)
+    method = PostHocMethod(checkpoint, weights_only=getattr(settings, "weights_only", True))
     frozen = load_frozen(method.hparams["frozen_embeddings"])
     if frozen.kind == "classes":
         metrics = _classes_metrics(method, frozen, settings, int(getattr(settings, "seed", 0)))

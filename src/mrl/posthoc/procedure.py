@@ -65,7 +65,9 @@ def _loaders(frozen: FrozenEmbeddings, batch_size: int, seed: int) -> tuple[Data
 
 def _train(cfg: DictConfig, frozen: FrozenEmbeddings, sizes: list[int], run_dir: Path) -> dict[str, Any]:
     method = cfg.method
-    options = {key: method[key] for key in MODULE_KEYS if key in method}
+    # plain lists and numbers: the checkpoint's hyper-parameters load with weights_only
+    options = {key: OmegaConf.to_container(method[key]) if OmegaConf.is_config(method[key]) else method[key]
+               for key in MODULE_KEYS if key in method}  # fmt: skip
     module = PostHocModule(method.name, frozen.dim, sizes, frozen_embeddings=str(frozen.path.resolve()), **options)
     train, val = _loaders(frozen, int(method.batch_size), int(cfg.seed))
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(
