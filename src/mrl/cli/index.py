@@ -20,15 +20,18 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mrl.common.door import require_writable
 from mrl.common.embeddings import read_embeddings
 from mrl.common.errors import ConfigError, exit_on_config_error
 from mrl.retrieval.backends import default_uri, store_class
 from mrl.retrieval.database import LoadSpec, collection_name
 from mrl.retrieval.funnel_spec import FORMATS, Funnel
-from mrl.retrieval.tune import tune_funnel
+from mrl.retrieval.store import VectorStore
+from mrl.retrieval.tune import TunedFunnel, tune_funnel
 
-__all__ = ["command", "main", "resolve_embeddings", "run"]
+__all__ = ["command", "given_funnel", "main", "resolve_embeddings", "run", "tune_for_store"]
 
 QUERY_SPLITS = ("test", "val")
 
@@ -87,30 +90,11 @@ def run(
         raise ValueError(f"k={k}: must be in 1..{len(db)} (the database size)")
     tuned = None
     if target_recall is not None:
-        if queries_path is None:
-            raise ValueError(
-                f"target_recall={target_recall}: tuning needs sample queries: give --queries <embeddings .npz> "
-                "(make search's QUERIES=; make eval writes embeddings_test.npz)"
-            )
-        q, _, _, q_meta = read_embeddings(queries_path)
-        if q.shape[1] != db.shape[1]:
-            raise ValueError(
-                f"queries={str(queries_path)!r}: {q.shape[1]}-wide embeddings against a {db.shape[1]}-wide database"
-            )
-        # Only first stages the database reproduces exactly: a float scan, and bits where it has binary fields
-        # (Milvus Lite has none). Its int8 codes and ANN indexes are its own, so a recall measured here on ours
-        # would not be the recall it serves; `--format int8` / `--index hnsw` remain, with their recall reported.
-        formats = [f for f in FORMATS if f == "float" or (f == "bits" and database_store.has_bits())]
-        tuned = tune_funnel(db, q, target=target_recall, k=k, metric=metric, formats=formats, approximate=())
+        tuned = tune_for_store(db, queries_path, target_recall, k, metric, database_store)
         funnel = tuned.funnel
         first_size, format = funnel.stages[0][0], funnel.format
     else:
-        if shortlist < k:
-            raise ValueError(f"shortlist={shortlist}: must keep at least k={k} candidates")
-        stages = ((first_size, k),) if first_size == db.shape[1] else ((first_size, shortlist), (db.shape[1], k))
-        if format not in FORMATS:
-            raise ValueError(f"format={format!r}: expected one of {', '.join(FORMATS)}")
-        funnel = Funnel(stages, format, metric)
+        funnel = given_funnel(db.shape[1], first_size, format, metric, k, shortlist)
     spec = LoadSpec(
         collection=collection or collection_name(database),
         first_size=first_size,
@@ -128,6 +112,38 @@ def run(
     summary["backend"] = backend
     summary["tuned"] = tuned
     return summary
+
+
+def tune_for_store(
+    db: np.ndarray, queries: Path | None, target_recall: float, k: int, metric: str, store: VectorStore
+) -> TunedFunnel:
+    """The funnel tuned on ``queries`` over the first stages ``store`` reproduces exactly: a float scan, and bits
+    where it has binary fields (Milvus Lite has none). Its int8 codes and ANN indexes are its own, so a recall
+    measured here on ours would not be the recall it serves; ``--format int8`` / ``--index hnsw`` remain, with their
+    recall reported."""
+    if queries is None:
+        raise ValueError(
+            f"target_recall={target_recall}: tuning needs sample queries: give --queries <embeddings .npz> "
+            "(make search's QUERIES=; make eval writes embeddings_test.npz)"
+        )
+    q, _, _, _ = read_embeddings(queries)
+    if q.shape[1] != db.shape[1]:
+        raise ValueError(
+            f"queries={str(queries)!r}: {q.shape[1]}-wide embeddings against a {db.shape[1]}-wide database"
+        )
+    formats = [f for f in FORMATS if f == "float" or (f == "bits" and store.has_bits())]
+    return tune_funnel(db, q, target=target_recall, k=k, metric=metric, formats=formats, approximate=())
+
+
+def given_funnel(dim: int, first_size: int, format: str, metric: str, k: int, shortlist: int) -> Funnel:
+    """The funnel of ``--first-size`` / ``--format`` / ``--shortlist``: a shortlist reranked at full width (one
+    stage when the first size is the full width)."""
+    if shortlist < k:
+        raise ValueError(f"shortlist={shortlist}: must keep at least k={k} candidates")
+    stages = ((first_size, k),) if first_size == dim else ((first_size, shortlist), (dim, k))
+    if format not in FORMATS:
+        raise ValueError(f"format={format!r}: expected one of {', '.join(FORMATS)}")
+    return Funnel(stages, format, metric)
 
 
 def command(argv: list[str] | None = None) -> dict[str, Any]:
