@@ -23,6 +23,7 @@ import shutil
 import sys
 import zlib
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,31 @@ def split_samples(split_dir: Path, classes: Sequence[str]) -> list[list]:
     return [[p, index[c]] for c in class_dirs(split_dir) for p in iter_images(str(split_dir / c))]
 
 
+@dataclass(frozen=True)
+class EncodeSettings:
+    """How each image is stored (see the module docstring); a finished split records them, and a rerun with other
+    settings refuses to mix the two."""
+
+    max_side: int = 512
+    quality: int = 90
+    raw_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        if int(self.max_side) < 16:
+            raise ValueError(
+                f"max_side={self.max_side} is invalid; use the longest side in pixels, at least 16 (512: FFCV's)"
+            )
+        if not 1 <= int(self.quality) <= 100:
+            raise ValueError(f"quality={self.quality} is invalid; use a JPEG quality from 1 to 100 (90: FFCV's)")
+        if not 0.0 <= float(self.raw_fraction) <= 1.0:
+            raise ValueError(
+                f"raw_fraction={self.raw_fraction} is invalid; use a share from 0 (all JPEG) to 1 (all raw)"
+            )
+        object.__setattr__(self, "max_side", int(self.max_side))
+        object.__setattr__(self, "quality", int(self.quality))
+        object.__setattr__(self, "raw_fraction", float(self.raw_fraction))
+
+
 def prepare(
     src: str | os.PathLike,
     out: str | os.PathLike,
@@ -104,15 +130,19 @@ def prepare(
     progress: bool = True,
 ) -> dict[str, dict[str, int]]:
     """Write the shards (see the module docstring); returns ``{split: {"images", "skipped"}}``."""
-    if int(max_side) < 16:
-        raise ValueError(f"max_side={max_side} is invalid; use the longest side in pixels, at least 16 (512: FFCV's)")
-    if not 1 <= int(quality) <= 100:
-        raise ValueError(f"quality={quality} is invalid; use a JPEG quality from 1 to 100 (90: FFCV's)")
-    if not 0.0 <= float(raw_fraction) <= 1.0:
-        raise ValueError(f"raw_fraction={raw_fraction} is invalid; use a share from 0 (all JPEG) to 1 (all raw)")
+    settings = EncodeSettings(max_side, quality, raw_fraction)
     if workers is not None and int(workers) < 1:
         raise ValueError(f"workers={workers} is invalid; use a positive number of processes")
     src, out = Path(os.path.expanduser(str(src))), Path(os.path.expanduser(str(out)))
+    splits, classes = source_classes(src, splits)
+    write_classes(out, classes)
+    writer = SplitWriter(src, out, classes, settings, int(workers or available_cores()), chunk_bytes, progress)
+    return {split: writer.write(split) for split in splits}
+
+
+def source_classes(src: Path, splits: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """``(splits, classes)`` of an ImageNet-layout folder: the splits asked for (else those it has of train, val,
+    test) and their class folders, the same in each split."""
     if not src.is_dir():
         raise FileNotFoundError(f"src={src} is not a folder; give one holding train/<class>/<image> (ImageNet layout)")
     if splits is None:
@@ -129,83 +159,122 @@ def prepare(
             raise ValueError(
                 f"src={src}: {split}/ has different classes from {splits[0]}/: missing {missing}, extra {extra}"
             )
+    return list(splits), classes
+
+
+def write_classes(out: Path, classes: Sequence[str]) -> None:
+    """``OUT/classes.txt``; a folder that holds shards of other classes is refused."""
     require_writable(out, "out", folder=True)
     out.mkdir(parents=True, exist_ok=True)
     classes_file = out / CLASSES_FILE
     if classes_file.exists() and classes_file.read_text().split() != classes:
         raise ValueError(f"out={out} holds shards of other classes ({classes_file}); give an empty or new folder")
     classes_file.write_text("".join(f"{c}\n" for c in classes))
-    workers = int(workers or available_cores())
-    settings = {"max_side": int(max_side), "quality": int(quality), "raw_fraction": float(raw_fraction)}
-    summary = {}
-    for split in splits:
-        summary[split] = _prepare_split(src, out, split, classes, settings, workers, chunk_bytes, progress)
-    return summary
 
 
-def _prepare_split(src, out, split, classes, settings, workers, chunk_bytes, progress) -> dict[str, int]:
-    from litdata import optimize
+@dataclass(frozen=True)
+class SplitWriter:
+    """Writes ``OUT/<split>/`` for each split of ``src``: skipped when finished, resumed when interrupted."""
 
-    split_out = out / split
-    done = split_out / DONE_FILE
-    if done.exists():
+    src: Path
+    out: Path
+    classes: list[str]
+    settings: EncodeSettings
+    workers: int
+    chunk_bytes: str
+    progress: bool
+
+    def write(self, split: str) -> dict[str, int]:
+        from litdata import optimize
+
+        finished = self.finished(split)
+        if finished is not None:
+            return finished
+        samples = split_samples(self.src / split, self.classes)
+        if not samples:
+            raise InputError("src", self.src / split, "no image files in its class folders (.jpg, .png, ...)")
+        skipped_dir = self.out / f".skipped-{split}"
+        skipped_dir.mkdir(parents=True, exist_ok=True)
+        encoder = ShardEncoder(str(self.src / split), skipped_dir=str(skipped_dir), **asdict(self.settings))
+        optimize(
+            fn=encoder,
+            inputs=samples,
+            output_dir=str(self.out / split),
+            chunk_bytes=self.chunk_bytes,
+            num_workers=self.resume_or_restart(split, samples),
+            use_checkpoint=True,
+            reorder_files=False,
+            start_method="fork" if sys.platform == "linux" else None,
+            verbose=self.progress,
+        )
+        return self.record(split, len(samples), self.collect_skipped(split, skipped_dir))
+
+    def finished(self, split: str) -> dict[str, int] | None:
+        """The counts of a split an earlier run finished with these settings; None when there is none."""
+        done = self.out / split / DONE_FILE
+        if not done.exists():
+            return None
         previous = json.loads(done.read_text())
+        settings = asdict(self.settings)
         if {k: previous.get(k) for k in settings} == settings and previous.get("images"):
             print(f"{split}: already prepared ({previous['images']} images), skipped", file=sys.stderr)
             return {"images": previous["images"], "skipped": previous["skipped"]}
         raise ValueError(
-            f"out={out}: {split}/ was prepared with other settings ({ {k: previous.get(k) for k in settings} }); "
+            f"out={self.out}: {split}/ was prepared with other settings ({ {k: previous.get(k) for k in settings} }); "
             "give a new folder"
         )
-    samples = split_samples(src / split, classes)
-    if not samples:
-        raise InputError("src", src / split, "no image files in its class folders (.jpg, .png, ...)")
-    skipped_dir = out / f".skipped-{split}"
-    skipped_dir.mkdir(parents=True, exist_ok=True)
-    encoder = ShardEncoder(str(src / split), skipped_dir=str(skipped_dir), **settings)
-    checkpoint = split_out / ".checkpoints" / "config.json"
-    workers = max(1, min(workers, len(samples)))
-    if checkpoint.is_file():  # an interrupted run: litdata resumes it with the same split of the work
-        previous = json.loads(checkpoint.read_text())
-        planned = [item for worker_items in previous.get("workers_user_items", []) for item in worker_items]
-        if sorted(map(tuple, planned)) == sorted(map(tuple, samples)):
-            workers = int(previous["num_workers"])
-            print(f"{split}: resuming an interrupted prepare ({workers} workers)", file=sys.stderr)
-        else:
-            shutil.rmtree(split_out)  # the images changed since: start the split over
-    elif split_out.exists():
-        shutil.rmtree(split_out)  # an earlier attempt that left no checkpoint to resume from
-    optimize(
-        fn=encoder,
-        inputs=samples,
-        output_dir=str(split_out),
-        chunk_bytes=chunk_bytes,
-        num_workers=workers,
-        use_checkpoint=True,
-        reorder_files=False,
-        start_method="fork" if sys.platform == "linux" else None,
-        verbose=progress,
-    )
-    lines = sorted({line for f in skipped_dir.glob("*.txt") for line in f.read_text().splitlines() if line})
-    (split_out / SKIPPED_FILE).write_text("".join(f"{line}\n" for line in lines))
-    shutil.rmtree(skipped_dir, ignore_errors=True)
-    images = len(samples) - len(lines)
-    if images == 0:  # nothing to train on: no shards that look prepared, and a rerun starts over
-        shutil.rmtree(split_out, ignore_errors=True)
-        raise InputError(
-            "src", src / split, f"none of its {len(samples)} images could be read (e.g. {lines[0]}); no shards written"
+
+    def resume_or_restart(self, split: str, samples: list[list]) -> int:
+        """The worker count to write with: an interrupted run's, which litdata resumes with the same split of the
+        work, when it planned these very images; otherwise the split starts over."""
+        split_out = self.out / split
+        checkpoint = split_out / ".checkpoints" / "config.json"
+        workers = max(1, min(self.workers, len(samples)))
+        if checkpoint.is_file():
+            previous = json.loads(checkpoint.read_text())
+            planned = [item for worker_items in previous.get("workers_user_items", []) for item in worker_items]
+            if sorted(map(tuple, planned)) == sorted(map(tuple, samples)):
+                workers = int(previous["num_workers"])
+                print(f"{split}: resuming an interrupted prepare ({workers} workers)", file=sys.stderr)
+            else:
+                shutil.rmtree(split_out)  # the images changed since: start the split over
+        elif split_out.exists():
+            shutil.rmtree(split_out)  # an earlier attempt that left no checkpoint to resume from
+        return workers
+
+    def collect_skipped(self, split: str, skipped_dir: Path) -> list[str]:
+        """The unreadable images the workers noted, merged into ``OUT/<split>/skipped.txt``."""
+        lines = sorted({line for f in skipped_dir.glob("*.txt") for line in f.read_text().splitlines() if line})
+        (self.out / split / SKIPPED_FILE).write_text("".join(f"{line}\n" for line in lines))
+        shutil.rmtree(skipped_dir, ignore_errors=True)
+        return lines
+
+    def record(self, split: str, samples: int, skipped: list[str]) -> dict[str, int]:
+        """Check what was written against what was read, report the skipped images, and mark the split done."""
+        split_out = self.out / split
+        images = samples - len(skipped)
+        if images == 0:  # nothing to train on: no shards that look prepared, and a rerun starts over
+            shutil.rmtree(split_out, ignore_errors=True)
+            raise InputError(
+                "src",
+                self.src / split,
+                f"none of its {samples} images could be read (e.g. {skipped[0]}); no shards written",
+            )
+        written = _count(split_out)
+        if written != images:
+            raise RuntimeError(f"{split}: wrote {written} items for {images} readable images; rerun mrl-prepare")
+        if skipped:
+            print(
+                f"{split}: skipped {len(skipped)} unreadable image(s), listed in {split_out / SKIPPED_FILE}:",
+                file=sys.stderr,
+            )
+            for line in skipped[:10]:
+                print(f"  {line}", file=sys.stderr)
+        summary = {"images": images, "skipped": len(skipped)}
+        (split_out / DONE_FILE).write_text(
+            json.dumps({**asdict(self.settings), **summary, "classes": len(self.classes)})
         )
-    written = _count(split_out)
-    if written != images:
-        raise RuntimeError(f"{split}: wrote {written} items for {images} readable images; rerun mrl-prepare")
-    if lines:
-        print(
-            f"{split}: skipped {len(lines)} unreadable image(s), listed in {split_out / SKIPPED_FILE}:", file=sys.stderr
-        )
-        for line in lines[:10]:
-            print(f"  {line}", file=sys.stderr)
-    done.write_text(json.dumps({**settings, "images": images, "skipped": len(lines), "classes": len(classes)}))
-    return {"images": images, "skipped": len(lines)}
+        return summary
 
 
 def _count(split_out: Path) -> int:
