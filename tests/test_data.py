@@ -281,3 +281,67 @@ def test_image_folder_with_a_class_list_file(folder: Path, tmp_path: Path):
     assert y.tolist() == [1, 1, 3, 3, 0, 0]  # cat, dog, fox in folder order, labelled by the file
     with pytest.raises(ValueError, match=r"^data\.classes='nowhere\.txt': expected null, imagenet1k, index"):
         ImageFolderDataModule(root=str(folder), classes="nowhere.txt")
+
+
+# ------------------------------------------------------------------------------------------ loader options
+def test_every_data_module_takes_the_loader_keys_with_its_own_defaults():
+    """The loader keys are declared once (LoaderOptions) and still show in each module's signature, where config
+    checks and help() look for a module's keys."""
+    import inspect
+
+    from mrl.data.image import ImageShardsDataModule
+    from mrl.data.loader_options import LoaderOptions
+    from mrl.data.text import TextClassificationDataModule, TextPairsDataModule
+
+    defaults = {
+        DigitsDataModule: (64, 0, False, False, 0),
+        SyntheticDataModule: (64, 0, False, False, 0),
+        ImageFolderDataModule: (64, 0, False, False, 0),
+        TorchvisionDataModule: (64, 0, False, False, 0),
+        ImageShardsDataModule: (256, None, None, True, 0),
+        TextClassificationDataModule: (32, 0, False, False, 0),
+        TextPairsDataModule: (32, 0, False, False, 0),
+    }
+    for module, expected in defaults.items():
+        parameters = inspect.signature(module).parameters
+        assert tuple(parameters)[-5:] == LoaderOptions.keys(), module
+        assert tuple(parameters[k].default for k in LoaderOptions.keys()) == expected, module
+
+
+def test_loader_options_reach_the_loaders_and_the_saved_hyperparameters():
+    dm = DigitsDataModule(image_size=8, batch_size=7, seed=3)
+    assert dict(dm.hparams) == {
+        "image_size": 8,
+        "in_chans": 3,
+        "val_fraction": 0.2,
+        "augment": False,
+        "max_shift": None,
+        "batch_size": 7,
+        "num_workers": 0,
+        "pin_memory": False,
+        "persistent_workers": False,
+        "seed": 3,
+    }
+    loader = dm.train_dataloader()
+    assert (loader.batch_size, loader.num_workers, loader.sampler.seed) == (7, 0, 3)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'batchsize'"):
+        DigitsDataModule(batchsize=7)
+    with pytest.raises(ValueError, match=r"^data\.batch_size=0 is invalid"):
+        DigitsDataModule(batch_size=0)
+
+
+def test_null_workers_and_pinning_are_decided_for_the_trainer(monkeypatch):
+    """``data.num_workers=null``: the cores this process may use, less one for the trainer; ``pin_memory=null``:
+    pinned only for a GPU trainer."""
+    from types import SimpleNamespace
+
+    from mrl.data import loader_options
+
+    monkeypatch.setattr(loader_options.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(loader_options.os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    dm = DigitsDataModule(image_size=8, num_workers=None, pin_memory=None)
+    dm.trainer = SimpleNamespace(num_devices=2, strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
+    assert (dm.num_workers, dm.pin_memory) == (3, True)  # 8 cores shared by 2 processes, one left for each trainer
+    dm.trainer = SimpleNamespace(num_devices=1, strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    assert (dm.num_workers, dm.pin_memory) == (7, False)
