@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from mrl.backbones import HFTextEncoder
-from mrl.backbones.hf_text import _Packing, pack_rows
+from mrl.backbones.hf_text import Packing, pack_rows
 from mrl.core.losses import MatryoshkaContrastiveLoss
 from mrl.core.nesting import NestingError, sort_with_weights
 from mrl.data.text import TextPairsDataModule, python_query_pairs
@@ -138,7 +138,7 @@ def test_packed_forward_equals_the_padded_forward(minilm, pooling):
     assert encoder.packs  # a BERT model packs by default
     features = encoder.tokenize(QUERIES + DOCUMENTS)
     features["token_type_ids"] = features["token_type_ids"]
-    packing = _Packing(features["attention_mask"], 0)
+    packing = Packing(features["attention_mask"], 0)
     assert packing.rows < len(QUERIES + DOCUMENTS)  # the short queries share rows
     with torch.no_grad():
         packed = encoder(features)
@@ -213,7 +213,7 @@ def test_other_encoder_families_pack_exactly(family, tmp_path):
     encoder = HFTextEncoder(_save_tiny(model(config(**kwargs)), tmp_path / family), max_length=32).double().eval()
     assert encoder.packs
     features = encoder.tokenize(QUERIES + DOCUMENTS)
-    assert _Packing(features["attention_mask"], 0).rows < len(QUERIES + DOCUMENTS)
+    assert Packing(features["attention_mask"], 0).rows < len(QUERIES + DOCUMENTS)
     with torch.no_grad():
         packed = encoder(features)
         encoder.packs = False

@@ -31,6 +31,7 @@ __all__ = [
     "PACKABLE",
     "POOLING",
     "HFTextEncoder",
+    "Packing",
     "default_minilm_path",
     "load_tokenizer",
     "pack_rows",
@@ -155,7 +156,7 @@ def pack_rows(lengths: Sequence[int], capacity: int) -> tuple[list[int], list[in
     return rows, offsets, count
 
 
-class _Packing:
+class Packing:
     """Where each token of a padded batch ``[B, T]`` goes in the packed rows ``[R, C]``, and back."""
 
     def __init__(self, attention_mask: torch.Tensor, position_offset: int) -> None:
@@ -328,7 +329,7 @@ class HFTextEncoder(nn.Module):
         mask = inputs["attention_mask"]
         packing = None
         if self.packs and mask.ndim == 2 and not bool(mask.all()):
-            packing = _Packing(mask, self._first_position)
+            packing = Packing(mask, self._first_position)
             inputs = {key: packing.pack(value) for key, value in inputs.items() if key != "attention_mask"}
             boolean = self.model.config._attn_implementation == "sdpa"
             inputs["attention_mask"] = packing.attention_mask(boolean, self.model.dtype)
