@@ -17,7 +17,10 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+_CHUNK = 65_536  # indices turned into Python ints at a time
 
 
 class ResumableSampler(DistributedSampler):
@@ -34,10 +37,24 @@ class ResumableSampler(DistributedSampler):
         self.epoch = int(epoch)
         self.skip = int(skip)
 
+    def epoch_order(self) -> torch.Tensor:
+        """This rank's indices for the epoch: `DistributedSampler`'s order (the same seeded permutation, padded
+        by repeating it, every ``num_replicas``-th from ``rank``), kept in one tensor. A Python list of 10 million
+        indices takes 360 MB; the tensor 80 MB."""
+        count = len(self.dataset)
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        order = torch.randperm(count, generator=generator)
+        padding = self.total_size - count
+        if padding > 0:
+            order = torch.cat([order, order.repeat(math.ceil(padding / count))[:padding]])
+        return order[self.rank : self.total_size : self.num_replicas]
+
     def __iter__(self) -> Iterator[int]:
-        indices = list(super().__iter__())
+        order = self.epoch_order()
         skip, self.skip = self.skip, 0  # only the resumed pass starts late
-        return iter(indices[skip:])
+        for chunk in order[skip:].split(_CHUNK):
+            yield from chunk.tolist()
 
 
 class ResumableLoader(DataLoader):

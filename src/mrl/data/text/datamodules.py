@@ -25,8 +25,16 @@ import torch
 from torch.utils.data import Dataset
 
 from mrl.backbones.hf_text import load_tokenizer
-from mrl.common.errors import InputError
+from mrl.common.errors import ConfigError, InputError
 from mrl.data.base import MatryoshkaDataModule, check_split
+from mrl.data.text.arrow_pairs import (
+    ArrowPairs,
+    open_arrow,
+    require_memory_map,
+    sample_rows,
+    split_rows,
+    valid_rows,
+)
 from mrl.data.text.corpus import (
     BUILTIN,
     BUILTIN_QUERIES,
@@ -149,7 +157,8 @@ class _TextDataModule(MatryoshkaDataModule):
         return self.kind
 
     def split_dataset(self, split: str, train: bool) -> Dataset:
-        return _ListDataset(self.split_items(split))
+        items = self.split_items(split)
+        return items if isinstance(items, Dataset) else _ListDataset(items)
 
     def collate_fn(self, split: str) -> _Collate:
         return _Collate(self.tokenizer, self.max_length, self._collate_kind(split))
@@ -262,6 +271,11 @@ class TextPairsDataModule(_TextDataModule):
     ``positive_column``, ``score_column``) takes val/test from another set, e.g. train on AllNLI triplets and
     evaluate on STS-benchmark. ``num_classes`` is 0 (no classes); ``kind`` is "pairs" or "scored" and
     ``eval_kind`` the kind of the val/test splits.
+
+    ``memory_map``: read the pairs from memory-mapped Arrow files (converted once by ``datasets``) instead of into
+    Python tuples, for corpora larger than memory; the splits are then :class:`~mrl.data.text.arrow_pairs.
+    ArrowPairs` over row numbers and the training order is the same resumable, seeded, sharded order
+    (:mod:`mrl.data.text.arrow_pairs`). ``eval_source`` is still read into memory (an evaluation set is small).
     """
 
     num_classes = 0
@@ -282,12 +296,25 @@ class TextPairsDataModule(_TextDataModule):
         val_split: str | None = "validation",
         test_split: str | None = None,
         max_pairs: int | None = None,
+        memory_map: bool = False,
         **loader_options: Any,
     ) -> None:
         super().__init__(tokenizer, max_length, val_fraction, **loader_options)
         self.save_hyperparameters()
         self.source = BUILTIN if is_builtin(source) else str(source)
         self.builtin = self.source in (BUILTIN, BUILTIN_QUERIES)
+        if not isinstance(memory_map, bool):
+            raise ConfigError("data.memory_map", memory_map, "expected true or false")
+        if memory_map and self.builtin:
+            raise ConfigError(
+                "data.memory_map",
+                memory_map,
+                f"the built-in pairs ({self.source}) are small and built in memory; "
+                "memory-map a .jsonl/.parquet/.csv file, a save_to_disk directory or a hub data set",
+            )
+        self.memory_map = memory_map
+        if memory_map:
+            require_memory_map(self.source)
         if self.source.startswith("builtin:") and not self.builtin:
             raise ValueError(
                 f"data.source={self.source!r}: no such built-in set; the offline pairs are {BUILTIN} "
@@ -359,36 +386,76 @@ class TextPairsDataModule(_TextDataModule):
     def _table(self, split: str | None, source: str | None = None, subset: str | None = None):
         return read_table(source or self.source, key="data.source", subset=subset or self.subset, split=split)
 
+    def _split(self, split: str | None):
+        """One table of ``data.source`` as items: a list of tuples, or (``memory_map``) ``(data, rows)``, the
+        memory-mapped data set and the row numbers with every needed column filled in."""
+        if not self.memory_map:
+            return self._items(self._table(split), self.columns, "data.", self.source)
+        data = open_arrow(self.source, key="data.source", subset=self.subset, split=split)
+        check_columns([dict.fromkeys(data.column_names)] if len(data) else [], self.columns, "data.", self.source)
+        return data, valid_rows(data, [c for c in self.columns.values() if c])
+
+    def _arrow_pairs(self, data, rows) -> ArrowPairs:
+        texts = [self.columns[k] for k in ("anchor_column", "positive_column", "negative_column") if self.columns[k]]
+        return ArrowPairs(data, rows, texts, self.columns["score_column"])
+
+    def _checked_val_count(self, count: int) -> int:
+        """How many of ``count`` pairs ``val_fraction`` holds out, once both splits are known to be usable."""
+        n_val = max(1, round(self.val_fraction * count))
+        if count - n_val < 1:
+            raise ValueError(f"data.val_fraction={self.val_fraction}: leaves no training pairs of {count}")
+        if min(n_val, count - n_val) < MIN_SPLIT_PAIRS:
+            raise InputError("data.source", self.source, _too_few(count, n_val, self.val_fraction))
+        return n_val
+
     def _build(self) -> dict[str, list]:
         if self.source == BUILTIN:
             splits = {"all": python_docs_pairs(self.max_pairs, self.seed)}
         elif self.source == BUILTIN_QUERIES:
             splits = {"all": python_query_pairs(self.max_pairs, self.seed)}
         elif is_file_source(self.source):
-            splits = {"all": self._items(self._table(None), self.columns, "data.", self.source)}
+            splits = {"all": self._split(None)}
         else:
-            splits = {"train": self._items(self._table(self.train_split), self.columns, "data.", self.source)}
+            splits = {"train": self._split(self.train_split)}
             if self.eval_source is None and has_split(self.source, self.subset, self.val_split):
-                splits["val"] = self._items(self._table(self.val_split), self.columns, "data.", self.source)
+                splits["val"] = self._split(self.val_split)
             if self.eval_source is None and has_split(self.source, self.subset, self.test_split):
-                splits["test"] = self._items(self._table(self.test_split), self.columns, "data.", self.source)
-        if "all" in splits:
+                splits["test"] = self._split(self.test_split)
+        if self.memory_map:
+            splits = self._mapped_splits(splits)
+        elif "all" in splits:
             items = splits.pop("all")
             rng = random.Random(self.seed)
             order = list(range(len(items)))
             rng.shuffle(order)
-            n_val = max(1, round(self.val_fraction * len(items)))
-            if len(items) - n_val < 1:
-                raise ValueError(f"data.val_fraction={self.val_fraction}: leaves no training pairs of {len(items)}")
-            if min(n_val, len(items) - n_val) < MIN_SPLIT_PAIRS:
-                raise InputError("data.source", self.source, _too_few(len(items), n_val, self.val_fraction))
+            n_val = self._checked_val_count(len(items))
             splits["val"] = [items[i] for i in sorted(order[:n_val])]
             splits["train"] = [items[i] for i in sorted(order[n_val:])]
-        if self.max_pairs is not None and not self.builtin and len(splits["train"]) > int(self.max_pairs):
+        if (
+            self.max_pairs is not None
+            and not self.builtin
+            and not self.memory_map
+            and len(splits["train"]) > int(self.max_pairs)
+        ):
             splits["train"] = random.Random(self.seed).sample(splits["train"], int(self.max_pairs))
         if self.eval_source is not None:
             splits.update(self._eval_splits())
         return splits
+
+    def _mapped_splits(self, tables: dict[str, tuple]) -> dict[str, ArrowPairs]:
+        """The memory-mapped splits: a single table split by ``val_fraction`` (seeded), ``max_pairs`` a seeded
+        choice of the training rows; every split a view of row numbers, no text read."""
+        if "all" in tables:
+            data, rows = tables.pop("all")
+            self._checked_val_count(len(rows))
+            train, val = split_rows(rows, self.val_fraction, self.seed)
+            tables = {"train": (data, train), "val": (data, val)}
+        data, train = tables["train"]
+        if not len(train):
+            raise InputError("data.source", self.source, "no training rows with every column filled in")
+        if self.max_pairs is not None and len(train) > int(self.max_pairs):
+            tables["train"] = (data, sample_rows(train, int(self.max_pairs), self.seed))
+        return {split: self._arrow_pairs(*table) for split, table in tables.items()}
 
     def _eval_splits(self) -> dict[str, list]:
         spec = self.eval_source

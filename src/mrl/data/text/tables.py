@@ -7,6 +7,7 @@ Sources
 * ``"builtin:python-docs"`` (or null), the offline default, described below;
 * a local file, read by extension: ``.csv``, ``.tsv``, ``.jsonl`` / ``.json`` (JSON lines or a JSON list of
   records), ``.parquet`` (needs pyarrow); one file is split into train/val by ``val_fraction``;
+* a directory written by ``datasets.Dataset.save_to_disk`` (needs ``datasets``), split like a file;
 * a Hugging Face dataset name (``datasets.load_dataset(source, subset, split=...)``) for users with the
   ``datasets`` package and a network or a filled cache; its own train/validation(/test) splits are used.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mrl.common.errors import InputError
+from mrl.data.text.arrow_pairs import is_saved_dataset, open_arrow
 from mrl.data.text.corpus import BUILTIN
 
 __all__ = ["FILE_TYPES", "read_table"]
@@ -85,6 +87,8 @@ def read_table(
     source = str(source)
     if is_file_source(source):
         path = Path(source).expanduser()
+        if is_saved_dataset(path):  # a directory written by datasets' save_to_disk
+            return open_arrow(source, key=key, split=split).to_list()
         if not path.is_file():
             raise FileNotFoundError(f"{key}={source!r}: no such file")
         suffix = path.suffix.lower()
