@@ -3,6 +3,7 @@ its flat, int8, HNSW, IVF and binary first stages, funnel tuning to a recall tar
 or a GPU, and (:mod:`mrl.retrieval.lancedb`, :mod:`mrl.retrieval.milvus`, each imported on its own) the funnel
 served from a vector database."""
 
+from mrl.retrieval.baselines import TunedBaseline
 from mrl.retrieval.binary import binary_index, bit_center, threshold_bits
 from mrl.retrieval.flat import SCAN_MAX_SIZE, FlatIndex, flat_search_blocks, prefix
 from mrl.retrieval.funnel import (
@@ -38,6 +39,7 @@ __all__ = [
     "Funnel",
     "Int8Index",
     "TuneSettings",
+    "TunedBaseline",
     "TunedFunnel",
     "binary_index",
     "bit_center",

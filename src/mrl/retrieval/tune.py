@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 
+from mrl.retrieval.baselines import BASELINES, BaselineSweep, TunedBaseline, sweep_baseline
 from mrl.retrieval.flat import faiss, prefix, require_faiss
 from mrl.retrieval.funnel import (
     METRICS,
@@ -75,6 +76,7 @@ __all__ = [
     "TuneSettings",
     "TunedFunnel",
     "Tuning",
+    "confirm_baselines",
     "confirm_fastest",
     "exact_ground_truth",
     "funnel_row",
@@ -83,6 +85,7 @@ __all__ = [
     "score_grid",
     "score_hnsw_first_stages",
     "split_queries",
+    "sweep_baselines",
     "time_cheapest_candidates",
     "time_side_by_side",
     "tune_funnel",
@@ -123,6 +126,9 @@ class TuneSettings:
         approximate: approximate first stages to try besides the exact scans: ``"auto"`` (default) tries HNSW on
             float prefixes (`HNSW_MAX_SIZE`, 32, wide at most) when the database holds at least `HNSW_MIN_ITEMS`
             (20,000) items; ``("hnsw",)`` tries it whatever the size; ``()`` or None never.
+        baselines: full-width indexes tuned to the same targets on the same queries, timed in the same rounds
+            (`mrl.retrieval.baselines`: ``hnsw``, efSearch raised; ``ivf``, nprobe raised): ``"auto"`` (default)
+            both from `HNSW_MIN_ITEMS` items on; ``()`` or None none.
 
     `resolved` checks them against a database and fills the defaults that depend on it.
     """
@@ -139,6 +145,7 @@ class TuneSettings:
     seed: int = 0
     max_queries: int | None = 2000
     approximate: str | Sequence[str] | None = "auto"
+    baselines: str | Sequence[str] | None = "auto"
 
     def with_options(self, options: dict[str, Any]) -> TuneSettings:
         """These settings with some fields replaced (the keywords of `tune_funnel`); an unknown one is a
@@ -187,6 +194,7 @@ class TuneSettings:
             shortlists=tuple(sorted({int(c) for c in shortlists})),
             rerank_sizes=tuple(sorted({int(m) for m in rerank_sizes})),
             approximate=_approximate(self.approximate, n),
+            baselines=_baselines(self.baselines, n),
         )
 
     def fits(self, row: dict[str, Any]) -> bool:
@@ -207,6 +215,20 @@ def _approximate(value: Any, n: int) -> tuple[str, ...]:
         raise ValueError(
             f"approximate={shown!r}: expected 'auto' (hnsw from {HNSW_MIN_ITEMS} items), () for none, or some of "
             f"{', '.join(APPROXIMATE)}"
+        )
+    return tuple(dict.fromkeys(names or ()))
+
+
+def _baselines(value: Any, n: int) -> tuple[str, ...]:
+    """The full-width indexes to tune beside the funnels: ``"auto"`` is all of them from `HNSW_MIN_ITEMS` items."""
+    if isinstance(value, str) and value == "auto":
+        return tuple(BASELINES) if n >= HNSW_MIN_ITEMS else ()
+    names = [value] if isinstance(value, str) else value
+    if not (names is None or (isinstance(names, (list, tuple)) and all(b in BASELINES for b in names))):
+        shown = list(value) if isinstance(value, (list, tuple)) else value
+        raise ValueError(
+            f"baselines={shown!r}: expected 'auto' (all from {HNSW_MIN_ITEMS} items), () for none, or some of "
+            f"{', '.join(BASELINES)}"
         )
     return tuple(dict.fromkeys(names or ()))
 
@@ -303,11 +325,22 @@ class TunedFunnel:
     bytes_per_item: int
     max_first_stage_bytes: int | None = None
     notes: list[str] = field(default_factory=list)
+    baselines: list[TunedBaseline] = field(default_factory=list)
 
     @property
     def speedup(self) -> float:
         """Exact full-width search time over the chosen funnel's, measured side by side."""
         return self.exact_ms_per_query / self.ms_per_query if self.ms_per_query > 0 else float("nan")
+
+    def baseline(self, kind: str) -> TunedBaseline | None:
+        """The full-width ``kind`` index (``hnsw``, ``ivf``) tuned to the same target in the same run, if any."""
+        return next((b for b in self.baselines if b.kind == kind), None)
+
+    def speedup_vs(self, kind: str = "hnsw") -> float:
+        """The tuned full-width ``kind`` index's time over the chosen funnel's, timed in the same rounds (NaN
+        without it)."""
+        b = self.baseline(kind)
+        return b.ms_per_query / self.ms_per_query if b is not None and self.ms_per_query > 0 else float("nan")
 
     @property
     def confirmed_recall(self) -> float:
@@ -343,11 +376,24 @@ class TunedFunnel:
             "bytes_per_item": self.bytes_per_item,
             "tuning_queries": self.tuning_queries,
             "holdout_queries": self.holdout_queries,
+            **{
+                f"{b.kind}_{key}": value
+                for b in self.baselines
+                for key, value in b.summary().items()
+                if key in ("setting", "holdout_recall", "ms_per_query", "build_seconds", "index_bytes")
+            },
+            **{f"speedup_vs_{b.kind}": self.speedup_vs(b.kind) for b in self.baselines},
         }
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the summary, the funnel as data, the notes and the whole table."""
-        return {**self.summary(), "funnel_data": self.funnel.to_dict(), "notes": list(self.notes), "table": self.table}
+        return {
+            **self.summary(),
+            "funnel_data": self.funnel.to_dict(),
+            "notes": list(self.notes),
+            "table": self.table,
+            "baselines": [b.summary() for b in self.baselines],
+        }
 
     def __str__(self) -> str:
         held = (
@@ -364,6 +410,8 @@ class TunedFunnel:
             f"{self.first_stage_bytes} bytes/item scanned, {self.bytes_per_item} held",
             f'  make search ARGS="{" ".join(self.funnel.cli_args())}"',
         ]
+        for b in self.baselines:
+            lines.append(f"  against {b} ({self.speedup_vs(b.kind):.2f}x)")
         return "\n".join(lines + [f"  note: {note}" for note in self.notes])
 
 
@@ -385,6 +433,7 @@ class Tuning:
     truth: _Truth
     cache: dict
     notes: list[str]
+    baseline_ms: dict[tuple[str, int], float] = field(default_factory=dict)  # (kind, value) -> ms/query, step 3
 
     @property
     def n(self) -> int:
@@ -603,6 +652,22 @@ def score_grid(tuning: Tuning) -> ScoredGrid:
     return grid
 
 
+def sweep_baselines(tuning: Tuning) -> list[BaselineSweep]:
+    """Step 2b: each full-width index of ``settings.baselines`` built and its knob's ladder scored on the tuning
+    queries, as the funnels are (`mrl.retrieval.baselines`); notes say what was built."""
+    s = tuning.settings
+    sweeps = []
+    for kind in s.baselines:
+        sweep = sweep_baseline(kind, tuning.truth.full, s.metric, tuning.recall, tuning.q_tune, s.k, tuning.top_target)
+        tried = ", ".join(f"{v}: {r:.4f}" for v, r in sweep.recalls.items())
+        tuning.notes.append(
+            f"baseline {BASELINES[kind].describe}: built in {sweep.build_seconds:.1f}s, "
+            f"{sweep.index_bytes / 2**20:.1f} MiB; recall by {sweep.knob}: {tried}"
+        )
+        sweeps.append(sweep)
+    return sweeps
+
+
 # ------------------------------------------------------------------ step 3: the cheapest candidates, timed
 def time_side_by_side(retrievers: dict, queries: np.ndarray, k: int, repeats: int) -> dict:
     """Fastest of ``repeats`` full-batch searches per retriever, all of them interleaved in every round."""
@@ -642,11 +707,12 @@ def _best_within_budget(rows: list[dict], settings: TuneSettings) -> list[int]:
 
 
 def time_cheapest_candidates(
-    tuning: Tuning, grid: ScoredGrid
+    tuning: Tuning, grid: ScoredGrid, sweeps: Sequence[BaselineSweep] = ()
 ) -> tuple[dict[float, list[int]], dict[int, AdaptiveRetriever]]:
     """``(candidates per target, retriever per timed row)``: the cheapest funnels of each structure meeting each
     target (the best recall within the budget where none does), built and timed side by side with exact search
-    (row 0); their ``ms_per_query`` is filled in."""
+    (row 0); their ``ms_per_query`` is filled in. Each full-width baseline of ``sweeps`` at its setting for each
+    target is timed in the same rounds (``tuning.baseline_ms``)."""
     rows = grid.rows
     chosen_sets = {t: _cheapest_meeting(rows, t, tuning.settings) for t in tuning.targets}
     for t, chosen in chosen_sets.items():
@@ -657,9 +723,15 @@ def time_cheapest_candidates(
         i: tuning.exact if i == 0 else Funnel.from_dict(rows[i]).build(tuning.db, prefix_cache=tuning.cache)
         for i in to_time
     }
-    ms = time_side_by_side(retrievers, tuning.q_tune, tuning.settings.k, tuning.settings.repeats)
-    for i, value in ms.items():
-        rows[i]["ms_per_query"] = value
+    baselines = {
+        (sweep.kind, value): sweep.setting(value)
+        for sweep in sweeps
+        for value in {sweep.smallest_meeting(t) for t in tuning.targets}
+    }
+    ms = time_side_by_side({**retrievers, **baselines}, tuning.q_tune, tuning.settings.k, tuning.settings.repeats)
+    for i in retrievers:
+        rows[i]["ms_per_query"] = ms[i]
+    tuning.baseline_ms.update({key: ms[key] for key in baselines})
     return chosen_sets, retrievers
 
 
@@ -705,6 +777,36 @@ def confirm_fastest(
     )
 
 
+def confirm_baselines(tuning: Tuning, sweeps: Sequence[BaselineSweep], target: float) -> list[TunedBaseline]:
+    """Each baseline at the smallest setting meeting ``target`` on the tuning queries, searched on the held-out
+    ones too (timed by step 3)."""
+    out = []
+    hold_idx = tuning.hold_idx
+    for sweep in sweeps:
+        value = sweep.smallest_meeting(target)
+        retriever = sweep.setting(value)
+        held = None
+        if len(hold_idx):
+            _, ids = retriever.search(tuning.queries[hold_idx], tuning.settings.k)
+            held = float(tuning.truth.hits(hold_idx, ids).mean())
+        out.append(
+            TunedBaseline(
+                kind=sweep.kind,
+                target=target,
+                knob=sweep.knob,
+                value=value,
+                recall=sweep.recalls[value],
+                holdout_recall=held,
+                ms_per_query=tuning.baseline_ms[(sweep.kind, value)],
+                build_seconds=sweep.build_seconds,
+                index_bytes=sweep.index_bytes,
+                retriever=retriever,
+                sweep=dict(sweep.recalls),
+            )
+        )
+    return out
+
+
 # ------------------------------------------------------------------ the entry points
 def _check_inputs(db: np.ndarray, q: np.ndarray, targets: list[Any]) -> None:
     if db.ndim != 2 or db.shape[0] == 0:
@@ -741,8 +843,12 @@ def tune_funnels(
     settings = settings.resolved(n, dim)
     tuning = _set_up(db, q_all, [float(t) for t in targets], settings)  # 1.
     grid = score_grid(tuning)  # 2.
-    chosen_sets, retrievers = time_cheapest_candidates(tuning, grid)  # 3.
-    return [confirm_fastest(tuning, grid, t, chosen_sets[t], retrievers) for t in tuning.targets]  # 4.
+    sweeps = sweep_baselines(tuning)  # 2b.
+    chosen_sets, retrievers = time_cheapest_candidates(tuning, grid, sweeps)  # 3.
+    results = [confirm_fastest(tuning, grid, t, chosen_sets[t], retrievers) for t in tuning.targets]  # 4.
+    for result in results:
+        result.baselines = confirm_baselines(tuning, sweeps, result.target)
+    return results
 
 
 def tune_funnel(
