@@ -65,6 +65,8 @@ def parse_args(argv=None):
     p.add_argument("--ef-search", type=int, default=None, help="HNSW efSearch (default: the shortlist)")
     p.add_argument("--ef-search-full", type=int, default=64, help="efSearch of the full-size HNSW reference")
     p.add_argument("--no-hnsw-full", action="store_true", help="skip the full-size HNSW reference (slow build)")
+    p.add_argument("--skip-fixed", action="store_true",
+                   help="skip the first section (the fixed funnels): the tuned and database sections only")  # fmt: skip
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=None, help="OpenMP threads for FAISS (default: all)")
     p.add_argument("--k", type=int, default=10, help="neighbours per query of the tuned and database rows")
@@ -129,13 +131,16 @@ def tuned_section(args, db: np.ndarray, q: np.ndarray) -> dict:
         return {}
     k, dim = args.k, db.shape[1]
     t = time.perf_counter()
-    tuned = tune_funnels(db, q, targets, k=k, repeats=max(1, min(args.repeats, 3)), seed=args.seed)
+    tuned = tune_funnels(db, q, targets, k=k, repeats=max(1, min(args.repeats, 3)), seed=args.seed,
+                         baselines=("hnsw", "ivf"))  # fmt: skip
     print(f"\ntuned funnels for recall@{k} >= {', '.join(map(str, targets))} in {time.perf_counter() - t:.0f}s "
           f"({len(tuned[0].table)} funnels tried on {tuned[0].tuning_queries} queries, "
           f"{tuned[0].holdout_queries} held out)")  # fmt: skip
     systems = {"exact flat": PlainFlat(db)}
     for r in tuned:
         systems[f"tuned {r.target}"] = r.retriever
+        for b in r.baselines:
+            systems[f"{b.kind} {r.target}"] = b.retriever  # the full-width index tuned to the same target
     secs, ids = time_round_robin(systems, q, args.repeats, k=k)
     nq = len(q)
     out = {}
@@ -147,6 +152,11 @@ def tuned_section(args, db: np.ndarray, q: np.ndarray) -> dict:
         recall = recall_against_exact(db, q, ids[name], k)
         if name == "exact flat":
             funnel, held, scanned, held_bytes = f"{dim}-d float top {k}", recall, 4 * dim, 4 * dim
+        elif not name.startswith("tuned"):
+            kind, target = name.split()
+            b = next(r for r in tuned if r.target == float(target)).baseline(kind)
+            funnel, held, scanned = f"{dim}-d {kind} {b.knob} {b.value}", b.holdout_recall, 4 * dim
+            held_bytes = round(b.index_bytes / len(db))
         else:
             r = next(r for r in tuned if f"tuned {r.target}" == name)
             funnel, held = str(r.funnel), r.holdout_recall
@@ -157,7 +167,31 @@ def tuned_section(args, db: np.ndarray, q: np.ndarray) -> dict:
         }  # fmt: skip
         print(f"{name:<13} {funnel:<56} {ms:>9.4f} {1e3 / ms:>8.0f} {base_ms / ms:>8.1f}x {recall:>9.4f} "
               f"{held if held is not None else float('nan'):>9.4f} {scanned:>14} {held_bytes:>11}")  # fmt: skip
+    print("full-width indexes tuned to each target on the same queries (build time, resident memory):")
+    for r in tuned:
+        for b in r.baselines:
+            print(f"  {r.target}: {b}")
+            out[f"{b.kind} {r.target}"]["build_seconds"] = b.build_seconds
+            out[f"{b.kind} {r.target}"]["index_bytes"] = b.index_bytes
+        funnel_bytes = r.retriever.resident_bytes()
+        print(f"  {r.target}: funnel built over {r.retriever.n} items holds {funnel_bytes / 2**20:.1f} MiB")
+        out[f"tuned {r.target}"]["index_bytes"] = funnel_bytes
     return out
+
+
+def hnsw_ratio_line(out: dict, target: float = 0.99) -> str:
+    """The benchmark's last line: the tuned funnel's speed over the tuned full-width HNSW's at ``target``, both
+    timed in the same rounds of the tuned section."""
+    funnel, hnsw = out.get(f"tuned {target}"), out.get(f"hnsw {target}")
+    if funnel is None or hnsw is None:
+        return f"funnel vs tuned full-width HNSW at recall >= {target}: not measured (give --targets with {target})"
+    ratio = hnsw["ms_per_query"] / funnel["ms_per_query"]
+    return (
+        f"funnel vs tuned full-width HNSW at recall@k >= {target}: {ratio:.2f}x "
+        f"({funnel['ms_per_query']:.4f} against {hnsw['ms_per_query']:.4f} ms/query; held-out recall "
+        f"{funnel['holdout_recall']:.4f} against {hnsw['holdout_recall']:.4f}; {funnel['funnel']} against "
+        f"{hnsw['funnel']})"
+    )
 
 
 def _load_milvus(args, sub, funnel, bits_funnel, where) -> dict:
@@ -311,19 +345,10 @@ def database_section(args, db: np.ndarray, q: np.ndarray) -> dict:
     return out
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    if args.threads:
-        faiss.omp_set_num_threads(args.threads)
-    t0 = time.perf_counter()
-    db, db_y, q, q_y = load(args)
-    n, dim = db.shape
-    nq = len(q)
+def fixed_section(args, db, db_y, q, q_y) -> dict:
+    """The fixed funnels (``--first-size``, ``--shortlist``, ``--binary-size``) against exact flat search: 1-NN."""
+    dim, nq = db.shape[1], len(q)
     funnel = [(args.first_size, args.shortlist), (dim, 1)]
-    print(f"data: db {n} x {dim} fp32 ({db.nbytes / 2**30:.2f} GiB), {nq} queries, "
-          f"{len(np.unique(db_y))} classes ({time.perf_counter() - t0:.1f}s)")  # fmt: skip
-    print(f"funnel: {funnel}, FAISS threads: {faiss.omp_get_max_threads()}, cores: {os.cpu_count()}")
-
     systems = {}
     t = time.perf_counter()
     systems["exact flat"] = PlainFlat(db)
@@ -370,12 +395,27 @@ def main(argv=None) -> dict:
     print("(other processes on the machine slow the multi-threaded funnel stages more than the BLAS-bound")
     print(" exact search; compare runs at similar load)")
     out = {k: {kk: vv for kk, vv in v.items() if kk != "ids"} for k, v in results.items()}
-    del systems, results
+    return out
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        faiss.omp_set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    db, db_y, q, q_y = load(args)
+    n, dim = db.shape
+    funnel = [(args.first_size, args.shortlist), (dim, 1)]
+    print(f"data: db {n} x {dim} fp32 ({db.nbytes / 2**30:.2f} GiB), {len(q)} queries, "
+          f"{len(np.unique(db_y))} classes ({time.perf_counter() - t0:.1f}s)")  # fmt: skip
+    print(f"funnel: {funnel}, FAISS threads: {faiss.omp_get_max_threads()}, cores: {os.cpu_count()}")
+    out = {} if args.skip_fixed else fixed_section(args, db, db_y, q, q_y)
     gc.collect()
     out.update(tuned_section(args, db, q))
     out.update(database_section(args, db, q))
     print(f"\n1-min load average at the end: {os.getloadavg()[0]:.2f}")
     print(f"total benchmark time {time.perf_counter() - t0:.0f}s")
+    print(hnsw_ratio_line(out))
     return out
 
 

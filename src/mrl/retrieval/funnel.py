@@ -497,6 +497,17 @@ class AdaptiveRetriever:
         """Bytes per item held in memory (see `funnel_bytes`)."""
         return funnel_bytes(self.funnel, self.index_type, self.metric, prune=self._prune_enabled)
 
+    def resident_bytes(self) -> int:
+        """Bytes held in memory for the whole database: `bytes_per_item` per item, and an HNSW graph's links
+        (int32, with its levels and offsets) or IVF's list ids (int64) and centroids."""
+        total = self.n * self.bytes_per_item()
+        if self.index_type == "hnsw":
+            h = self.index.hnsw
+            total += h.neighbors.size() * 4 + h.levels.size() * 4 + h.offsets.size() * 8
+        elif self.index_type == "ivf":
+            total += self.n * 8 + self.index.nlist * self.index.d * 4
+        return int(total)
+
     def __repr__(self) -> str:
         return (
             f"AdaptiveRetriever(n={self.n}, dim={self.dim}, funnel={self.funnel}, metric={self.metric!r}, "
