@@ -68,3 +68,17 @@ def test_baselines_setting_is_checked_and_auto_follows_the_database_size():
     assert TuneSettings(baselines="ivf").resolved(1000, 16).baselines == ("ivf",)
     with pytest.raises(ValueError, match="baselines=\\['pq'\\]: expected"):
         TuneSettings(baselines=["pq"]).resolved(1000, 16)
+
+
+def test_eval_summary_gives_the_funnel_against_the_tuned_full_width_hnsw():
+    from mrl.evaluation.render.markdown import tuned_funnel_lines
+    from mrl.evaluation.suite import tuned_funnel_rows
+
+    db, q = noisy_neighbours(n=2000, nq=100)
+    labels = np.zeros(len(db), dtype=np.int64)
+    rows, _ = tuned_funnel_rows(db, q, labels, labels[: len(q)], [0.95], k=10)
+    row = rows[0]
+    assert row["speedup_vs_hnsw"] == pytest.approx(row["hnsw_ms_per_query"] / row["ms_per_query"])
+    assert row["hnsw_setting"].startswith("efSearch ") and row["hnsw_holdout_recall"] is not None
+    text = "\n".join(tuned_funnel_lines(rows))
+    assert "funnel vs it" in text and f"{row['speedup_vs_hnsw']:.2f}x |" in text and row["hnsw_setting"] in text
