@@ -166,8 +166,9 @@ def test_tune_funnel_is_exported_from_the_package():
         ({"metric": "dot"}, r"^metric='dot': expected one of cosine, l2, ip"),
         ({"max_first_stage_bytes": 0}, r"^max_first_stage_bytes=0: a positive number"),
         (
-            {"approximate": ["ivf"]},
-            r"^approximate=\['ivf'\]: expected 'auto' \(hnsw from 20000 items\), \(\) for none, or some of hnsw$",
+            {"approximate": ["pq"]},
+            r"^approximate=\['pq'\]: expected 'auto' \(hnsw and ivf from 20000 items\), \(\) for none, or some of "
+            r"hnsw, ivf$",
         ),
         ({"approximate": "fast"}, r"^approximate='fast': expected 'auto'"),
         ({"approximate": 3}, r"^approximate=3: expected 'auto'"),
@@ -210,7 +211,7 @@ def test_settings_resolve_their_defaults_against_the_database():
     assert resolved.sizes == (8, 16, 32, 64) and resolved.rerank_sizes == (64,)
     assert resolved.shortlists == (10, 20, 50, 100, 200, 300)  # k x 1, 2, 5, ... capped at the database size
     assert resolved.approximate == () and TuneSettings(approximate="hnsw").resolved(300, 64).approximate == ("hnsw",)
-    assert TuneSettings().resolved(20_000, 8).approximate == ("hnsw",)  # "auto": HNSW from 20,000 items on
+    assert TuneSettings().resolved(20_000, 8).approximate == ("hnsw", "ivf")  # "auto": both from 20,000 items on
     assert resolved.fits({"first_stage_bytes": 10**9})
     assert not TuneSettings(max_first_stage_bytes=16).resolved(300, 64).fits({"first_stage_bytes": 32})
 
@@ -262,7 +263,8 @@ def test_hnsw_rows_report_the_recall_of_the_funnel_built_and_searched(one_thread
     tuned = tune_funnel(db, q, target=0.99, k=10, repeats=1, holdout=0.25, sizes=[8, 16, 64], approximate=["hnsw"])
     rows = [r for r in tuned.table if r["index"] == "hnsw"]
     assert len(rows) >= 2 and all(r["format"] == "float" and len(r["stages"]) == 2 for r in rows)
-    assert any("HNSW first stages" in note and "8-d in" in note for note in tuned.notes)  # the build time
+    assert any("HNSW first stages" in note and "8-d M 8 in" in note for note in tuned.notes)  # the build time
+    assert {r["options"]["hnsw_m"] for r in rows} == {8, 32}  # each degree of hnsw_ms has its own graph
     q_tune = q[tuning_rows(len(q), 0.25)]
     for row in rows:
         funnel = Funnel.from_dict(row)
@@ -275,8 +277,8 @@ def test_hnsw_rows_report_the_recall_of_the_funnel_built_and_searched(one_thread
         assert row["mflops_per_query"] < Funnel(funnel.stages).mflops_per_query(len(db))  # under a flat scan's
         assert row["first_stage_bytes"] == 4 * m1 and row["bytes_per_item"] == funnel.bytes_per_item()
     # shortlists grow until the highest target is met; sizes stop at the first that meets it with <= 5k candidates
-    for m1 in {r["stages"][0][0] for r in rows}:
-        recalls = [r["recall"] for r in rows if r["stages"][0][0] == m1]
+    for m1, degree in {(r["stages"][0][0], r["options"]["hnsw_m"]) for r in rows}:
+        recalls = [r["recall"] for r in rows if (r["stages"][0][0], r["options"]["hnsw_m"]) == (m1, degree)]
         assert sum(r >= 0.99 for r in recalls) <= 1 and all(r < 0.99 for r in recalls[:-1])
     enough = [r["stages"][0][0] for r in rows if r["recall"] >= 0.99 and r["stages"][0][1] <= 50]
     assert all(r["stages"][0][0] <= min(enough) for r in rows if enough)
@@ -350,10 +352,47 @@ def test_an_hnsw_funnel_round_trips_and_reproduces_its_search_command():
     ("kwargs", "message"),
     [
         ({"format": "int8", "index": "hnsw"}, r"^index='hnsw': expected int8 with format='int8'$"),
-        ({"index": "ivf"}, r"^index='ivf': expected flat or hnsw with format='float'$"),
+        ({"index": "binary"}, r"^index='binary': expected flat or hnsw or ivf with format='float'$"),
     ],
 )
 def test_a_funnel_with_a_wrong_first_stage_index_is_a_one_line_error(kwargs, message):
     with pytest.raises(ValueError, match=message) as error:
         Funnel(((16, 200), (64, 10)), **kwargs)
     assert is_config_error(error.value)
+
+
+def test_ivf_rows_report_the_recall_of_the_funnel_built_and_searched(one_thread):
+    """AdANNS-IVF first stages: each row's recall is that of its funnel built and searched on its own (its own
+    k-means, seeded), and probes rise only until a shortlist meets the target."""
+    db, q = mrl_data()
+    tuned = tune_funnel(db, q, target=0.99, k=10, repeats=1, holdout=0.25, sizes=[8, 16, 64], approximate=["ivf"])
+    rows = [r for r in tuned.table if r["index"] == "ivf"]
+    assert rows and all(r["format"] == "float" and len(r["stages"]) == 2 for r in rows)
+    assert any("IVF first stages trained at 8-d" in note for note in tuned.notes)
+    q_tune = q[tuning_rows(len(q), 0.25)]
+    for row in rows:
+        funnel = Funnel.from_dict(row)
+        assert funnel.index == "ivf" and dict(funnel.options) == row["options"] and "IVF (nprobe" in str(funnel)
+        retriever = funnel.build(db)
+        assert retriever.index.nprobe == row["options"]["nprobe"]
+        _, ids = retriever.search(q_tune, 10)
+        assert row["recall"] == pytest.approx(recall_against_exact(db, q_tune, ids, 10)), row["funnel"]
+    for m1 in {r["stages"][0][0] for r in rows}:
+        probes = [r["options"]["nprobe"] for r in rows if r["stages"][0][0] == m1]
+        met = [r["options"]["nprobe"] for r in rows if r["stages"][0][0] == m1 and r["recall"] >= 0.99]
+        assert not met or max(probes) == min(met)  # no more probes once one count of them meets the target
+
+
+def test_index_options_round_trip_and_reach_the_retriever():
+    db, _ = mrl_data()
+    funnel = Funnel(((16, 50), (64, 10)), "float", "cosine", "hnsw", {"hnsw_m": 8, "ef_construction": 40})
+    assert funnel.options == (("ef_construction", 40), ("hnsw_m", 8)) and str(funnel).startswith("16-d float HNSW (")
+    assert Funnel.from_dict(funnel.to_dict()) == funnel and funnel.to_dict()["options"] == {
+        "hnsw_m": 8,
+        "ef_construction": 40,
+    }
+    assert funnel.build(db).index.hnsw.nb_neighbors(0) == 2 * 8  # layer 0 holds 2 M links per node
+    with pytest.raises(ValueError, match=r"index='flat' takes positive integers for no options"):
+        Funnel(((16, 50), (64, 10)), options={"nprobe": 4})
+    with pytest.raises(ValueError, match=r"index='ivf' takes positive integers for nlist, nprobe"):
+        Funnel(((16, 50), (64, 10)), index="ivf", options={"nprobe": 0})

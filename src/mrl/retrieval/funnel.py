@@ -249,7 +249,7 @@ class AdaptiveRetriever:
         if index == "hnsw":
             self.index = self._build_hnsw(first, cache, hnsw_m, ef_search, ef_construction, prefix_cache is not None)
         elif index == "ivf":
-            self.index = self._build_ivf(first, nlist, nprobe, seed)
+            self.index = self._build_ivf(first, nlist, nprobe, seed, cache)
         else:
             self.index = self._FIRST_STAGE_BUILDERS[index](self, first, cache)
         del first
@@ -321,19 +321,30 @@ class AdaptiveRetriever:
         graph.hnsw.efSearch = self._ef_search
         return graph
 
-    def _build_ivf(self, first: np.ndarray, nlist: int | None, nprobe: int | None, seed: int):
+    def _build_ivf(self, first: np.ndarray, nlist: int | None, nprobe: int | None, seed: int, cache: dict):
+        """``IndexIVFFlat`` over the prefix, trained once per (size, metric, nlist, seed) in ``cache`` and shared:
+        each retriever sets its own nprobe before every search (`shortlist`)."""
         m1 = self.funnel[0][0]
         if nlist is None:
             nlist = int(np.clip(round(4 * np.sqrt(self.n)), 1, max(1, self.n // 39)))
         if not 1 <= nlist <= self.n:
             raise ValueError(f"nlist must be in [1, {self.n}] (database size), got {nlist}")
-        self._quantizer = faiss.IndexFlatL2(m1) if self.metric == "l2" else faiss.IndexFlatIP(m1)
-        ivf = faiss.IndexIVFFlat(self._quantizer, m1, int(nlist), self._faiss_metric)
+        self._nprobe = int(nprobe if nprobe is not None else max(1, nlist // 16))
+        key = ("ivf", m1, self.metric, int(nlist), int(seed))
+        if key not in cache:
+            cache[key] = self._train_ivf(first, int(nlist), seed)
+        ivf = cache[key]
+        ivf.nprobe = self._nprobe
+        return ivf
+
+    def _train_ivf(self, first: np.ndarray, nlist: int, seed: int):
+        m1 = first.shape[1]
+        quantizer = faiss.IndexFlatL2(m1) if self.metric == "l2" else faiss.IndexFlatIP(m1)
+        ivf = faiss.IndexIVFFlat(quantizer, m1, int(nlist), self._faiss_metric)
         n_train = min(self.n, 256 * nlist)
         rng = np.random.default_rng(seed)
         sample = first if n_train == self.n else first[np.sort(rng.choice(self.n, n_train, replace=False))]
         ivf.train(sample)
-        ivf.nprobe = int(nprobe if nprobe is not None else max(1, nlist // 16))
         ivf.add(first)
         return ivf
 
@@ -398,6 +409,8 @@ class AdaptiveRetriever:
             qp = threshold_bits(qp, self._bit_center)
         elif self.index_type == "hnsw" and self._hnsw_shared:
             self.index.hnsw.efSearch = self._ef_search  # the graph is shared: this retriever's own beam
+        elif self.index_type == "ivf":
+            self.index.nprobe = self._nprobe  # the lists may be shared: this retriever's own probes
         scores, ids = self.index.search(qp, c)
         if self.index_type in ("hnsw", "ivf", "binary"):  # flat and int8 order their ties already
             scores, ids = order_ties(scores, ids, descending=self.index_type != "binary" and self.metric != "l2")
@@ -481,7 +494,7 @@ class AdaptiveRetriever:
         m1, _ = self.funnel[0]
         first = None
         if self.index_type == "ivf":
-            nlist, nprobe = self.index.nlist, self.index.nprobe
+            nlist, nprobe = self.index.nlist, self._nprobe
             first = nlist * m1 + min(nprobe, nlist) * (self.n / nlist) * m1
         elif self.index_type == "hnsw":
             first = float("nan") if self._last_ndis_per_query is None else self._last_ndis_per_query * m1

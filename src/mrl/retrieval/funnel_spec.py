@@ -11,11 +11,12 @@ import numpy as np
 
 from mrl.retrieval.funnel import METRICS, AdaptiveRetriever, first_stage_bytes, funnel_bytes, funnel_mflops
 
-__all__ = ["FORMATS", "FORMAT_INDEXES", "INDEX_FORMATS", "Funnel"]
+__all__ = ["FORMATS", "FORMAT_INDEXES", "INDEX_FORMATS", "INDEX_OPTIONS", "Funnel"]
 
 FORMATS = {"float": "flat", "int8": "int8", "bits": "binary"}  # number format of a first stage -> its exact index
 INDEX_FORMATS = {index: name for name, index in FORMATS.items()}
-FORMAT_INDEXES = {"float": ("flat", "hnsw"), "int8": ("int8",), "bits": ("binary",)}  # first-stage indexes per format
+FORMAT_INDEXES = {"float": ("flat", "hnsw", "ivf"), "int8": ("int8",), "bits": ("binary",)}  # first-stage indexes
+INDEX_OPTIONS = {"hnsw": ("hnsw_m", "ef_construction", "ef_search"), "ivf": ("nlist", "nprobe")}  # AdaptiveRetriever
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,9 @@ class Funnel:
     ``int8`` or ``bits``; later stages are float), the ``metric`` and the first stage's `AdaptiveRetriever`
     ``index``: by default the format's exact scan (``flat``, ``int8``, ``binary``); ``hnsw`` for a float first
     stage searched through an HNSW graph (`AdaptiveRetriever`'s defaults: M 32, efConstruction 64, efSearch the
-    first stage's candidates). Printable, comparable, reusable: ``Funnel(...).build(database)`` is the
+    first stage's candidates), ``ivf`` for one through inverted lists on the prefix (AdANNS-IVF). ``options``: the
+    index's settings (`INDEX_OPTIONS`: ``hnsw_m``, ``ef_construction``, ``ef_search``; ``nlist``, ``nprobe``), a dict
+    or pairs, kept as sorted pairs. Printable, comparable, reusable: ``Funnel(...).build(database)`` is the
     `AdaptiveRetriever`; `to_dict` / `from_dict` round-trip through JSON (a dict without ``index``, as saved
     before HNSW first stages, is the exact scan); `spec` and `cli_args` are what ``make search`` takes."""
 
@@ -32,6 +35,7 @@ class Funnel:
     format: str = "float"
     metric: str = "cosine"
     index: str | None = None  # None: the format's exact scan (FORMATS)
+    options: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple((int(m), int(c)) for m, c in self.stages))
@@ -44,6 +48,15 @@ class Funnel:
         if self.index not in FORMAT_INDEXES[self.format]:
             valid = " or ".join(FORMAT_INDEXES[self.format])
             raise ValueError(f"index={self.index!r}: expected {valid} with format={self.format!r}")
+        options = dict(self.options.items() if isinstance(self.options, dict) else self.options)
+        valid = INDEX_OPTIONS.get(self.index, ())
+        for key, value in options.items():
+            if key not in valid or isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(
+                    f"options={options!r}: index={self.index!r} takes positive integers for "
+                    f"{', '.join(valid) or 'no options'}"
+                )
+        object.__setattr__(self, "options", tuple(sorted((k, int(v)) for k, v in options.items())))
 
     @property
     def k(self) -> int:
@@ -61,7 +74,9 @@ class Funnel:
 
     def build(self, database: np.ndarray, **kwargs: Any) -> AdaptiveRetriever:
         """The `AdaptiveRetriever` of this funnel over ``database`` (``kwargs`` passed on)."""
-        return AdaptiveRetriever(database, list(self.stages), metric=self.metric, index=self.index, **kwargs)
+        return AdaptiveRetriever(
+            database, list(self.stages), metric=self.metric, index=self.index, **{**dict(self.options), **kwargs}
+        )
 
     def mflops_per_query(self, n: int) -> float:
         """MFLOPs per query over ``n`` items (`funnel_mflops`); for an HNSW first stage the flat scan's count, an
@@ -75,12 +90,11 @@ class Funnel:
         return funnel_bytes(self.stages, self.index, self.metric)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "stages": [list(s) for s in self.stages],
-            "format": self.format,
-            "metric": self.metric,
-            "index": self.index,
-        }
+        out = {"stages": [list(s) for s in self.stages], "format": self.format, "metric": self.metric}
+        out["index"] = self.index
+        if self.options:
+            out["options"] = dict(self.options)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Funnel:
@@ -89,11 +103,18 @@ class Funnel:
             data.get("format", "float"),
             data.get("metric", "cosine"),
             data.get("index"),
+            tuple((data.get("options") or {}).items()),
         )
 
     def __str__(self) -> str:
         (m1, c1), rest = self.stages[0], self.stages[1:]
-        first = f"{m1}-d {self.format}" + (" HNSW" if self.index == "hnsw" else "")
+        first = f"{m1}-d {self.format}" + {"hnsw": " HNSW", "ivf": " IVF"}.get(self.index, "")
+        if self.options:
+            first += " (" + ", ".join(f"{_OPTION_NAMES[k]} {v}" for k, v in self.options) + ")"
         if not rest:
             return f"{first} top {c1}"
         return f"{first} shortlist of {c1} -> " + " -> ".join(f"{m}-d float top {c}" for m, c in rest)
+
+
+_OPTION_NAMES = {"hnsw_m": "M", "ef_construction": "efConstruction", "ef_search": "efSearch", "nlist": "nlist",
+                 "nprobe": "nprobe"}  # fmt: skip

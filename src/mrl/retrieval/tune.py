@@ -84,6 +84,7 @@ __all__ = [
     "score_exact_scans",
     "score_grid",
     "score_hnsw_first_stages",
+    "score_ivf_first_stages",
     "split_queries",
     "sweep_baselines",
     "time_cheapest_candidates",
@@ -92,10 +93,13 @@ __all__ = [
     "tune_funnels",
 ]
 
-APPROXIMATE = ("hnsw",)  # approximate first stages the tuner can try (float prefixes)
+APPROXIMATE = ("hnsw", "ivf")  # approximate first stages the tuner can try (float prefixes)
 HNSW_MIN_ITEMS = 20_000  # approximate="auto" tries HNSW from this many items (below, a flat prefix scan is cheap)
 HNSW_MAX_SIZE = 32  # ... on prefixes up to this wide (a wider graph costs more to build than it saves)
 HNSW_ENOUGH = 5  # ... and no wider once a graph reaches every target with a shortlist of at most k times this
+HNSW_MS = (8, 32)  # graph degrees M tried (a 32-d graph of M 8 walked faster than M 32 to the same recall, 100k x 1024)
+IVF_MAX_SIZE = 64  # IVF first stages on prefixes up to this wide
+IVF_NPROBES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)  # lists probed, raised until a target is met
 SHORTLIST_FACTORS = (1, 2, 5, 10, 20, 50, 100)  # default shortlists: k times these
 DEFAULT_SIZES = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)  # default first-stage sizes (below D, and D)
 RECALL_TOLERANCE = 1e-5  # of the scores' scale: a returned item this close to the k-th exact score is a hit
@@ -125,7 +129,10 @@ class TuneSettings:
         repeats: timed rounds per funnel (the fastest counts).
         approximate: approximate first stages to try besides the exact scans: ``"auto"`` (default) tries HNSW on
             float prefixes (`HNSW_MAX_SIZE`, 32, wide at most) when the database holds at least `HNSW_MIN_ITEMS`
-            (20,000) items; ``("hnsw",)`` tries it whatever the size; ``()`` or None never.
+            (20,000) items, and IVF (AdANNS-IVF: inverted lists on prefixes up to `IVF_MAX_SIZE`, 64, wide);
+            ``("hnsw",)`` / ``("ivf",)`` try them whatever the size; ``()`` or None never.
+        hnsw_ms: the HNSW graph degrees (M) tried for each prefix (default 8 and 32).
+        ivf_nprobes: the lists an IVF first stage probes, raised in this order until a target is met.
         baselines: full-width indexes tuned to the same targets on the same queries, timed in the same rounds
             (`mrl.retrieval.baselines`: ``hnsw``, efSearch raised; ``ivf``, nprobe raised): ``"auto"`` (default)
             both from `HNSW_MIN_ITEMS` items on; ``()`` or None none.
@@ -146,6 +153,8 @@ class TuneSettings:
     max_queries: int | None = 2000
     approximate: str | Sequence[str] | None = "auto"
     baselines: str | Sequence[str] | None = "auto"
+    hnsw_ms: Sequence[int] = HNSW_MS
+    ivf_nprobes: Sequence[int] = IVF_NPROBES
 
     def with_options(self, options: dict[str, Any]) -> TuneSettings:
         """These settings with some fields replaced (the keywords of `tune_funnel`); an unknown one is a
@@ -188,6 +197,10 @@ class TuneSettings:
             raise ValueError(f"max_first_stage_bytes={budget!r}: a positive number of bytes per item, or None")
         if not _is_int(repeats) or repeats < 1:
             raise ValueError(f"repeats={repeats!r}: a positive number of timed rounds")
+        for name in ("hnsw_ms", "ivf_nprobes"):
+            values = getattr(self, name)
+            if not values or any(not _is_int(v) or v < (2 if name == "hnsw_ms" else 1) for v in values):
+                raise ValueError(f"{name}={list(values)!r}: positive integers (graph degrees >= 2, lists probed >= 1)")
         return dataclasses.replace(
             self,
             sizes=tuple(sorted({int(m) for m in sizes})),
@@ -205,7 +218,7 @@ class TuneSettings:
 def _approximate(value: Any, n: int) -> tuple[str, ...]:
     """The approximate first-stage indexes to try: ``"auto"`` is HNSW from `HNSW_MIN_ITEMS` items on."""
     if isinstance(value, str) and value == "auto":
-        return ("hnsw",) if n >= HNSW_MIN_ITEMS else ()
+        return APPROXIMATE if n >= HNSW_MIN_ITEMS else ()
     names = [value] if isinstance(value, str) else value
     ok = names is None or (
         isinstance(names, (list, tuple)) and all(isinstance(a, str) and a in APPROXIMATE for a in names)
@@ -213,8 +226,8 @@ def _approximate(value: Any, n: int) -> tuple[str, ...]:
     if not ok:
         shown = list(value) if isinstance(value, (list, tuple)) else value
         raise ValueError(
-            f"approximate={shown!r}: expected 'auto' (hnsw from {HNSW_MIN_ITEMS} items), () for none, or some of "
-            f"{', '.join(APPROXIMATE)}"
+            f"approximate={shown!r}: expected 'auto' (hnsw and ivf from {HNSW_MIN_ITEMS} items), () for none, or "
+            f"some of {', '.join(APPROXIMATE)}"
         )
     return tuple(dict.fromkeys(names or ()))
 
@@ -482,6 +495,7 @@ def funnel_row(funnel: Funnel, n: int, recall: float, mflops: float | None = Non
         "index": funnel.index,
         "metric": funnel.metric,
         "stages": [list(s) for s in funnel.stages],
+        "options": dict(funnel.options),
         "recall": float(recall),
         "mflops_per_query": funnel.mflops_per_query(n) if mflops is None else float(mflops),
         "first_stage_bytes": funnel.first_stage_bytes(),
@@ -493,7 +507,8 @@ def funnel_row(funnel: Funnel, n: int, recall: float, mflops: float | None = Non
 
 def _structure(row: dict) -> tuple:
     """What a funnel is apart from its shortlist (and, for one stage, its size): the larger of two such is slower."""
-    stages, kind = row["stages"], (row["format"], row.get("index"))
+    options = tuple(sorted((k, v) for k, v in (row.get("options") or {}).items() if k != "ef_search"))
+    stages, kind = row["stages"], (row["format"], row.get("index"), options)
     if len(stages) == 1:
         return kind
     return (*kind, stages[0][0], tuple(m for m, _ in stages[1:]))
@@ -602,11 +617,11 @@ def score_exact_scans(tuning: Tuning, grid: ScoredGrid) -> list[str]:
 
 def score_hnsw_first_stages(tuning: Tuning, grid: ScoredGrid) -> list[str]:
     """HNSW first stages (with ``"hnsw"`` in ``approximate``: float prefixes of at most `HNSW_MAX_SIZE`, below
-    the width, within the bytes budget), smallest first: the graph is built once per size (shared through the
-    cache), then every shortlist ``c`` is searched as the built funnel will search it, with ``efSearch = c``,
-    reranked, and counted (no shortlist is read off a larger search: HNSW's top ``c`` depends on its beam). Stops
-    at the first size meeting the highest target with a shortlist of at most `HNSW_ENOUGH` ``* k``.
-    Returns the notes (build times)."""
+    the width, within the bytes budget), smallest first, one graph per degree of ``hnsw_ms``: each graph is built
+    once (shared through the cache), then every shortlist ``c`` is searched as the built funnel will search it,
+    with ``efSearch = c``, reranked, and counted (no shortlist is read off a larger search: HNSW's top ``c``
+    depends on its beam). Stops at the first size meeting the highest target with a shortlist of at most
+    `HNSW_ENOUGH` ``* k``. Returns the notes (build times)."""
     s, n, dim = tuning.settings, tuning.n, tuning.dim
     if "hnsw" not in s.approximate:
         return []
@@ -616,29 +631,89 @@ def score_hnsw_first_stages(tuning: Tuning, grid: ScoredGrid) -> list[str]:
         if budget is not None and first_stage_bytes(m1, "hnsw", s.metric) > budget:
             continue
         met = False
-        for m2 in [m for m in s.rerank_sizes if m > m1]:
-            for c in s.shortlists:
-                funnel = Funnel(((m1, c), (m2, k)), "float", s.metric, "hnsw")
-                start = time.perf_counter()
-                retriever = funnel.build(tuning.db, prefix_cache=tuning.cache)
-                if len(built) == 0 or built[-1][0] != m1:
-                    built.append((m1, time.perf_counter() - start))
-                _, found = retriever.search(tuning.q_tune, k)
-                recall = tuning.recall(found)
-                grid.add(funnel_row(funnel, n, recall, retriever.mflops_per_query()))
-                if recall >= grid.top_target:
-                    met = met or c <= HNSW_ENOUGH * k
-                    break  # larger shortlists of this structure only cost more
+        for degree in s.hnsw_ms:
+            for m2 in [m for m in s.rerank_sizes if m > m1]:
+                for c in s.shortlists:
+                    funnel = Funnel(((m1, c), (m2, k)), "float", s.metric, "hnsw", {"hnsw_m": degree})
+                    start = time.perf_counter()
+                    retriever = funnel.build(tuning.db, prefix_cache=tuning.cache)
+                    if not built or built[-1][:2] != (m1, degree):
+                        built.append((m1, degree, time.perf_counter() - start))
+                    _, found = retriever.search(tuning.q_tune, k)
+                    recall = tuning.recall(found)
+                    grid.add(funnel_row(funnel, n, recall, retriever.mflops_per_query()))
+                    if recall >= grid.top_target:
+                        met = met or c <= HNSW_ENOUGH * k
+                        break  # larger shortlists of this structure only cost more
         if met:
             break  # a short shortlist is enough: a wider graph costs more to build and to walk
     if not built:
         return []
-    sizes_built = ", ".join(f"{m}-d in {seconds:.1f}s" for m, seconds in built)
-    return [f"HNSW first stages (M 32, efConstruction 64, efSearch = the shortlist) built at {sizes_built}"]
+    sizes_built = ", ".join(f"{m}-d M {degree} in {seconds:.1f}s" for m, degree, seconds in built)
+    return [f"HNSW first stages (efConstruction 64, efSearch = the shortlist) built at {sizes_built}"]
+
+
+def score_ivf_first_stages(tuning: Tuning, grid: ScoredGrid) -> list[str]:
+    """IVF first stages (AdANNS-IVF; with ``"ivf"`` in ``approximate``): inverted lists (``4 sqrt(N)``, k-means on
+    the prefix) on float prefixes of at most `IVF_MAX_SIZE`, below the width, smallest first. The lists are
+    trained once per size; for each ``nprobe`` of ``ivf_nprobes`` (raised in order) one search with the largest
+    shortlist serves every ``c`` (within the probed lists the search is exact: its first ``c`` are its top ``c``),
+    reranked at each rerank size; probes stop rising once a shortlist meets the highest target, sizes once that
+    shortlist is at most `HNSW_ENOUGH` ``* k``. Returns the notes (training times)."""
+    s, n, dim = tuning.settings, tuning.n, tuning.dim
+    if "ivf" not in s.approximate:
+        return []
+    budget, k, q_tune, cmax = s.max_first_stage_bytes, s.k, tuning.q_tune, max(s.shortlists)
+    normalize, l2 = s.metric == "cosine", s.metric == "l2"
+    trained = []
+    for m1 in [m for m in s.sizes if m <= IVF_MAX_SIZE and m < dim]:
+        if budget is not None and first_stage_bytes(m1, "ivf", s.metric) > budget:
+            continue
+        met_short = False
+        for nprobe in s.ivf_nprobes:
+            funnel = Funnel(((m1, cmax), (dim, k)), "float", s.metric, "ivf", {"nprobe": nprobe})
+            start = time.perf_counter()
+            retriever = funnel.build(tuning.db, prefix_cache=tuning.cache)
+            nlist = retriever.index.nlist
+            if not trained or trained[-1][0] != m1:
+                trained.append((m1, nlist, time.perf_counter() - start))
+            if nprobe > nlist:
+                break
+            _, cand = retriever.shortlist(q_tune, cmax)
+            met = False
+            for m2 in [m for m in s.rerank_sizes if m > m1]:
+                if (m2, normalize) not in tuning.cache:
+                    tuning.cache[(m2, normalize)] = prefix(tuning.db, m2, normalize)
+                arr, q2 = tuning.cache[(m2, normalize)], prefix(q_tune, m2, normalize)
+                for c in s.shortlists:
+                    scores = _scores_by_idx(q2, arr, cand[:, :c], l2)
+                    top = np.argpartition(scores if l2 else -scores, k - 1, axis=1)[:, :k]
+                    recall = tuning.recall(np.take_along_axis(cand[:, :c], top, axis=1))
+                    row_funnel = Funnel(((m1, c), (m2, k)), "float", s.metric, "ivf", {"nprobe": nprobe})
+                    row = funnel_row(row_funnel, n, recall)
+                    row["mflops_per_query"] = funnel_mflops(
+                        n, row_funnel.stages, "ivf", nlist * m1 + nprobe * (n / nlist) * m1
+                    )
+                    grid.add(row)
+                    if recall >= grid.top_target:
+                        met, met_short = True, met_short or c <= HNSW_ENOUGH * k
+                        break  # larger shortlists of this structure only cost more
+            if met:
+                break  # more probes only cost more
+        if met_short:
+            break
+    if not trained:
+        return []
+    sizes = ", ".join(f"{m}-d ({nlist} lists) in {seconds:.1f}s" for m, nlist, seconds in trained)
+    return [f"IVF first stages trained at {sizes}"]
 
 
 # The kinds of funnel the grid holds, scored in this order (an exact scan's MFLOPs bound the later ones' skip rule).
-GRID_SCORERS: tuple[Callable[[Tuning, ScoredGrid], list[str]], ...] = (score_exact_scans, score_hnsw_first_stages)
+GRID_SCORERS: tuple[Callable[[Tuning, ScoredGrid], list[str]], ...] = (
+    score_exact_scans,
+    score_hnsw_first_stages,
+    score_ivf_first_stages,
+)
 
 
 def score_grid(tuning: Tuning) -> ScoredGrid:
