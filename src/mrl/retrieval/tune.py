@@ -421,7 +421,8 @@ class TunedFunnel:
             f"  {self.ms_per_query:.4f} ms/query against {self.exact_ms_per_query:.4f} for exact search "
             f"({self.speedup:.1f}x), {self.mflops_per_query:.3g} MFLOPs/query, "
             f"{self.first_stage_bytes} bytes/item scanned, {self.bytes_per_item} held",
-            f'  make search ARGS="{" ".join(self.funnel.cli_args())}"',
+            f'  make search ARGS="{" ".join(self.funnel.cli_args())}"'
+            + (f" (with the index's defaults, not {dict(self.funnel.options)})" if self.funnel.options else ""),
         ]
         for b in self.baselines:
             lines.append(f"  against {b} ({self.speedup_vs(b.kind):.2f}x)")
