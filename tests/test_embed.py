@@ -16,8 +16,8 @@ from mrl.data.image import DigitsDataModule
 from mrl.data.image.folder import ImageFolderDataModule
 from mrl.data.image.synthetic import SyntheticDataModule
 from mrl.data.image.torchvision_sets import TorchvisionDataModule
-from mrl.evaluation.embeddings import load_embeddings
 from mrl.embedding import embed_inputs as embed_run
+from mrl.evaluation.embeddings import load_embeddings
 from mrl.runs import find_checkpoint, load_module
 from mrl_testing.configs import FAST, compose_train
 
