@@ -63,8 +63,8 @@ sweep: $(STAMP) ## Hydra multirun: make sweep EXP=digits_mrl SWEEP=heads
 	$(PY) -m mrl.cli.train --multirun experiment=$(EXP) sweep=$(SWEEP) $(ARGS)
 
 eval: $(STAMP) ## evaluate a run, or every run of a sweep (default: the newest of either): make eval RUN=...
-	@test -n "$(EVAL_RUN)$(findstring ckpt=,$(ARGS))" || { echo "make eval: no run under $(OUTPUTS)/train or $(OUTPUTS)/multirun yet; run make train first, or give RUN=<run or sweep directory>" >&2; exit 2; }
-	$(PY) -m mrl.cli.evaluate $(if $(EVAL_RUN),run=$(EVAL_RUN)) $(ARGS)
+	@test -n "$(EVAL_RUN)$(findstring ckpt=,$(ARGS))$(ckpt)" || { echo "make eval: no run under $(OUTPUTS)/train or $(OUTPUTS)/multirun yet; run make train first, or give RUN=<run or sweep directory> or ckpt=<checkpoint file>" >&2; exit 2; }
+	$(PY) -m mrl.cli.evaluate $(if $(ckpt),ckpt=$(ckpt),$(if $(EVAL_RUN),run=$(EVAL_RUN))) $(ARGS)
 
 report: $(STAMP) ## compare runs (default: the newest sweep): make report DIR=outputs/multirun/digits_mrl
 	$(PY) -m mrl.cli.report $(REPORT_DIR) $(ARGS)

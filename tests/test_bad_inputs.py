@@ -221,6 +221,16 @@ CASES = [
         r"run='.*empty': no run \(a directory with checkpoints",
     ),
     ("eval", lambda w, tmp: [f"ckpt={w['garbage']}", f"hydra.run.dir={tmp}"], r"ckpt='.*garbage\.ckpt'"),
+    (
+        "eval",
+        lambda w, tmp: [f"ckpt={w['run']}", f"hydra.run.dir={tmp}"],
+        r"^InputError: ckpt='.*run': a directory, not a checkpoint file; give ckpt=<file\.ckpt>, or run=",
+    ),
+    (
+        "eval",
+        lambda w, tmp: [f"ckpt={w['missing']}.ckpt", f"hydra.run.dir={tmp}"],
+        r"^InputError: ckpt='.*missing\.ckpt': no such file",
+    ),
     # mrl-embed
     ("embed", _args("{missing}", "{images}"), r"run='.*missing': neither a run directory nor a checkpoint"),
     ("embed", _args("{run}", "{missing}"), r"input='.*missing': no such folder"),

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mrl.common.errors import instantiate_clearly
+from mrl.common.errors import ConfigError, InputError, instantiate_clearly
 from mrl.evaluation.device import resolve_device
 from mrl.evaluation.embeddings import embed_split, load_embeddings
 from mrl.evaluation.layer_grid import layer_counts
@@ -46,11 +46,23 @@ def knn_device(name: str | None, model_device: torch.device) -> torch.device | N
         raise ValueError(f"knn.{error}") from None
 
 
+def check_checkpoint_file(ckpt: str | Path) -> None:
+    """``ckpt=`` names one checkpoint file; a folder or a missing path is named as ``ckpt=``, with what to give."""
+    path = Path(ckpt)
+    if path.is_dir():
+        expected = "a directory, not a checkpoint file; give ckpt=<file.ckpt>, or run=<this directory> if it is a run"
+        raise InputError("ckpt", path, expected)
+    if not path.exists():
+        raise InputError("ckpt", path, "no such file; give ckpt=<file.ckpt> or run=<run directory>")
+
+
 def resolve_paths(settings: EvalConfig) -> tuple[Path, Path, Path]:
     """(checkpoint, run directory, output directory) from ``run=`` or ``ckpt=``."""
     target = settings.run or settings.ckpt
     if not target:
-        raise ValueError("run=null and ckpt=null: give run=<run directory> or ckpt=<checkpoint file>")
+        raise ConfigError("run", None, "give run=<run directory> or ckpt=<checkpoint file> (both are null)")
+    if not settings.run:
+        check_checkpoint_file(settings.ckpt)
     ckpt = find_checkpoint(target)
     run_dir = run_dir_of(settings.run if settings.run else ckpt)
     out = Path(settings.output_dir) if settings.output_dir else run_dir / "eval"
