@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from mrl.cli.embed import command as embed_main
+from mrl.common.errors import InputError
 from mrl.data.image import DigitsDataModule
 from mrl.data.image.folder import ImageFolderDataModule
 from mrl.data.image.synthetic import SyntheticDataModule
@@ -222,7 +223,7 @@ def test_texts_from_lines_and_tables(tmp_path):
     ]
     with torch.no_grad():
         expected = module.embed(module.backbone.tokenize(texts)).numpy()  # one padded batch, all at once
-    (tmp_path / "texts.txt").write_text("\n".join(texts[:2]) + "\n\n" + "\n".join(texts[2:]) + "\n")
+    (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n\n \n")  # blank lines at the end shift no row
     meta = embed_main([str(ckpt), str(tmp_path / "texts.txt"), "--batch-size", "3", "--dim", "24"])
     assert meta["output"] == str(run / "embed" / "texts_24d.npz") and meta["kind"] == "text"
     data = np.load(meta["output"])
@@ -235,6 +236,11 @@ def test_texts_from_lines_and_tables(tmp_path):
         embed_run(str(run), str(tmp_path / "table.jsonl"))
     with pytest.raises(ValueError, match=r"^input='.*': a folder, but this run is a text model"):
         embed_run(str(run), str(tmp_path))
+    # a blank line inside the file would shift every later row off its line number: refused, the line named
+    (tmp_path / "gap.txt").write_text("\n".join(texts[:2]) + "\n  \n" + "\n".join(texts[2:]) + "\n")
+    with pytest.raises(InputError, match=r"^input='.*gap\.txt': line 3 is blank; every line is one text"):
+        embed_run(str(ckpt), str(tmp_path / "gap.txt"))
+    assert not list((run / "embed").glob("gap*"))
 
     from mrl.training.classifier import (
         MatryoshkaClassifier,  # a text classifier (MRL head over the encoder) embeds the same way

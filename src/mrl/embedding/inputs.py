@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from mrl.common.errors import InputError
 from mrl.data.image.folder import BAD_IMAGE_ERRORS, iter_images
 from mrl.data.text.tables import FILE_TYPES, read_table
 
@@ -48,7 +49,7 @@ def listed_images(source: Path) -> tuple[list[Path], list[str]]:
 
 
 def read_texts(source: str | Path, column: str = "text") -> list[str]:
-    """The texts of a ``.txt`` file (one per non-empty line) or of a table's ``column``."""
+    """The texts of a ``.txt`` file (one per line, see :func:`text_lines`) or of a table's ``column``."""
     path = Path(source).expanduser()
     if path.is_dir():
         raise ValueError(
@@ -60,10 +61,27 @@ def read_texts(source: str | Path, column: str = "text") -> list[str]:
     if path.suffix.lower() in FILE_TYPES:
         texts = table_texts(path, column, source)
     else:
-        texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        texts = text_lines(path, source)
     if not texts:
-        raise ValueError(f"input={str(source)!r}: no texts in it")
+        raise InputError("input", source, "no texts in it")
     return texts
+
+
+def text_lines(path: Path, source: str | Path) -> list[str]:
+    """One text per line, so that row i of the output is line i+1. A blank line inside the file is refused (it
+    would either shift every later row or embed an empty text nobody meant); blank lines at the end are dropped."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    blank = next((number for number, line in enumerate(lines, 1) if not line.strip()), None)
+    if blank is not None:
+        raise InputError(
+            "input",
+            source,
+            f"line {blank} is blank; every line is one text and output row i is line i+1, so remove the line "
+            "or give it a text",
+        )
+    return lines
 
 
 def table_texts(path: Path, column: str, source: str | Path) -> list[str]:
