@@ -19,6 +19,7 @@ from mrl.retrieval.funnel import (
     funnel_mflops,
     rerank,
     validate_funnel,
+    write_rerank_memmap,
 )
 from mrl.retrieval.funnel_spec import FORMATS, Funnel
 from mrl.retrieval.int8 import Int8Index, dequantize_int8, quantize_int8
@@ -61,4 +62,5 @@ __all__ = [
     "tune_funnel",
     "tune_funnels",
     "validate_funnel",
+    "write_rerank_memmap",
 ]

@@ -208,6 +208,10 @@ class AdaptiveRetriever:
         seed: seed for IVF training-sample selection.
         prune: skip, inside a rerank stage of size >= 128, the candidates that provably cannot reach
             that stage's top list (see `_rerank`); results are the same as without it.
+        rerank_arrays: ``{size: [N, size] float32 array}`` read by the rerank stage of that size instead of an
+            in-memory copy: memory-tiered serving, e.g. a ``np.memmap`` of the (re-normalised) full vectors on disk
+            (`write_rerank_memmap`), of which a query reads its shortlist's rows only. Such a stage is not pruned
+            (its bounds would read every row) and is not counted in `resident_bytes`.
         prefix_cache: a dict shared by retrievers built over the same database (`mrl.retrieval.tune_funnel`
             builds dozens): each (re-normalised) prefix array is computed once and kept there, and so is each
             HNSW graph (per size, metric, ``hnsw_m`` and ``ef_construction``; every retriever searches it with
@@ -230,6 +234,7 @@ class AdaptiveRetriever:
         seed: int = 0,
         prune: bool = True,
         prefix_cache: dict | None = None,
+        rerank_arrays: dict[int, np.ndarray] | None = None,
     ) -> None:
         require_faiss()
         db = np.asarray(database)
@@ -255,8 +260,16 @@ class AdaptiveRetriever:
         del first
         # Contiguous (re-normalised) prefix arrays for the rerank stages, and for bound pruning the first m/8
         # coordinates of each and the norms of the rest.
-        self._stage_arrays = [self._prefix(db, m, cache) for m, _ in self.funnel[1:]]
-        self._stage_bounds = [self._pruning_bounds(arr, cache) if prune else None for arr in self._stage_arrays]
+        self._external = self._check_rerank_arrays(rerank_arrays or {})
+        self._stage_arrays = [self._external.get(m, None) for m, _ in self.funnel[1:]]
+        self._stage_arrays = [
+            self._prefix(db, m, cache) if arr is None else arr
+            for (m, _), arr in zip(self.funnel[1:], self._stage_arrays)
+        ]
+        self._stage_bounds = [
+            self._pruning_bounds(arr, cache) if prune and m not in self._external else None
+            for (m, _), arr in zip(self.funnel[1:], self._stage_arrays)
+        ]
 
     # ------------------------------------------------------------------ building
     @staticmethod
@@ -267,6 +280,17 @@ class AdaptiveRetriever:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
         if index not in INDEXES:
             raise ValueError(f"index must be one of {INDEXES}, got {index!r}")
+
+    def _check_rerank_arrays(self, arrays: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        sizes = {m for m, _ in self.funnel[1:]}
+        for m, arr in arrays.items():
+            ok = m in sizes and arr.shape == (self.n, m) and arr.dtype == np.float32 and arr.flags.c_contiguous
+            if not ok:
+                raise ValueError(
+                    f"rerank_arrays[{m}]: expected a C-contiguous float32 [{self.n}, {m}] array for one of the rerank "
+                    f"sizes {sorted(sizes)}, got {getattr(arr, 'dtype', None)} {getattr(arr, 'shape', None)}"
+                )
+        return dict(arrays)
 
     def _prefix(self, db: np.ndarray, m: int, cache: dict) -> np.ndarray:
         """The (re-normalised) contiguous prefix of size ``m``, computed once per cache."""
@@ -511,9 +535,14 @@ class AdaptiveRetriever:
         return funnel_bytes(self.funnel, self.index_type, self.metric, prune=self._prune_enabled)
 
     def resident_bytes(self) -> int:
-        """Bytes held in memory for the whole database: `bytes_per_item` per item, and an HNSW graph's links
+        """Bytes held in memory for the whole database: `bytes_per_item` per item (less the ``rerank_arrays``
+        stages, on disk), and an HNSW graph's links
         (int32, with its levels and offsets) or IVF's list ids (int64) and centroids."""
-        total = self.n * self.bytes_per_item()
+        per_item = self.first_stage_bytes()
+        for (m, _), bounds in zip(self.funnel[1:], self._stage_bounds):
+            if m not in self._external:  # a memmap stage is read from disk, and never pruned
+                per_item += 4 * m + (4 * (m // PRUNE_HEAD_FRACTION) + 4 if bounds is not None else 0)
+        total = self.n * per_item
         if self.index_type == "hnsw":
             h = self.index.hnsw
             total += h.neighbors.size() * 4 + h.levels.size() * 4 + h.offsets.size() * 8
@@ -526,6 +555,22 @@ class AdaptiveRetriever:
             f"AdaptiveRetriever(n={self.n}, dim={self.dim}, funnel={self.funnel}, metric={self.metric!r}, "
             f"index={self.index_type!r})"
         )
+
+
+def write_rerank_memmap(
+    database: np.ndarray, path, metric: str = "cosine", size: int | None = None, block: int = 65536
+) -> np.ndarray:
+    """The first ``size`` (default: all) coordinates of ``database``, re-normalised for cosine, written to ``path``
+    as a float32 ``.npy`` a block of rows at a time, and opened read-only as a memmap: an `AdaptiveRetriever`'s
+    ``rerank_arrays`` entry, read for the shortlist only."""
+    db = np.asarray(database)
+    m = db.shape[1] if size is None else int(size)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(db.shape[0], m))
+    for start in range(0, db.shape[0], block):
+        out[start : start + block] = prefix(db[start : start + block], m, metric == "cosine")
+    out.flush()
+    del out
+    return np.load(path, mmap_mode="r")
 
 
 def exact_search(
