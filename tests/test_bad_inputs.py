@@ -196,6 +196,80 @@ CASES = [
     ("train", _train("model.num_classes=0"), r"^ConfigError: model\.num_classes=0: expected an integer >= 1"),
     ("train", _train("test=maybe"), r"^ConfigError: test='maybe': expected true or false"),
     ("train", _train("model.head.kind=mrl_x"), r"model\.head\.kind='mrl_x': expected one of"),
+    # the model's sections, callbacks and loggers against what reads them (dataclasses, class signatures)
+    (
+        "train",
+        _train("+model.head.dimm=4"),
+        r"^ConfigError: model\.head\.dimm=4: unknown key; did you mean model\.head\.dim\?",
+    ),
+    ("train", _train("model.head.bias=maybe"), r"^ConfigError: model\.head\.bias='maybe': expected true or false"),
+    (
+        "train",
+        _train("model.optimizer.name=lamb"),
+        r"^ConfigError: model\.optimizer\.name='lamb': expected one of sgd, adamw",
+    ),
+    (
+        "train",
+        _train("+model.optimizer.nesterv=true"),
+        r"model\.optimizer\.nesterv=True: unknown key; did you mean model\.optimizer\.nesterov",
+    ),
+    ("train", _train("+model.optimizer.betas=3"), r"^ConfigError: model\.optimizer\.betas=3: expected a list"),
+    (
+        "train",
+        _train("model.scheduler.name=poly"),
+        r"^ConfigError: model\.scheduler\.name='poly': expected one of cosine",
+    ),
+    (
+        "train",
+        _train("+model.scheduler.warmup=2"),
+        r"model\.scheduler\.warmup=2: unknown key; did you mean model\.scheduler\.warmup_epochs",
+    ),
+    (
+        "train",
+        _train("+model.loss.smoothing=0.1"),
+        r"model\.loss\.smoothing=0\.1: unknown key; did you mean model\.loss\.label_smoothing",
+    ),
+    (
+        "train",
+        _train("callbacks=default", "callbacks.model_checkpoint.save_top_k=two"),
+        r"^ConfigError: callbacks\.model_checkpoint\.save_top_k='two': expected an integer",
+    ),
+    (
+        "train",
+        _train("callbacks=default", "+callbacks.model_checkpoint.monitr=x"),
+        r"callbacks\.model_checkpoint\.monitr='x': unknown key; did you mean callbacks\.model_checkpoint\.monitor\?",
+    ),
+    (
+        "train",
+        _train("callbacks=default", "callbacks.truncation_curve=3"),
+        r"callbacks\.truncation_curve=3: expected a mapping",
+    ),
+    (
+        "train",
+        _train("logger=csv", "+logger.csv.nme=x"),
+        r"logger\.csv\.nme='x': unknown key; did you mean logger\.csv\.name\?",
+    ),
+    (
+        "train",
+        lambda w, tmp: [*TEXT_PAIRS, "model.loss.gather=yes", f"hydra.run.dir={tmp / 'run'}"],
+        r"^ConfigError: model\.loss\.gather='yes': expected true or false",
+    ),
+    # a group option with no file: one line with the valid options, not Hydra's several
+    (
+        "train",
+        _train("model=resnet999"),
+        r"^ConfigError: model='resnet999': no conf/model/resnet999\.yaml; .*expected one of .*resnet18_small",
+    ),
+    (
+        "train",
+        _train("head=xyz"),
+        r"^ConfigError: head='xyz': no conf/head/xyz\.yaml; expected one of ff, mrl, mrl_e, standard$",
+    ),
+    (
+        "eval",
+        _eval("data=imagenet9"),
+        r"^ConfigError: data='imagenet9': no conf/data/imagenet9\.yaml; did you mean data=imagenet",
+    ),
     (
         "train",
         lambda w, tmp: [*TEXT_PAIRS, f"data.source={w['pairs']}", f"hydra.run.dir={tmp / 'run'}"],

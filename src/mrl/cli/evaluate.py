@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -13,7 +14,7 @@ from mrl.common.errors import exit_on_config_error
 from mrl.common.io import console
 from mrl.evaluation.result import EvaluationResult
 from mrl.evaluation.runner import evaluate_runs
-from mrl.training.config_checks import check_eval_config
+from mrl.training.config_checks import check_eval_config, check_group_choices
 
 
 def show(result: EvaluationResult) -> None:
@@ -26,8 +27,14 @@ def show(result: EvaluationResult) -> None:
     print(f"Evaluation written to {out} (summary.md also has the adaptive-classification and funnel tables)")
 
 
+def main() -> None:
+    """``mrl-eval``: a group option that has no file is named in one line before Hydra composes."""
+    exit_on_config_error(lambda: check_group_choices(sys.argv[1:], config_dir()))
+    evaluate_composed()
+
+
 @hydra.main(config_path=str(config_dir()), config_name="eval", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def evaluate_composed(cfg: DictConfig) -> None:
     def evaluate() -> list[EvaluationResult]:
         check_eval_config(cfg)  # types and ranges of the settings, before a checkpoint is read
         return evaluate_runs(cfg)

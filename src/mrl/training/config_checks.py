@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import types
+import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mrl.common.errors import ConfigError
 
-__all__ = ["check_eval_config", "check_train_config", "check_devices"]
+__all__ = ["check_devices", "check_eval_config", "check_group_choices", "check_train_config"]
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,195 @@ def _check_unknown_keys(cfg: DictConfig, key: str) -> None:
         raise ConfigError(f"{key}.{name}", setting, f"unknown key; {hint}valid keys: {', '.join(sorted(names))}")
 
 
+def _accepts(annotation: Any, value: Any) -> bool | None:
+    """Whether ``value`` fits a simple annotation (int, float, bool, str, a sequence, a mapping, their unions with
+    None); None when the annotation is not one of those (then nothing is said)."""
+    from collections.abc import Mapping as MappingABC
+    from collections.abc import Sequence as SequenceABC
+
+    if annotation is inspect.Parameter.empty or annotation is Any:
+        return None
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        verdicts = [_accepts(arg, value) for arg in typing.get_args(annotation)]
+        if any(v is True for v in verdicts):
+            return True
+        return None if any(v is None for v in verdicts) else False
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return _is_int(value)
+    if annotation is float:
+        return _is_number(value)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin in (tuple, list, SequenceABC) or annotation in (tuple, list):
+        return isinstance(value, list | tuple)
+    if origin in (dict, MappingABC) or annotation is dict:
+        return isinstance(value, dict)
+    return None
+
+
+def _describe(annotation: Any) -> str:
+    """``int | None`` as ``an integer or null``, for a message."""
+
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
+    parts = (
+        typing.get_args(annotation)
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        else (annotation,)
+    )
+    shown = []
+    for part in parts:
+        origin = typing.get_origin(part)
+        shown.append(
+            names.get(part)
+            or (
+                "a list"
+                if origin in (tuple, list) or "Sequence" in str(part)
+                else "a mapping"
+                if origin is dict or "Mapping" in str(part)
+                else str(part)
+            )
+        )
+    return " or ".join(dict.fromkeys(shown))
+
+
+def _check_against(key: str, values: Mapping[str, Any], valid: Mapping[str, Any]) -> None:
+    """Every key of ``values`` (the mapping at ``key``) is one of ``valid`` (name: annotation), with a value of its
+    annotation's type; an unknown key is named with the closest valid one."""
+    for name, setting in values.items():
+        if name.startswith("_"):
+            continue
+        if name not in valid:
+            close = difflib.get_close_matches(name, list(valid), n=1)
+            hint = f"did you mean {key}.{close[0]}? " if close else ""
+            raise ConfigError(f"{key}.{name}", setting, f"unknown key; {hint}valid keys: {', '.join(sorted(valid))}")
+        if _accepts(valid[name], setting) is False:
+            raise ConfigError(f"{key}.{name}", setting, f"expected {_describe(valid[name])}")
+
+
+def _dataclass_fields(cls: type) -> dict[str, Any]:
+
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints.get(f.name, Any) for f in fields(cls)}
+
+
+def _section_schemas(model_target: Any) -> dict[str, type]:
+    """The dataclass each ``model.*`` section is read into by the model class ``model._target_`` names (the
+    classifier's head and cross-entropy, the contrastive loss and its distill/layers sections, every model's
+    optimizer and scheduler); an unknown or foreign target gets only the optimizer and scheduler."""
+    from mrl.training.optim import OptimizerConfig, SchedulerConfig
+
+    schemas: dict[str, type] = {"model.optimizer": OptimizerConfig, "model.scheduler": SchedulerConfig}
+    try:
+        from hydra.utils import get_class
+
+        target = get_class(model_target) if isinstance(model_target, str) else None
+    except Exception:
+        return schemas
+    from mrl.training.classifier import CrossEntropyConfig, HeadConfig, MatryoshkaClassifier
+    from mrl.training.contrastive import MatryoshkaContrastiveModule
+    from mrl.training.contrastive_configs import ContrastiveLossConfig, DistillConfig, LayerLossConfig
+
+    if isinstance(target, type) and issubclass(target, MatryoshkaClassifier):
+        schemas |= {"model.head": HeadConfig, "model.loss": CrossEntropyConfig}
+    elif isinstance(target, type) and issubclass(target, MatryoshkaContrastiveModule):
+        schemas |= {
+            "model.loss": ContrastiveLossConfig,
+            "model.loss.distill": DistillConfig,
+            "model.loss.layers": LayerLossConfig,
+        }
+    return schemas
+
+
+def _section_choices() -> dict[str, Rule]:
+    from mrl.backbones.hf_text import POOLING
+    from mrl.core.heads import HEAD_KINDS
+    from mrl.training.contrastive_configs import LAYER_WEIGHTINGS
+    from mrl.training.optim import OPTIMIZERS, SCHEDULES
+
+    return {
+        "model.head.kind": choice(*HEAD_KINDS),
+        "model.head.dim": integer(1, nullable=True),
+        "model.optimizer.name": choice(*OPTIMIZERS),
+        "model.optimizer.momentum": number(0),
+        "model.optimizer.eps": number(0, above=True),
+        "model.scheduler.name": choice(*SCHEDULES),
+        "model.scheduler.warmup_start_factor": number(0, 1),
+        "model.scheduler.gamma": number(0, above=True),
+        "model.loss.distill.mode": choice("similarity", "mse"),
+        "model.loss.distill.pooling": choice(*POOLING),
+        "model.loss.distill.weight": number(0),
+        "model.loss.layers.weighting": choice(*LAYER_WEIGHTINGS),
+        "model.loss.layers.n_layers_per_step": Rule(
+            lambda v: _is_int(v) and (v >= 1 or v == -1), "expected -1 (all) or an integer >= 1"
+        ),
+    }
+
+
+def _check_model_sections(cfg: DictConfig) -> None:
+    """``model.head``, ``model.loss`` (with distill and layers), ``model.optimizer``, ``model.scheduler``: keys
+    and value types against the dataclass the model reads each into, then the choices and ranges."""
+    for key, schema in _section_schemas(_value(cfg, "model._target_")[1]).items():
+        present, value = _value(cfg, key)
+        if not present or value is None:
+            continue
+        if not isinstance(value, dict):
+            raise ConfigError(key, value, f"expected the {key.split('.')[-1]} settings (a mapping) or null")
+        _check_against(key, value, _dataclass_fields(schema))
+    _apply(cfg, _section_choices())
+
+
+def _target_parameters(target: str) -> tuple[dict[str, Any], bool] | None:
+    """(name: annotation of each keyword ``target`` takes, whether it also takes ``**kwargs``); None when the
+    target cannot be imported or inspected (reported where it is built)."""
+
+    from hydra.utils import get_class
+
+    try:
+        cls = get_class(target)
+        parameters = inspect.signature(cls).parameters.values()
+    except Exception:
+        return None
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # an annotation that does not resolve here: names are still checked
+        hints = {}
+    names = {
+        p.name: hints.get(p.name, inspect.Parameter.empty)
+        for p in parameters
+        if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    }
+    return names, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def _check_instantiated_group(cfg: DictConfig, group: str) -> None:
+    """Each entry of ``callbacks`` / ``logger`` is null or a mapping with a ``_target_`` whose keys its class takes,
+    with values of the types it annotates. A class that takes ``**kwargs`` (WandbLogger hands them to
+    ``wandb.init``) has only its annotated keys' types checked: its extra keys are the library's to judge."""
+    present, entries = _value(cfg, group)
+    if not present or not isinstance(entries, dict):
+        return
+    for name, entry in entries.items():
+        key = f"{group}.{name}"
+        if entry is None:
+            continue
+        if not isinstance(entry, dict) or not isinstance(entry.get("_target_"), str):
+            raise ConfigError(key, entry, "expected a mapping with a _target_ (a class to build), or null to drop it")
+        found = _target_parameters(entry["_target_"])
+        if found is None:
+            continue
+        parameters, open_ended = found
+        if open_ended:
+            known = {k: v for k, v in entry.items() if k in parameters}
+            _check_against(key, known, parameters)
+        else:
+            _check_against(key, entry, parameters)
+
+
 def _device_count(devices: Any) -> int | None:
     """How many devices ``trainer.devices`` asks for; None for ``auto`` / -1 (as many as there are)."""
     if devices in ("auto", -1, "-1"):
@@ -247,6 +439,9 @@ def check_train_config(cfg: DictConfig) -> None:
     _apply(cfg, TRAIN_RULES)
     for key in ("model", "data", "trainer"):
         _check_unknown_keys(cfg, key)
+    _check_model_sections(cfg)
+    for group in ("callbacks", "logger"):
+        _check_instantiated_group(cfg, group)
     has_devices, devices = _value(cfg, "trainer.devices")
     if has_devices:
         check_devices(_value(cfg, "trainer.accelerator")[1] or "auto", devices)
@@ -255,3 +450,22 @@ def check_train_config(cfg: DictConfig) -> None:
 def check_eval_config(cfg: DictConfig) -> None:
     """An ``eval.yaml`` composition fit to run: value types and ranges of its settings."""
     _apply(cfg, EVAL_RULES)
+
+
+def check_group_choices(overrides: list[str], conf: Path) -> None:
+    """Each ``group=option`` on the command line names a file of ``conf/<group>/`` (``model=resnet999``,
+    ``head=xyz``): one line naming the key and the valid options, where Hydra would print several. Sweeps
+    (``head=mrl,ff``) have each option checked; ``null``, deletions and Hydra's sweep functions are left to it."""
+    for override in overrides:
+        key, sep, value = override.lstrip("+").partition("=")
+        group = conf / key
+        if not sep or not key or key.startswith(("~", "hydra")) or "(" in value or not group.is_dir():
+            continue
+        options = sorted(str(p.relative_to(group).with_suffix("")) for p in group.rglob("*.yaml"))
+        for option in value.split(","):
+            option = option.strip()
+            if option in ("null", "") or option in options:
+                continue
+            close = difflib.get_close_matches(option, options, n=1)
+            hint = f"did you mean {key}={close[0]}? " if close else ""
+            raise ConfigError(key, option, f"no conf/{key}/{option}.yaml; {hint}expected one of {', '.join(options)}")
