@@ -87,7 +87,7 @@ def run(
             "first_size", first_size, f"the indexed prefix's size, in 1..{db.shape[1]} (the file's width)"
         )
     if isinstance(k, bool) or not 1 <= k <= len(db):
-        raise ValueError(f"k={k}: must be in 1..{len(db)} (the database size)")
+        raise ConfigError("k", k, f"must be in 1..{len(db)} (the database size)")
     tuned = None
     if target_recall is not None:
         tuned = tune_for_store(db, queries_path, target_recall, k, metric, database_store)
@@ -139,10 +139,10 @@ def given_funnel(dim: int, first_size: int, format: str, metric: str, k: int, sh
     """The funnel of ``--first-size`` / ``--format`` / ``--shortlist``: a shortlist reranked at full width (one
     stage when the first size is the full width)."""
     if shortlist < k:
-        raise ValueError(f"shortlist={shortlist}: must keep at least k={k} candidates")
+        raise ConfigError("shortlist", shortlist, f"must keep at least k={k} candidates")
     stages = ((first_size, k),) if first_size == dim else ((first_size, shortlist), (dim, k))
     if format not in FORMATS:
-        raise ValueError(f"format={format!r}: expected one of {', '.join(FORMATS)}")
+        raise ConfigError("format", format, f"expected one of {', '.join(FORMATS)}")
     return Funnel(stages, format, metric)
 
 

@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from mrl.backbones.hf_text import HFTextEncoder, resolve_name_or_path
 from mrl.common.door import require_writable
-from mrl.common.errors import exit_on_config_error
+from mrl.common.errors import ConfigError, InputError, exit_on_config_error
 from mrl.data.text.tables import read_table
 from mrl.embedding import read_texts
 from mrl.evaluation.device import resolve_device
@@ -47,7 +47,7 @@ def load_encoder(run: str | None = None, model: str | None = None, max_length: i
     if run is not None:
         module = load_module(find_checkpoint(run))
         if not hasattr(module.backbone, "tokenize"):
-            raise ValueError(f"run={run!r}: an image model; mining needs a text model's run")
+            raise InputError("run", run, "an image model; mining needs a text model's run")
         module.to(torch_device).eval()
         return module.embed, module.backbone.tokenize, torch_device
     encoder = HFTextEncoder(resolve_name_or_path(model, key="model"), max_length=max_length, normalize=True)
@@ -97,12 +97,12 @@ def mine_pairs(
     """Mine ``pairs`` and write the triplets (jsonl); returns a summary (counts, filters, timings, output)."""
     settings = settings or MiningSettings()
     if run is not None and model is not None:
-        raise ValueError(f"model={model!r}: give a run or a model, not both (run={run!r})")
+        raise ConfigError("model", model, f"give a run or a model, not both (run={run!r})")
     output = Path(out) if out else Path(pairs).with_name(Path(pairs).stem + "_mined.jsonl")
     require_writable(output)
     rows = read_table(str(pairs), key="pairs")
     if not rows:
-        raise ValueError(f"pairs={pairs!r}: the table has no rows")
+        raise InputError("pairs", pairs, "the table has no rows")
     for column in (anchor_column, positive_column):
         if column not in rows[0]:
             raise ValueError(f"{column}: not a column of {Path(pairs).name}; its columns are {', '.join(rows[0])}")

@@ -30,7 +30,7 @@ from rich.table import Table
 
 from mrl.common.door import require_writable
 from mrl.common.embeddings import read_embeddings
-from mrl.common.errors import exit_on_config_error
+from mrl.common.errors import ConfigError, InputError, exit_on_config_error
 from mrl.common.io import console
 from mrl.retrieval import METRICS, AdaptiveRetriever, tune_funnel, validate_funnel
 from mrl.retrieval.backends import store_class
@@ -58,24 +58,26 @@ def parse_funnel(text: str | None, dim: int, k: int, n: int | None = None, first
         try:
             stages.append((int(size), min(int(candidates) if candidates else k, n or int(1e18))))
         except ValueError:
-            raise ValueError(
-                f"funnel={text!r}: stage {i + 1} is {part.strip()!r}; write size:candidates stages, e.g. 16:200,512:10"
+            raise ConfigError(
+                "funnel", text, f"stage {i + 1} is {part.strip()!r}; write size:candidates stages, e.g. 16:200,512:10"
             ) from None
     try:
         stages = validate_funnel(stages, dim)
     except ValueError as error:
-        raise ValueError(f"funnel={text!r}: {error}") from None
+        raise ConfigError("funnel", text, str(error)) from None
     if stages[-1][1] < k:
-        raise ValueError(f"funnel={text!r}: the last stage keeps {stages[-1][1]} candidates, fewer than k={k}")
+        raise ConfigError("funnel", text, f"the last stage keeps {stages[-1][1]} candidates, fewer than k={k}")
     return stages
 
 
 def _same_model(queries: str, q_meta: dict, db_checkpoint: str | None) -> None:
     if db_checkpoint and q_meta.get("checkpoint"):
         if Path(db_checkpoint).resolve() != Path(q_meta["checkpoint"]).resolve():
-            raise ValueError(
-                f"queries={queries!r}: embedded by {q_meta['checkpoint']}, the database by "
-                f"{db_checkpoint}; embeddings of different models are not comparable"
+            raise InputError(
+                "queries",
+                queries,
+                f"embedded by {q_meta['checkpoint']}, the database by "
+                f"{db_checkpoint}; embeddings of different models are not comparable",
             )
 
 
@@ -108,32 +110,33 @@ def run(
     """Search ``queries`` against ``database`` (or, with ``backend="milvus"`` or ``"lancedb"``, the collection at
     ``uri``); writes the CSV and returns a summary with the results."""
     if metric not in METRICS:
-        raise ValueError(f"metric={metric!r}: expected one of {', '.join(METRICS)}")
+        raise ConfigError("metric", metric, f"expected one of {', '.join(METRICS)}")
     if backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r}: expected one of {', '.join(BACKENDS)}")
+        raise ConfigError("backend", backend, f"expected one of {', '.join(BACKENDS)}")
     if backend != "faiss":
         return _run_database(backend, database, queries, k, funnel, out, target_recall, uri, collection)
     if uri is not None or collection is not None:
-        raise ValueError(
-            f"uri={uri!r}: --uri and --collection name a vector database; add --backend milvus or --backend lancedb"
+        raise ConfigError(
+            "uri", uri, "--uri and --collection name a vector database; add --backend milvus or --backend lancedb"
         )
     if database is None:
         raise ValueError(
             "database=None: give the database's embeddings .npz and the queries' (or --backend milvus / lancedb)"
         )
     if target_recall is not None and funnel is not None:
-        raise ValueError(f"target_recall={target_recall}: --funnel and --target-recall both choose a funnel; give one")
+        raise ConfigError("target_recall", target_recall, "--funnel and --target-recall both choose a funnel; give one")
     path = require_writable(Path(out) if out else Path(queries).with_name(f"{Path(queries).stem}_top{k}.csv"))
     db, db_ids, db_labels, db_meta = read_embeddings(database)
     q, q_ids, _, q_meta = read_embeddings(queries)
     if db.shape[1] != q.shape[1]:
-        raise ValueError(
-            f"queries={queries!r}: {q.shape[1]}-wide embeddings against a {db.shape[1]}-wide database; "
-            "embed both with the same --dim"
+        raise InputError(
+            "queries",
+            queries,
+            f"{q.shape[1]}-wide embeddings against a {db.shape[1]}-wide database; embed both with the same --dim",
         )
     _same_model(queries, q_meta, db_meta.get("checkpoint"))
     if isinstance(k, bool) or not 1 <= k <= len(db):
-        raise ValueError(f"k={k}: must be in 1..{len(db)} (the database size)")
+        raise ConfigError("k", k, f"must be in 1..{len(db)} (the database size)")
     tuned = None
     if target_recall is not None:
         tuned = tune_funnel(db, q, target=target_recall, k=k, metric=metric, max_queries=TUNE_QUERIES)
@@ -206,7 +209,7 @@ def _run_database(
                 f"{retriever.collection} holds {meta.count} {meta.dim}-wide ones; load it with make index"
             )
     if isinstance(k, bool) or not 1 <= k <= meta.count:
-        raise ValueError(f"k={k}: must be in 1..{meta.count} (the collection's size)")
+        raise ConfigError("k", k, f"must be in 1..{meta.count} (the collection's size)")
     if funnel is not None:
         stages = parse_funnel(funnel, meta.dim, k, meta.count, first=meta.first_size)
     else:  # the recorded funnel, widened to k where k asks for more than it keeps

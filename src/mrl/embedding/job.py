@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from mrl.common.door import require_writable
+from mrl.common.errors import ConfigError
 from mrl.common.io import atomic_savez
 from mrl.embedding.encode import embed_image_files, embed_texts
 from mrl.embedding.inputs import list_images, read_texts
@@ -47,7 +48,7 @@ class UserInputs:
 def check_options(dtype: str, batch_size: int, num_workers: int, precision: str) -> None:
     """The settings that need neither the run nor the inputs, checked first."""
     if dtype not in DTYPES:
-        raise ValueError(f"dtype={dtype!r}: expected fp32 or fp16")
+        raise ConfigError("dtype", dtype, "expected fp32 or fp16")
     if batch_size < 1 or num_workers < 0:
         raise ValueError(f"batch_size={batch_size}, num_workers={num_workers}: need batch_size >= 1, num_workers >= 0")
     check_precision(precision)
@@ -78,7 +79,7 @@ def choose_dim(module, dim: int | None) -> int:
     width, sizes = int(module.embed_dim), [int(m) for m in module.sizes]
     dim = width if dim is None else int(dim)
     if not 1 <= dim <= width:
-        raise ValueError(f"dim={dim}: the embedding is {width} wide; give 1..{width} (trained sizes: {sizes})")
+        raise ConfigError("dim", dim, f"the embedding is {width} wide; give 1..{width} (trained sizes: {sizes})")
     if dim not in sizes:
         log.warning("dim=%d is not one of the trained sizes %s: its prefix was never trained on its own", dim, sizes)
     return dim

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from mrl.common.configs import typed
+from mrl.common.errors import ConfigError
 from mrl.runs import MODULE_CLASS_KEY, class_path
 from mrl.training.optim import (
     OPTIMIZERS,
@@ -73,15 +74,15 @@ class MatryoshkaLightningModule(L.LightningModule):
         )
         self.optimizer_config = typed(OptimizerConfig, self.hparams.optimizer, "model.optimizer")
         if str(self.optimizer_config.name).lower() not in OPTIMIZERS:
-            raise ValueError(
-                f"model.optimizer.name={self.optimizer_config.name!r}: expected one of {', '.join(OPTIMIZERS)}"
+            raise ConfigError(
+                "model.optimizer.name", self.optimizer_config.name, f"expected one of {', '.join(OPTIMIZERS)}"
             )
         # No scheduler section, or name none: the learning rate stays as it is.
         scheduler_config = typed(SchedulerConfig, self.hparams.scheduler, "model.scheduler")
         name = str(scheduler_config.name).lower()
         if name not in (*SCHEDULES, "none"):
-            raise ValueError(
-                f"model.scheduler.name={scheduler_config.name!r}: expected one of {', '.join(SCHEDULES)} or none"
+            raise ConfigError(
+                "model.scheduler.name", scheduler_config.name, f"expected one of {', '.join(SCHEDULES)} or none"
             )
         self.scheduler_config = scheduler_config if self.hparams.scheduler and name != "none" else None
         self.backbone = build_backbone(backbone)

@@ -12,6 +12,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from mrl.common.configs import typed
+from mrl.common.errors import ConfigError
 from mrl.core.heads import HEAD_KINDS, build_head
 from mrl.core.losses import MatryoshkaCrossEntropy
 from mrl.core.nesting import default_nesting, sort_with_weights
@@ -64,7 +65,7 @@ class MatryoshkaClassifier(MatryoshkaLightningModule):
     ) -> None:
         head_config = typed(HeadConfig, plain(head), "model.head")
         if head_config.kind not in HEAD_KINDS:
-            raise ValueError(f"model.head.kind={head_config.kind!r}: expected one of {', '.join(HEAD_KINDS)}")
+            raise ConfigError("model.head.kind", head_config.kind, f"expected one of {', '.join(HEAD_KINDS)}")
         super().__init__(
             backbone,
             nesting,
@@ -77,7 +78,7 @@ class MatryoshkaClassifier(MatryoshkaLightningModule):
             compile=compile,
         )
         if int(num_classes) < 2:
-            raise ValueError(f"model.num_classes={num_classes!r}: need at least 2 classes")
+            raise ConfigError("model.num_classes", num_classes, "need at least 2 classes")
         loss_config = typed(CrossEntropyConfig, self.hparams.loss, "model.loss")
         kind = head_config.kind
         weights = loss_config.weights

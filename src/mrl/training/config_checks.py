@@ -312,10 +312,15 @@ def _section_choices() -> dict[str, Rule]:
     return {
         "model.head.kind": choice(*HEAD_KINDS),
         "model.head.dim": integer(1, nullable=True),
-        "model.optimizer.name": choice(*OPTIMIZERS),
+        "model.optimizer.name": Rule(
+            lambda v: str(v).lower() in OPTIMIZERS, f"expected one of {', '.join(OPTIMIZERS)}"
+        ),
         "model.optimizer.momentum": number(0),
         "model.optimizer.eps": number(0, above=True),
-        "model.scheduler.name": choice(*SCHEDULES),
+        "model.scheduler.name": Rule(
+            lambda v: v is None or str(v).lower() in (*SCHEDULES, "none"),
+            f"expected one of {', '.join(SCHEDULES)} or none",
+        ),
         "model.scheduler.warmup_start_factor": number(0, 1),
         "model.scheduler.gamma": number(0, above=True),
         "model.loss.distill.mode": choice("similarity", "mse"),

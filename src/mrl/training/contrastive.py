@@ -13,6 +13,7 @@ from torch import nn
 
 from mrl.backbones.hf_text import POOLING, resolve_name_or_path
 from mrl.common.configs import typed
+from mrl.common.errors import ConfigError
 from mrl.core.losses import MatryoshkaContrastiveLoss, MatryoshkaDistillationLoss
 from mrl.core.nesting import default_nesting, sort_with_weights
 from mrl.core.retrieval_metrics import retrieval_metrics, sts_spearman
@@ -107,7 +108,7 @@ class MatryoshkaContrastiveModule(MatryoshkaLightningModule):
             )
         self.mini_batch_size = positive_int_or_null(loss.mini_batch_size, "model.loss.mini_batch_size")
         if not isinstance(loss.gather, bool):
-            raise ValueError(f"model.loss.gather={loss.gather!r}: expected true or false")
+            raise ConfigError("model.loss.gather", loss.gather, "expected true or false")
         self.gather = loss.gather
         self.layers = self._layer_config(loss.layers)
         self.distill = self._distill_config(loss.distill, weights)

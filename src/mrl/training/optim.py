@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mrl.common.errors import ConfigError
+
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "linear", "step", "constant")
 
@@ -65,7 +67,7 @@ def scaled_lr(cfg: OptimizerConfig, global_batch: int | None) -> float:
     if lr_batch is None:
         return lr
     if isinstance(lr_batch, bool) or not isinstance(lr_batch, int) or lr_batch < 1:
-        raise ValueError(f"model.optimizer.lr_batch={lr_batch!r}: use a positive global batch size or null")
+        raise ConfigError("model.optimizer.lr_batch", lr_batch, "use a positive global batch size or null")
     if not global_batch:
         raise ValueError(
             f"model.optimizer.lr_batch={lr_batch}: the global batch is unknown (no data module with a "
@@ -85,7 +87,7 @@ def build_optimizer(model: nn.Module, cfg: OptimizerConfig, global_batch: int | 
         # the CPU about 6x more, ~85 ms); the same update up to float rounding.
         fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for g in groups for p in g["params"])
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), eps=float(cfg.eps), fused=fused or None)
-    raise ValueError(f"model.optimizer.name={name!r}: expected one of {', '.join(OPTIMIZERS)}")
+    raise ConfigError("model.optimizer.name", name, f"expected one of {', '.join(OPTIMIZERS)}")
 
 
 def lr_factor(
@@ -110,14 +112,14 @@ def lr_factor(
         return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
     if schedule == "linear":
         return min_factor + (1.0 - min_factor) * (1.0 - progress)
-    raise ValueError(f"model.scheduler.name={schedule!r}: expected one of {', '.join(SCHEDULES)}")
+    raise ConfigError("model.scheduler.name", schedule, f"expected one of {', '.join(SCHEDULES)}")
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, total_steps: int, steps_per_epoch: float):
     """A per-step LambdaLR; warm-up and step milestones are given in epochs and converted to steps."""
     schedule = str(cfg.name).lower()
     if schedule not in SCHEDULES:
-        raise ValueError(f"model.scheduler.name={schedule!r}: expected one of {', '.join(SCHEDULES)}")
+        raise ConfigError("model.scheduler.name", schedule, f"expected one of {', '.join(SCHEDULES)}")
     kwargs = dict(
         total_steps=max(1, total_steps),
         warmup_steps=int(round(float(cfg.warmup_epochs) * steps_per_epoch)),

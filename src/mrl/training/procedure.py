@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.syntax import Syntax
 from rich.tree import Tree
 
-from mrl.common.errors import instantiate_clearly
+from mrl.common.errors import InputError, instantiate_clearly
 from mrl.common.io import atomic_write_text, console, write_json
 from mrl.common.wandb_curves import log_size_curves
 from mrl.common.wandb_runs import DEFAULT_INIT_TIMEOUT, check_init_timeout, stable_run_id, start_wandb
@@ -121,7 +121,7 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
             raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path!r}: no such checkpoint file")
         reason = verify_checkpoint(path)
         if reason is not None:
-            raise ValueError(f"ckpt_path={cfg.ckpt_path!r}: damaged, not resumed from ({reason})")
+            raise InputError("ckpt_path", cfg.ckpt_path, f"damaged, not resumed from ({reason})")
         log.info("Resuming from ckpt_path=%s", path)
         return str(path)
     latest = latest_resume_checkpoint(run_dir)

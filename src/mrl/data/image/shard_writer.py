@@ -30,7 +30,7 @@ from typing import Any
 from PIL import Image
 
 from mrl.common.door import require_writable
-from mrl.common.errors import InputError
+from mrl.common.errors import ConfigError, InputError
 from mrl.data.image.decode import open_item
 from mrl.data.image.folder import BAD_IMAGE_ERRORS, class_dirs, iter_images
 from mrl.data.loader_options import available_cores
@@ -104,15 +104,13 @@ class EncodeSettings:
 
     def __post_init__(self) -> None:
         if int(self.max_side) < 16:
-            raise ValueError(
-                f"max_side={self.max_side} is invalid; use the longest side in pixels, at least 16 (512: FFCV's)"
+            raise ConfigError(
+                "max_side", self.max_side, "expected the longest side in pixels, at least 16 (512: FFCV's)"
             )
         if not 1 <= int(self.quality) <= 100:
-            raise ValueError(f"quality={self.quality} is invalid; use a JPEG quality from 1 to 100 (90: FFCV's)")
+            raise ConfigError("quality", self.quality, "expected a JPEG quality from 1 to 100 (90: FFCV's)")
         if not 0.0 <= float(self.raw_fraction) <= 1.0:
-            raise ValueError(
-                f"raw_fraction={self.raw_fraction} is invalid; use a share from 0 (all JPEG) to 1 (all raw)"
-            )
+            raise ConfigError("raw_fraction", self.raw_fraction, "expected a share from 0 (all JPEG) to 1 (all raw)")
         object.__setattr__(self, "max_side", int(self.max_side))
         object.__setattr__(self, "quality", int(self.quality))
         object.__setattr__(self, "raw_fraction", float(self.raw_fraction))
@@ -132,7 +130,7 @@ def prepare(
     """Write the shards (see the module docstring); returns ``{split: {"images", "skipped"}}``."""
     settings = EncodeSettings(max_side, quality, raw_fraction)
     if workers is not None and int(workers) < 1:
-        raise ValueError(f"workers={workers} is invalid; use a positive number of processes")
+        raise ConfigError("workers", workers, "expected a positive number of processes")
     src, out = Path(os.path.expanduser(str(src))), Path(os.path.expanduser(str(out)))
     splits, classes = source_classes(src, splits)
     write_classes(out, classes)
