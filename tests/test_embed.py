@@ -142,7 +142,7 @@ def test_bad_requests_fail_with_one_line(digits_run, tmp_path, capsys):
         embed_run(str(run_dir), str(scans), dtype="fp8")
     with pytest.raises(SystemExit):
         embed_main([str(run_dir), str(scans), "--dim", "0"])
-    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("ValueError: dim=0:")
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("ConfigError: dim=0:")
 
 
 # --------------------------------------------------------------------------------- the preprocessing alone
