@@ -333,7 +333,7 @@ CASES = [
     ("search", _args("{db}", "{q}", "--metric", "hamming"), r"^ConfigError: metric='hamming': expected one of"),
     ("search", _args("{db}", "{q}", "--backend", "pinecone"), r"^ConfigError: backend='pinecone': expected one of"),
     ("search", _args("{db}", "{q}", "--uri", "{tmp}/x.db"), r"^ConfigError: uri='.*x\.db': --uri and --collection"),
-    ("search", _args("{q}", "--backend", "lancedb"), r"^ValueError: uri=None: --backend lancedb needs --uri"),
+    ("search", _args("{q}", "--backend", "lancedb"), r"^ConfigError: uri=None: --backend lancedb needs --uri"),
     ("search", _args("{db}", "{q}", "--out", "{blocked}/r.csv"), r"^InputError: out='.*blocked/r\.csv': cannot"),
     ("search", _args("{db}", "{q}", "--funnel", "64:10", "--target-recall", "0.9"), r"target_recall=0\.9: --funnel"),
     # mrl-index

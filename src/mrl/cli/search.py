@@ -185,7 +185,7 @@ def _run_database(
     store = store_class(backend)
     if uri is None:
         where = "the Milvus Lite file make index wrote, or a server" if backend == "milvus" else "its folder"
-        raise ValueError(f"uri=None: --backend {backend} needs --uri <{where}>")
+        raise ConfigError("uri", None, f"--backend {backend} needs --uri <{where}>")
     if target_recall is not None:
         raise ValueError(
             f"target_recall={target_recall}: with --backend {backend} the funnel is tuned when the collection is "
