@@ -117,6 +117,7 @@ def resume(source: str, steps: int, out: Path) -> None:
         "data.max_pairs=null",
         "data.val_fraction=0.0002",
         "data.batch_size=4",
+        "model.backbone.max_length=16",  # the order, not the model, is checked: short texts keep CPU runs short
         "logger=none",
         "callbacks=none",
         "print_config=false",
