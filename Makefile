@@ -108,9 +108,12 @@ test-slow: $(STAMP) ## only the slow tests (fault injection in subprocesses, the
 test-slurm: $(STAMP) ## tests on a local one-node SLURM (root; apt-get install slurmctld slurmd slurm-client munge); fail without it
 	MRL_REQUIRE_SLURM=1 $(TEST_ENV) $(PY) -m pytest -q -m slurm $(ARGS)
 
-lint: $(STAMP) ## ruff check and ruff format --check (pre-commit runs the same)
+lint: $(STAMP) ## ruff (style, complexity), the import contract, pyright on src/mrl, the architecture page up to date
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/pyright --pythonpath $(PY) src/mrl
+	$(PY) -m mrl_testing.architecture --check
 
 format: $(STAMP) ## apply ruff's fixes and formatting
 	$(PY) -m ruff check --fix src tests benchmarks

@@ -257,10 +257,11 @@ def _eval_settings():
 
 @pytest.mark.parametrize("method", ["csr", "adaptor_supervised", "pca"])
 def test_digits_post_hoc_run_trains_on_cached_frozen_embeddings_and_evaluates(tmp_path, method):
-    from mrl.posthoc.evaluate import PostHocMethod, evaluate_posthoc, is_posthoc_run
+    from mrl.evaluation.runner import evaluate_runs
+    from mrl.posthoc.evaluate import PostHocMethod, evaluate_any_run, is_posthoc_run
     from mrl.posthoc.frozen import load_frozen
     from mrl.posthoc.procedure import run_posthoc
-    from mrl_testing.configs import FAST
+    from mrl_testing.configs import FAST, eval_cfg
 
     overrides = [o for o in FAST if not o.startswith(("logger", "print_config"))]
     cfg = _posthoc_cfg(
@@ -279,7 +280,8 @@ def test_digits_post_hoc_run_trains_on_cached_frozen_embeddings_and_evaluates(tm
     assert Path(results["frozen_embeddings"]).stat().st_mtime_ns == written
 
     assert is_posthoc_run(tmp_path / "run")
-    result = evaluate_posthoc(_eval_settings(), results["best_checkpoint"], tmp_path / "run", tmp_path / "run" / "eval")
+    # as `make eval run=<run>` does it: the command line's evaluator sends a post-hoc run to evaluate_posthoc
+    (result,) = evaluate_runs(eval_cfg(tmp_path / "run"), evaluate_any_run)
     loaded = PostHocMethod(results["best_checkpoint"])
     for m in (8, 16, 64):
         assert 0.1 < result.metrics[f"eval/knn_top1@{m}"] <= 1.0

@@ -14,6 +14,7 @@ from mrl.common.errors import exit_on_config_error
 from mrl.common.io import console
 from mrl.evaluation.result import EvaluationResult
 from mrl.evaluation.runner import evaluate_runs
+from mrl.posthoc.evaluate import evaluate_any_run
 from mrl.training.config_checks import check_eval_config, check_group_choices
 
 
@@ -37,7 +38,7 @@ def main() -> None:
 def evaluate_composed(cfg: DictConfig) -> None:
     def evaluate() -> list[EvaluationResult]:
         check_eval_config(cfg)  # types and ranges of the settings, before a checkpoint is read
-        return evaluate_runs(cfg)
+        return evaluate_runs(cfg, evaluate_any_run)
 
     for result in exit_on_config_error(evaluate):
         show(result)

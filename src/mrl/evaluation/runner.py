@@ -9,6 +9,7 @@ summary.md, charts; with ``wandb=true`` also W&B).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,17 +96,23 @@ def build_eval_data(cfg: DictConfig, run_dir: Path, module):
     return datamodule
 
 
-def evaluate_runs(cfg: DictConfig) -> list[EvaluationResult]:
+def evaluate_runs(
+    cfg: DictConfig, evaluate_one: Callable[[DictConfig], EvaluationResult] | None = None
+) -> list[EvaluationResult]:
     """Evaluate ``run=``; a directory holding several runs (a sweep) has each of them evaluated.
+
+    ``evaluate_one`` evaluates one run (default :func:`evaluate_run`); the command line passes one that also knows
+    the post-hoc methods' runs (:mod:`mrl.posthoc` sits above evaluation, so evaluation cannot import it).
 
     Every run writes ``<run>/eval/`` as on its own. With ``skip_evaluated`` a run that already has
     ``eval/results.json`` is left alone (to finish an interrupted pass). A run that fails is logged and
     the others go on; the failures are raised together at the end.
     """
+    evaluate_one = evaluate_one or evaluate_run
     settings = eval_config(cfg)
     target = settings.run
     if not (target and is_run_collection(target)):
-        return [evaluate_run(cfg)]
+        return [evaluate_one(cfg)]
     runs = find_run_dirs(target)
     if not runs:
         raise FileNotFoundError(f"run={str(target)!r}: no run (a directory with checkpoints/*.ckpt) at or below it")
@@ -123,7 +130,7 @@ def evaluate_runs(cfg: DictConfig) -> list[EvaluationResult]:
         run_cfg = cfg.copy()
         run_cfg.run = str(run)
         try:
-            results.append(evaluate_run(run_cfg))
+            results.append(evaluate_one(run_cfg))
         except Exception as error:  # one broken run must not cost the others their evaluation
             log.error("%s: evaluation failed: %s", run, error)
             failed.append(f"{run}: {type(error).__name__}: {error}")
@@ -138,10 +145,6 @@ def evaluate_run(cfg: DictConfig) -> EvaluationResult:
     device = resolve_device(settings.device)
     search_device = knn_device(settings.knn.device, device)
     ckpt, run_dir, out = resolve_paths(settings)
-    from mrl.posthoc.evaluate import evaluate_posthoc, is_posthoc_run  # CSR, the adaptor, ... on frozen embeddings
-
-    if is_posthoc_run(run_dir):
-        return evaluate_posthoc(settings, ckpt, run_dir, out)
     out.mkdir(parents=True, exist_ok=True)
     module = load_eval_module(settings, ckpt)
     if hasattr(module, "head"):

@@ -38,10 +38,8 @@ __all__ = ["cut_layers", "export_sentence_transformer"]
 
 
 def _st_modules():
-    try:  # sentence-transformers >= 6
-        from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
-    except ImportError:  # older releases
-        from sentence_transformers.models import Dense, Normalize, Pooling, Transformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
+
     return Transformer, Pooling, Dense, Normalize
 
 

@@ -25,11 +25,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 
 from mrl.common.errors import InputError
 from mrl.common.io import atomic_write_text, read_json, write_json
+from mrl.core.retrieval_metrics import retrieval_metrics
 from mrl.core.sparse import index_bytes, sparse_bytes_per_vector
+from mrl.evaluation.baselines import linear_probe_accuracy
+from mrl.evaluation.knn_metrics import knn_metrics
 from mrl.evaluation.result import EvaluationResult, SplitCount
+from mrl.evaluation.runner import evaluate_run, resolve_paths
+from mrl.evaluation.settings import eval_config
 from mrl.posthoc.frozen import FrozenEmbeddings, load_frozen
 from mrl.posthoc.module import PostHocModule
 from mrl.posthoc.sparse_index import InvertedIndex, dense_search
@@ -89,9 +95,6 @@ class PostHocMethod:
 
 
 def _classes_metrics(method: PostHocMethod, frozen: FrozenEmbeddings, settings, seed: int) -> dict[str, float]:
-    from mrl.evaluation.baselines import linear_probe_accuracy
-    from mrl.evaluation.knn_metrics import knn_metrics
-
     db_x, db_y = frozen["train_anchor"], frozen["train_labels"]
     q_x, q_y = frozen["val_anchor"], frozen["val_labels"]
     count = len(db_y)
@@ -108,8 +111,6 @@ def _classes_metrics(method: PostHocMethod, frozen: FrozenEmbeddings, settings, 
 
 
 def _pairs_metrics(method: PostHocMethod, frozen: FrozenEmbeddings) -> dict[str, float]:
-    from mrl.core.retrieval_metrics import retrieval_metrics
-
     metrics: dict[str, float] = {}
     for m in method.sizes:
         a, p = method.represent(frozen["val_anchor"], m), method.represent(frozen["val_positive"], m)
@@ -236,3 +237,13 @@ def evaluate_posthoc(settings, checkpoint: str | Path, run_dir: Path, out: Path)
     atomic_write_text(out / "summary.md", _summary(method, metrics, rows, frozen))
     log.info("Post-hoc %s evaluated into %s", method.name, out)
     return result
+
+
+def evaluate_any_run(cfg: DictConfig) -> EvaluationResult:
+    """One run of ``make eval``: a post-hoc run by :func:`evaluate_posthoc`, any other by the runner's
+    :func:`~mrl.evaluation.runner.evaluate_run`."""
+    settings = eval_config(cfg)
+    ckpt, run_dir, out = resolve_paths(settings)
+    if is_posthoc_run(run_dir):
+        return evaluate_posthoc(settings, ckpt, run_dir, out)
+    return evaluate_run(cfg)

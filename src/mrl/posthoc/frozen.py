@@ -26,8 +26,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mrl.common.errors import ConfigError, InputError
+from mrl.common.errors import ConfigError, InputError, instantiate_clearly
 from mrl.common.io import atomic_savez
+from mrl.evaluation.embeddings import embed_split
+from mrl.evaluation.text import embed_loader
+from mrl.runs import find_checkpoint, load_module
+from mrl.training.procedure import build_datamodule, build_model, run_training
 
 __all__ = ["FrozenEmbeddings", "frozen_embeddings", "load_frozen"]
 
@@ -71,14 +75,10 @@ def _embed(module, datamodule, kind: str) -> dict[str, np.ndarray]:
     """The train and val splits through the frozen encoder, in loader order."""
     arrays: dict[str, np.ndarray] = {}
     if kind == "classes":
-        from mrl.evaluation.embeddings import embed_split
-
         for split in SPLITS:
             out = embed_split(module, datamodule.eval_dataloader(split), logits=False, name=split)
             arrays[f"{split}_anchor"], arrays[f"{split}_labels"] = out["embeddings"], out["labels"]
         return arrays
-    from mrl.evaluation.text import embed_loader
-
     for split in SPLITS:
         parts = embed_loader(module, datamodule.eval_dataloader(split))
         arrays[f"{split}_anchor"], arrays[f"{split}_positive"] = parts[0].numpy(), parts[1].numpy()
@@ -111,9 +111,6 @@ def _from_module(module, datamodule, path: Path, meta: dict) -> FrozenEmbeddings
 
 
 def _from_run(run: Path) -> FrozenEmbeddings:
-    from mrl.common.errors import instantiate_clearly
-    from mrl.runs import find_checkpoint, load_module
-
     ckpt = find_checkpoint(run)
     stat = ckpt.stat()
     data_cfg = OmegaConf.load(run / "config.yaml").data
@@ -131,8 +128,6 @@ def _from_run(run: Path) -> FrozenEmbeddings:
 
 def _standard_run(cfg: DictConfig) -> Path:
     """The experiment's model trained with the standard head at this seed, trained here on first use."""
-    from mrl.training.procedure import run_training
-
     source = cfg.copy()
     with open_dict(source):
         source.pop("method", None)
@@ -162,8 +157,6 @@ def frozen_embeddings(cfg: DictConfig) -> FrozenEmbeddings:
             raise ConfigError("method.source", source, "a classifier experiment's option; for text use stock or a run")
         return _from_run(_standard_run(cfg))
     if source == "stock":
-        from mrl.training.procedure import build_datamodule, build_model
-
         datamodule = build_datamodule(cfg)
         module = build_model(cfg, datamodule)
         key = _digest([_container(cfg.model.backbone), _container(cfg.data)])

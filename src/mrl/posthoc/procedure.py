@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from mrl.common.errors import ConfigError
 from mrl.common.io import atomic_write_text, write_json
 from mrl.core.nesting import default_nesting
+from mrl.evaluation.baselines import fit_pca
 from mrl.posthoc.frozen import FrozenEmbeddings, frozen_embeddings
 from mrl.posthoc.module import METHODS, TRAINED_METHODS, PairedEmbeddings, PostHocModule
 
@@ -97,8 +98,6 @@ def _train(cfg: DictConfig, frozen: FrozenEmbeddings, sizes: list[int], run_dir:
 
 def _fit_free(cfg: DictConfig, frozen: FrozenEmbeddings, sizes: list[int], run_dir: Path) -> dict[str, Any]:
     """Truncation and PCA: nothing to train; PCA's directions (fitted on the train split) are the checkpoint."""
-    from mrl.evaluation.baselines import fit_pca
-
     start = time.perf_counter()
     state: dict[str, Any] = {"hyper_parameters": {"name": cfg.method.name, "input_dim": frozen.dim, "sizes": sizes,
                                                   "frozen_embeddings": str(frozen.path.resolve())}}  # fmt: skip

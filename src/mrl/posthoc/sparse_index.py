@@ -8,6 +8,7 @@ lists of its own active units, so its cost grows with the lists' lengths, not wi
 from __future__ import annotations
 
 import numpy as np
+from scipy import sparse
 
 __all__ = ["InvertedIndex", "dense_search", "top_k"]
 
@@ -26,8 +27,6 @@ class InvertedIndex:
     """Posting lists of a ``[N, H]`` database of sparse codes (dense arrays with zeros, or scipy matrices)."""
 
     def __init__(self, codes) -> None:
-        from scipy import sparse
-
         matrix = sparse.csr_matrix(codes, dtype=np.float32)
         self.count, self.width = matrix.shape
         self.postings = matrix.T.tocsr()  # row u: the items where unit u is active, and the values there
@@ -39,7 +38,6 @@ class InvertedIndex:
 
     def scores(self, queries) -> np.ndarray:
         """``[Q, N]`` inner products, accumulated over the posting lists of each query's active units."""
-        from scipy import sparse
 
         q = sparse.csr_matrix(queries, dtype=np.float32)
         if q.shape[1] != self.width:

@@ -13,14 +13,20 @@ import difflib
 import inspect
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from mrl.backbones.hf_text import POOLING
 from mrl.common.errors import ConfigError
+from mrl.core.heads import HEAD_KINDS
+from mrl.training.classifier import CrossEntropyConfig, HeadConfig, MatryoshkaClassifier
+from mrl.training.contrastive import MatryoshkaContrastiveModule
+from mrl.training.contrastive_configs import LAYER_WEIGHTINGS, ContrastiveLossConfig, DistillConfig, LayerLossConfig
+from mrl.training.optim import OPTIMIZERS, SCHEDULES, OptimizerConfig, SchedulerConfig
 
 __all__ = ["check_devices", "check_eval_config", "check_group_choices", "check_train_config"]
 
@@ -202,9 +208,6 @@ def _check_unknown_keys(cfg: DictConfig, key: str) -> None:
 def _accepts(annotation: Any, value: Any) -> bool | None:
     """Whether ``value`` fits a simple annotation (int, float, bool, str, a sequence, a mapping, their unions with
     None); None when the annotation is not one of those (then nothing is said)."""
-    from collections.abc import Mapping as MappingABC
-    from collections.abc import Sequence as SequenceABC
-
     if annotation is inspect.Parameter.empty or annotation is Any:
         return None
     origin = typing.get_origin(annotation)
@@ -223,16 +226,15 @@ def _accepts(annotation: Any, value: Any) -> bool | None:
         return _is_number(value)
     if annotation is str:
         return isinstance(value, str)
-    if origin in (tuple, list, SequenceABC) or annotation in (tuple, list):
+    if origin in (tuple, list, Sequence) or annotation in (tuple, list):
         return isinstance(value, list | tuple)
-    if origin in (dict, MappingABC) or annotation is dict:
+    if origin in (dict, Mapping) or annotation is dict:
         return isinstance(value, dict)
     return None
 
 
 def _describe(annotation: Any) -> str:
     """``int | None`` as ``an integer or null``, for a message."""
-
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
     parts = (
         typing.get_args(annotation)
@@ -270,7 +272,6 @@ def _check_against(key: str, values: Mapping[str, Any], valid: Mapping[str, Any]
 
 
 def _dataclass_fields(cls: type) -> dict[str, Any]:
-
     hints = typing.get_type_hints(cls)
     return {f.name: hints.get(f.name, Any) for f in fields(cls)}
 
@@ -279,8 +280,6 @@ def _section_schemas(model_target: Any) -> dict[str, type]:
     """The dataclass each ``model.*`` section is read into by the model class ``model._target_`` names (the
     classifier's head and cross-entropy, the contrastive loss and its distill/layers sections, every model's
     optimizer and scheduler); an unknown or foreign target gets only the optimizer and scheduler."""
-    from mrl.training.optim import OptimizerConfig, SchedulerConfig
-
     schemas: dict[str, type] = {"model.optimizer": OptimizerConfig, "model.scheduler": SchedulerConfig}
     try:
         from hydra.utils import get_class
@@ -288,9 +287,6 @@ def _section_schemas(model_target: Any) -> dict[str, type]:
         target = get_class(model_target) if isinstance(model_target, str) else None
     except Exception:
         return schemas
-    from mrl.training.classifier import CrossEntropyConfig, HeadConfig, MatryoshkaClassifier
-    from mrl.training.contrastive import MatryoshkaContrastiveModule
-    from mrl.training.contrastive_configs import ContrastiveLossConfig, DistillConfig, LayerLossConfig
 
     if isinstance(target, type) and issubclass(target, MatryoshkaClassifier):
         schemas |= {"model.head": HeadConfig, "model.loss": CrossEntropyConfig}
@@ -304,11 +300,6 @@ def _section_schemas(model_target: Any) -> dict[str, type]:
 
 
 def _section_choices() -> dict[str, Rule]:
-    from mrl.backbones.hf_text import POOLING
-    from mrl.core.heads import HEAD_KINDS
-    from mrl.training.contrastive_configs import LAYER_WEIGHTINGS
-    from mrl.training.optim import OPTIMIZERS, SCHEDULES
-
     return {
         "model.head.kind": choice(*HEAD_KINDS),
         "model.head.dim": integer(1, nullable=True),
@@ -349,7 +340,6 @@ def _check_model_sections(cfg: DictConfig) -> None:
 def _target_parameters(target: str) -> tuple[dict[str, Any], bool] | None:
     """(name: annotation of each keyword ``target`` takes, whether it also takes ``**kwargs``); None when the
     target cannot be imported or inspected (reported where it is built)."""
-
     from hydra.utils import get_class
 
     try:

@@ -143,6 +143,7 @@ class DigitsDataModule(ImageDataModule):
     def _dataset(self, split: str, train: bool) -> Dataset:
         x, y = self._tensors["val" if split == "test" else split]
         if train and self.augment:
+            assert self.mean is not None and self.std is not None, "setup() computes the normalisation first"
             shift = self.max_shift if self.max_shift is not None else max(1, x.shape[-1] // 8)
             return _ShiftAugment(x, y, max_shift=shift, fill=-self.mean / self.std)
         return TensorDataset(x, y)
