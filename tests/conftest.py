@@ -28,3 +28,16 @@ def make_cfg(tmp_path):
         return compose_train([*FAST, *overrides] if fast else list(overrides), tmp_path / "run")
 
     return _make
+
+
+def pytest_collection_modifyitems(config, items):
+    """``requires_cuda`` tests run only where torch sees a CUDA device, ``without_cuda`` ones only where it sees none
+    (they check the message such a machine gives)."""
+    import torch
+
+    has_cuda = torch.cuda.is_available()
+    for item in items:
+        if "requires_cuda" in item.keywords and not has_cuda:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
+        if "without_cuda" in item.keywords and has_cuda:
+            item.add_marker(pytest.mark.skip(reason="checks what a machine without CUDA says"))

@@ -388,6 +388,32 @@ def test_embed_split_fills_whole_arrays_and_skips_logits_when_asked(make_cfg, ca
     assert set(embed_split(module, loader, logits=False)) == {"embeddings", "labels"}
 
 
+@pytest.mark.without_cuda
+def test_a_cuda_device_without_cuda_is_one_line():
+    from mrl.evaluation.device import resolve_device
+
+    with pytest.raises(ValueError, match=r"^device='cuda:1': this machine has no CUDA device"):
+        resolve_device("cuda:1")
+
+
+@pytest.mark.requires_cuda
+def test_evaluation_embeds_the_same_on_the_gpu(make_cfg):
+    """A GPU's embeddings of the digits equal the CPU's (fp32, TF32 off)."""
+    from mrl.evaluation.device import resolve_device
+    from mrl.evaluation.runner import embed_split
+    from mrl.training.procedure import build_datamodule, build_model
+
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    cfg = make_cfg()
+    datamodule = build_datamodule(cfg)
+    module = build_model(cfg, datamodule).eval()
+    on_cpu = embed_split(module, datamodule.eval_dataloader("val"), logits=False)
+    module.to(resolve_device("cuda:0"))
+    on_gpu = embed_split(module, datamodule.eval_dataloader("val"), logits=False)
+    np.testing.assert_array_equal(on_gpu["labels"], on_cpu["labels"])
+    np.testing.assert_allclose(on_gpu["embeddings"], on_cpu["embeddings"], rtol=1e-3, atol=1e-4)
+
+
 def test_evaluation_device_and_precision(make_cfg):
     from mrl.evaluation.device import resolve_device
     from mrl.evaluation.runner import embed_split
@@ -397,9 +423,6 @@ def test_evaluation_device_and_precision(make_cfg):
     assert resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match=r"^device='gpu0': expected auto, cpu, cuda or cuda:<index>"):
         resolve_device("gpu0")
-    if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match=r"^device='cuda:1': this machine has no CUDA device"):
-            resolve_device("cuda:1")
     with pytest.raises(ValueError, match=r"^precision='fp64': expected one of fp32, bf16, fp16"):
         evaluate(eval_cfg(None, ckpt="unused.ckpt", precision="fp64"))
 

@@ -13,6 +13,7 @@ from mrl_testing.configs import compose_train
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = [
+    "cuda_tests",
     "images",
     "prepare",
     "train",

@@ -62,9 +62,25 @@ def test_where_evaluation_searches():
     assert knn_device("auto", cpu) is None and knn_device(None, cpu) is None  # FAISS on the CPU
     assert knn_device("auto", gpu) == gpu  # the model's GPU
     assert knn_device("cpu", gpu) is None
-    if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match=r"^knn.device='cuda': this machine has no CUDA device"):
-            knn_device("cuda", cpu)
+
+
+@pytest.mark.without_cuda
+def test_a_cuda_search_device_without_cuda_is_one_line():
+    with pytest.raises(ValueError, match=r"^knn.device='cuda': this machine has no CUDA device"):
+        knn_device("cuda", torch.device("cpu"))
+
+
+@pytest.mark.requires_cuda
+@pytest.mark.parametrize("l2", [False, True])
+def test_search_on_the_gpu_equals_faiss_on_the_cpu(vectors, l2):
+    db, q = vectors
+    index = faiss.IndexFlatL2(24) if l2 else faiss.IndexFlatIP(24)
+    index.add(db)
+    ref_s, ref_i = index.search(q, 9)
+    scores, ids = torch_search(db, q, 9, l2=l2, device=torch.device("cuda"), q_block=16, db_block=50)
+    np.testing.assert_array_equal(ids, ref_i)
+    np.testing.assert_allclose(scores, ref_s, rtol=1e-4, atol=1e-4)
+    assert knn_device("cuda", torch.device("cpu")) == torch.device("cuda")
 
 
 @pytest.mark.parametrize("l2", [False, True])

@@ -289,6 +289,18 @@ def make_embed(plan: CheckPlan) -> None:
     )
 
 
+def cuda_tests(plan: CheckPlan) -> dict[str, Any]:
+    """The test suite's ``requires_cuda`` tests (search and embeddings on the GPU against the CPU's); on the CPU
+    they would all skip, so the dry run leaves them out."""
+    if plan.dry:
+        return {"skipped": "no CUDA device in a dry run"}
+    run_logged(
+        [plan.python, "-m", "pytest", "-m", "requires_cuda", "-q", "-p", "no:cacheprovider", "tests"],
+        plan.out / "cuda_tests.log",
+    )
+    return {}
+
+
 def check_parts(plan: CheckPlan) -> list[tuple[str, Part]]:
     """Every part of the check, in the order they run (later parts use what earlier ones made)."""
     images, text, single, ddp = image_overrides(plan), text_overrides(plan), single_device(plan), ddp_one_device(plan)
@@ -296,6 +308,7 @@ def check_parts(plan: CheckPlan) -> list[tuple[str, Part]]:
     no_dynamo = {"TORCHDYNAMO_DISABLE": "1"} if plan.dry else None
     cached = f"model.loss.mini_batch_size={4 if plan.dry else 32}"
     return [
+        ("cuda_tests", lambda: cuda_tests(plan)),
         ("images", lambda: build_images(plan)),
         ("prepare", lambda: prepare_shards(plan)),
         ("train", train_part(plan, "train", images, [*single, "model.compile=false"])),
