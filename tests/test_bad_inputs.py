@@ -171,6 +171,7 @@ CASES = [
     ("train", _train("model.optimizer.lr=fast"), r"^ConfigError: model\.optimizer\.lr='fast'"),
     ("train", _train("model.optimizer.weight_decay=-0.1"), r"model\.optimizer\.weight_decay=-0\.1: expected"),
     ("train", _train("model.backbone=resnet18"), r"model\.backbone='resnet18': .*model\.backbone\.name=resnet18"),
+    ("train", _train("+model.backbone.pretraind=true"), r"^ConfigError: model\.backbone\.pretraind=True: timm's"),
     ("train", _train("model.optimizer=adamw"), r"^ConfigError: model\.optimizer='adamw': expected the optimizer"),
     ("train", _train("+model.nestin=[8]"), r"^ConfigError: model\.nestin=\[8\]: unknown key; did you mean model\.nest"),
     ("train", _train("+trainer.max_epoch=3"), r"trainer\.max_epoch=3: unknown key; did you mean trainer\.max_epochs"),
@@ -253,6 +254,11 @@ CASES = [
         "train",
         lambda w, tmp: [*TEXT_PAIRS, "model.loss.gather=yes", f"hydra.run.dir={tmp / 'run'}"],
         r"^ConfigError: model\.loss\.gather='yes': expected true or false",
+    ),
+    (
+        "train",
+        lambda w, tmp: [*TEXT_PAIRS, "+model.backbone.hiden_dropout_prob=0.1", f"hydra.run.dir={tmp / 'run'}"],
+        r"^ConfigError: model\.backbone\.hiden_dropout_prob=0\.1: .* takes no argument",
     ),
     # a group option with no file: one line with the valid options, not Hydra's several
     (

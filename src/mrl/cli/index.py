@@ -56,7 +56,7 @@ def resolve_embeddings(source: str, queries: str | None, tuning: bool) -> tuple[
     return path, Path(queries) if queries else None
 
 
-def run(
+def run(  # noqa: PLR0913 - one argument per command-line flag
     source: str,
     uri: str | None = None,
     backend: str = "lancedb",

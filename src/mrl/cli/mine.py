@@ -79,7 +79,7 @@ def embed_unique(
     return out
 
 
-def mine_pairs(
+def mine_pairs(  # noqa: PLR0913 - one argument per command-line flag
     pairs: str,
     out: str | None = None,
     run: str | None = None,

@@ -68,7 +68,7 @@ class PostHocModule(L.LightningModule):
     ``sizes``: the active-unit counts (CSR) or the prefix sizes (adaptor) it is trained and evaluated at.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the method config group's keys, saved as hyperparameters
         self,
         name: str,
         input_dim: int,

@@ -220,7 +220,7 @@ class AdaptiveRetriever:
     All indexes and prefix arrays are built here; `search` does no allocation proportional to N.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - one keyword per funnel option (docs/retrieval.md)
         self,
         database: np.ndarray,
         funnel: Sequence[Sequence[int]],

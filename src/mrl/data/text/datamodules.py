@@ -280,7 +280,7 @@ class TextPairsDataModule(_TextDataModule):
 
     num_classes = 0
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the data config group's keys
         self,
         source: str | None = BUILTIN,
         anchor_column: str = "anchor",
