@@ -234,7 +234,7 @@ def test_ff_model_is_evaluated_at_its_own_size(tmp_path):
 
 
 def test_eval_needs_a_run_or_checkpoint():
-    with pytest.raises(ValueError, match="run=null and ckpt=null"):
+    with pytest.raises(ValueError, match=r"^run=None: give run=<run directory> or ckpt=<checkpoint file>"):
         evaluate(eval_cfg(None))
 
 

@@ -33,7 +33,8 @@ def _hydra_choice(group: str) -> str | None:
 def _is_sweep_job() -> bool:
     from hydra.core.hydra_config import HydraConfig
 
-    return HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
+    # a config composed by compose() (tests, notebooks) has no mode
+    return HydraConfig.initialized() and getattr(HydraConfig.get().mode, "name", None) == "MULTIRUN"
 
 
 def data_name(datamodule) -> str:
