@@ -21,14 +21,13 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from mrl.common.errors import ConfigError
+from mrl.common.errors import rejected_keyword
 
 __all__ = [
     "PACKABLE",
@@ -258,13 +257,10 @@ class HFTextEncoder(nn.Module):
         except (OSError, ValueError) as error:
             raise _load_error("model.backbone.name_or_path", resolved, error) from error
         except TypeError as error:  # a keyword neither the model's config nor its constructor knows
-            unknown = re.search(r"unexpected keyword argument '(\w+)'", str(error))
-            if not unknown or unknown.group(1) not in model_kwargs:
+            rejected = rejected_keyword(error, model_kwargs, "model.backbone", f"{resolved}")
+            if rejected is None:
                 raise
-            key = unknown.group(1)
-            raise ConfigError(
-                f"model.backbone.{key}", model_kwargs[key], f"{resolved} takes no argument {key!r}"
-            ) from error
+            raise rejected from error
         self.tokenizer = load_tokenizer(resolved)
         self.name_or_path = resolved
         self.name = _display_name(resolved)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import re
 from pathlib import Path
 
 import timm
@@ -11,7 +10,7 @@ import torch
 from torch import nn
 
 from mrl.backbones.blurpool import apply_blurpool
-from mrl.common.errors import ConfigError
+from mrl.common.errors import rejected_keyword
 
 
 def check_timm_name(name: str, key: str = "model.backbone.name") -> None:
@@ -59,13 +58,10 @@ class TimmBackbone(nn.Module):
         try:
             self.model = timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=in_chans, **kwargs)
         except TypeError as error:
-            unknown = re.search(r"unexpected keyword argument '(\w+)'", str(error))
-            if not unknown or unknown.group(1) not in model_kwargs:
+            rejected = rejected_keyword(error, model_kwargs, "model.backbone", f"timm's {name}")
+            if rejected is None:
                 raise
-            key = unknown.group(1)
-            raise ConfigError(
-                f"model.backbone.{key}", model_kwargs[key], f"timm's {name} takes no argument {key!r}"
-            ) from error
+            raise rejected from error
         self.num_features = int(self.model.num_features)
         self.blurred = apply_blurpool(self.model) if blurpool else []
         if blurpool and not self.blurred:

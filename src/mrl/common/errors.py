@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,16 @@ class ConfigError(ValueError):
     def __init__(self, key: str, value: Any, expected: str) -> None:
         self.key, self.value, self.expected = key, value, expected
         super().__init__(f"{key}={_shown(value)}: {expected}")
+
+
+def rejected_keyword(error: TypeError, given: Mapping[str, Any], prefix: str, owner: str) -> ConfigError | None:
+    """The ConfigError for a keyword the user gave (``given``) that ``owner`` refused with ``unexpected keyword
+    argument 'x'`` (timm's and transformers' models take ``**kwargs``); None for any other TypeError (a bug)."""
+    unknown = re.search(r"unexpected keyword argument '(\w+)'", str(error))
+    if not unknown or unknown.group(1) not in given:
+        return None
+    key = unknown.group(1)
+    return ConfigError(f"{prefix}.{key}", given[key], f"{owner} takes no argument {key!r}")
 
 
 class InputError(ValueError):
