@@ -45,6 +45,7 @@ def _wait_for(path, running, timeout: float = 180) -> None:
     assert path.is_file(), f"{path} was not written"
 
 
+@pytest.mark.slow  # 17-45 s of whole processes; CI runs it with the slow tests (make test-slow)
 def test_killed_run_resumes_from_last_checkpoint_in_the_same_wandb_run(tmp_path):
     run_dir = tmp_path / "run"
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}

@@ -355,6 +355,7 @@ def test_a_run_stopped_mid_epoch_continues_its_epoch(tmp_path, make_cfg, shards,
     assert sorted(whole.seen[0]) == sorted(whole.seen[1]) and whole.seen[0] != whole.seen[1]
 
 
+@pytest.mark.slow  # 17-45 s of whole processes; CI runs it with the slow tests (make test-slow)
 def test_an_interrupted_prepare_resumes_where_it_stopped(tmp_path):
     """Killed after a few chunks, a rerun resumes from litdata's checkpoints: every image once, none twice."""
     import os

@@ -7,9 +7,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from mrl_testing.configs import FAST, ROOT
 
 
+@pytest.mark.slow  # 17-45 s of whole processes; CI runs it with the slow tests (make test-slow)
 def test_multirun_over_heads_one_directory_per_job(tmp_path):
     sweep_dir = tmp_path / "sweep"
     args = [
@@ -36,6 +39,7 @@ def test_multirun_over_heads_one_directory_per_job(tmp_path):
     assert summary["done"] == 3 and summary["failed"] == 0
 
 
+@pytest.mark.slow  # 17-45 s of whole processes; CI runs it with the slow tests (make test-slow)
 def test_failing_job_is_recorded_and_others_go_on(tmp_path):
     sweep_dir = tmp_path / "sweep"
     args = [
@@ -59,6 +63,7 @@ def test_failing_job_is_recorded_and_others_go_on(tmp_path):
     assert "Sweep finished: 1 done, 1 failed" in result.stdout + result.stderr
 
 
+@pytest.mark.slow  # 17-45 s of whole processes; CI runs it with the slow tests (make test-slow)
 def test_optuna_sweep_runs_trials_and_reports_the_best(tmp_path):
     sweep_dir = tmp_path / "optuna"
     args = [

@@ -169,6 +169,7 @@ def _assert_trained_offline(done: subprocess.CompletedProcess, run_dir) -> None:
     assert "val/top1@8" in run["summary"]
 
 
+@pytest.mark.slow  # 17-45 s of whole processes; CI runs it with the slow tests (make test-slow)
 def test_training_with_a_key_and_no_reachable_server_logs_offline(tmp_path):
     """The server's name does not resolve (a compute node without network): the probe fails at once, the run
     logs offline and trains, where it used to wait 2.5 minutes for W&B and then die."""
