@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from mrl.common.errors import ConfigError
 from mrl.data.image import (
     TORCHVISION_SETS,
     DigitsDataModule,
@@ -326,7 +327,7 @@ def test_loader_options_reach_the_loaders_and_the_saved_hyperparameters():
     assert (loader.batch_size, loader.num_workers, loader.sampler.seed) == (7, 0, 3)
     with pytest.raises(TypeError, match="unexpected keyword argument 'batchsize'"):
         DigitsDataModule(batchsize=7)
-    with pytest.raises(ValueError, match=r"^data\.batch_size=0 is invalid"):
+    with pytest.raises(ConfigError, match=r"^data\.batch_size=0: use a positive integer"):
         DigitsDataModule(batch_size=0)
 
 

@@ -10,6 +10,7 @@ import lightning as L
 import pytest
 import torch
 
+from mrl.common.errors import ConfigError
 from mrl.data.image.decode import TrainDecode, open_item, resized_crop
 from mrl.data.image.device_decode import EncodedCrop, collate_encoded, decode_batch, is_encoded
 from mrl.data.image.shard_writer import prepare
@@ -97,7 +98,7 @@ def test_training_decodes_on_the_device(shards, make_cfg):
 
 
 def test_decode_option_fails_fast(shards):
-    with pytest.raises(ValueError, match=r"^data.decode='gpu' is invalid; use one of cpu, device"):
+    with pytest.raises(ConfigError, match=r"^data.decode='gpu': use one of cpu, device"):
         ImageShardsDataModule(str(shards), decode="gpu")
-    with pytest.raises(ValueError, match=r"^data.interpolation='lanczos' is invalid with data.decode=device"):
+    with pytest.raises(ConfigError, match=r"^data.interpolation='lanczos': with data.decode=device"):
         ImageShardsDataModule(str(shards), decode="device", interpolation="lanczos")

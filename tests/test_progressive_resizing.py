@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from mrl.common.errors import is_config_error
+from mrl.common.errors import ConfigError, is_config_error
 from mrl.data.image import ImageFolderDataModule
 from mrl.training.callbacks import ProgressiveResizing
 from mrl.training.procedure import build_datamodule, build_model
@@ -83,9 +83,9 @@ def test_reference_evaluation_transform(tmp_path):
     torch.testing.assert_close(dm._transform(is_training=False)(image), reference(image))
     train = dm._transform(is_training=True)
     assert not any(getattr(t, "brightness", None) for t in train.transforms)  # no colour jitter
-    with pytest.raises(ValueError, match=r"^data\.crop_pct=1\.5 is invalid"):
+    with pytest.raises(ConfigError, match=r"^data\.crop_pct=1\.5: use a fraction"):
         ImageFolderDataModule(root=str(tmp_path), crop_pct=1.5)
-    with pytest.raises(ValueError, match=r"^data\.interpolation='cubic' is invalid"):
+    with pytest.raises(ConfigError, match=r"^data\.interpolation='cubic': use one of"):
         ImageFolderDataModule(root=str(tmp_path), interpolation="cubic")
 
 

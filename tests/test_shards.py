@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from mrl.cli.prepare import run as prepare_cli
+from mrl.common.errors import ConfigError, InputError
 from mrl.data.image.decode import (
     TrainDecode,
     crop_params,
@@ -81,13 +82,13 @@ def test_prepare_options_fail_fast(tmp_path, kwargs, start):
 
 def test_data_module_options_fail_fast(shards, tmp_path):
     _, out = shards
-    with pytest.raises(FileNotFoundError, match="^data.root="):
+    with pytest.raises(InputError, match="^data.root=.*holds no prepared shards"):
         ImageShardsDataModule(str(tmp_path))
-    with pytest.raises(ValueError, match=r"^data.scale=\[0.5, 0.1\]"):
+    with pytest.raises(ConfigError, match=r"^data.scale=\[0.5, 0.1\]: use \[low, high\]"):
         ImageShardsDataModule(str(out), scale=[0.5, 0.1])
-    with pytest.raises(ValueError, match="^data.interpolation='random'"):
+    with pytest.raises(ConfigError, match="^data.interpolation='random': use one of"):
         ImageShardsDataModule(str(out), interpolation="random")
-    with pytest.raises(FileNotFoundError, match="^data.test_dir=test"):
+    with pytest.raises(InputError, match="^data.test_dir='test': .* is not a prepared split"):
         ImageShardsDataModule(str(out), test_dir="test")
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from mrl.common.errors import ConfigError
+
 
 def available_cores() -> int:
     """CPU cores this process may run on (``os.sched_getaffinity``; a SLURM or cgroup limit counts)."""
@@ -65,9 +67,9 @@ class LoaderOptions:
 
     def __post_init__(self) -> None:
         if isinstance(self.batch_size, bool) or int(self.batch_size) < 1:
-            raise ValueError(f"data.batch_size={self.batch_size} is invalid; use a positive integer")
+            raise ConfigError("data.batch_size", self.batch_size, "use a positive integer")
         if self.num_workers is not None and (isinstance(self.num_workers, bool) or int(self.num_workers) < 0):
-            raise ValueError(f"data.num_workers={self.num_workers} is invalid; use 0 or a positive integer")
+            raise ConfigError("data.num_workers", self.num_workers, "use 0 or a positive integer")
         set_field = object.__setattr__  # frozen: the checked values are stored in their types once, here
         set_field(self, "batch_size", int(self.batch_size))
         set_field(self, "num_workers", None if self.num_workers is None else int(self.num_workers))

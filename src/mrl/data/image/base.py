@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from mrl.common.errors import ConfigError
 from mrl.data.base import MatryoshkaDataModule
 
 
@@ -23,6 +24,19 @@ def fit_channels(values: Any, in_chans: int) -> tuple[float, ...]:
         return vals * in_chans
     avg = sum(vals) / len(vals)
     return (avg,) * in_chans
+
+
+def check_preprocessing_keys(
+    image_size: int | None, crop_pct: float | None, interpolation: str | None, interpolations: tuple[str, ...]
+) -> None:
+    """``data.image_size`` (a positive integer), ``data.crop_pct`` (a fraction in (0, 1]) and
+    ``data.interpolation`` (one of ``interpolations``), each also null: the model's own setting."""
+    if image_size is not None and int(image_size) < 1:
+        raise ConfigError("data.image_size", image_size, "use a positive integer or null")
+    if crop_pct is not None and not 0 < float(crop_pct) <= 1:
+        raise ConfigError("data.crop_pct", crop_pct, "use a fraction in (0, 1] or null")
+    if interpolation is not None and interpolation not in interpolations:
+        raise ConfigError("data.interpolation", interpolation, f"use one of {', '.join(interpolations)} or null")
 
 
 def config_size(

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mrl.common.errors import ConfigError
+
 try:  # the faster JPEG decoder of the shards extra; PIL decodes the same pixels without it
     import simplejpeg
 except ImportError:  # pragma: no cover - exercised where simplejpeg is not installed
@@ -176,9 +178,7 @@ class TrainDecode:
         self.size, self.live_size = int(size), live_size
         self.scale, self.ratio = tuple(float(s) for s in scale), tuple(float(r) for r in ratio)
         if interpolation not in PIL_INTERPOLATIONS:
-            raise ValueError(
-                f"data.interpolation={interpolation!r} is invalid; use one of {', '.join(PIL_INTERPOLATIONS)}"
-            )
+            raise ConfigError("data.interpolation", interpolation, f"use one of {', '.join(PIL_INTERPOLATIONS)}")
         self.interpolation, self.mode, self.draft = interpolation, mode, draft
 
     def side(self) -> int:

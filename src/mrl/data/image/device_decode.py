@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from mrl.common.errors import ConfigError
 from mrl.data.image.decode import TrainDecode, crop_params
 
 DECODE_PLACES = ("cpu", "device")
@@ -28,9 +29,10 @@ class EncodedCrop:
 
     def __init__(self, cpu: TrainDecode) -> None:
         if cpu.interpolation not in DEVICE_INTERPOLATIONS:
-            raise ValueError(
-                f"data.interpolation={cpu.interpolation!r} is invalid with data.decode=device; "
-                f"use one of {', '.join(DEVICE_INTERPOLATIONS)}"
+            raise ConfigError(
+                "data.interpolation",
+                cpu.interpolation,
+                f"with data.decode=device use one of {', '.join(DEVICE_INTERPOLATIONS)}",
             )
         self.cpu = cpu
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset, TensorDataset
 
+from mrl.common.errors import ConfigError
 from mrl.data.image.base import ImageDataModule
 
 
@@ -82,11 +83,11 @@ class DigitsDataModule(ImageDataModule):
         super().__init__(**loader_options)
         self.save_hyperparameters()
         if not 0.0 < float(val_fraction) < 1.0:
-            raise ValueError(f"data.val_fraction={val_fraction} is invalid; use a fraction in (0, 1)")
+            raise ConfigError("data.val_fraction", val_fraction, "use a fraction in (0, 1)")
         if int(in_chans) < 1:
-            raise ValueError(f"data.in_chans={in_chans} is invalid; use a positive integer (1 or 3)")
+            raise ConfigError("data.in_chans", in_chans, "use a positive integer (1 or 3)")
         if image_size is not None and int(image_size) < 8:
-            raise ValueError(f"data.image_size={image_size} is invalid; use an integer >= 8 or null")
+            raise ConfigError("data.image_size", image_size, "use an integer >= 8 or null")
         self.name = "digits"
         self.num_classes = 10
         self.in_chans = int(in_chans)

@@ -18,7 +18,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
-from mrl.data.image.base import ConvertThen, ImageDataModule, config_size, fit_channels
+from mrl.common.errors import ConfigError
+from mrl.data.image.base import ConvertThen, ImageDataModule, check_preprocessing_keys, config_size, fit_channels
 
 BAD_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 _EVAL_OVERRIDES = ("crop_pct", "interpolation")  # the data set's settings that change evaluation preprocessing
@@ -173,19 +174,12 @@ class ImageFolderDataModule(ImageDataModule):
         super().__init__(**loader_options)
         self.save_hyperparameters()
         if in_chans not in (1, 3):
-            raise ValueError(f"data.in_chans={in_chans} is invalid; image folders give 1 (grayscale) or 3 (RGB)")
-        if image_size is not None and int(image_size) < 1:
-            raise ValueError(f"data.image_size={image_size} is invalid; use a positive integer or null")
-        if crop_pct is not None and not 0 < float(crop_pct) <= 1:
-            raise ValueError(f"data.crop_pct={crop_pct} is invalid; use a fraction in (0, 1] or null")
-        if interpolation is not None and interpolation not in _INTERPOLATIONS:
-            raise ValueError(
-                f"data.interpolation={interpolation!r} is invalid; use one of {', '.join(_INTERPOLATIONS)} or null"
-            )
+            raise ConfigError("data.in_chans", in_chans, "image folders give 1 (grayscale) or 3 (RGB)")
+        check_preprocessing_keys(image_size, crop_pct, interpolation, _INTERPOLATIONS)
         if color_jitter is not None and float(color_jitter) < 0:
-            raise ValueError(f"data.color_jitter={color_jitter} is invalid; use 0 (none), a positive strength or null")
+            raise ConfigError("data.color_jitter", color_jitter, "use 0 (none), a positive strength or null")
         if root is None or str(root).strip() in ("", "???"):
-            raise ValueError("data.root is not set; point it at a folder holding train/ and val/ class folders")
+            raise ConfigError("data.root", root, "not set; point it at a folder holding train/ and val/ class folders")
         self.root = Path(os.path.expanduser(str(root)))
         if not self.root.is_dir():
             raise FileNotFoundError(

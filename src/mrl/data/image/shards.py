@@ -18,7 +18,8 @@ import fsspec
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mrl.data.image.base import ImageDataModule
+from mrl.common.errors import ConfigError, InputError
+from mrl.data.image.base import ImageDataModule, check_preprocessing_keys
 from mrl.data.image.decode import PIL_INTERPOLATIONS, EvalDecode, TrainDecode, open_item, pil_part
 from mrl.data.image.device_decode import (
     DECODE_PLACES,
@@ -75,20 +76,14 @@ def streaming_dataset_class():
 
 def check_preprocessing(image_size: int | None, crop_pct: float | None, interpolation: str | None, decode: str) -> None:
     """The preprocessing keys (``data.image_size``, ``crop_pct``, ``interpolation``, ``decode``) are valid."""
-    if image_size is not None and int(image_size) < 1:
-        raise ValueError(f"data.image_size={image_size} is invalid; use a positive integer or null")
-    if crop_pct is not None and not 0 < float(crop_pct) <= 1:
-        raise ValueError(f"data.crop_pct={crop_pct} is invalid; use a fraction in (0, 1] or null")
-    if interpolation is not None and interpolation not in PIL_INTERPOLATIONS:
-        raise ValueError(
-            f"data.interpolation={interpolation!r} is invalid; use one of {', '.join(PIL_INTERPOLATIONS)} or null"
-        )
+    check_preprocessing_keys(image_size, crop_pct, interpolation, tuple(PIL_INTERPOLATIONS))
     if decode not in DECODE_PLACES:
-        raise ValueError(f"data.decode={decode!r} is invalid; use one of {', '.join(DECODE_PLACES)}")
+        raise ConfigError("data.decode", decode, f"use one of {', '.join(DECODE_PLACES)}")
     if decode == "device" and interpolation is not None and interpolation not in DEVICE_INTERPOLATIONS:
-        raise ValueError(
-            f"data.interpolation={interpolation!r} is invalid with data.decode=device; "
-            f"use one of {', '.join(DEVICE_INTERPOLATIONS)} or null"
+        raise ConfigError(
+            "data.interpolation",
+            interpolation,
+            f"with data.decode=device use one of {', '.join(DEVICE_INTERPOLATIONS)} or null",
         )
 
 
@@ -96,9 +91,9 @@ def crop_ranges(scale: Sequence[float], ratio: Sequence[float]) -> tuple[tuple[f
     """``(scale, ratio)`` of the training crops as float tuples, checked (``data.scale``, ``data.ratio``)."""
     scale, ratio = tuple(float(v) for v in scale), tuple(float(v) for v in ratio)
     if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
-        raise ValueError(f"data.scale={list(scale)} is invalid; use [low, high] with 0 < low <= high <= 1")
+        raise ConfigError("data.scale", list(scale), "use [low, high] with 0 < low <= high <= 1")
     if len(ratio) != 2 or not 0 < ratio[0] <= ratio[1]:
-        raise ValueError(f"data.ratio={list(ratio)} is invalid; use [low, high] with 0 < low <= high")
+        raise ConfigError("data.ratio", list(ratio), "use [low, high] with 0 < low <= high")
     return scale, ratio
 
 
@@ -106,13 +101,14 @@ def shards_root(root: str | None) -> tuple[str, bool]:
     """``(root, remote)``: ``data.root`` with ``~`` expanded (a URL kept as given); a local one must hold
     ``mrl-prepare``'s output."""
     if root is None or str(root).strip() in ("", "???"):
-        raise ValueError("data.root is not set; point it at the folder mrl-prepare wrote (or its s3:// URL)")
+        raise ConfigError("data.root", root, "not set; point it at the folder mrl-prepare wrote (or its s3:// URL)")
     remote = "://" in str(root)
     location = str(root) if remote else os.path.expanduser(str(root))
     if not remote and not (Path(location) / CLASSES_FILE).is_file():
-        raise FileNotFoundError(
-            f"data.root={root} holds no prepared shards ({CLASSES_FILE} missing); run "
-            f"`mrl-prepare <image folder> {root}` (make prepare) first"
+        raise InputError(
+            "data.root",
+            root,
+            f"holds no prepared shards ({CLASSES_FILE} missing); run `mrl-prepare <image folder> {root}` first",
         )
     return location, remote
 
@@ -126,13 +122,15 @@ def prepared_splits(
         split: sub for split, sub in (("train", train_dir), ("val", val_dir), ("test", test_dir)) if sub is not None
     }
     if "val" not in split_dirs:
-        raise ValueError("data.val_dir=null: a validation split is required")
+        raise ConfigError("data.val_dir", None, "a validation split is required")
     if not remote:
         for split, sub in split_dirs.items():
             if not (Path(root) / sub / "index.json").is_file():
-                raise FileNotFoundError(
-                    f"data.{split}_dir={sub}: {Path(root) / sub} is not a prepared split; "
-                    f"run mrl-prepare on a folder with {sub}/<class>/<image>"
+                raise InputError(
+                    f"data.{split}_dir",
+                    sub,
+                    f"{Path(root) / sub} is not a prepared split; run mrl-prepare on a folder with "
+                    f"{sub}/<class>/<image>",
                 )
     return split_dirs
 
@@ -260,7 +258,7 @@ class ImageShardsDataModule(ImageDataModule):
         if split == "test" and "test" not in self.split_dirs:
             split = "val"
         if split not in self.split_dirs:
-            raise ValueError(f"data.{split}_dir=null: {self.root} has no {split} split")
+            raise ConfigError(f"data.{split}_dir", None, f"{self.root} has no {split} split")
         key = (split, train, uint8)
         if key not in self._datasets:
             if train:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 
+from mrl.common.errors import ConfigError
 from mrl.data.image.base import ImageDataModule
 
 
@@ -57,9 +58,9 @@ class SyntheticDataModule(ImageDataModule):
             ("val_size", val_size, 1),
         ):
             if int(value) < low:
-                raise ValueError(f"data.{key}={value} is invalid; use an integer >= {low}")
+                raise ConfigError(f"data.{key}", value, f"use an integer >= {low}")
         if float(noise) < 0:
-            raise ValueError(f"data.noise={noise} is invalid; use a non-negative float")
+            raise ConfigError("data.noise", noise, "use a non-negative float")
         self.name = "synthetic"
         self.num_classes = int(num_classes)
         self.image_size = int(image_size)
