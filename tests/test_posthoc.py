@@ -119,6 +119,33 @@ def test_inference_codes_match_sentence_transformers_at_any_k():
         assert ((codes != 0).sum(1) <= k).all() and (codes >= 0).all()
 
 
+def test_one_forward_at_several_k_equals_separate_dense_forwards():
+    """forward_many shares one sorted top-(4 max k) and decodes from (index, value) pairs: the same codes,
+    reconstructions, losses, gradients and dead-unit counts as one dense forward per k (sentence-transformers'
+    way, checked above at one k), the counts updated in the same order."""
+    shared, separate = _ours().train(), _ours().train()
+    x = torch.randn(6, D)
+    many = shared.forward_many(x, [1, 2, 3])
+    for k, out in zip([1, 2, 3], many, strict=True):
+        pre = separate.pre_activation(x)
+        codes_k, top_k = separate.keep_top(pre, k)
+        separate._count_firing(pre, top_k)
+        dead = separate.steps_since_fired > separate.dead_threshold
+        codes_aux = separate.keep_top(pre * dead, separate.k_aux)[0]
+        codes_4k, top_4k = separate.keep_top(pre, 4 * k)
+        separate._count_firing(pre, top_4k)
+        torch.testing.assert_close(out.codes_k, codes_k)
+        torch.testing.assert_close(out.codes_4k, codes_4k)
+        torch.testing.assert_close(out.codes_aux, codes_aux)
+        torch.testing.assert_close(out.recon_k, separate.decode(codes_k))
+        torch.testing.assert_close(out.recon_4k, separate.decode(codes_4k))
+        torch.testing.assert_close(out.recon_aux, separate.decode(codes_aux))
+    torch.testing.assert_close(shared.steps_since_fired, separate.steps_since_fired)
+    loss = sum(sum(csr_loss([out, out]).values()) for out in many)
+    loss.backward()
+    assert shared.encoder.weight.grad is not None and shared.encoder.weight.grad.abs().sum() > 0
+
+
 def test_normalized_mse_falls_back_to_mse_on_a_constant_batch():
     target = torch.ones(4, 3)
     recon = torch.zeros(4, 3)

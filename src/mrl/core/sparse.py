@@ -35,17 +35,32 @@ __all__ = [
 
 @dataclass
 class SparseCodes:
-    """What one training forward of the autoencoder gives: the codes at k, 4k and of the dead units, and the
-    reconstructions (``recon_k_no_bias`` is the k-reconstruction before the decoder bias is added back)."""
+    """What one training forward of the autoencoder gives: the dense k-code (the contrastive loss needs it), the
+    reconstructions at k, 4k and from the dead units (``recon_k_no_bias``: the k-reconstruction before the decoder
+    bias is added back), and the 4k and auxiliary codes as (indices, values) of width ``hidden_dim``."""
 
     x: torch.Tensor
     codes_k: torch.Tensor
-    codes_4k: torch.Tensor
-    codes_aux: torch.Tensor | None
     recon_k: torch.Tensor
     recon_4k: torch.Tensor
     recon_aux: torch.Tensor | None
     recon_k_no_bias: torch.Tensor
+    top_4k: tuple[torch.Tensor, torch.Tensor]
+    top_aux: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def codes_4k(self) -> torch.Tensor:
+        """The dense 4k-sparse code ``[B, H]``."""
+        return _scatter(self.codes_k, *self.top_4k)
+
+    @property
+    def codes_aux(self) -> torch.Tensor | None:
+        """The dense code of the dead units ``[B, H]`` (None without an auxiliary loss)."""
+        return None if self.top_aux is None else _scatter(self.codes_k, *self.top_aux)
+
+
+def _scatter(like: torch.Tensor, indices: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(like).scatter(-1, indices, values)
 
 
 class TopKSparseAutoencoder(nn.Module):
@@ -79,8 +94,7 @@ class TopKSparseAutoencoder(nn.Module):
     def keep_top(self, pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(ReLU of the k largest pre-activations scattered into zeros, their indices)."""
         top = pre.topk(k, dim=-1)
-        codes = torch.zeros_like(pre).scatter(-1, top.indices, top.values)
-        return F.relu(codes), top.indices
+        return _scatter(pre, top.indices, F.relu(top.values)), top.indices
 
     def _count_firing(self, pre: torch.Tensor, indices: torch.Tensor) -> None:
         if not (self.training and torch.is_grad_enabled()):
@@ -92,6 +106,11 @@ class TopKSparseAutoencoder(nn.Module):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         return codes @ self.encoder.weight + self.pre_bias
 
+    def decode_top(self, indices: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """:meth:`decode` of the code holding ``values`` at ``indices`` (``[B, k]`` each), without building it:
+        k rows of the decoder per input instead of a product with the whole ``[H, D]`` matrix."""
+        return F.embedding_bag(indices, self.encoder.weight, per_sample_weights=values, mode="sum") + self.pre_bias
+
     def encode(self, x: torch.Tensor, k: int | None = None) -> torch.Tensor:
         """The k-sparse codes ``[B, H]`` (``k`` defaults to the trained one; any k up to ``hidden_dim`` works)."""
         return self.keep_top(self.pre_activation(x), k or self.k)[0]
@@ -99,34 +118,49 @@ class TopKSparseAutoencoder(nn.Module):
     def forward(self, x: torch.Tensor, k: int | None = None) -> SparseCodes:
         """Everything the CSR losses need. In training, the firing counts are updated after the k and again after
         the 4k selection (the auxiliary units are the ones dead after the first), as sentence-transformers does."""
-        return self.forward_at(x, self.pre_activation(x), k or self.k)
+        return self.forward_many(x, [k or self.k])[0]
 
     def forward_many(self, x: torch.Tensor, ks: Sequence[int]) -> list[SparseCodes]:
-        """:meth:`forward` at each k of ``ks``, the encoder run once."""
+        """:meth:`forward` at each k of ``ks``, the encoder and the top-4k selection run once: the k and 4k largest
+        units of every k are the leading columns of one sorted top-(4 max k)."""
+        for k in ks:
+            if 4 * k > self.hidden_dim:
+                raise ConfigError("k", k, f"expected 4 * k <= hidden_dim={self.hidden_dim}")
         pre = self.pre_activation(x)
-        return [self.forward_at(x, pre, k) for k in ks]
+        top = pre.topk(4 * max(ks), dim=-1, sorted=True)
+        values = F.relu(top.values)
+        return [self._forward_at(x, pre, top.indices, values, k) for k in ks]
 
     def forward_at(self, x: torch.Tensor, pre: torch.Tensor, k: int) -> SparseCodes:
+        """:meth:`forward` from the pre-activations ``pre``."""
         if 4 * k > self.hidden_dim:
             raise ConfigError("k", k, f"expected 4 * k <= hidden_dim={self.hidden_dim}")
-        codes_k, top_k = self.keep_top(pre, k)
-        self._count_firing(pre, top_k)
-        codes_aux = None
+        top = pre.topk(4 * k, dim=-1, sorted=True)
+        return self._forward_at(x, pre, top.indices, F.relu(top.values), k)
+
+    def _forward_at(
+        self, x: torch.Tensor, pre: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, k: int
+    ) -> SparseCodes:
+        index_k, value_k = indices[:, :k], values[:, :k]
+        self._count_firing(pre, index_k)
+        top_aux = recon_aux = None
         if self.k_aux:
             dead = self.steps_since_fired > self.dead_threshold
-            codes_aux = self.keep_top(pre * dead, self.k_aux)[0]
-        codes_4k, top_4k = self.keep_top(pre, 4 * k)
-        self._count_firing(pre, top_4k)
-        recon_k = self.decode(codes_k)
+            aux = (pre * dead).topk(self.k_aux, dim=-1)
+            top_aux = (aux.indices, F.relu(aux.values))
+            recon_aux = self.decode_top(*top_aux)
+        index_4k, value_4k = indices[:, : 4 * k], values[:, : 4 * k]
+        self._count_firing(pre, index_4k)
+        recon_k = self.decode_top(index_k, value_k)
         return SparseCodes(
             x=x,
-            codes_k=codes_k,
-            codes_4k=codes_4k,
-            codes_aux=codes_aux,
+            codes_k=_scatter(pre, index_k, value_k),
             recon_k=recon_k,
-            recon_4k=self.decode(codes_4k),
-            recon_aux=None if codes_aux is None else self.decode(codes_aux),
+            recon_4k=self.decode_top(index_4k, value_4k),
+            recon_aux=recon_aux,
             recon_k_no_bias=recon_k - self.pre_bias,
+            top_4k=(index_4k, value_4k),
+            top_aux=top_aux,
         )
 
 
