@@ -28,6 +28,7 @@ exact first stage both return the same neighbours.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,8 +50,10 @@ from mrl.retrieval.funnel_spec import Funnel
 from mrl.retrieval.store import VectorStore
 
 __all__ = [
+    "FULL_WIDTH_KINDS",
     "INDEX_KINDS",
     "LANCE_INDEX",
+    "LanceFullWidth",
     "LanceFunnel",
     "LanceStore",
     "collection_name",
@@ -69,6 +72,7 @@ LANCE_INDEX = {  # (format, index) -> the index on ``prefix`` (None: none, an ex
     ("bits", "flat"): None,
     ("bits", "ivf"): "IVF_FLAT",
 }
+FETCH_MODES = ("take", "inline")  # how LanceFunnel gets the shortlist's full vectors
 REMOTE = ("s3://", "s3+ddb://", "gs://", "az://", "abfss://", "db://", "memory://")
 QUERY_BYTES = 64 << 20  # shortlisted ids and distances asked for per request
 TAKE_ROWS = 8192  # full vectors taken per request
@@ -206,6 +210,10 @@ class LanceFunnel(DatabaseFunnel):
         funnel: stages ``[(size, candidates), ...]`` (or a `Funnel`) to serve instead of the recorded one; the
             first size must be the one the table indexes.
         ef, nprobe: HNSW search beam (at least the shortlist) and IVF partitions probed, for approximate indexes.
+        fetch: how the shortlist's full vectors come: ``"take"`` (default), a second request by row address after
+            the shortlist's; ``"inline"``, in the shortlist's own request (``full`` selected beside ``id``: LanceDB
+            reads it for the returned rows only), one request instead of two, which pays where LanceDB's fixed cost
+            per request dominates (benchmarks/lancedb_native.py: about 3 ms a request on 2 cores).
     """
 
     engine = "LanceDB"
@@ -218,7 +226,10 @@ class LanceFunnel(DatabaseFunnel):
         api_key: str | None = None,
         ef: int | None = None,
         nprobe: int | None = None,
+        fetch: str = "take",
     ) -> None:
+        if fetch not in FETCH_MODES:
+            raise ValueError(f"fetch={fetch!r}: expected one of {', '.join(FETCH_MODES)}")
         store = LanceStore(uri, api_key)
         store.connect(create=False)
         self.uri, self.db = store.uri, store.db
@@ -227,7 +238,17 @@ class LanceFunnel(DatabaseFunnel):
         self.meta = _read_meta(self.table)
         self.warn_if_incomplete()
         self.funnel = self.resolve_funnel(funnel)
-        self.ef, self.nprobe = ef, nprobe
+        self.ef, self.nprobe, self.fetch = ef, nprobe, fetch
+
+    def first_stage_plan(self, queries: np.ndarray | None = None) -> str:
+        """LanceDB's plan of the first stage's request (of the first query, or a zero vector): ``ANNIvfPartition`` /
+        ``ANNSubIndex`` where the native index on ``prefix`` serves it, a ``KNNVectorDistance`` over every row's
+        ``prefix`` where it is a scan."""
+        codes = self.query_prefix(queries[:1]) if queries is not None else None
+        if codes is None:
+            width = -(-self.meta.first_size // 8) if self.meta.format == "bits" else self.meta.first_size
+            codes = np.zeros((1, width), dtype=np.uint8 if self.meta.format == "bits" else np.float32)
+        return self._query(codes[0], self.funnel.stages[0][1], ["id", "_distance"]).explain_plan(True)
 
     def _query(self, codes: np.ndarray, limit: int, columns: list[str]):
         query = self.table.search(codes, vector_column_name="prefix")
@@ -238,17 +259,24 @@ class LanceFunnel(DatabaseFunnel):
             query = query.nprobes(self.nprobe or 16)
         return query.limit(limit).select(columns)
 
-    def _ask(self, codes: np.ndarray, c: int, with_row_ids: bool):
-        """``(query_index, id, distance, row_id or None)`` of every query's best ``c``, ``codes`` in one request."""
-        query = self._query(codes if len(codes) > 1 else codes[0], c, ["id", "_distance"])
-        got = (query.with_row_id(True) if with_row_ids else query).to_arrow()
+    def _ask(self, codes: np.ndarray, c: int, extra: str | None):
+        """``(query_index, id, distance, extra)`` of every query's best ``c``, ``codes`` in one request; ``extra``:
+        None, the row ids (``"rowid"``) or the full vectors (``"full"``) of the rows returned."""
+        columns = ["id", "_distance"] + (["full"] if extra == "full" else [])
+        query = self._query(codes if len(codes) > 1 else codes[0], c, columns)
+        got = (query.with_row_id(True) if extra == "rowid" else query).to_arrow()
         which = got["query_index"].to_numpy() if "query_index" in got.column_names else np.zeros(got.num_rows, int)
-        row_ids = got["_rowid"].to_numpy() if with_row_ids else None
-        return which, got["id"].to_numpy(), got["_distance"].to_numpy(), row_ids
+        more = None
+        if extra == "rowid":
+            more = got["_rowid"].to_numpy()
+        elif extra == "full":
+            more = got["full"].combine_chunks().values.to_numpy(zero_copy_only=False).reshape(-1, self.dim)
+        return which, got["id"].to_numpy(), got["_distance"].to_numpy(), more
 
-    def _shortlist(self, queries: np.ndarray, c: int, with_row_ids: bool = False):
+    def _shortlist(self, queries: np.ndarray, c: int, with_row_ids: bool = False, with_full: bool = False):
         """``(scores, ids, row_ids)`` ``[Q, c]`` best first, the lowest ids first among equal distances (``-1``:
-        none; row ids -1 unless asked for).
+        none; row ids -1 unless asked for); ``with_full``: a fourth, ``(rows, full)``, the sorted unique ids
+        shortlisted and their full vectors, read in the same requests.
 
         Among items at the same distance as the ``c``-th, the database keeps any; FAISS, and so `AdaptiveRetriever`,
         keeps the lowest ids (:mod:`mrl.retrieval.ties`). So each query asks for some more than ``c`` and, where the
@@ -260,12 +288,14 @@ class LanceFunnel(DatabaseFunnel):
         distances = np.full((nq, c), np.nan, dtype=np.float32)
         row_ids = np.full((nq, c), -1, dtype=np.int64)
         todo, limit = np.arange(nq), min(self.n, c + max(16, c // 4))
+        extra = "full" if with_full else "rowid" if with_row_ids else None
+        kept_ids, kept_full = [], []
         while len(todo):
             step = max(1, QUERY_BYTES // (64 * limit))
             again = []
             for start in range(0, len(todo), step):
                 part = todo[start : start + step]
-                which, found, distance, rid = self._ask(codes[part], limit, with_row_ids)
+                which, found, distance, more = self._ask(codes[part], limit, extra)
                 order = np.lexsort((found, distance, which))  # each query's hits best first, ties by id
                 which, found, distance = which[order], found[order], distance[order]
                 begins = np.searchsorted(which, np.arange(len(part)))
@@ -278,11 +308,19 @@ class LanceFunnel(DatabaseFunnel):
                 keep = (rank < c) & ~open_tie[which]
                 at = (part[which[keep]], rank[keep])
                 ids[at], distances[at] = found[keep], distance[keep]
-                if with_row_ids:
-                    row_ids[at] = rid[order][keep]
+                if extra == "rowid":
+                    row_ids[at] = more[order][keep]
+                elif extra == "full":
+                    kept_ids.append(found[keep])
+                    kept_full.append(more[order[keep]])
             todo, limit = np.concatenate(again), min(self.n, 4 * limit)
         dot = self.meta.format != "bits" and self.metric != "l2"  # LanceDB's dot distance is 1 - the product
-        return (1.0 - distances if dot else distances), ids, row_ids
+        scores = 1.0 - distances if dot else distances
+        if not with_full:
+            return scores, ids, row_ids
+        rows, first = np.unique(np.concatenate(kept_ids or [ids[:0, 0]]), return_index=True)
+        full = np.concatenate(kept_full)[first] if kept_full else np.empty((0, self.dim), np.float32)
+        return scores, ids, row_ids, (rows, np.ascontiguousarray(full, dtype=np.float32))
 
     def shortlist(self, queries: np.ndarray, candidates: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The database's first stage: ``(scores, ids)`` of each query's best ``candidates`` (``-1`` where it
@@ -293,7 +331,11 @@ class LanceFunnel(DatabaseFunnel):
 
     def _shortlist_full(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The shortlist, then each shortlisted row's full vector taken once by its row address (a row taken is
-        checked by its id: one that moved since, e.g. by a compaction, is looked up by id instead)."""
+        checked by its id: one that moved since, e.g. by a compaction, is looked up by id instead); with
+        ``fetch="inline"`` the vectors come with the shortlist, in its request."""
+        if self.fetch == "inline":
+            _, cand, _, (rows, full) = self._shortlist(q, self.funnel.stages[0][1], with_full=True)
+            return cand, rows, full
         _, cand, row_ids = self._shortlist(q, self.funnel.stages[0][1], with_row_ids=True)
         rows, first = np.unique(cand[cand >= 0], return_index=True)
         addresses = row_ids[cand >= 0][first]
@@ -339,6 +381,112 @@ class LanceFunnel(DatabaseFunnel):
             got = self.table.search().where(where).select(["id", "item", "label"]).limit(len(part)).to_arrow()
             found.update({int(r["id"]): (r["item"], int(r["label"])) for r in got.to_pylist()})
         return item_arrays(ids, found)
+
+    def close(self) -> None:
+        """Nothing to release: the table's files are read as needed."""
+
+
+FULL_WIDTH_KINDS = ("IVF_PQ", "IVF_HNSW_SQ", "IVF_FLAT")
+
+
+def _full_width_config(kind: str, distance: str, n: int, dim: int, partitions: int | None, options: dict):
+    from lancedb.index import HnswSq, IvfFlat, IvfPq
+
+    if kind not in FULL_WIDTH_KINDS:
+        raise ValueError(f"kind={kind!r}: expected one of {', '.join(FULL_WIDTH_KINDS)}")
+    parts = int(partitions or np.clip(round(np.sqrt(n)), 1, max(1, n // 39)))
+    if kind == "IVF_PQ":
+        sub_vectors = options.get("sub_vectors", dim // 16)
+        return IvfPq(distance_type=distance, num_partitions=parts, num_sub_vectors=sub_vectors)
+    if kind == "IVF_HNSW_SQ":
+        return HnswSq(distance_type=distance, num_partitions=parts, m=options.get("m", 20),
+                      ef_construction=options.get("ef_construction", 300))  # fmt: skip
+    return IvfFlat(distance_type=distance, num_partitions=parts)
+
+
+class LanceFullWidth:
+    """LanceDB's own index on the ``full`` column of an mrl table: what a LanceDB user builds without Matryoshka
+    prefixes, the baseline of the LanceDB funnel (benchmarks/lancedb_native.py).
+
+    ``IVF_PQ`` (searched with ``nprobes`` and ``refine_factor``: the best ``refine_factor x k`` by the PQ codes are
+    re-scored on the stored vectors), ``IVF_HNSW_SQ`` (``nprobes``, ``ef``, ``refine_factor``) or ``IVF_FLAT``
+    (``nprobes``). `build` makes (or replaces) the index; `search` returns ``(scores, ids)`` as `LanceFunnel` does
+    (scores: inner products, or squared distances for l2; ids: the rows of the loaded file).
+    """
+
+    def __init__(
+        self,
+        uri: str | Path,
+        collection: str | None = None,
+        kind: str = "IVF_PQ",
+        api_key: str | None = None,
+        nprobes: int | None = None,
+        refine_factor: int | None = None,
+        ef: int | None = None,
+    ) -> None:
+        store = LanceStore(uri, api_key)
+        store.connect(create=False)
+        self.collection = pick_collection(store.uri, store.ours(), collection)
+        self.table = store.db.open_table(self.collection)
+        self.meta = _read_meta(self.table)
+        self.kind, self.metric = kind, self.meta.metric
+        self.nprobes, self.refine_factor, self.ef = nprobes, refine_factor, ef
+        _full_width_config(kind, "dot", 1, 16, 1, {})  # the kind checked now, not at the first search
+
+    @property
+    def distance(self) -> str:
+        """``cosine`` for cosine (the column holds the vectors as stored, not re-normalised), else dot or l2."""
+        return {"cosine": "cosine", "ip": "dot", "l2": "l2"}[self.metric]
+
+    def build(self, partitions: int | None = None, **options: int) -> float:
+        """Build (or replace) the index on ``full``: ``partitions`` IVF lists (default ``sqrt(N)``), ``sub_vectors``
+        for IVF_PQ (default ``dim / 16``), ``m`` / ``ef_construction`` for IVF_HNSW_SQ; returns the seconds taken."""
+        config = _full_width_config(self.kind, self.distance, self.meta.count, self.meta.dim, partitions, options)
+        began = time.perf_counter()
+        self.table.create_index("full", config=config, replace=True)
+        return time.perf_counter() - began
+
+    def index_bytes(self) -> int:
+        """The index's own bytes on disk (the IVF centroids, codes or graph; not the ``full`` column it refines
+        from)."""
+        for index in self.table.list_indices():
+            if tuple(index.columns) == ("full",):
+                return int(getattr(index, "size_bytes", 0) or 0)
+        return 0
+
+    def _query(self, q: np.ndarray, k: int):
+        query = self.table.search(q, vector_column_name="full").distance_type(self.distance)
+        if self.nprobes:
+            query = query.nprobes(int(self.nprobes))
+        if self.refine_factor:
+            query = query.refine_factor(int(self.refine_factor))
+        if self.ef and self.kind == "IVF_HNSW_SQ":  # the graph returns refine_factor x k: ef must reach it
+            query = query.ef(max(int(self.ef), k * int(self.refine_factor or 1)))
+        return query.limit(k).select(["id", "_distance"])
+
+    def plan(self) -> str:
+        """LanceDB's plan of one query (``ANNIvfPartition`` where the index serves it)."""
+        return self._query(np.zeros(self.meta.dim, dtype=np.float32), 10).explain_plan(True)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        q = np.asarray(queries, dtype=np.float32)
+        q = q[None, :] if q.ndim == 1 else q
+        ids = np.full((len(q), k), -1, dtype=np.int64)
+        distances = np.full((len(q), k), np.nan, dtype=np.float32)
+        step = max(1, QUERY_BYTES // (64 * k))
+        for start in range(0, len(q), step):
+            part = q[start : start + step]
+            got = self._query(part if len(part) > 1 else part[0], k).to_arrow()
+            which = got["query_index"].to_numpy() if "query_index" in got.column_names else np.zeros(got.num_rows, int)
+            found, distance = got["id"].to_numpy(), got["_distance"].to_numpy()
+            order = np.lexsort((found, distance, which))
+            which, found, distance = which[order], found[order], distance[order]
+            rank = np.arange(len(which)) - np.searchsorted(which, which)
+            keep = rank < k
+            ids[start + which[keep], rank[keep]] = found[keep]
+            distances[start + which[keep], rank[keep]] = distance[keep]
+        scores = distances if self.metric == "l2" else 1.0 - distances  # cosine and dot: 1 - the similarity
+        return scores, ids
 
     def close(self) -> None:
         """Nothing to release: the table's files are read as needed."""

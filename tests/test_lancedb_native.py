@@ -1,0 +1,91 @@
+"""LanceDB's own indexes: the funnel's first stage served by the native index on the prefix column (and its plan
+says so), the shortlist's full vectors read in the same request (``fetch="inline"``) or a second one, and the
+full-width native indexes a LanceDB user would build without prefixes (`LanceFullWidth`), against exact search."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("faiss")
+pytest.importorskip("lancedb")
+
+from mrl.retrieval import AdaptiveRetriever, exact_search, recall_against_exact  # noqa: E402
+from mrl.retrieval.lancedb import LanceFullWidth, LanceFunnel, load_into_lancedb  # noqa: E402
+from mrl_testing.synthetic import make_mrl_split  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_mrl_split(3000, 60, 64, n_classes=30, seed=7)
+
+
+@pytest.fixture(scope="module")
+def uri(data, tmp_path_factory):
+    """Two tables of the same items: the 8-d prefix under LanceDB's IVF_FLAT index (``ivf``), and scanned (``flat``)."""
+    db, _, _, _ = data
+    where = str(tmp_path_factory.mktemp("native") / "index.lancedb")
+    for index in ("ivf", "flat"):
+        load_into_lancedb(db, where, collection=index, first_size=8, index=index, progress=False)
+    return where
+
+
+def test_the_first_stage_is_served_by_the_native_index_on_the_prefix(data, uri):
+    db, _, q, _ = data
+    indexed, scanned = LanceFunnel(uri, "ivf", nprobe=8), LanceFunnel(uri, "flat")
+    plan = indexed.first_stage_plan(q)
+    assert "ANNIvfPartition" in plan and "ANNSubIndex" in plan, plan
+    assert "KNNVectorDistance" not in plan  # no scan of every row's prefix
+    assert "ANNIvfPartition" not in scanned.first_stage_plan(q)
+    # the index's shortlist is approximate, and good: recall of the funnel against exact full-width search
+    _, ids = indexed.search(q, 10)
+    assert recall_against_exact(db, q, ids, 10) >= 0.95
+    # more probes, more recall; all of them is the exact scan's shortlist
+    _, all_probes = LanceFunnel(uri, "ivf", nprobe=10_000).search(q, 10)
+    np.testing.assert_array_equal(all_probes, scanned.search(q, 10)[1])
+
+
+def test_inline_fetch_returns_what_the_take_path_returns(data, uri):
+    db, _, q, _ = data
+    for name, nprobe in (("flat", None), ("ivf", 4)):
+        took = LanceFunnel(uri, name, funnel=[(8, 50), (64, 10)], nprobe=nprobe)
+        inline = LanceFunnel(uri, name, funnel=[(8, 50), (64, 10)], nprobe=nprobe, fetch="inline")
+        s_take, i_take = took.search(q, 10)
+        s_inline, i_inline = inline.search(q, 10)
+        np.testing.assert_array_equal(i_inline, i_take)
+        np.testing.assert_allclose(s_inline, s_take, rtol=1e-6, atol=1e-6)
+    # the exact prefix scan reranked inline is the in-process funnel
+    _, ref = AdaptiveRetriever(db, [(8, 50), (64, 10)]).search(q, 10)
+    np.testing.assert_array_equal(
+        LanceFunnel(uri, "flat", funnel=[(8, 50), (64, 10)], fetch="inline").search(q, 10)[1], ref
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "knobs", "least"),
+    [
+        ("IVF_FLAT", {"nprobes": 10_000}, 1.0),  # every partition probed: exact
+        ("IVF_PQ", {"nprobes": 10_000, "refine_factor": 20}, 0.95),  # PQ shortlist of 200 re-scored exactly
+        ("IVF_HNSW_SQ", {"ef": 200, "refine_factor": 5}, 0.95),
+    ],
+)
+def test_native_full_width_indexes_against_exact_search(data, uri, kind, knobs, least):
+    db, _, q, _ = data
+    native = LanceFullWidth(uri, "flat", kind, **knobs)
+    seconds = native.build(partitions=1 if kind == "IVF_HNSW_SQ" else 16, sub_vectors=8)
+    assert seconds > 0 and native.index_bytes() > 0
+    plan = native.plan()
+    assert "ANNIvfPartition" in plan, plan
+    assert ("KNNVectorDistance" in plan) == bool(knobs.get("refine_factor")), plan  # refine: exact re-scoring
+    scores, ids = native.search(q, 10)
+    assert recall_against_exact(db, q, ids, 10) >= least
+    if least == 1.0:
+        exact_scores, _ = exact_search(db, q, 10)
+        np.testing.assert_allclose(scores, exact_scores, atol=1e-5)
+
+
+def test_bad_kind_and_fetch_are_one_line_errors(uri):
+    with pytest.raises(ValueError, match=r"^kind='DISKANN': expected one of IVF_PQ, IVF_HNSW_SQ, IVF_FLAT$"):
+        LanceFullWidth(uri, "flat", "DISKANN")
+    with pytest.raises(ValueError, match=r"^fetch='both': expected one of take, inline$"):
+        LanceFunnel(uri, "flat", fetch="both")
