@@ -3,6 +3,8 @@ another way (brute-force numpy neighbours and recall by set intersection)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -111,6 +113,18 @@ def test_table_recalls_are_those_of_the_funnels_built_and_searched():
         _, ids = Funnel.from_dict(row).build(db).search(q, 5)
         assert row["recall"] == pytest.approx(set_recall(ids, exact), abs=1e-9), row["funnel"]
         assert row["recall"] == pytest.approx(recall_against_exact(db, q, ids, 5), abs=1e-9)
+
+
+def test_approximate_first_stages_are_tried_at_the_sizes_within_width_and_budget():
+    from mrl.retrieval.tune import HNSW_MAX_SIZE, IVF_MAX_SIZE, approximate_sizes
+
+    s = TuneSettings(sizes=(64, 8, 16, 32, 128))
+    assert approximate_sizes(s, "hnsw", HNSW_MAX_SIZE, 1024) == [8, 16, 32]  # as listed, at most 32 wide
+    assert approximate_sizes(s, "ivf", IVF_MAX_SIZE, 1024) == [64, 8, 16, 32]
+    assert approximate_sizes(s, "ivf", IVF_MAX_SIZE, 32) == [8, 16]  # below the width only
+    budget = dataclasses.replace(s, max_first_stage_bytes=64)  # float: 4 bytes a coordinate
+    assert approximate_sizes(budget, "hnsw", HNSW_MAX_SIZE, 1024) == [8, 16]
+    assert approximate_sizes(budget, "ivf", IVF_MAX_SIZE, 1024) == [8, 16]
 
 
 def test_a_bytes_budget_is_kept_and_a_missed_target_is_said():

@@ -616,6 +616,17 @@ def score_exact_scans(tuning: Tuning, grid: ScoredGrid) -> list[str]:
     ]
 
 
+def approximate_sizes(s: TuneSettings, index: str, widest: int, dim: int) -> list[int]:
+    """The prefix sizes an approximate first stage (``index``) is tried at: of ``s.sizes``, at most ``widest`` and
+    below the width ``dim``, within ``s.max_first_stage_bytes``, smallest first (as listed)."""
+    budget = s.max_first_stage_bytes
+    return [
+        m
+        for m in s.sizes
+        if m <= widest and m < dim and (budget is None or first_stage_bytes(m, index, s.metric) <= budget)
+    ]
+
+
 def score_hnsw_first_stages(tuning: Tuning, grid: ScoredGrid) -> list[str]:
     """HNSW first stages (with ``"hnsw"`` in ``approximate``: float prefixes of at most `HNSW_MAX_SIZE`, below
     the width, within the bytes budget), smallest first, one graph per degree of ``hnsw_ms``: each graph is built
@@ -626,11 +637,9 @@ def score_hnsw_first_stages(tuning: Tuning, grid: ScoredGrid) -> list[str]:
     s, n, dim = tuning.settings, tuning.n, tuning.dim
     if "hnsw" not in s.approximate:
         return []
-    budget, k = s.max_first_stage_bytes, s.k
+    k = s.k
     built = []
-    for m1 in [m for m in s.sizes if m <= HNSW_MAX_SIZE and m < dim]:
-        if budget is not None and first_stage_bytes(m1, "hnsw", s.metric) > budget:
-            continue
+    for m1 in approximate_sizes(s, "hnsw", HNSW_MAX_SIZE, dim):
         met = False
         for degree in s.hnsw_ms:
             for m2 in [m for m in s.rerank_sizes if m > m1]:
@@ -664,12 +673,10 @@ def score_ivf_first_stages(tuning: Tuning, grid: ScoredGrid) -> list[str]:
     s, n, dim = tuning.settings, tuning.n, tuning.dim
     if "ivf" not in s.approximate:
         return []
-    budget, k, q_tune, cmax = s.max_first_stage_bytes, s.k, tuning.q_tune, max(s.shortlists)
+    k, q_tune, cmax = s.k, tuning.q_tune, max(s.shortlists)
     normalize, l2 = s.metric == "cosine", s.metric == "l2"
     trained = []
-    for m1 in [m for m in s.sizes if m <= IVF_MAX_SIZE and m < dim]:
-        if budget is not None and first_stage_bytes(m1, "ivf", s.metric) > budget:
-            continue
+    for m1 in approximate_sizes(s, "ivf", IVF_MAX_SIZE, dim):
         met_short = False
         for nprobe in s.ivf_nprobes:
             funnel = Funnel(((m1, cmax), (dim, k)), "float", s.metric, "ivf", {"nprobe": nprobe})
