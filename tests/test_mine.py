@@ -278,3 +278,27 @@ def test_a_trained_run_mines_with_its_own_embedding(tmp_path, real_pairs):
         c = module.embed(module.backbone.tokenize(problem.corpus)).numpy()
     expected = triplet_rows(problem, mine(q, c, problem, MiningSettings(num_negatives=2), funnel="exact"))
     assert rows == expected and len(rows) == 48
+
+
+def test_mined_negatives_benchmark_trains_on_pairs_and_on_their_mined_triplets(tmp_path, capsys):
+    """``benchmarks/mined_negatives.py --quick``: both runs train, the triplets come from the training pairs only
+    (no held-out text is ever a negative), and the last line is the mean of the per-size differences."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "mined_negatives.py"
+    spec = importlib.util.spec_from_file_location("bench_mined_negatives", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    results = bench.main(["--quick", "--work-dir", str(tmp_path)])
+    sizes = bench.text_benchmark().SIZES
+    assert {"stock all-MiniLM-L6-v2", "pairs, seed 0", "mined, seed 0"} <= set(results["mrr"])
+    assert all(set(row) == set(sizes) for row in results["mrr"].values())
+    expected = [results["mrr"]["mined, seed 0"][m] - results["mrr"]["pairs, seed 0"][m] for m in sizes]
+    assert results["mean_difference"] == pytest.approx(sum(expected) / len(expected))
+    pairs = [json.loads(line) for line in open(tmp_path / "pairs.jsonl")]
+    triplets = [json.loads(line) for line in open(tmp_path / "triplets.jsonl")]
+    documents = {row["positive"] for row in pairs}
+    assert triplets and all(row["negative"] in documents and row["negative"] != row["positive"] for row in triplets)
+    assert all(seconds > 0 for seconds in results["seconds"]["pairs"] + results["seconds"]["mined"])
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("mined - pairs, MRR@10 mean over 7 sizes")

@@ -349,3 +349,28 @@ def test_text_pairs_experiment_runs_end_to_end(make_cfg, tmp_path):
         for name in ("loss", "mrr@10", "ndcg@10", "recall@1", "recall@10"):
             assert f"val/{name}@{m}" in results["metrics"]
     assert results["best_checkpoint"].endswith(".ckpt")
+
+
+def test_classification_on_a_saved_dataset_dict_uses_its_splits(tmp_path):
+    """A ``DatasetDict.save_to_disk`` directory of train / validation / test: each split read by its name; a bad
+    name fails in one line that lists the splits."""
+    datasets = pytest.importorskip("datasets")
+    from mrl.common.errors import InputError
+    from mrl.data.text import TextClassificationDataModule
+
+    parts = {
+        name: [{"text": f"{name} sentence {i}", "label": ["a", "b"][i % 2]} for i in range(count)]
+        for name, count in (("train", 12), ("validation", 6), ("test", 4))
+    }
+    source = str(tmp_path / "saved")
+    datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in parts.items()}).save_to_disk(source)
+    dm = TextClassificationDataModule(source, test_split="test")
+    for split, name in (("train", "train"), ("val", "validation"), ("test", "test")):
+        assert sorted(text for text, _ in dm.split_items(split)) == sorted(r["text"] for r in parts[name])
+    assert dm.class_names == ["a", "b"]
+    with pytest.raises(InputError) as error:
+        TextClassificationDataModule(source, train_split="training")
+    assert str(error.value) == (
+        f"data.train_split='training': not a split of the DatasetDict saved in {source}; "
+        "its splits: train, validation, test"
+    )

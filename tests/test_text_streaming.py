@@ -3,7 +3,10 @@ from every source kind, in the same resumable, sharded, seeded training order, r
 
 from __future__ import annotations
 
+import functools
 import json
+import pickle
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -163,3 +166,153 @@ def test_memory_mapped_run_stopped_mid_epoch_resumes_on_the_right_rows(tmp_path,
     fit_config(cfg, [second], ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"), max_epochs=2)
     assert len(first.seen[1]) == 8 and 0 not in second.seen
     assert first.seen[1] + second.seen[1] == whole.seen[1]
+
+
+# ------------------------------------------------------------------------------------ DataLoader worker processes
+def _record_worker_table(record_dir, worker_id: int) -> None:
+    """In a worker: what its copy of the data set reads from (a memory map, or rows loaded into memory)."""
+    from torch.utils.data import get_worker_info
+
+    table = get_worker_info().dataset.data.data
+    seen = {"table": type(table).__name__, "file": Path(getattr(table, "path", "")).name}
+    (Path(record_dir) / f"worker{worker_id}.json").write_text(json.dumps(seen))
+
+
+def _token_ids(loader) -> list[list[tuple]]:
+    """Each batch's texts (anchors, then positives, then negatives) as token ids, padding dropped."""
+    out = []
+    for batch in loader:
+        parts = [zip(part["input_ids"], part["attention_mask"], strict=True) for part in batch]
+        out.append([tuple(ids[mask.bool()].tolist()) for part in parts for ids, mask in part])
+    return out
+
+
+@pytest.mark.parametrize("context", ["fork", pytest.param("spawn", marks=pytest.mark.slow)])  # spawn: 40 s
+def test_two_workers_read_the_memory_map_in_the_order_of_one_process(tmp_path, context):
+    """Two DataLoader workers over memory-mapped triplets yield the rows and batches of ``num_workers=0``, in the same
+    order; each worker gets the data set by pickle (spawn) or by fork and reads the Arrow file through a map."""
+    from datasets.table import MemoryMappedTable
+    from torch.utils.data import DataLoader
+
+    jsonl = _jsonl(tmp_path / "pairs.jsonl", _rows(4000))
+    columns = {"anchor_column": "query", "positive_column": "passage", "negative_column": "hard"}
+
+    def module(workers: int) -> TextPairsDataModule:
+        return TextPairsDataModule(
+            jsonl, **columns, memory_map=True, max_pairs=None, batch_size=64, seed=5, num_workers=workers
+        )
+
+    one = module(0)
+    dataset = one.split_items("train")
+    assert isinstance(dataset.data.data, MemoryMappedTable)
+    arrow_bytes = sum(Path(f["filename"]).stat().st_size for f in dataset.data.cache_files)
+    assert len(pickle.dumps(dataset.data)) < arrow_bytes / 20  # the map's path and replays, not the rows
+    again = pickle.loads(pickle.dumps(dataset))
+    assert isinstance(again.data.data, MemoryMappedTable) and again.data.data.path == dataset.data.data.path
+    assert _items(again) == _items(dataset)
+
+    expected = _token_ids(one.train_dataloader())
+    two = module(2)
+    if context == "fork":  # what Lightning does on Linux: the data module's own training loader
+        loader = two.train_dataloader()
+        assert loader.num_workers == 2
+    else:  # macOS' and Windows' start method: the data set travels by pickle
+        train = two.split_dataset("train", train=True)
+        loader = DataLoader(
+            train,
+            batch_size=64,
+            sampler=two.training_sampler(train),
+            collate_fn=two.collate_fn("train"),
+            num_workers=2,
+            multiprocessing_context=context,
+            worker_init_fn=functools.partial(_record_worker_table, str(tmp_path)),
+        )
+    assert _token_ids(loader) == expected
+    assert sum(len(batch) for batch in expected) == 3 * len(dataset)
+    if context == "spawn":
+        seen = [json.loads((tmp_path / f"worker{i}.json").read_text()) for i in range(2)]
+        assert seen == [{"table": "MemoryMappedTable", "file": Path(dataset.data.data.path).name}] * 2
+
+
+# ------------------------------------------------------------------------------------- saved DatasetDicts by split
+@pytest.fixture
+def saved_dict(tmp_path) -> tuple[str, dict[str, list[dict]]]:
+    """A real ``DatasetDict.save_to_disk`` directory: train, validation and test from one table of rows."""
+    rows = _rows(50)
+    parts = {"train": rows[:30], "validation": rows[30:42], "test": rows[42:]}
+    datasets.DatasetDict({name: datasets.Dataset.from_list(part) for name, part in parts.items()}).save_to_disk(
+        str(tmp_path / "saved")
+    )
+    return str(tmp_path / "saved"), parts
+
+
+def _pairs(rows: list[dict]) -> list[tuple]:
+    return [(r["query"], r["passage"]) for r in rows if r["passage"] is not None]
+
+
+@pytest.mark.parametrize("memory_map", [False, True])
+def test_a_saved_dataset_dict_trains_and_validates_on_its_own_splits(saved_dict, memory_map):
+    source, parts = saved_dict
+    columns = {"anchor_column": "query", "positive_column": "passage", "memory_map": memory_map, "max_pairs": None}
+    dm = TextPairsDataModule(source, **columns)
+    assert list(_items(dm.split_items("train"))) == _pairs(parts["train"])  # row 3 (no passage) left out
+    assert list(_items(dm.split_items("val"))) == _pairs(parts["validation"])
+    assert "test" not in dm._splits
+
+    # the split keys a user passes (+data.train_split=... on the command line) choose other splits
+    swapped = TextPairsDataModule(source, **columns, train_split="validation", val_split="train", test_split="test")
+    assert list(_items(swapped.split_items("train"))) == _pairs(parts["validation"])
+    assert list(_items(swapped.split_items("val"))) == _pairs(parts["train"])
+    assert list(_items(swapped.split_items("test"))) == _pairs(parts["test"])
+
+    # no validation split of that name: val_fraction of the training split is held out, as for one file
+    held = TextPairsDataModule(source, **columns, val_split="dev", val_fraction=0.2)
+    train, val = _items(held.split_items("train")), _items(held.split_items("val"))
+    assert len(val) == round(0.2 * 29) and sorted(train + val) == sorted(_pairs(parts["train"]))
+
+    # one split's own directory is a saved Dataset: one table, split by val_fraction
+    single = TextPairsDataModule(str(Path(source) / "test"), **columns, val_fraction=0.25)
+    assert sorted(_items(single.split_items("train")) + _items(single.split_items("val"))) == sorted(
+        _pairs(parts["test"])
+    )
+
+
+def test_a_saved_dataset_dict_with_a_bad_split_name_fails_in_one_line_listing_its_splits(saved_dict):
+    source, _ = saved_dict
+    for key, value in (("train_split", "trian"), ("test_split", "tset")):
+        for memory_map in (False, True):
+            with pytest.raises(InputError) as error:
+                TextPairsDataModule(source, "query", "passage", memory_map=memory_map, **{key: value})
+            assert str(error.value) == (
+                f"data.{key}={value!r}: not a split of the DatasetDict saved in {source}; "
+                "its splits: train, validation, test"
+            )
+
+
+def test_a_saved_dataset_dict_trains_through_the_config(saved_dict, make_cfg, tiny_bert):
+    """``data.source=<the directory>`` and the split keys, composed as ``make train`` composes them."""
+    from mrl.training.procedure import build_datamodule
+
+    source, parts = saved_dict
+    overrides = [
+        "experiment=text_pairs_mrl",
+        f"model.backbone.name_or_path={tiny_bert}",
+        "model.nesting=[8,16,32]",
+        f"data.source={source}",
+        "data.anchor_column=query",
+        "data.positive_column=passage",
+        "data.memory_map=true",
+        "data.batch_size=4",
+        "data.max_pairs=null",
+        "model.backbone.max_length=8",
+        "logger=none",
+        "callbacks=none",
+        "print_config=false",
+        "test=false",
+    ]
+    dm = build_datamodule(make_cfg(*overrides, "+data.test_split=test", fast=False))
+    assert [len(dm.split_items(s)) for s in ("train", "val", "test")] == [29, 12, 8]
+    trainer = fit_config(make_cfg(*overrides, fast=False), [], max_steps=3)
+    assert trainer.global_step == 3 and len(trainer.datamodule.split_items("val")) == len(_pairs(parts["validation"]))
+    with pytest.raises(InputError, match=r"^data.train_split='trian': .*its splits: train, validation, test$"):
+        build_datamodule(make_cfg(*overrides, "+data.train_split=trian", fast=False))

@@ -15,6 +15,7 @@ the same resumable, sharded, seeded order as for pairs held in memory (:mod:`mrl
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ __all__ = [
     "open_arrow",
     "require_memory_map",
     "sample_rows",
+    "saved_splits",
     "split_rows",
     "valid_rows",
 ]
@@ -41,6 +43,17 @@ def is_saved_dataset(path: str | Path) -> bool:
     """Whether ``path`` is a directory written by ``datasets``' ``save_to_disk`` (a Dataset or a DatasetDict)."""
     path = Path(path).expanduser()
     return path.is_dir() and any((path / name).is_file() for name in ("state.json", "dataset_dict.json"))
+
+
+def saved_splits(path: str | Path) -> list[str] | None:
+    """The split names of a directory holding a saved ``DatasetDict`` (its ``dataset_dict.json``), else None."""
+    index = Path(path).expanduser() / "dataset_dict.json"
+    if not index.is_file():
+        return None
+    try:
+        return [str(name) for name in json.loads(index.read_text(encoding="utf-8"))["splits"]]
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _datasets(key: str, source: str):
@@ -68,6 +81,8 @@ def _one_split(loaded: Any, key: str, source: str, split: str | None):
         return loaded[split]
     if split is None and len(names) == 1:
         return loaded[names[0]]
+    if split is None:
+        raise InputError(key, source, f"a saved DatasetDict of several splits ({', '.join(names)}); name one")
     raise InputError(key, source, f"a saved DatasetDict without split {split!r}; its splits: {', '.join(names)}")
 
 

@@ -48,8 +48,10 @@ from mrl.data.text.tables import (
     has_split,
     is_builtin,
     is_file_source,
+    is_single_table,
     read_table,
     require_datasets,
+    require_split,
 )
 
 __all__ = ["TextClassificationDataModule", "TextPairsDataModule"]
@@ -231,8 +233,11 @@ class TextClassificationDataModule(_TextDataModule):
                 if r[self.text_column] is not None and r[self.label_column] is not None
             ]
 
-        if is_file_source(self.source):
+        if is_single_table(self.source):
             return {"all": rows(None)}
+        require_split(self.source, train_split, "data.train_split")
+        if test_split is not None:
+            require_split(self.source, test_split, "data.test_split")
         tables = {"train": rows(train_split)}
         if has_split(self.source, subset, val_split):
             tables["val"] = rows(val_split)
@@ -413,14 +418,10 @@ class TextPairsDataModule(_TextDataModule):
             splits = {"all": python_docs_pairs(self.max_pairs, self.seed)}
         elif self.source == BUILTIN_QUERIES:
             splits = {"all": python_query_pairs(self.max_pairs, self.seed)}
-        elif is_file_source(self.source):
+        elif is_single_table(self.source):
             splits = {"all": self._split(None)}
         else:
-            splits = {"train": self._split(self.train_split)}
-            if self.eval_source is None and has_split(self.source, self.subset, self.val_split):
-                splits["val"] = self._split(self.val_split)
-            if self.eval_source is None and has_split(self.source, self.subset, self.test_split):
-                splits["test"] = self._split(self.test_split)
+            splits = self._named_splits()
         if self.memory_map:
             splits = self._mapped_splits(splits)
         elif "all" in splits:
@@ -442,6 +443,22 @@ class TextPairsDataModule(_TextDataModule):
             splits.update(self._eval_splits())
         return splits
 
+    def _named_splits(self) -> dict:
+        """The splits of a Hugging Face dataset or a saved DatasetDict, by ``data.train_split`` / ``val_split`` /
+        ``test_split``; a saved DatasetDict without the validation split has ``val_fraction`` of its training
+        split held out (``"all"``), as a single file."""
+        require_split(self.source, self.train_split, "data.train_split")
+        if self.test_split is not None:
+            require_split(self.source, self.test_split, "data.test_split")
+        splits = {"train": self._split(self.train_split)}
+        if self.eval_source is None and has_split(self.source, self.subset, self.val_split):
+            splits["val"] = self._split(self.val_split)
+        elif self.eval_source is None and is_file_source(self.source):  # a saved DatasetDict without validation
+            splits["all"] = splits.pop("train")
+        if self.eval_source is None and has_split(self.source, self.subset, self.test_split):
+            splits["test"] = self._split(self.test_split)
+        return splits
+
     def _mapped_splits(self, tables: dict[str, tuple]) -> dict[str, ArrowPairs]:
         """The memory-mapped splits: a single table split by ``val_fraction`` (seeded), ``max_pairs`` a seeded
         choice of the training rows; every split a view of row numbers, no text read."""
@@ -449,7 +466,7 @@ class TextPairsDataModule(_TextDataModule):
             data, rows = tables.pop("all")
             self._checked_val_count(len(rows))
             train, val = split_rows(rows, self.val_fraction, self.seed)
-            tables = {"train": (data, train), "val": (data, val)}
+            tables = {**tables, "train": (data, train), "val": (data, val)}
         data, train = tables["train"]
         if not len(train):
             raise InputError("data.source", self.source, "no training rows with every column filled in")
@@ -472,7 +489,7 @@ class TextPairsDataModule(_TextDataModule):
                 spec["source"],
                 key="data.eval_source.source",
                 subset=spec.get("subset"),
-                split=None if is_file_source(str(spec["source"])) else name,
+                split=None if is_single_table(str(spec["source"])) else name,
             )
             out[split] = self._items(table, columns, "data.eval_source.", str(spec["source"]))
         return out

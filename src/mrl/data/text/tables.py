@@ -7,7 +7,8 @@ Sources
 * ``"builtin:python-docs"`` (or null), the offline default, described below;
 * a local file, read by extension: ``.csv``, ``.tsv``, ``.jsonl`` / ``.json`` (JSON lines or a JSON list of
   records), ``.parquet`` (needs pyarrow); one file is split into train/val by ``val_fraction``;
-* a directory written by ``datasets.Dataset.save_to_disk`` (needs ``datasets``), split like a file;
+* a directory written by ``datasets.Dataset.save_to_disk`` (needs ``datasets``), split like a file; one written by
+  ``DatasetDict.save_to_disk`` with several splits has them chosen by name, as a Hugging Face dataset's;
 * a Hugging Face dataset name (``datasets.load_dataset(source, subset, split=...)``) for users with the
   ``datasets`` package and a network or a filled cache; its own train/validation(/test) splits are used.
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mrl.common.errors import InputError
-from mrl.data.text.arrow_pairs import is_saved_dataset, open_arrow
+from mrl.data.text.arrow_pairs import is_saved_dataset, open_arrow, saved_splits
 from mrl.data.text.corpus import BUILTIN
 
 __all__ = ["FILE_TYPES", "read_table"]
@@ -35,6 +36,20 @@ def is_builtin(source: str | None) -> bool:
 
 def is_file_source(source: str) -> bool:
     return Path(source).suffix.lower() in FILE_TYPES or Path(source).expanduser().exists()
+
+
+def is_single_table(source: str) -> bool:
+    """A local source of one table (a file, a saved Dataset, a saved DatasetDict of one split), which training
+    splits by ``val_fraction``; a saved DatasetDict of several splits has them chosen by name instead."""
+    return is_file_source(source) and len(saved_splits(source) or ()) <= 1
+
+
+def require_split(source: str, split: str, key: str) -> None:
+    """Fail in one line when ``source`` is a saved DatasetDict without ``split`` (``key`` names the setting)."""
+    names = saved_splits(source)
+    if names is not None and split not in names:
+        problem = f"not a split of the DatasetDict saved in {source}; its splits: {', '.join(names)}"
+        raise InputError(key, split, problem)
 
 
 def require_datasets(source: str | None, key: str = "data.source") -> None:
@@ -134,7 +149,9 @@ def check_columns(rows: list[dict], columns: Mapping[str, str | None], key_prefi
 
 
 def has_split(source: str, subset: str | None, split: str | None) -> bool:
-    """Whether a Hugging Face dataset has ``split`` (local files have only one table)."""
+    """Whether a Hugging Face dataset or a saved DatasetDict has ``split`` (local files have only one table)."""
+    if split is not None and (names := saved_splits(source)) is not None:
+        return split in names
     if split is None or is_builtin(source) or is_file_source(source):
         return False
     datasets = _import_datasets("data.source", source)
