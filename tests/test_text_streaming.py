@@ -137,9 +137,12 @@ def tiny_bert(tmp_path_factory) -> str:
     return str(path)
 
 
-def test_memory_mapped_run_stopped_mid_epoch_resumes_on_the_right_rows(tmp_path, make_cfg, tiny_bert):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_memory_mapped_run_stopped_mid_epoch_resumes_on_the_right_rows(tmp_path, make_cfg, tiny_bert, workers):
+    """Also with two loader workers (``data.num_workers=2``): Lightning's fit gets the rows of one process."""
     jsonl = _jsonl(tmp_path / "pairs.jsonl", _rows(30))
     cfg = make_cfg(
+        f"data.num_workers={workers}",
         "experiment=text_pairs_mrl",
         f"model.backbone.name_or_path={tiny_bert}",
         "model.nesting=[8,16,32]",
@@ -287,6 +290,16 @@ def test_a_saved_dataset_dict_with_a_bad_split_name_fails_in_one_line_listing_it
                 f"data.{key}={value!r}: not a split of the DatasetDict saved in {source}; "
                 "its splits: train, validation, test"
             )
+    # a reader without split keys (mrl-mine's pairs, make embed's input) points at one split's folder
+    from mrl.data.text import read_table
+
+    with pytest.raises(InputError) as error:
+        read_table(source, key="pairs")
+    assert str(error.value) == (
+        f"pairs={source!r}: a saved DatasetDict of several splits (train, validation, test); give one split's folder, "
+        f"e.g. {Path(source) / 'train'}"
+    )
+    assert len(read_table(str(Path(source) / "test"), key="pairs")) == 8
 
 
 def test_a_saved_dataset_dict_trains_through_the_config(saved_dict, make_cfg, tiny_bert):

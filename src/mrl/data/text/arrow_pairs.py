@@ -82,7 +82,9 @@ def _one_split(loaded: Any, key: str, source: str, split: str | None):
     if split is None and len(names) == 1:
         return loaded[names[0]]
     if split is None:
-        raise InputError(key, source, f"a saved DatasetDict of several splits ({', '.join(names)}); name one")
+        where = Path(source).expanduser() / names[0]
+        problem = f"a saved DatasetDict of several splits ({', '.join(names)}); give one split's folder, e.g. {where}"
+        raise InputError(key, source, problem)
     raise InputError(key, source, f"a saved DatasetDict without split {split!r}; its splits: {', '.join(names)}")
 
 
