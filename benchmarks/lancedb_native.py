@@ -35,6 +35,7 @@ from mrl.retrieval.lancedb import FULL_WIDTH_KINDS, LanceFullWidth, LanceFunnel,
 from mrl_testing.synthetic import make_mrl_split
 
 NPROBES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+PQ_NPROBES = (8, 12, 16, 24, 32, 48, 64, 96, 128)  # fewer probes miss too much at refine 100 (0.50 at 1, 100k)
 SHORTLISTS = (20, 30, 50, 100, 200, 400)
 REFINE = (None, 2, 5, 10, 20, 50, 100)
 KNOBS = {"funnel": "nprobes, shortlist", "funnel inline": "nprobes, shortlist", "ivf_pq": "nprobes, refine",
@@ -91,6 +92,7 @@ def sweep(system: str, grid, make, recall_of, tune_q, k: int, target: float, eno
     ``enough`` outer values met it (the later ones only cost more)."""
     found = []
     for outer, inners in grid:
+        seen = []
         for i, inner in enumerate(inners):  # noqa: B007 - i read after the loop
             c = Candidate(system, f"{outer} {inner}", lambda o=outer, n=inner: make(o, n))
             _, ids = c.make().search(tune_q, k)
@@ -99,11 +101,21 @@ def sweep(system: str, grid, make, recall_of, tune_q, k: int, target: float, eno
             if c.recall >= target:
                 found.append(c)
                 break
+            seen.append(c.recall)
+            if len(seen) >= 3 and seen[-1] - seen[-3] < 0.001:
+                break  # a plateau: more of the inner knob buys nothing
         else:
             continue
         if i == 0 or len(found) >= enough:
             break
     return found
+
+
+def knobs(system, **values):
+    """``system`` with its search knobs set to ``values``."""
+    for key, value in values.items():
+        setattr(system, key, value)
+    return system
 
 
 def fastest(cands: list[Candidate], tune_q: np.ndarray, k: int) -> Candidate | None:
@@ -158,26 +170,30 @@ def main(argv=None) -> dict:  # noqa: PLR0915 - one benchmark, read top to botto
         tune_recall = lambda ids: recall_against_exact(db, tune_q, ids, k)  # noqa: E731
         chosen = {}
         grid = [(p, SHORTLISTS) for p in NPROBES]
-        make = lambda p, c: LanceFunnel(uri, "funnel", funnel=[(fs, c), (dim, k)], nprobe=p)  # noqa: E731
+        # one object per system, its knobs set per setting: each LanceDB connection keeps its own threads
+        served = LanceFunnel(uri, "funnel")
+        make = lambda p, c: knobs(served, funnel=served.resolve_funnel([(fs, c), (dim, k)]), nprobe=p)  # noqa: E731
         chosen["funnel"] = fastest(sweep("funnel", grid, make, tune_recall, tune_q, k, args.target), tune_q, k)
         if chosen["funnel"] is not None:  # the same setting, the full vectors read in the shortlist's request
             p, c = (int(v) for v in chosen["funnel"].setting.split())
             inline = Candidate("funnel", chosen["funnel"].setting, lambda p=p, c=c: LanceFunnel(
                 uri, "funnel", funnel=[(fs, c), (dim, k)], nprobe=p, fetch="inline"))  # fmt: skip
+            chosen["funnel"].make()  # the object set back to the chosen setting
             inline.recall = chosen["funnel"].recall
             chosen["funnel inline"] = inline
             builds["funnel inline"], sizes["funnel inline"] = builds["funnel"], sizes["funnel"]
         for kind in kinds:
-            name = kind.lower()
+            native = LanceFullWidth(uri, kind.lower(), kind)
             if kind == "IVF_HNSW_SQ":
                 grid = [(r, EF) for r in REFINE[:4]]
-                make = lambda r, e, n=name, kd=kind: LanceFullWidth(uri, n, kd, refine_factor=r, ef=e)  # noqa: E731
+                make = lambda r, e, x=native: knobs(x, refine_factor=r, ef=e)  # noqa: E731
             elif kind == "IVF_PQ":
-                grid = [(p, REFINE) for p in NPROBES]
-                make = lambda p, r, n=name, kd=kind: LanceFullWidth(uri, n, kd, nprobes=p, refine_factor=r)  # noqa: E731
+                grid = [(p, REFINE[3:]) for p in PQ_NPROBES]
+                make = lambda p, r, x=native: knobs(x, nprobes=p, refine_factor=r)  # noqa: E731
             else:
                 grid = [(r, NPROBES) for r in (None,)]
-                make = lambda r, p, n=name, kd=kind: LanceFullWidth(uri, n, kd, nprobes=p)  # noqa: E731
+                make = lambda r, p, x=native: knobs(x, nprobes=p)  # noqa: E731
+            name = kind.lower()
             chosen[name] = fastest(sweep(kind, grid, make, tune_recall, tune_q, k, args.target), tune_q, k)
         print(f"tuned in {time.perf_counter() - t_tune:.0f}s")
         chosen = {name: c for name, c in chosen.items() if c is not None}
@@ -227,13 +243,13 @@ def main(argv=None) -> dict:  # noqa: PLR0915 - one benchmark, read top to botto
             label = {"funnel": f"funnel ({fs}-d IVF_FLAT -> {dim}-d), take", "funnel inline": "the same, inline"}.get(
                 name, name
             )
-            knobs = KNOBS.get(name, "")
+            knob_names = KNOBS.get(name, "")
             if c is None:
                 print(f"{label:<36} {'':<22} {ms:>12.4f} {ms1:>11.3f}")
                 continue
             print(f"{label:<36} {c.setting:<22} {ms:>12.4f} {ms1:>11.3f} {c.recall:>7.4f} {c.holdout:>8.4f} "
                   f"{builds[name]:>8.1f} {sizes[name] / 2**20:>8.1f} {rss[name] / 2**20:>8.1f}"
-                  f"   ({knobs})")  # fmt: skip
+                  f"   ({knob_names})")  # fmt: skip
     finally:
         if args.where is None:
             shutil.rmtree(where, ignore_errors=True)
