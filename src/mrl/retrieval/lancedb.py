@@ -22,8 +22,10 @@ recorded in the metadata of its ``id`` column, so a search with another model's 
 resumed load from another file, fails with one line. Loading is batched with a progress bar; a load that finds its
 table resumes with ``merge_insert`` on ``id`` (only the ids not there go in), so an interrupted load continues and no
 row is ever inserted twice. A search asks the table for each query's shortlist (one request per batch of queries),
-takes the shortlisted rows' full vectors once each, and reranks them here as `AdaptiveRetriever` does, so with an
-exact first stage both return the same neighbours.
+takes the shortlisted rows' full vectors once each (by row address, or ``fetch="inline"`` in the shortlist's own
+request), and reranks them here as `AdaptiveRetriever` does, so with an exact first stage both return the same
+neighbours. `LanceFullWidth` is the baseline: LanceDB's own index (IVF_PQ, IVF_HNSW_SQ, IVF_FLAT) on the ``full``
+column, what a LanceDB user builds without prefixes (benchmarks/lancedb_native.py compares the two).
 """
 
 from __future__ import annotations
