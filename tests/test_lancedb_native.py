@@ -84,8 +84,30 @@ def test_native_full_width_indexes_against_exact_search(data, uri, kind, knobs, 
         np.testing.assert_allclose(scores, exact_scores, atol=1e-5)
 
 
+def test_local_fetch_reranks_from_a_memmap_as_the_take_path_does(data, uri, tmp_path):
+    """Memory-tiered: LanceDB's prefix index shortlists, the rows are read from a memmap of the full vectors here."""
+    db, _, q, _ = data
+    np.save(tmp_path / "full.npy", db)
+    mapped = np.load(tmp_path / "full.npy", mmap_mode="r")
+    for name, nprobe in (("flat", None), ("ivf", 4)):
+        took = LanceFunnel(uri, name, funnel=[(8, 50), (64, 10)], nprobe=nprobe)
+        local = LanceFunnel(uri, name, funnel=[(8, 50), (64, 10)], nprobe=nprobe, vectors=mapped)
+        assert local.fetch == "local"
+        s_take, i_take = took.search(q, 10)
+        s_local, i_local = local.search(q, 10)
+        np.testing.assert_array_equal(i_local, i_take)
+        np.testing.assert_allclose(s_local, s_take, rtol=1e-6, atol=1e-6)
+    # the rerank really reads the given vectors: a scrambled copy changes the answer
+    scrambled = LanceFunnel(uri, "flat", funnel=[(8, 50), (64, 10)], vectors=db[::-1].copy())
+    assert (scrambled.search(q, 10)[1] != i_take).any()
+    with pytest.raises(ValueError, match=r"^vectors.shape=\(3000, 32\): expected \(3000, 64\)"):
+        LanceFunnel(uri, "flat", vectors=db[:, :32])
+    with pytest.raises(ValueError, match=r"^fetch='local': 'local' reads the full vectors from vectors="):
+        LanceFunnel(uri, "flat", fetch="local")
+
+
 def test_bad_kind_and_fetch_are_one_line_errors(uri):
     with pytest.raises(ValueError, match=r"^kind='DISKANN': expected one of IVF_PQ, IVF_HNSW_SQ, IVF_FLAT$"):
         LanceFullWidth(uri, "flat", "DISKANN")
-    with pytest.raises(ValueError, match=r"^fetch='both': expected one of take, inline$"):
+    with pytest.raises(ValueError, match=r"^fetch='both': expected one of take, inline, local$"):
         LanceFunnel(uri, "flat", fetch="both")

@@ -22,10 +22,11 @@ recorded in the metadata of its ``id`` column, so a search with another model's 
 resumed load from another file, fails with one line. Loading is batched with a progress bar; a load that finds its
 table resumes with ``merge_insert`` on ``id`` (only the ids not there go in), so an interrupted load continues and no
 row is ever inserted twice. A search asks the table for each query's shortlist (one request per batch of queries),
-takes the shortlisted rows' full vectors once each (by row address, or ``fetch="inline"`` in the shortlist's own
-request), and reranks them here as `AdaptiveRetriever` does, so with an exact first stage both return the same
-neighbours. `LanceFullWidth` is the baseline: LanceDB's own index (IVF_PQ, IVF_HNSW_SQ, IVF_FLAT) on the ``full``
-column, what a LanceDB user builds without prefixes (benchmarks/lancedb_native.py compares the two).
+takes the shortlisted rows' full vectors once each (by row address, ``fetch="inline"`` in the shortlist's own
+request, or ``fetch="local"`` from a memmap of them here: memory-tiered), and reranks them here as
+`AdaptiveRetriever` does, so with an exact first stage both return the same neighbours. `LanceFullWidth` is the
+baseline: LanceDB's own index (IVF_PQ, IVF_HNSW_SQ, IVF_FLAT) on the ``full`` column, what a LanceDB user builds
+without prefixes (benchmarks/lancedb_native.py compares the two).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ LANCE_INDEX = {  # (format, index) -> the index on ``prefix`` (None: none, an ex
     ("bits", "flat"): None,
     ("bits", "ivf"): "IVF_FLAT",
 }
-FETCH_MODES = ("take", "inline")  # how LanceFunnel gets the shortlist's full vectors
+FETCH_MODES = ("take", "inline", "local")  # how LanceFunnel gets the shortlist's full vectors
 REMOTE = ("s3://", "s3+ddb://", "gs://", "az://", "abfss://", "db://", "memory://")
 QUERY_BYTES = 64 << 20  # shortlisted ids and distances asked for per request
 TAKE_ROWS = 8192  # full vectors taken per request
@@ -215,7 +216,12 @@ class LanceFunnel(DatabaseFunnel):
         fetch: how the shortlist's full vectors come: ``"take"`` (default), a second request by row address after
             the shortlist's; ``"inline"``, in the shortlist's own request (``full`` selected beside ``id``: LanceDB
             reads it for the returned rows only), one request instead of two, which pays where LanceDB's fixed cost
-            per request dominates (benchmarks/lancedb_native.py: about 3 ms a request on 2 cores).
+            per request dominates (benchmarks/lancedb_native.py: about 3 ms a request on 2 cores); ``"local"``,
+            from ``vectors`` in this process (set by giving ``vectors``).
+        vectors: the table's full vectors by id, ``[count, dim]``: an array or a read-only memmap (``np.load(path,
+            mmap_mode="r")``, `write_rerank_memmap`). Memory-tiered serving: LanceDB's index on the prefix column
+            shortlists, the shortlist's rows are read from the file here, no second request and no full vectors in
+            RAM beyond the pages read.
     """
 
     engine = "LanceDB"
@@ -229,9 +235,13 @@ class LanceFunnel(DatabaseFunnel):
         ef: int | None = None,
         nprobe: int | None = None,
         fetch: str = "take",
+        vectors: np.ndarray | None = None,
     ) -> None:
+        fetch = "local" if vectors is not None and fetch == "take" else fetch
         if fetch not in FETCH_MODES:
             raise ValueError(f"fetch={fetch!r}: expected one of {', '.join(FETCH_MODES)}")
+        if (fetch == "local") != (vectors is not None):
+            raise ValueError(f"fetch={fetch!r}: 'local' reads the full vectors from vectors=, given only with it")
         store = LanceStore(uri, api_key)
         store.connect(create=False)
         self.uri, self.db = store.uri, store.db
@@ -241,6 +251,12 @@ class LanceFunnel(DatabaseFunnel):
         self.warn_if_incomplete()
         self.funnel = self.resolve_funnel(funnel)
         self.ef, self.nprobe, self.fetch = ef, nprobe, fetch
+        if vectors is not None and tuple(np.shape(vectors)) != (self.n, self.dim):
+            raise ValueError(
+                f"vectors.shape={tuple(np.shape(vectors))}: expected ({self.n}, {self.dim}), the full vectors of "
+                f"collection={self.collection!r} by id"
+            )
+        self.vectors = vectors
 
     def first_stage_plan(self, queries: np.ndarray | None = None) -> str:
         """LanceDB's plan of the first stage's request (of the first query, or a zero vector): ``ANNIvfPartition`` /
@@ -334,10 +350,14 @@ class LanceFunnel(DatabaseFunnel):
     def _shortlist_full(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The shortlist, then each shortlisted row's full vector taken once by its row address (a row taken is
         checked by its id: one that moved since, e.g. by a compaction, is looked up by id instead); with
-        ``fetch="inline"`` the vectors come with the shortlist, in its request."""
+        ``fetch="inline"`` the vectors come with the shortlist, in its request; with ``"local"`` from ``vectors``."""
         if self.fetch == "inline":
             _, cand, _, (rows, full) = self._shortlist(q, self.funnel.stages[0][1], with_full=True)
             return cand, rows, full
+        if self.fetch == "local":
+            _, cand, _ = self._shortlist(q, self.funnel.stages[0][1])
+            rows = np.unique(cand[cand >= 0])
+            return cand, rows, np.asarray(self.vectors[rows], dtype=np.float32)  # type: ignore[index]
         _, cand, row_ids = self._shortlist(q, self.funnel.stages[0][1], with_row_ids=True)
         rows, first = np.unique(cand[cand >= 0], return_index=True)
         addresses = row_ids[cand >= 0][first]
