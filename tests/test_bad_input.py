@@ -106,6 +106,7 @@ def test_bad_data_roots_fail_before_training(make_cfg, tmp_path):
     )
 
 
+@pytest.mark.slow  # 16-18 s of whole processes; CI runs it with the slow tests (make test-slow)
 def test_command_line_shows_the_error_last_and_exits_nonzero(tmp_path):
     run_dir = tmp_path / "run"
     args = [
@@ -129,6 +130,7 @@ def test_command_line_shows_the_error_last_and_exits_nonzero(tmp_path):
     assert not (run_dir / "checkpoints").exists()
 
 
+@pytest.mark.slow  # 16-18 s of whole processes; CI runs it with the slow tests (make test-slow)
 def test_eval_command_line_gives_one_line_for_a_wrong_run(tmp_path):
     missing = tmp_path / "no_such_run"
     result = subprocess.run(

@@ -352,6 +352,7 @@ def test_eval_settings_are_typed():
     assert settings.funnel.shortlist == 50 and settings.knn == EvalConfig().knn
 
 
+@pytest.mark.slow  # 16-18 s of whole processes; CI runs it with the slow tests (make test-slow)
 def test_eval_command_line_names_an_unknown_setting(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "mrl.cli.evaluate", f"run={tmp_path}", "+knn.foo=1", f"hydra.run.dir={tmp_path}"],
