@@ -51,10 +51,10 @@ def count_rows(path: Path) -> int:
         return sum(1 for line in handle if line.strip())
 
 
-def train(table: Path, args, seed: int, negatives: bool):
-    """``text_pairs_mrl`` on ``table`` for ``args.steps`` steps; returns (the trained module, fit seconds)."""
+def train(bench, table: Path, args, seed: int, negatives: bool):
+    """``text_pairs_mrl`` on ``table`` for ``args.steps`` steps (``bench``: `text_benchmark`'s module); returns
+    (the trained module, fit seconds)."""
     import lightning as L
-    from hydra.utils import instantiate
 
     from mrl.training.procedure import build_datamodule, build_model
     from mrl_testing.configs import compose_train
@@ -82,18 +82,7 @@ def train(table: Path, args, seed: int, negatives: bool):
     L.seed_everything(seed, verbose=False)
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule)
-    trainer = instantiate(
-        cfg.trainer,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        max_steps=args.steps,
-        max_epochs=-1,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        gradient_clip_val=1.0,
-    )
+    trainer = bench.step_trainer(cfg, args.steps)
     began = time.perf_counter()
     trainer.fit(model, datamodule)
     return model, time.perf_counter() - began
@@ -187,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict:  # noqa: PLR0915 - one straight
     results["seconds"] = {"pairs": [], "mined": []}
     for seed in args.seeds:
         for name, table_file, negatives in (("pairs", pairs_file, False), ("mined", Path(mined["output"]), True)):
-            model, seconds = train(table_file, args, seed, negatives)
+            model, seconds = train(bench, table_file, args, seed, negatives)
             results["seconds"][name].append(seconds)
             results["mrr"][f"{name}, seed {seed}"] = bench.mrr_per_size(bench.framework_encoder(model), held_out)
             print(f"seed {seed}: {name}: trained in {seconds:.1f} s", flush=True)

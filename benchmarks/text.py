@@ -98,11 +98,30 @@ def pairs_per_second(step_ends: list[float], skip: int, batch: int) -> float:
 
 
 # -------------------------------------------------------------------------------------------- framework
+def step_trainer(cfg, steps: int, callbacks=()):
+    """The composed config's Lightning trainer for ``steps`` training steps alone: no validation, logging,
+    checkpoints or progress bar; gradients clipped at 1.0 as sentence-transformers' trainer clips them."""
+    from hydra.utils import instantiate
+
+    return instantiate(
+        cfg.trainer,
+        callbacks=list(callbacks),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        max_steps=steps,
+        max_epochs=-1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        gradient_clip_val=1.0,
+    )
+
+
 def train_framework(pairs_file: Path, n_train: int, args, mini_batch: int | None = None):
     """Train with the framework as ``make train EXP=text_pairs_mrl`` composes it; returns (pairs/s, model). With
     ``mini_batch``, the cached step (``model.loss.mini_batch_size``)."""
     import lightning as L
-    from hydra.utils import instantiate
 
     from mrl.training.procedure import build_datamodule, build_model
     from mrl_testing.configs import compose_train
@@ -137,19 +156,7 @@ def train_framework(pairs_file: Path, n_train: int, args, mini_batch: int | None
         def on_train_batch_end(self, *_):
             step_ends.append(clock())
 
-    trainer = instantiate(
-        cfg.trainer,
-        callbacks=[StepTimer()],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        max_steps=args.steps,
-        max_epochs=-1,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        gradient_clip_val=1.0,
-    )
+    trainer = step_trainer(cfg, args.steps, callbacks=[StepTimer()])
     trainer.fit(model, datamodule)
     return pairs_per_second(step_ends, args.skip, args.batch), model
 

@@ -137,16 +137,13 @@ def tiny_bert(tmp_path_factory) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_memory_mapped_run_stopped_mid_epoch_resumes_on_the_right_rows(tmp_path, make_cfg, tiny_bert, workers):
-    """Also with two loader workers (``data.num_workers=2``): Lightning's fit gets the rows of one process."""
-    jsonl = _jsonl(tmp_path / "pairs.jsonl", _rows(30))
-    cfg = make_cfg(
-        f"data.num_workers={workers}",
+def _mapped_pairs_run(tiny_bert: str, source) -> list[str]:
+    """Overrides of a small `text_pairs_mrl` run on the memory-mapped pairs of `source` (tiny BERT, batches of 4)."""
+    return [
         "experiment=text_pairs_mrl",
         f"model.backbone.name_or_path={tiny_bert}",
         "model.nesting=[8,16,32]",
-        f"data.source={jsonl}",
+        f"data.source={source}",
         "data.anchor_column=query",
         "data.positive_column=passage",
         "data.memory_map=true",
@@ -157,7 +154,15 @@ def test_memory_mapped_run_stopped_mid_epoch_resumes_on_the_right_rows(tmp_path,
         "callbacks=none",
         "print_config=false",
         "test=false",
-        fast=False,
+    ]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_memory_mapped_run_stopped_mid_epoch_resumes_on_the_right_rows(tmp_path, make_cfg, tiny_bert, workers):
+    """Also with two loader workers (``data.num_workers=2``): Lightning's fit gets the rows of one process."""
+    jsonl = _jsonl(tmp_path / "pairs.jsonl", _rows(30))
+    cfg = make_cfg(
+        f"data.num_workers={workers}", *_mapped_pairs_run(tiny_bert, jsonl), fast=False
     )  # 23 training pairs: 6 batches an epoch
     whole = RecordAnchors()
     fit_config(cfg, [whole], max_epochs=2)
@@ -307,22 +312,7 @@ def test_a_saved_dataset_dict_trains_through_the_config(saved_dict, make_cfg, ti
     from mrl.training.procedure import build_datamodule
 
     source, parts = saved_dict
-    overrides = [
-        "experiment=text_pairs_mrl",
-        f"model.backbone.name_or_path={tiny_bert}",
-        "model.nesting=[8,16,32]",
-        f"data.source={source}",
-        "data.anchor_column=query",
-        "data.positive_column=passage",
-        "data.memory_map=true",
-        "data.batch_size=4",
-        "data.max_pairs=null",
-        "model.backbone.max_length=8",
-        "logger=none",
-        "callbacks=none",
-        "print_config=false",
-        "test=false",
-    ]
+    overrides = _mapped_pairs_run(tiny_bert, source)
     dm = build_datamodule(make_cfg(*overrides, "+data.test_split=test", fast=False))
     assert [len(dm.split_items(s)) for s in ("train", "val", "test")] == [29, 12, 8]
     trainer = fit_config(make_cfg(*overrides, fast=False), [], max_steps=3)
