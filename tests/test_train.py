@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -60,6 +61,49 @@ def test_run_writes_results_checkpoint_and_per_size_metrics(make_cfg, tmp_path):
     assert (run_dir / "config.yaml").is_file()
     metrics_csv = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0]
     assert "train/loss@8" in metrics_csv and "val/top1@512" in metrics_csv
+
+
+def test_results_record_the_wall_time_of_fit_only(make_cfg, monkeypatch):
+    """``train_seconds`` is ``trainer.fit``'s wall time, under the post-hoc runs' key: it matches the time ``fit``
+    took (timed here around the real call) and leaves out a pause added to the validation of the best checkpoint
+    that follows it."""
+    import time
+
+    import lightning as L
+
+    pause, fit_seconds = 0.5, []
+    fit, validate = L.Trainer.fit, L.Trainer.validate
+
+    def timed_fit(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fit(self, *args, **kwargs)
+        finally:
+            fit_seconds.append(time.perf_counter() - start)
+
+    def slow_validate(self, *args, **kwargs):
+        time.sleep(pause)
+        return validate(self, *args, **kwargs)
+
+    monkeypatch.setattr(L.Trainer, "fit", timed_fit)
+    monkeypatch.setattr(L.Trainer, "validate", slow_validate)
+    cfg = make_cfg("trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1")
+    start = time.perf_counter()
+    results = run_training(cfg, cfg.paths.output_dir)
+    wall = time.perf_counter() - start
+    saved = json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
+    assert results["global_step"] == 2 and len(fit_seconds) == 1
+    assert saved["train_seconds"] == pytest.approx(results["train_seconds"])
+    assert 0 < fit_seconds[0] <= saved["train_seconds"] < fit_seconds[0] + pause, (saved, fit_seconds)
+    assert saved["train_seconds"] <= wall - pause, (saved["train_seconds"], wall)
+
+
+def test_evaluate_only_records_no_training_time(make_cfg, tmp_path):
+    trained = make_cfg("trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1")
+    checkpoint = run_training(trained, trained.paths.output_dir)["best_checkpoint"]
+    cfg = make_cfg("train=false", f"ckpt_path='{checkpoint}'", "trainer.limit_val_batches=1")
+    results = run_training(cfg, tmp_path / "evaluated")
+    assert results["train_seconds"] is None and "val/loss" in results["metrics"]
 
 
 def test_rerunning_a_run_directory_resumes_from_last_checkpoint(make_cfg, caplog):

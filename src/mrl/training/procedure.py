@@ -1,9 +1,13 @@
 """The training procedure behind ``mrl.cli.train``: build data, model, callbacks, loggers and trainer from a
-composed config, fit (resuming when the run directory holds a checkpoint), test, and write results."""
+composed config, fit (resuming when the run directory holds a checkpoint), test, and write results.
+
+``results.json`` records ``train_seconds``, the wall time of ``trainer.fit`` (the key the post-hoc runs of
+:mod:`mrl.posthoc.procedure` use, so training costs compare across both kinds of run; see :func:`run_training`)."""
 
 from __future__ import annotations
 
 import logging
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -136,7 +140,13 @@ def _numbers(metrics: dict) -> dict[str, float]:
 
 
 def run_training(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Train, evaluate the best checkpoint, write ``results.json``; always closes the loggers."""
+    """Train, evaluate the best checkpoint, write ``results.json``; always closes the loggers.
+
+    ``train_seconds`` in ``results.json`` is the wall time of ``trainer.fit`` alone: the epochs with their
+    validation passes, checkpoint saving and callbacks inside ``fit``, and the data module's setup that ``fit``
+    runs. It excludes start-up and imports, building the data module, model, loggers and trainer, the final
+    validation and test of the best checkpoint, and writing results. A resumed run counts only this call's
+    ``fit``, not the earlier attempts; ``train=false`` (evaluate only) records ``null``."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.print_config:
@@ -153,9 +163,13 @@ def run_training(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     try:
         for logger in loggers:
             logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), CONFIG_KEY: identity})
+        train_seconds = None
         if cfg.train:
-            trainer.fit(model, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, run_dir))
-        results = collect_results(cfg, trainer, model, datamodule, run_dir)
+            ckpt_path = resume_checkpoint(cfg, run_dir)
+            start = time.perf_counter()
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+            train_seconds = time.perf_counter() - start
+        results = collect_results(cfg, trainer, model, datamodule, run_dir, train_seconds)
     finally:
         for logger in loggers:
             if hasattr(logger, "finalize"):
@@ -167,8 +181,11 @@ def run_training(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     return results
 
 
-def collect_results(cfg, trainer, model, datamodule, run_dir: Path) -> dict[str, Any]:
-    """Validate (and test) the best checkpoint and write the final per-size metrics to results.json."""
+def collect_results(
+    cfg, trainer, model, datamodule, run_dir: Path, train_seconds: float | None = None
+) -> dict[str, Any]:
+    """Validate (and test) the best checkpoint and write the final per-size metrics, with ``train_seconds`` (the
+    wall time of ``trainer.fit``, ``None`` when nothing was trained), to results.json."""
     fast = bool(cfg.trainer.get("fast_dev_run"))
     best = None if fast else (getattr(trainer.checkpoint_callback, "best_model_path", "") or None)
     if best is None and not cfg.train and cfg.ckpt_path:
@@ -190,6 +207,7 @@ def collect_results(cfg, trainer, model, datamodule, run_dir: Path) -> dict[str,
         "run_dir": str(run_dir),
         "best_checkpoint": best,
         "global_step": trainer.global_step,
+        "train_seconds": train_seconds,
         "metrics": metrics,
     }
     if hasattr(datamodule, "bad_image_paths"):  # unreadable images, left out of training and named here
