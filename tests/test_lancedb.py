@@ -256,6 +256,62 @@ def test_mismatches_are_one_line_errors(data, tmp_path):
     assert LanceFunnel(uri).collection == "c"  # the only mrl table there
 
 
+def native_threads() -> int:
+    """Threads of this process, LanceDB's native ones included (Python's ``threading`` does not see those)."""
+    return len(os.listdir("/proc/self/task"))
+
+
+def test_objects_on_one_database_share_one_connection(data, loaded, tmp_path, monkeypatch):
+    """Twenty more funnels on a folder open no new LanceDB connection and start no thread apiece; the same folder
+    spelled relatively, or a store on it, gets the same connection; another api key gets its own."""
+    from mrl.retrieval.lancedb import LanceFullWidth, LanceStore, connect
+
+    db, _, q, _ = data
+    uri, _ = loaded
+    first = LanceFunnel(uri)
+    first.search(q, 10)  # LanceDB starts its worker threads on first use
+    assert LanceFunnel(uri, "flat").db is first.db
+    monkeypatch.chdir(os.path.dirname(uri))
+    relative = LanceFunnel("index.lancedb")
+    monkeypatch.chdir(tmp_path)  # the shared connection names the folder by its resolved path
+    assert relative.db is first.db and relative.search(q, 10)[1].shape == (len(q), 10)
+    store = LanceStore(uri)
+    store.connect(create=False)
+    assert store.db is first.db and connect(uri, api_key="another") is not first.db
+
+    opened = []
+    real_connect = lancedb.connect
+    monkeypatch.setattr(lancedb, "connect", lambda *a, **kw: opened.append(a) or real_connect(*a, **kw))
+    threads = native_threads()
+    made = [LanceFunnel(uri) for _ in range(20)]
+    for funnel in made:
+        funnel.search(q, 10)
+    LanceFullWidth(uri, kind="IVF_FLAT")
+    assert opened == [] and all(funnel.db is first.db for funnel in made)
+    assert native_threads() - threads < 5, (threads, native_threads())
+    np.testing.assert_array_equal(made[-1].search(q, 10)[1], first.search(q, 10)[1])
+
+
+def test_a_removed_folder_is_missing_until_loaded_again(data, tmp_path):
+    """The shared connection does not hide a removed folder: a search fails as it did, and the folder loaded
+    again (other rows under the same names) is served from a fresh connection with the new rows."""
+    import shutil
+
+    db, _, q, _ = data
+    uri = str(tmp_path / "index.lancedb")
+    load_into_lancedb(db[:300], uri, collection="c", first_size=8, progress=False)
+    before = LanceFunnel(uri)
+    shutil.rmtree(uri)
+    with pytest.raises(FileNotFoundError, match=r"^uri='.*index.lancedb': no such LanceDB folder"):
+        LanceFunnel(uri)
+    load_into_lancedb(db[300:800], uri, collection="c", first_size=8, progress=False)
+    after = LanceFunnel(uri)
+    assert after.db is not before.db and after.n == 500
+    np.testing.assert_array_equal(
+        after.search(q, 10)[1], AdaptiveRetriever(db[300:800], [(8, 200), (64, 10)]).search(q, 10)[1]
+    )
+
+
 def test_make_index_and_make_search_against_the_database(data, tmp_path, capsys):
     """The CLIs: a tuned index loaded from files, searched with --backend lancedb; the same rows as in process."""
     from mrl.cli.index import command as index_main
