@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import shutil
 import tempfile
@@ -70,6 +71,7 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=None, help="OpenMP threads for FAISS (default: all)")
     p.add_argument("--k", type=int, default=10, help="neighbours per query of the tuned and database rows")
+    p.add_argument("--table", default=None, help="write every tuned funnel's table (each funnel tried) to this JSON")
     p.add_argument("--targets", type=str, default="0.95,0.99,0.999", help="recall@k targets to tune for ('' none)")
     p.add_argument("--db-n", type=int, default=20_000, help="items loaded into each database (0: no database rows)")
     p.add_argument("--db-queries", type=int, default=100, help="queries searched in each database")
@@ -124,6 +126,35 @@ def time_round_robin(systems: dict, q: np.ndarray, repeats: int, k: int = 1) -> 
     return best, ids
 
 
+def funnel_kind(row: dict) -> str:
+    """What kind of funnel a tuning row is: its first stage's index, and its third stage or its gap."""
+    kind = f"{row['format']} {row['index']}" if row["index"] not in ("hnsw", "ivf") else row["index"]
+    if len(row["stages"]) == 3:
+        return f"{kind}, {row['middle']} middle stage"
+    if row.get("gap") is not None:
+        return f"{kind}, shortlist sized by gap"
+    return f"{kind}, {len(row['stages'])} stage" + ("s" if len(row["stages"]) > 1 else "")
+
+
+def print_kinds(tuned: list) -> None:
+    """Per target, the fastest timed funnel of each kind that meets it (tuning queries, the tuner's own rounds)."""
+    for r in tuned:
+        best: dict[str, dict] = {}
+        for row in r.table:
+            if row["ms_per_query"] is None or row["recall"] < r.target:
+                continue
+            kind = funnel_kind(row)
+            if kind not in best or row["ms_per_query"] < best[kind]["ms_per_query"]:
+                best[kind] = row
+        print(f"fastest of each kind meeting recall@{r.k} >= {r.target} (tuning queries, timed by the tuner):")
+        for kind, row in sorted(best.items(), key=lambda item: item[1]["ms_per_query"]):
+            kept = f", {row['mean_candidates']:.0f} kept on average" if row.get("mean_candidates") else ""
+            print(
+                f"  {kind:<34} {row['ms_per_query']:.4f} ms/query  recall {row['recall']:.4f}  "
+                f"{row['mflops_per_query']:.3f} MFLOPs  {row['funnel']}{kept}"
+            )
+
+
 def tuned_section(args, db: np.ndarray, q: np.ndarray) -> dict:
     """Funnels tuned to each recall target, timed against exact flat search on all queries."""
     targets = [float(t) for t in args.targets.split(",") if t.strip()]
@@ -136,6 +167,10 @@ def tuned_section(args, db: np.ndarray, q: np.ndarray) -> dict:
     print(f"\ntuned funnels for recall@{k} >= {', '.join(map(str, targets))} in {time.perf_counter() - t:.0f}s "
           f"({len(tuned[0].table)} funnels tried on {tuned[0].tuning_queries} queries, "
           f"{tuned[0].holdout_queries} held out)")  # fmt: skip
+    print_kinds(tuned)
+    if args.table:
+        with open(args.table, "w") as handle:
+            json.dump([r.to_dict() for r in tuned], handle, default=float)
     systems = {"exact flat": PlainFlat(db)}
     for r in tuned:
         systems[f"tuned {r.target}"] = r.retriever

@@ -379,7 +379,10 @@ def test_ivf_rows_report_the_recall_of_the_funnel_built_and_searched(one_thread)
     """AdANNS-IVF first stages: each row's recall is that of its funnel built and searched on its own (its own
     k-means, seeded), and probes rise only until a shortlist meets the target."""
     db, q = mrl_data()
-    tuned = tune_funnel(db, q, target=0.99, k=10, repeats=1, holdout=0.25, sizes=[8, 16, 64], approximate=["ivf"])
+    tuned = tune_funnel(
+        db, q, target=0.99, k=10, repeats=1, holdout=0.25, sizes=[8, 16, 64], approximate=["ivf"],
+        middle_formats=(), score_gaps=False,  # the IVF scorer's rows alone (tests/test_tune_stages.py: the others)
+    )  # fmt: skip
     rows = [r for r in tuned.table if r["index"] == "ivf"]
     assert rows and all(r["format"] == "float" and len(r["stages"]) == 2 for r in rows)
     assert any("IVF first stages trained at 8-d" in note for note in tuned.notes)

@@ -33,6 +33,8 @@ from mrl.retrieval.tune import TunedFunnel, tune_funnel
 
 __all__ = ["command", "given_funnel", "main", "resolve_embeddings", "run", "tune_for_store"]
 
+DATABASE_FUNNELS = {"middle_formats": ("float",), "score_gaps": False}  # what DatabaseFunnel serves
+
 QUERY_SPLITS = ("test", "val")
 
 
@@ -120,7 +122,8 @@ def tune_for_store(
     """The funnel tuned on ``queries`` over the first stages ``store`` reproduces exactly: a float scan, and bits
     where it has binary fields (Milvus Lite has none). Its int8 codes and ANN indexes are its own, so a recall
     measured here on ours would not be the recall it serves; ``--format int8`` / ``--index hnsw`` remain, with their
-    recall reported."""
+    recall reported. The database funnel reranks the fetched float vectors with fixed shortlists: no fp16 / int8
+    middle stage, no shortlist sized per query (`DATABASE_FUNNELS`)."""
     if queries is None:
         raise ValueError(
             f"target_recall={target_recall}: tuning needs sample queries: give --queries <embeddings .npz> "
@@ -132,7 +135,9 @@ def tune_for_store(
             f"queries={str(queries)!r}: {q.shape[1]}-wide embeddings against a {db.shape[1]}-wide database"
         )
     formats = [f for f in FORMATS if f == "float" or (f == "bits" and store.has_bits())]
-    return tune_funnel(db, q, target=target_recall, k=k, metric=metric, formats=formats, approximate=())
+    return tune_funnel(
+        db, q, target=target_recall, k=k, metric=metric, formats=formats, approximate=(), **DATABASE_FUNNELS
+    )
 
 
 def given_funnel(dim: int, first_size: int, format: str, metric: str, k: int, shortlist: int) -> Funnel:

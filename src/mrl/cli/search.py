@@ -34,6 +34,8 @@ from mrl.common.errors import ConfigError, InputError, exit_on_config_error
 from mrl.common.io import console
 from mrl.retrieval import METRICS, AdaptiveRetriever, tune_funnel, validate_funnel
 from mrl.retrieval.backends import store_class
+from mrl.retrieval.compact import MIDDLE_FORMATS
+from mrl.retrieval.funnel import check_gap, check_middle
 
 __all__ = ["command", "main", "parse_funnel", "run"]
 
@@ -94,7 +96,7 @@ def _write_csv(path: Path, q_ids, ids: np.ndarray, scores: np.ndarray, names, la
                     writer.writerow([q_ids[qi], rank + 1, names[qi, rank], f"{scores[qi, rank]:.6g}", *label])
 
 
-def run(
+def run(  # noqa: PLR0913 - one keyword per command-line flag
     database: str | None,
     queries: str,
     k: int = 10,
@@ -106,11 +108,15 @@ def run(
     backend: str = "faiss",
     uri: str | None = None,
     collection: str | None = None,
+    middle: str = "float",
+    gap: float | None = None,
 ) -> dict[str, Any]:
     """Search ``queries`` against ``database`` (or, with ``backend="milvus"`` or ``"lancedb"``, the collection at
-    ``uri``); writes the CSV and returns a summary with the results."""
+    ``uri``); writes the CSV and returns a summary with the results. ``middle`` and ``gap``: the funnel's middle
+    stages' number format and its shortlist sized per query (`AdaptiveRetriever`'s ``middle``, ``shortlist_gap``)."""
     if metric not in METRICS:
         raise ConfigError("metric", metric, f"expected one of {', '.join(METRICS)}")
+    _check_middle_and_gap(middle, gap, backend, target_recall)
     if backend not in BACKENDS:
         raise ConfigError("backend", backend, f"expected one of {', '.join(BACKENDS)}")
     if backend != "faiss":
@@ -145,7 +151,12 @@ def run(
         # sign bits carry less than floats: a binary shortlist starts from a longer prefix (128 bits = 16 bytes)
         first = min(BINARY_FIRST_SIZE, max(db.shape[1] // 2, 1)) if index == "binary" else 16
         stages = parse_funnel(funnel, db.shape[1], k, len(db), first=first)
-        retriever = AdaptiveRetriever(db, funnel=stages, metric=metric, index=index)
+        for key, value, check in (("middle", middle, check_middle), ("gap", gap, check_gap)):
+            try:
+                check(value, stages)
+            except ValueError as error:
+                raise ConfigError(key, value, str(error).split(": ", 1)[1]) from None
+        retriever = AdaptiveRetriever(db, funnel=stages, metric=metric, index=index, middle=middle, shortlist_gap=gap)
     scores, ids, timing = _timed_search(retriever, q, k)
     names = np.where(ids >= 0, db_ids[np.maximum(ids, 0)], None)
     labels = None if db_labels is None else np.where(ids >= 0, db_labels[np.maximum(ids, 0)], -1)
@@ -153,6 +164,22 @@ def run(
     found = {"query_ids": q_ids, "rows": ids, "ids": names, "scores": scores}
     where = {"output": str(path), "backend": backend}
     return {**where, "funnel": stages, "index": index, "tuned": tuned, "database": len(db), **timing, **found}
+
+
+def _check_middle_and_gap(middle: str, gap: float | None, backend: str, target_recall: float | None) -> None:
+    """``--middle`` and ``--gap`` are valid, and only given where a funnel of this process serves them."""
+    if middle not in MIDDLE_FORMATS:
+        raise ConfigError("middle", middle, f"expected one of {', '.join(MIDDLE_FORMATS)}")
+    if gap is not None and not 0 <= gap < float("inf"):
+        raise ConfigError("gap", gap, "a score difference >= 0 in the first stage's scores")
+    if (middle != "float" or gap is not None) and (backend != "faiss" or target_recall is not None):
+        key, value = ("middle", middle) if middle != "float" else ("gap", gap)
+        why = (
+            "the database funnel serves float stages and fixed shortlists"
+            if backend != "faiss"
+            else ("--target-recall chooses the whole funnel")
+        )
+        raise ConfigError(key, value, f"{why}; give it with --funnel in this process (--backend faiss)")
 
 
 def _timed_search(retriever: Any, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -261,6 +288,15 @@ def command(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--uri", default=None, help="milvus: the Milvus Lite .db file or a server's address; lancedb: the folder"
     )
+    parser.add_argument(
+        "--middle", default="float", help="number format of the middle stages of a 3-stage --funnel: float, fp16, int8"
+    )
+    parser.add_argument(
+        "--gap",
+        type=float,
+        default=None,
+        help="size each query's shortlist: keep the candidates within this much of its k-th best first-stage score",
+    )
     parser.add_argument("--collection", default=None, help="milvus, lancedb: the collection (default: the only one)")
     parser.add_argument("--out", default=None, help="the CSV to write (default: <queries>_top<k>.csv)")
     parser.add_argument("--show", type=int, default=5, help="queries whose results are printed (default 5)")
@@ -281,6 +317,8 @@ def command(argv: list[str] | None = None) -> dict[str, Any]:
             backend=args.backend,
             uri=args.uri,
             collection=args.collection,
+            middle=args.middle,
+            gap=args.gap,
         )
     )
     if result["tuned"] is not None:

@@ -41,6 +41,7 @@ __all__ = [
     "DatabaseFunnel",
     "Load",
     "LoadSpec",
+    "check_database_funnel",
     "check_same",
     "collection_name",
     "fingerprint",
@@ -254,6 +255,7 @@ def prepare_load(
             f"is not what the collection indexes ({first_size}-d {format}, {metric})"
         )
     validate_funnel(funnel.stages, dim)
+    check_database_funnel(funnel)
     first = prefix(x[:, :first_size], first_size, metric == "cosine")
     center = bit_center(first) if format == "bits" else None
     meta = CollectionMeta(
@@ -271,6 +273,17 @@ def prepare_load(
     )
     name = spec.collection or (collection_name(source) if source else "mrl_embeddings")
     return Load(x=x, items=items, labels=labels, first=first, meta=meta, funnel=funnel, name=name)
+
+
+def check_database_funnel(funnel: Funnel) -> None:
+    """A database funnel reranks the fetched float vectors with fixed shortlists: no fp16 / int8 middle stage, no
+    shortlist sized per query (those are `AdaptiveRetriever`'s)."""
+    if funnel.middle != "float" or funnel.gap is not None:
+        shown = f"middle={funnel.middle!r}" if funnel.middle != "float" else f"gap={funnel.gap:g}"
+        raise ValueError(
+            f"funnel={funnel.spec!r} ({shown}): a database funnel reranks fetched float vectors with fixed "
+            "shortlists; serve this one with AdaptiveRetriever (Funnel.build)"
+        )
 
 
 class DatabaseFunnel:
@@ -305,6 +318,7 @@ class DatabaseFunnel:
                 f"funnel={funnel.spec!r}: collection={self.collection!r} indexes the first {meta.first_size} "
                 f"coordinates; its first stage must be {meta.first_size}:<candidates>"
             )
+        check_database_funnel(funnel)
         if self.max_candidates is not None and funnel.stages[0][1] > self.max_candidates:
             raise ValueError(
                 f"funnel={funnel.spec!r}: {self.engine} shortlists at most {self.max_candidates} candidates per query"

@@ -41,6 +41,12 @@ Implementation notes (measured on 200k x 2048 float32, 1000 queries, 2 CPU cores
   first stage always needs a float stage after it. On the synthetic 200k x 2048 set a 128-bit
   shortlist of 200 reranked at 2048 ran 25.5x faster than exact search, against 14.7x for the 16-d
   float shortlist in the same run (``benchmarks/retrieval.py``).
+* ``middle="fp16"`` / ``"int8"`` keeps the stages between the first and the last as fp16 or int8 codes
+  (`mrl.retrieval.compact.CompactStage`: 2 or 1 bytes per coordinate) to narrow the shortlist; the last stage
+  scores its survivors in float32, so the returned scores are exact.
+* ``shortlist_gap`` sizes each query's shortlist from its own scores: of the first stage's candidates it keeps
+  those scoring within ``shortlist_gap`` of the query's k-th best first-stage score (`cut_by_gap`). A query whose
+  neighbours stand out keeps few candidates, one in a crowd keeps up to the first stage's count.
 * Equal scores are broken the same way in every stage: the lowest database id wins and comes first
   (:mod:`mrl.retrieval.ties`), so a top-1 never depends on how many neighbours were asked for.
 """
@@ -52,6 +58,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from mrl.retrieval.binary import binary_index, bit_center, threshold_bits
+from mrl.retrieval.compact import MIDDLE_FORMATS, CompactStage
 from mrl.retrieval.flat import FlatIndex, faiss, prefix, require_faiss
 from mrl.retrieval.int8 import Int8Index
 from mrl.retrieval.ties import order_ties, sort_candidates
@@ -95,6 +102,30 @@ def validate_funnel(funnel: Sequence[Sequence[int]], dim: int) -> list[tuple[int
     return stages
 
 
+def check_middle(middle: str, funnel: Sequence[tuple[int, int]]) -> str:
+    """A middle stages' number format: one of `MIDDLE_FORMATS`, and other than float only with a middle stage."""
+    if middle not in MIDDLE_FORMATS:
+        raise ValueError(f"middle={middle!r}: expected one of {', '.join(MIDDLE_FORMATS)}")
+    if middle != "float" and len(funnel) < 3:
+        raise ValueError(
+            f"middle={middle!r}: the funnel {list(funnel)} has no middle stage; give three stages, e.g. "
+            f"[(32, 200), (256, 50), (<full width>, 10)]"
+        )
+    return middle
+
+
+def check_gap(gap: float | None, funnel: Sequence[tuple[int, int]], key: str = "shortlist_gap") -> float | None:
+    """A shortlist gap (named ``key`` in the message): None, or a finite score difference >= 0 for a funnel that
+    reranks its shortlist."""
+    if gap is None:
+        return None
+    if isinstance(gap, bool) or not isinstance(gap, (int, float, np.floating)) or not 0 <= gap < float("inf"):
+        raise ValueError(f"{key}={gap!r}: a score difference >= 0 (in the first stage's scores), or None")
+    if len(funnel) < 2:
+        raise ValueError(f"{key}={gap!r}: the funnel {list(funnel)} has no stage after its shortlist")
+    return float(gap)
+
+
 def check_binary_funnel(funnel: Sequence[tuple[int, int]]) -> None:
     """A binary first stage ranks by Hamming distance, which is no metric's score: a float stage must follow."""
     m1, c1 = funnel[0]
@@ -112,13 +143,20 @@ def rerank(q: np.ndarray, arr: np.ndarray, cand_ids: np.ndarray, k: int, l2: boo
     lowest ids among equal scores (`top_k_lowest_ids`). Where a row has fewer than ``k`` candidates the rest
     are ``-1`` ids with FAISS's sentinel scores."""
     cand_ids = sort_candidates(np.ascontiguousarray(cand_ids, dtype=np.int64))
+    scores = scores_by_idx(q, arr, cand_ids, l2)
+    return top_k_lowest_ids(scores, cand_ids, min(k, cand_ids.shape[1]), descending=not l2)
+
+
+def scores_by_idx(q: np.ndarray, arr: np.ndarray, ids: np.ndarray, l2: bool) -> np.ndarray:
+    """``[Q, c]`` scores of the listed rows of ``arr`` against each query (``-1`` ids: the worst score)."""
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
     q = np.ascontiguousarray(q, dtype=np.float32)
-    nq, ncand = cand_ids.shape
-    scores = np.empty((nq, ncand), dtype=np.float32)
+    out = np.empty(ids.shape, dtype=np.float32)
     sp = faiss.swig_ptr
     fn = faiss.fvec_L2sqr_by_idx if l2 else faiss.fvec_inner_products_by_idx
-    fn(sp(scores), sp(q), sp(arr), sp(cand_ids), arr.shape[1], nq, ncand)
-    return top_k_lowest_ids(scores, cand_ids, min(k, ncand), descending=not l2)
+    fn(sp(out), sp(q), sp(arr), sp(ids), q.shape[1], ids.shape[0], ids.shape[1])
+    out[ids < 0] = np.inf if l2 else -np.inf
+    return out
 
 
 def top_k_lowest_ids(scores: np.ndarray, ids: np.ndarray, k: int, descending: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -167,15 +205,37 @@ def first_stage_bytes(m: int, index: str = "flat", metric: str = "cosine") -> in
 
 
 def funnel_bytes(
-    funnel: Sequence[tuple[int, int]], index: str = "flat", metric: str = "cosine", prune: bool = True
+    funnel: Sequence[tuple[int, int]],
+    index: str = "flat",
+    metric: str = "cosine",
+    prune: bool = True,
+    middle: str = "float",
 ) -> int:
     """Bytes per item a funnel holds in memory: the first stage's codes (`first_stage_bytes`; an HNSW graph's
     links and IVF's list ids not counted), then each rerank stage's float32 prefix, and for a stage of size
-    >= `PRUNE_MIN_SIZE` with ``prune`` the head copy and tail norm its pruning reads."""
+    >= `PRUNE_MIN_SIZE` with ``prune`` the head copy and tail norm its pruning reads; middle stages in ``fp16`` /
+    ``int8`` hold 2 / 1 bytes per coordinate (and a float32 norm for L2), unpruned."""
     total = first_stage_bytes(funnel[0][0], index, metric)
-    for m, _ in funnel[1:]:
+    for stage, (m, _) in enumerate(funnel[1:], start=1):
+        if middle != "float" and stage < len(funnel) - 1:
+            total += m * (2 if middle == "fp16" else 1) + (4 if metric == "l2" else 0)
+            continue
         total += 4 * m + (4 * (m // PRUNE_HEAD_FRACTION) + 4 if prune and m >= PRUNE_MIN_SIZE else 0)
     return total
+
+
+def cut_by_gap(scores: np.ndarray, ids: np.ndarray, k: int, gap: float, descending: bool) -> np.ndarray:
+    """A shortlist sized per query: of each row's candidates (best first), those whose first-stage score is within
+    ``gap`` of the row's ``k``-th best (ties and better always kept), the rest ``-1``; the columns after the
+    longest kept row dropped. Rows with fewer than ``k`` candidates are kept whole."""
+    if ids.shape[1] <= k:
+        return ids
+    kth = scores[:, k - 1 : k]
+    keep = scores >= kth - gap if descending else scores <= kth + gap
+    keep &= ids >= 0
+    keep[:, :k] |= ids[:, :k] >= 0  # the k best stay whatever their scores' rounding
+    width = int(keep.sum(axis=1).max())
+    return np.where(keep, ids, -1)[:, :width]
 
 
 def row_sq_norms(x: np.ndarray, start: int, block: int = 8192) -> np.ndarray:
@@ -205,6 +265,11 @@ class AdaptiveRetriever:
             smaller (FAISS HNSW returns at most efSearch results). ``ef_construction``: HNSW build beam.
         nlist, nprobe: IVF lists (default ``4 * sqrt(N)``, capped so every list gets ~39 training points)
             and lists probed per query (default ``max(1, nlist // 16)``).
+        middle: number format of the stages between the first and the last: ``"float"`` (float32, pruned as
+            below), ``"fp16"`` or ``"int8"`` (`mrl.retrieval.compact.CompactStage`); needs three stages or more.
+        shortlist_gap: keep, of the first stage's candidates, only those within this much of each query's k-th
+            best first-stage score (`cut_by_gap`; in the first stage's own scores: cosine, inner product, squared
+            L2, Hamming distance); None keeps them all.
         seed: seed for IVF training-sample selection.
         prune: skip, inside a rerank stage of size >= 128, the candidates that provably cannot reach
             that stage's top list (see `_rerank`); results are the same as without it.
@@ -235,12 +300,16 @@ class AdaptiveRetriever:
         prune: bool = True,
         prefix_cache: dict | None = None,
         rerank_arrays: dict[int, np.ndarray] | None = None,
+        middle: str = "float",
+        shortlist_gap: float | None = None,
     ) -> None:
         require_faiss()
         db = np.asarray(database)
         self._check_arguments(db, metric, index)
         self.n, self.dim = db.shape
         self.funnel = validate_funnel(funnel, self.dim)
+        self.middle, self.shortlist_gap = check_middle(middle, self.funnel), check_gap(shortlist_gap, self.funnel)
+        self._last_kept_per_query: float | None = None
         self.metric = metric
         self.index_type = index
         self._prune_enabled = bool(prune)
@@ -261,13 +330,15 @@ class AdaptiveRetriever:
         # Contiguous (re-normalised) prefix arrays for the rerank stages, and for bound pruning the first m/8
         # coordinates of each and the norms of the rest.
         self._external = self._check_rerank_arrays(rerank_arrays or {})
-        self._stage_arrays = [self._external.get(m, None) for m, _ in self.funnel[1:]]
+        last = len(self.funnel) - 1
         self._stage_arrays = [
-            self._prefix(db, m, cache) if arr is None else arr
-            for (m, _), arr in zip(self.funnel[1:], self._stage_arrays)
+            self._external[m] if m in self._external else self._stage_array(db, m, cache, stage < last)
+            for stage, (m, _) in enumerate(self.funnel[1:], start=1)
         ]
         self._stage_bounds = [
-            self._pruning_bounds(arr, cache) if prune and m not in self._external else None
+            self._pruning_bounds(arr, cache)
+            if prune and m not in self._external and isinstance(arr, np.ndarray)
+            else None
             for (m, _), arr in zip(self.funnel[1:], self._stage_arrays)
         ]
 
@@ -291,6 +362,15 @@ class AdaptiveRetriever:
                     f"sizes {sorted(sizes)}, got {getattr(arr, 'dtype', None)} {getattr(arr, 'shape', None)}"
                 )
         return dict(arrays)
+
+    def _stage_array(self, db: np.ndarray, m: int, cache: dict, middle: bool) -> np.ndarray | CompactStage:
+        """A rerank stage's data: the float32 prefix, or a middle stage's fp16 / int8 codes (cached per format)."""
+        if not middle or self.middle == "float":
+            return self._prefix(db, m, cache)
+        key = (self.middle, int(m), self._normalize, self.metric == "l2")
+        if key not in cache:
+            cache[key] = CompactStage(self._prefix(db, m, cache), self.middle, l2=self.metric == "l2")
+        return cache[key]
 
     def _prefix(self, db: np.ndarray, m: int, cache: dict) -> np.ndarray:
         """The (re-normalised) contiguous prefix of size ``m``, computed once per cache."""
@@ -411,12 +491,15 @@ class AdaptiveRetriever:
         track = self.index_type == "hnsw"
         if track:
             faiss.cvar.hnsw_stats.reset()
+        self._kept = 0
         for start in range(0, nq, batch_size):
             stop = min(start + batch_size, nq)
             s, i = self._search_batch(q[start:stop], k)
             scores[start:stop], ids[start:stop] = s, i
         if track and nq:
             self._last_ndis_per_query = faiss.cvar.hnsw_stats.ndis / nq
+        if self.shortlist_gap is not None and nq:
+            self._last_kept_per_query = self._kept / nq
         return scores, ids
 
     def shortlist(self, queries: np.ndarray, candidates: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -443,6 +526,10 @@ class AdaptiveRetriever:
     def _search_batch(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         # With one stage, ask for exactly k: the result is a plain exact search.
         scores, ids = self.shortlist(q, k if len(self.funnel) == 1 else None)
+        if self.shortlist_gap is not None:
+            descending = self.index_type != "binary" and self.metric != "l2"
+            ids = cut_by_gap(scores, ids, k, self.shortlist_gap, descending)
+            self._kept += int((ids >= 0).sum())
         last = len(self.funnel) - 1
         for stage in range(1, last + 1):
             m, cand = self.funnel[stage]
@@ -464,6 +551,9 @@ class AdaptiveRetriever:
         bounds = self._stage_bounds[stage]
         cand_ids = np.ascontiguousarray(cand_ids, dtype=np.int64)
         l2 = self.metric == "l2"
+        if isinstance(arr, CompactStage):
+            cand_ids = sort_candidates(cand_ids)
+            return top_k_lowest_ids(arr.scores(q, cand_ids), cand_ids, min(k, cand_ids.shape[1]), descending=not l2)
         if bounds is not None and cand_ids.shape[1] > 2 * k:
             cand_ids = self._prune(q, bounds, cand_ids, min(k, cand_ids.shape[1]), l2)
         return rerank(q, arr, cand_ids, k, l2)
@@ -513,16 +603,21 @@ class AdaptiveRetriever:
         * binary first stage: ``N * m_1 / 64``, one 64-bit XOR + popcount counted as one multiply-add;
         * hnsw first stage: ``(mean distance computations per query in the last `search`) * m_1``
           (from ``faiss.cvar.hnsw_stats``), NaN before the first search;
-        * each later stage i: ``candidates_{i-1} * m_i`` (it scores the previous stage's survivors).
+        * each later stage i: ``candidates_{i-1} * m_i`` (it scores the previous stage's survivors); with
+          ``shortlist_gap`` the second stage's count is the mean kept per query in the last `search` (the first
+          stage's candidates before any).
         """
-        m1, _ = self.funnel[0]
+        m1, c1 = self.funnel[0]
+        stages = list(self.funnel)
+        if self.shortlist_gap is not None and self._last_kept_per_query is not None:
+            stages[0] = (m1, self._last_kept_per_query)
         first = None
         if self.index_type == "ivf":
             nlist, nprobe = self.index.nlist, self._nprobe
             first = nlist * m1 + min(nprobe, nlist) * (self.n / nlist) * m1
         elif self.index_type == "hnsw":
             first = float("nan") if self._last_ndis_per_query is None else self._last_ndis_per_query * m1
-        return count_multiply_add_as * funnel_mflops(self.n, self.funnel, self.index_type, first)
+        return count_multiply_add_as * funnel_mflops(self.n, stages, self.index_type, first)
 
     # ------------------------------------------------------------------ memory
     def first_stage_bytes(self) -> int:
@@ -532,15 +627,17 @@ class AdaptiveRetriever:
 
     def bytes_per_item(self) -> int:
         """Bytes per item held in memory (see `funnel_bytes`)."""
-        return funnel_bytes(self.funnel, self.index_type, self.metric, prune=self._prune_enabled)
+        return funnel_bytes(self.funnel, self.index_type, self.metric, prune=self._prune_enabled, middle=self.middle)
 
     def resident_bytes(self) -> int:
         """Bytes held in memory for the whole database: `bytes_per_item` per item (less the ``rerank_arrays``
         stages, on disk), and an HNSW graph's links
         (int32, with its levels and offsets) or IVF's list ids (int64) and centroids."""
         per_item = self.first_stage_bytes()
-        for (m, _), bounds in zip(self.funnel[1:], self._stage_bounds):
-            if m not in self._external:  # a memmap stage is read from disk, and never pruned
+        for (m, _), arr, bounds in zip(self.funnel[1:], self._stage_arrays, self._stage_bounds):
+            if isinstance(arr, CompactStage):
+                per_item += arr.bytes_per_item
+            elif m not in self._external:  # a memmap stage is read from disk, and never pruned
                 per_item += 4 * m + (4 * (m // PRUNE_HEAD_FRACTION) + 4 if bounds is not None else 0)
         total = self.n * per_item
         if self.index_type == "hnsw":
@@ -553,7 +650,10 @@ class AdaptiveRetriever:
     def __repr__(self) -> str:
         return (
             f"AdaptiveRetriever(n={self.n}, dim={self.dim}, funnel={self.funnel}, metric={self.metric!r}, "
-            f"index={self.index_type!r})"
+            f"index={self.index_type!r}"
+            + (f", middle={self.middle!r}" if self.middle != "float" else "")
+            + (f", shortlist_gap={self.shortlist_gap:g}" if self.shortlist_gap is not None else "")
+            + ")"
         )
 
 

@@ -9,7 +9,15 @@ from typing import Any
 
 import numpy as np
 
-from mrl.retrieval.funnel import METRICS, AdaptiveRetriever, first_stage_bytes, funnel_bytes, funnel_mflops
+from mrl.retrieval.funnel import (
+    METRICS,
+    AdaptiveRetriever,
+    check_gap,
+    check_middle,
+    first_stage_bytes,
+    funnel_bytes,
+    funnel_mflops,
+)
 
 __all__ = ["FORMATS", "FORMAT_INDEXES", "INDEX_FORMATS", "INDEX_OPTIONS", "Funnel"]
 
@@ -27,7 +35,10 @@ class Funnel:
     stage searched through an HNSW graph (`AdaptiveRetriever`'s defaults: M 32, efConstruction 64, efSearch the
     first stage's candidates), ``ivf`` for one through inverted lists on the prefix (AdANNS-IVF). ``options``: the
     index's settings (`INDEX_OPTIONS`: ``hnsw_m``, ``ef_construction``, ``ef_search``; ``nlist``, ``nprobe``), a dict
-    or pairs, kept as sorted pairs. Printable, comparable, reusable: ``Funnel(...).build(database)`` is the
+    or pairs, kept as sorted pairs. ``middle``: the number format of the stages between the first and the last
+    (``float``, ``fp16``, ``int8``; `AdaptiveRetriever`'s ``middle``). ``gap``: the shortlist sized per query, the
+    first stage's candidates within ``gap`` of the query's k-th best first-stage score (`AdaptiveRetriever`'s
+    ``shortlist_gap``; None: all of them). Printable, comparable, reusable: ``Funnel(...).build(database)`` is the
     `AdaptiveRetriever`; `to_dict` / `from_dict` round-trip through JSON (a dict without ``index``, as saved
     before HNSW first stages, is the exact scan); `spec` and `cli_args` are what ``make search`` takes."""
 
@@ -36,9 +47,13 @@ class Funnel:
     metric: str = "cosine"
     index: str | None = None  # None: the format's exact scan (FORMATS)
     options: tuple[tuple[str, int], ...] = ()
+    middle: str = "float"
+    gap: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple((int(m), int(c)) for m, c in self.stages))
+        check_middle(self.middle, self.stages)
+        object.__setattr__(self, "gap", check_gap(self.gap, self.stages, "gap"))
         if self.format not in FORMATS:
             raise ValueError(f"format={self.format!r}: expected one of {', '.join(FORMATS)}")
         if self.metric not in METRICS:
@@ -70,13 +85,15 @@ class Funnel:
 
     def cli_args(self) -> list[str]:
         """The ``make search`` arguments that run this funnel."""
-        return ["--funnel", self.spec, "--index", self.index, "--metric", self.metric]
+        extra = (["--middle", self.middle] if self.middle != "float" else []) + (
+            ["--gap", f"{self.gap:g}"] if self.gap is not None else []
+        )
+        return ["--funnel", self.spec, "--index", self.index, "--metric", self.metric, *extra]
 
     def build(self, database: np.ndarray, **kwargs: Any) -> AdaptiveRetriever:
         """The `AdaptiveRetriever` of this funnel over ``database`` (``kwargs`` passed on)."""
-        return AdaptiveRetriever(
-            database, list(self.stages), metric=self.metric, index=self.index, **{**dict(self.options), **kwargs}
-        )
+        settings = {**dict(self.options), "middle": self.middle, "shortlist_gap": self.gap, **kwargs}
+        return AdaptiveRetriever(database, list(self.stages), metric=self.metric, index=self.index, **settings)
 
     def mflops_per_query(self, n: int) -> float:
         """MFLOPs per query over ``n`` items (`funnel_mflops`); for an HNSW first stage the flat scan's count, an
@@ -87,13 +104,17 @@ class Funnel:
         return first_stage_bytes(self.stages[0][0], self.index, self.metric)
 
     def bytes_per_item(self) -> int:
-        return funnel_bytes(self.stages, self.index, self.metric)
+        return funnel_bytes(self.stages, self.index, self.metric, middle=self.middle)
 
     def to_dict(self) -> dict[str, Any]:
         out = {"stages": [list(s) for s in self.stages], "format": self.format, "metric": self.metric}
         out["index"] = self.index
         if self.options:
             out["options"] = dict(self.options)
+        if self.middle != "float":
+            out["middle"] = self.middle
+        if self.gap is not None:
+            out["gap"] = self.gap
         return out
 
     @classmethod
@@ -104,6 +125,8 @@ class Funnel:
             data.get("metric", "cosine"),
             data.get("index"),
             tuple((data.get("options") or {}).items()),
+            data.get("middle", "float"),
+            data.get("gap"),
         )
 
     def __str__(self) -> str:
@@ -113,7 +136,9 @@ class Funnel:
             first += " (" + ", ".join(f"{_OPTION_NAMES[k]} {v}" for k, v in self.options) + ")"
         if not rest:
             return f"{first} top {c1}"
-        return f"{first} shortlist of {c1} -> " + " -> ".join(f"{m}-d float top {c}" for m, c in rest)
+        shortlist = f"shortlist of {c1}" if self.gap is None else f"shortlist of up to {c1} within {self.gap:.3g}"
+        formats = [self.middle] * (len(rest) - 1) + ["float"]
+        return f"{first} {shortlist} -> " + " -> ".join(f"{m}-d {f} top {c}" for (m, c), f in zip(rest, formats))
 
 
 _OPTION_NAMES = {"hnsw_m": "M", "ef_construction": "efConstruction", "ef_search": "efSearch", "nlist": "nlist",

@@ -28,6 +28,11 @@ four steps, one function each; `tune_funnel` is it for one target):
    funnel searches (a graph's top ``c`` is not the start of its top ``2c``); sizes stop growing once one meets the
    highest target with a shortlist of at most ``5 k`` (`HNSW_ENOUGH`).
    Their MFLOPs count the distance computations the searches made (they do not feed the skip rule above).
+   `score_ivf_first_stages`: IVF on a prefix (AdANNS-IVF), probes raised until a target is met. Then, grown from
+   the two-stage funnels (exact scans and IVF) that meet the highest target (:mod:`mrl.retrieval.tune_stages`):
+   `score_three_stages`, a float, fp16 or int8 middle stage (``middle_sizes``, ``middle_formats``) where two stages
+   need a shortlist longer than 5 ``k``; `score_gap_shortlists`, the shortlist sized per query from its score gap
+   (``score_gaps``).
    Recall is counted as ann-benchmarks counts it: a returned item is a hit when its full-width score is at
    least the k-th exact score (within float rounding, 1e-5 of the scores' scale), so an item that ties the
    k-th neighbour is not a miss.
@@ -59,7 +64,8 @@ from typing import Any
 import numpy as np
 
 from mrl.retrieval.baselines import BASELINES, BaselineSweep, TunedBaseline, sweep_baseline
-from mrl.retrieval.flat import faiss, prefix, require_faiss
+from mrl.retrieval.compact import MIDDLE_FORMATS
+from mrl.retrieval.flat import prefix, require_faiss
 from mrl.retrieval.funnel import (
     METRICS,
     AdaptiveRetriever,
@@ -67,8 +73,10 @@ from mrl.retrieval.funnel import (
     first_stage_bytes,
     funnel_mflops,
     row_sq_norms,
+    scores_by_idx,
 )
 from mrl.retrieval.funnel_spec import FORMATS, Funnel
+from mrl.retrieval.tune_stages import score_gap_shortlists, score_three_stages
 
 __all__ = [
     "GRID_SCORERS",
@@ -83,8 +91,10 @@ __all__ = [
     "recall_against_exact",
     "score_exact_scans",
     "score_grid",
+    "score_gap_shortlists",
     "score_hnsw_first_stages",
     "score_ivf_first_stages",
+    "score_three_stages",
     "split_queries",
     "sweep_baselines",
     "time_cheapest_candidates",
@@ -136,6 +146,10 @@ class TuneSettings:
         baselines: full-width indexes tuned to the same targets on the same queries, timed in the same rounds
             (`mrl.retrieval.baselines`: ``hnsw``, efSearch raised; ``ivf``, nprobe raised): ``"auto"`` (default)
             both from `HNSW_MIN_ITEMS` items on; ``()`` or None none.
+        middle_sizes: sizes of the middle stage of three-stage funnels (`mrl.retrieval.tune_stages`; default
+            D/8 and D/4 of the width D); ``()`` tries no three-stage funnel.
+        middle_formats: number formats of that middle stage: ``float``, ``fp16``, ``int8``; ``()`` none.
+        score_gaps: also try shortlists sized per query from their score gap (`mrl.retrieval.tune_stages`).
 
     `resolved` checks them against a database and fills the defaults that depend on it.
     """
@@ -155,6 +169,9 @@ class TuneSettings:
     baselines: str | Sequence[str] | None = "auto"
     hnsw_ms: Sequence[int] = HNSW_MS
     ivf_nprobes: Sequence[int] = IVF_NPROBES
+    middle_sizes: Sequence[int] | None = None
+    middle_formats: Sequence[str] = MIDDLE_FORMATS
+    score_gaps: bool = True
 
     def with_options(self, options: dict[str, Any]) -> TuneSettings:
         """These settings with some fields replaced (the keywords of `tune_funnel`); an unknown one is a
@@ -197,6 +214,7 @@ class TuneSettings:
             raise ValueError(f"max_first_stage_bytes={budget!r}: a positive number of bytes per item, or None")
         if not _is_int(repeats) or repeats < 1:
             raise ValueError(f"repeats={repeats!r}: a positive number of timed rounds")
+        middle_sizes, middle_formats = self._middle_stages(dim)
         for name in ("hnsw_ms", "ivf_nprobes"):
             values = getattr(self, name)
             if not values or any(not _is_int(v) or v < (2 if name == "hnsw_ms" else 1) for v in values):
@@ -206,9 +224,26 @@ class TuneSettings:
             sizes=tuple(sorted({int(m) for m in sizes})),
             shortlists=tuple(sorted({int(c) for c in shortlists})),
             rerank_sizes=tuple(sorted({int(m) for m in rerank_sizes})),
+            middle_sizes=middle_sizes,
+            middle_formats=middle_formats,
             approximate=_approximate(self.approximate, n),
             baselines=_baselines(self.baselines, n),
         )
+
+    def _middle_stages(self, dim: int) -> tuple[tuple[int, ...], tuple[str, ...]]:
+        """The middle stages to try (sizes, formats), checked; ``score_gaps`` checked too."""
+        middle_sizes = self.middle_sizes
+        if middle_sizes is None:
+            middle_sizes = [m for m in (dim // 8, dim // 4) if m >= 1]
+        if any(not _is_int(m) or not 1 <= m < dim for m in middle_sizes):
+            raise ValueError(f"middle_sizes={list(middle_sizes)!r}: middle stage sizes in 1..{dim - 1}, or ()")
+        if isinstance(self.middle_formats, str) or any(f not in MIDDLE_FORMATS for f in self.middle_formats):
+            raise ValueError(
+                f"middle_formats={self.middle_formats!r}: some of {', '.join(MIDDLE_FORMATS)}, or () for none"
+            )
+        if not isinstance(self.score_gaps, bool):
+            raise ValueError(f"score_gaps={self.score_gaps!r}: True or False")
+        return tuple(sorted({int(m) for m in middle_sizes})), tuple(dict.fromkeys(self.middle_formats))
 
     def fits(self, row: dict[str, Any]) -> bool:
         """Whether a funnel's row fits ``max_first_stage_bytes``."""
@@ -247,18 +282,6 @@ def _baselines(value: Any, n: int) -> tuple[str, ...]:
 
 
 # --------------------------------------------------------------------------------------------- recall
-def _scores_by_idx(q: np.ndarray, arr: np.ndarray, ids: np.ndarray, l2: bool) -> np.ndarray:
-    """``[Q, c]`` scores of the listed rows of ``arr`` against each query (``-1`` ids: the worst score)."""
-    ids = np.ascontiguousarray(ids, dtype=np.int64)
-    q = np.ascontiguousarray(q, dtype=np.float32)
-    out = np.empty(ids.shape, dtype=np.float32)
-    sp = faiss.swig_ptr
-    fn = faiss.fvec_L2sqr_by_idx if l2 else faiss.fvec_inner_products_by_idx
-    fn(sp(out), sp(q), sp(arr), sp(ids), q.shape[1], ids.shape[0], ids.shape[1])
-    out[ids < 0] = np.inf if l2 else -np.inf
-    return out
-
-
 @dataclass
 class _Truth:
     """Exact search of a query set: the full-width arrays, and per query the k-th score and the tolerance."""
@@ -275,7 +298,7 @@ class _Truth:
         found_ids = found_ids[:, : self.k]
         scores = found_full_scores
         if scores is None:
-            scores = _scores_by_idx(self.queries[rows], self.full, found_ids, self.l2)
+            scores = scores_by_idx(self.queries[rows], self.full, found_ids, self.l2)
         if self.l2:
             good = scores <= (self.kth[rows] + self.tol[rows])[:, None]
         else:
@@ -291,7 +314,7 @@ def _truth(database: np.ndarray, queries: np.ndarray, exact_ids: np.ndarray, met
     full = cache[(dim, normalize)]
     q = prefix(queries, dim, normalize)
     l2 = metric == "l2"
-    exact = _scores_by_idx(q, full, exact_ids, l2)
+    exact = scores_by_idx(q, full, exact_ids, l2)
     kth = exact.max(axis=1) if l2 else exact.min(axis=1)
     q_norm = np.sqrt(row_sq_norms(q, 0))
     x_norm = float(np.sqrt(row_sq_norms(full, 0).max()))
@@ -480,6 +503,12 @@ class ScoredGrid:
     rows: list[dict[str, Any]] = field(default_factory=list)
     best_mflops: float = float("inf")
 
+    def add_funnel(self, funnel: Funnel, n: int, recall: float, mflops: float | None = None) -> dict[str, Any]:
+        """Add `funnel_row` of ``funnel`` and return it (a scorer may add fields to it)."""
+        row = funnel_row(funnel, n, recall, mflops)
+        self.add(row)
+        return row
+
     def add(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
         if row["recall"] >= self.top_target and self.settings.fits(row) and row["index"] != "hnsw":
@@ -497,6 +526,8 @@ def funnel_row(funnel: Funnel, n: int, recall: float, mflops: float | None = Non
         "metric": funnel.metric,
         "stages": [list(s) for s in funnel.stages],
         "options": dict(funnel.options),
+        "middle": funnel.middle,
+        "gap": funnel.gap,
         "recall": float(recall),
         "mflops_per_query": funnel.mflops_per_query(n) if mflops is None else float(mflops),
         "first_stage_bytes": funnel.first_stage_bytes(),
@@ -512,11 +543,18 @@ def _structure(row: dict) -> tuple:
     stages, kind = row["stages"], (row["format"], row.get("index"), options)
     if len(stages) == 1:
         return kind
-    return (*kind, stages[0][0], tuple(m for m, _ in stages[1:]))
+    shortlist = () if row.get("gap") is None else ("gap", stages[0][1])  # each cap its own structure
+    return (*kind, stages[0][0], tuple(m for m, _ in stages[1:]), row.get("middle", "float"), *shortlist)
 
 
 def _cost_key(row: dict) -> tuple:
+    """Within a structure, the cheaper of two funnels: the shorter shortlist (two stages), the smaller gap (a
+    shortlist sized per query), the fewer MFLOPs (three stages: two counts trade against each other)."""
     stages = row["stages"]
+    if len(stages) > 2:
+        return (row["mflops_per_query"],)
+    if row.get("gap") is not None:
+        return (row["gap"],)
     return (stages[0][1], stages[0][0]) if len(stages) > 1 else (stages[0][0],)
 
 
@@ -599,7 +637,7 @@ def score_exact_scans(tuning: Tuning, grid: ScoredGrid) -> list[str]:
                     continue
                 scores = np.empty((len(q_tune), 0), dtype=np.float32)
                 for c in s.shortlists:
-                    new = _scores_by_idx(q_stage[m2], stage_arrays[m2], cand[:, scores.shape[1] : c], l2)
+                    new = scores_by_idx(q_stage[m2], stage_arrays[m2], cand[:, scores.shape[1] : c], l2)
                     scores = np.concatenate([scores, new], axis=1)
                     top = np.argpartition(scores if l2 else -scores, k - 1, axis=1)[:, :k]
                     found = np.take_along_axis(cand[:, :c], top, axis=1)
@@ -694,7 +732,7 @@ def score_ivf_first_stages(tuning: Tuning, grid: ScoredGrid) -> list[str]:
                     tuning.cache[(m2, normalize)] = prefix(tuning.db, m2, normalize)
                 arr, q2 = tuning.cache[(m2, normalize)], prefix(q_tune, m2, normalize)
                 for c in s.shortlists:
-                    scores = _scores_by_idx(q2, arr, cand[:, :c], l2)
+                    scores = scores_by_idx(q2, arr, cand[:, :c], l2)
                     top = np.argpartition(scores if l2 else -scores, k - 1, axis=1)[:, :k]
                     recall = tuning.recall(np.take_along_axis(cand[:, :c], top, axis=1))
                     row_funnel = Funnel(((m1, c), (m2, k)), "float", s.metric, "ivf", {"nprobe": nprobe})
@@ -721,6 +759,8 @@ GRID_SCORERS: tuple[Callable[[Tuning, ScoredGrid], list[str]], ...] = (
     score_exact_scans,
     score_hnsw_first_stages,
     score_ivf_first_stages,
+    score_three_stages,  # these two extend the two-stage funnels the scorers above found meeting the target
+    score_gap_shortlists,
 )
 
 
