@@ -277,8 +277,9 @@ def test_hnsw_rows_report_the_recall_of_the_funnel_built_and_searched(one_thread
     tuned = tune_funnel(db, q, target=0.99, k=10, repeats=1, holdout=0.25, sizes=[8, 16, 64], approximate=["hnsw"])
     rows = [r for r in tuned.table if r["index"] == "hnsw"]
     assert len(rows) >= 2 and all(r["format"] == "float" and len(r["stages"]) == 2 for r in rows)
-    assert any("HNSW first stages" in note and "8-d M 8 in" in note for note in tuned.notes)  # the build time
+    assert any("HNSW first stages" in n and "8-d M 8 efConstruction 128 in" in n for n in tuned.notes)  # build time
     assert {r["options"]["hnsw_m"] for r in rows} == {8, 32}  # each degree of hnsw_ms has its own graph
+    assert {r["options"].get("ef_construction", 64) for r in rows} == {64, 128}  # ... each build beam too
     q_tune = q[tuning_rows(len(q), 0.25)]
     for row in rows:
         funnel = Funnel.from_dict(row)
@@ -290,9 +291,13 @@ def test_hnsw_rows_report_the_recall_of_the_funnel_built_and_searched(one_thread
         assert row["mflops_per_query"] == pytest.approx(retriever.mflops_per_query())  # distances computed
         assert row["mflops_per_query"] < Funnel(funnel.stages).mflops_per_query(len(db))  # under a flat scan's
         assert row["first_stage_bytes"] == 4 * m1 and row["bytes_per_item"] == funnel.bytes_per_item()
+
     # shortlists grow until the highest target is met; sizes stop at the first that meets it with <= 5k candidates
-    for m1, degree in {(r["stages"][0][0], r["options"]["hnsw_m"]) for r in rows}:
-        recalls = [r["recall"] for r in rows if (r["stages"][0][0], r["options"]["hnsw_m"]) == (m1, degree)]
+    def graph(r):
+        return r["stages"][0][0], r["options"]["hnsw_m"], r["options"].get("ef_construction", 64)
+
+    for built in {graph(r) for r in rows}:
+        recalls = [r["recall"] for r in rows if graph(r) == built]
         assert sum(r >= 0.99 for r in recalls) <= 1 and all(r < 0.99 for r in recalls[:-1])
     enough = [r["stages"][0][0] for r in rows if r["recall"] >= 0.99 and r["stages"][0][1] <= 50]
     assert all(r["stages"][0][0] <= min(enough) for r in rows if enough)
@@ -389,14 +394,19 @@ def test_ivf_rows_report_the_recall_of_the_funnel_built_and_searched(one_thread)
     q_tune = q[tuning_rows(len(q), 0.25)]
     for row in rows:
         funnel = Funnel.from_dict(row)
-        assert funnel.index == "ivf" and dict(funnel.options) == row["options"] and "IVF (nprobe" in str(funnel)
+        assert funnel.index == "ivf" and dict(funnel.options) == row["options"] and "IVF (" in str(funnel)
+        coarse = row["options"].get("coarse_size")  # lists assigned on another prefix (AdANNS-IVF)
+        assert coarse != row["stages"][0][0] and (coarse is None) == ("lists on the first" not in str(funnel))
         retriever = funnel.build(db)
         assert retriever.index.nprobe == row["options"]["nprobe"]
         _, ids = retriever.search(q_tune, 10)
         assert row["recall"] == pytest.approx(recall_against_exact(db, q_tune, ids, 10)), row["funnel"]
-    for m1 in {r["stages"][0][0] for r in rows}:
-        probes = [r["options"]["nprobe"] for r in rows if r["stages"][0][0] == m1]
-        met = [r["options"]["nprobe"] for r in rows if r["stages"][0][0] == m1 and r["recall"] >= 0.99]
+    assert {r["options"].get("coarse_size") for r in rows if r["stages"][0][0] == 16} == {None, 8, 32}  # half, twice
+    assert any("16-d on lists of the first 32" in note for note in tuned.notes)
+    for lists in {(r["stages"][0][0], r["options"].get("coarse_size")) for r in rows}:
+        same = [r for r in rows if (r["stages"][0][0], r["options"].get("coarse_size")) == lists]
+        probes = [r["options"]["nprobe"] for r in same]
+        met = [r["options"]["nprobe"] for r in same if r["recall"] >= 0.99]
         assert not met or max(probes) == min(met)  # no more probes once one count of them meets the target
 
 

@@ -61,6 +61,7 @@ from mrl.retrieval.binary import binary_index, bit_center, threshold_bits
 from mrl.retrieval.compact import MIDDLE_FORMATS, CompactStage
 from mrl.retrieval.flat import FlatIndex, faiss, prefix, require_faiss
 from mrl.retrieval.int8 import Int8Index
+from mrl.retrieval.prefix_ivf import PrefixIVF
 from mrl.retrieval.ties import order_ties, sort_candidates
 
 METRICS = ("cosine", "l2", "ip")
@@ -265,6 +266,8 @@ class AdaptiveRetriever:
             smaller (FAISS HNSW returns at most efSearch results). ``ef_construction``: HNSW build beam.
         nlist, nprobe: IVF lists (default ``4 * sqrt(N)``, capped so every list gets ~39 training points)
             and lists probed per query (default ``max(1, nlist // 16)``).
+        coarse_size: the prefix the IVF lists are assigned on (AdANNS-IVF, `mrl.retrieval.prefix_ivf.PrefixIVF`),
+            when it is not the first stage's size, which then only scans the probed lists; default: the same.
         middle: number format of the stages between the first and the last: ``"float"`` (float32, pruned as
             below), ``"fp16"`` or ``"int8"`` (`mrl.retrieval.compact.CompactStage`); needs three stages or more.
         shortlist_gap: keep, of the first stage's candidates, only those within this much of each query's k-th
@@ -295,6 +298,7 @@ class AdaptiveRetriever:
         ef_search: int | None = None,
         nlist: int | None = None,
         nprobe: int | None = None,
+        coarse_size: int | None = None,
         ef_construction: int = 64,
         seed: int = 0,
         prune: bool = True,
@@ -323,7 +327,7 @@ class AdaptiveRetriever:
         if index == "hnsw":
             self.index = self._build_hnsw(first, cache, hnsw_m, ef_search, ef_construction, prefix_cache is not None)
         elif index == "ivf":
-            self.index = self._build_ivf(first, nlist, nprobe, seed, cache)
+            self.index = self._build_ivf(db, first, (nlist, nprobe, coarse_size), seed, cache)
         else:
             self.index = self._FIRST_STAGE_BUILDERS[index](self, first, cache)
         del first
@@ -425,18 +429,28 @@ class AdaptiveRetriever:
         graph.hnsw.efSearch = self._ef_search
         return graph
 
-    def _build_ivf(self, first: np.ndarray, nlist: int | None, nprobe: int | None, seed: int, cache: dict):
-        """``IndexIVFFlat`` over the prefix, trained once per (size, metric, nlist, seed) in ``cache`` and shared:
-        each retriever sets its own nprobe before every search (`shortlist`)."""
+    def _build_ivf(self, db: np.ndarray, first: np.ndarray, settings: tuple, seed: int, cache: dict):
+        """``IndexIVFFlat`` over the prefix (or a `PrefixIVF` whose lists are assigned on the ``coarse_size``
+        prefix), trained once per (sizes, metric, nlist, seed) in ``cache`` and shared: each retriever sets its own
+        nprobe before every search (`shortlist`)."""
+        nlist, nprobe, coarse_size = settings
         m1 = self.funnel[0][0]
         if nlist is None:
             nlist = int(np.clip(round(4 * np.sqrt(self.n)), 1, max(1, self.n // 39)))
         if not 1 <= nlist <= self.n:
             raise ValueError(f"nlist must be in [1, {self.n}] (database size), got {nlist}")
+        coarse = m1 if coarse_size is None else int(coarse_size)
+        if not 1 <= coarse <= self.dim:
+            raise ValueError(f"coarse_size must be in [1, {self.dim}] (the embedding width), got {coarse_size}")
         self._nprobe = int(nprobe if nprobe is not None else max(1, nlist // 16))
-        key = ("ivf", m1, self.metric, int(nlist), int(seed))
+        self._coarse_size = coarse
+        key = ("ivf", m1, self.metric, int(nlist), int(seed)) + (() if coarse == m1 else (coarse,))
         if key not in cache:
-            cache[key] = self._train_ivf(first, int(nlist), seed)
+            if coarse == m1:
+                cache[key] = self._train_ivf(first, int(nlist), seed)
+            else:
+                scan_coarse = self._prefix(db, coarse, cache)
+                cache[key] = PrefixIVF(first, scan_coarse, int(nlist), l2=self.metric == "l2", seed=seed)
         ivf = cache[key]
         ivf.nprobe = self._nprobe
         return ivf
@@ -518,7 +532,10 @@ class AdaptiveRetriever:
             self.index.hnsw.efSearch = self._ef_search  # the graph is shared: this retriever's own beam
         elif self.index_type == "ivf":
             self.index.nprobe = self._nprobe  # the lists may be shared: this retriever's own probes
-        scores, ids = self.index.search(qp, c)
+        if isinstance(self.index, PrefixIVF):  # the lists probed chosen on the coarse prefix
+            scores, ids = self.index.search(qp, prefix(q, self._coarse_size, self._normalize), c)
+        else:
+            scores, ids = self.index.search(qp, c)
         if self.index_type in ("hnsw", "ivf", "binary"):  # flat and int8 order their ties already
             scores, ids = order_ties(scores, ids, descending=self.index_type != "binary" and self.metric != "l2")
         return scores, ids
@@ -599,7 +616,8 @@ class AdaptiveRetriever:
         ``N * m``); pass 2 to count the multiply and the add separately.
 
         * flat or int8 first stage: ``N * m_1``;
-        * ivf first stage: ``nlist * m_1 + nprobe * (N / nlist) * m_1`` (expected, balanced lists);
+        * ivf first stage: ``nlist * m_c + nprobe * (N / nlist) * m_1`` (expected, balanced lists; ``m_c`` the
+          coarse size, by default ``m_1``);
         * binary first stage: ``N * m_1 / 64``, one 64-bit XOR + popcount counted as one multiply-add;
         * hnsw first stage: ``(mean distance computations per query in the last `search`) * m_1``
           (from ``faiss.cvar.hnsw_stats``), NaN before the first search;
@@ -614,7 +632,7 @@ class AdaptiveRetriever:
         first = None
         if self.index_type == "ivf":
             nlist, nprobe = self.index.nlist, self._nprobe
-            first = nlist * m1 + min(nprobe, nlist) * (self.n / nlist) * m1
+            first = nlist * self._coarse_size + min(nprobe, nlist) * (self.n / nlist) * m1
         elif self.index_type == "hnsw":
             first = float("nan") if self._last_ndis_per_query is None else self._last_ndis_per_query * m1
         return count_multiply_add_as * funnel_mflops(self.n, stages, self.index_type, first)
@@ -644,7 +662,7 @@ class AdaptiveRetriever:
             h = self.index.hnsw
             total += h.neighbors.size() * 4 + h.levels.size() * 4 + h.offsets.size() * 8
         elif self.index_type == "ivf":
-            total += self.n * 8 + self.index.nlist * self.index.d * 4
+            total += self.n * 8 + self.index.nlist * self._coarse_size * 4
         return int(total)
 
     def __repr__(self) -> str:

@@ -24,7 +24,7 @@ __all__ = ["FORMATS", "FORMAT_INDEXES", "INDEX_FORMATS", "INDEX_OPTIONS", "Funne
 FORMATS = {"float": "flat", "int8": "int8", "bits": "binary"}  # number format of a first stage -> its exact index
 INDEX_FORMATS = {index: name for name, index in FORMATS.items()}
 FORMAT_INDEXES = {"float": ("flat", "hnsw", "ivf"), "int8": ("int8",), "bits": ("binary",)}  # first-stage indexes
-INDEX_OPTIONS = {"hnsw": ("hnsw_m", "ef_construction", "ef_search"), "ivf": ("nlist", "nprobe")}  # AdaptiveRetriever
+INDEX_OPTIONS = {"hnsw": ("hnsw_m", "ef_construction", "ef_search"), "ivf": ("nlist", "nprobe", "coarse_size")}
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,9 @@ class Funnel:
     ``index``: by default the format's exact scan (``flat``, ``int8``, ``binary``); ``hnsw`` for a float first
     stage searched through an HNSW graph (`AdaptiveRetriever`'s defaults: M 32, efConstruction 64, efSearch the
     first stage's candidates), ``ivf`` for one through inverted lists on the prefix (AdANNS-IVF). ``options``: the
-    index's settings (`INDEX_OPTIONS`: ``hnsw_m``, ``ef_construction``, ``ef_search``; ``nlist``, ``nprobe``), a dict
-    or pairs, kept as sorted pairs. ``middle``: the number format of the stages between the first and the last
+    index's settings (`INDEX_OPTIONS`: ``hnsw_m``, ``ef_construction``, ``ef_search``; ``nlist``, ``nprobe``,
+    ``coarse_size``: the prefix the lists are assigned on, when not the first stage's own), a dict or pairs, kept as
+    sorted pairs. ``middle``: the number format of the stages between the first and the last
     (``float``, ``fp16``, ``int8``; `AdaptiveRetriever`'s ``middle``). ``gap``: the shortlist sized per query, the
     first stage's candidates within ``gap`` of the query's k-th best first-stage score (`AdaptiveRetriever`'s
     ``shortlist_gap``; None: all of them). Printable, comparable, reusable: ``Funnel(...).build(database)`` is the
@@ -142,4 +143,4 @@ class Funnel:
 
 
 _OPTION_NAMES = {"hnsw_m": "M", "ef_construction": "efConstruction", "ef_search": "efSearch", "nlist": "nlist",
-                 "nprobe": "nprobe"}  # fmt: skip
+                 "nprobe": "nprobe", "coarse_size": "lists on the first"}  # fmt: skip

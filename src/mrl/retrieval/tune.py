@@ -108,6 +108,8 @@ HNSW_MIN_ITEMS = 20_000  # approximate="auto" tries HNSW from this many items (b
 HNSW_MAX_SIZE = 32  # ... on prefixes up to this wide (a wider graph costs more to build than it saves)
 HNSW_ENOUGH = 5  # ... and no wider once a graph reaches every target with a shortlist of at most k times this
 HNSW_MS = (8, 32)  # graph degrees M tried (a 32-d graph of M 8 walked faster than M 32 to the same recall, 100k x 1024)
+HNSW_DEFAULT_BEAM = 64  # AdaptiveRetriever's efConstruction, left out of a funnel's options
+HNSW_EF_CONSTRUCTIONS = (64, 128)  # build beams tried (a better-built graph reaches a recall with a narrower search)
 IVF_MAX_SIZE = 64  # IVF first stages on prefixes up to this wide
 IVF_NPROBES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)  # lists probed, raised until a target is met
 SHORTLIST_FACTORS = (1, 2, 5, 10, 20, 50, 100)  # default shortlists: k times these
@@ -142,7 +144,10 @@ class TuneSettings:
             (20,000) items, and IVF (AdANNS-IVF: inverted lists on prefixes up to `IVF_MAX_SIZE`, 64, wide);
             ``("hnsw",)`` / ``("ivf",)`` try them whatever the size; ``()`` or None never.
         hnsw_ms: the HNSW graph degrees (M) tried for each prefix (default 8 and 32).
+        hnsw_ef_constructions: the build beams (efConstruction) tried for each degree (default 64 and 128).
         ivf_nprobes: the lists an IVF first stage probes, raised in this order until a target is met.
+        ivf_coarse_sizes: the prefixes an IVF first stage's lists are assigned on besides its own size (AdANNS-IVF
+            with two prefixes, `mrl.retrieval.prefix_ivf`): default half and twice that size; ``()`` its own only.
         baselines: full-width indexes tuned to the same targets on the same queries, timed in the same rounds
             (`mrl.retrieval.baselines`: ``hnsw``, efSearch raised; ``ivf``, nprobe raised): ``"auto"`` (default)
             both from `HNSW_MIN_ITEMS` items on; ``()`` or None none.
@@ -168,7 +173,9 @@ class TuneSettings:
     approximate: str | Sequence[str] | None = "auto"
     baselines: str | Sequence[str] | None = "auto"
     hnsw_ms: Sequence[int] = HNSW_MS
+    hnsw_ef_constructions: Sequence[int] = HNSW_EF_CONSTRUCTIONS
     ivf_nprobes: Sequence[int] = IVF_NPROBES
+    ivf_coarse_sizes: Sequence[int] | None = None
     middle_sizes: Sequence[int] | None = None
     middle_formats: Sequence[str] = MIDDLE_FORMATS
     score_gaps: bool = True
@@ -215,7 +222,7 @@ class TuneSettings:
         if not _is_int(repeats) or repeats < 1:
             raise ValueError(f"repeats={repeats!r}: a positive number of timed rounds")
         middle_sizes, middle_formats = self._middle_stages(dim)
-        for name in ("hnsw_ms", "ivf_nprobes"):
+        for name in ("hnsw_ms", "hnsw_ef_constructions", "ivf_nprobes"):
             values = getattr(self, name)
             if not values or any(not _is_int(v) or v < (2 if name == "hnsw_ms" else 1) for v in values):
                 raise ValueError(f"{name}={list(values)!r}: positive integers (graph degrees >= 2, lists probed >= 1)")
@@ -231,7 +238,10 @@ class TuneSettings:
         )
 
     def _middle_stages(self, dim: int) -> tuple[tuple[int, ...], tuple[str, ...]]:
-        """The middle stages to try (sizes, formats), checked; ``score_gaps`` checked too."""
+        """The middle stages to try (sizes, formats), checked; ``score_gaps`` and ``ivf_coarse_sizes`` checked too."""
+        coarse = self.ivf_coarse_sizes
+        if coarse is not None and any(not _is_int(c) or not 1 <= c <= dim for c in coarse):
+            raise ValueError(f"ivf_coarse_sizes={list(coarse)!r}: prefix sizes in 1..{dim}, or () for none")
         middle_sizes = self.middle_sizes
         if middle_sizes is None:
             middle_sizes = [m for m in (dim // 8, dim // 4) if m >= 1]
@@ -667,7 +677,8 @@ def approximate_sizes(s: TuneSettings, index: str, widest: int, dim: int) -> lis
 
 def score_hnsw_first_stages(tuning: Tuning, grid: ScoredGrid) -> list[str]:
     """HNSW first stages (with ``"hnsw"`` in ``approximate``: float prefixes of at most `HNSW_MAX_SIZE`, below
-    the width, within the bytes budget), smallest first, one graph per degree of ``hnsw_ms``: each graph is built
+    the width, within the bytes budget), smallest first, one graph per degree of ``hnsw_ms`` and build beam of
+    ``hnsw_ef_constructions``: each graph is built
     once (shared through the cache), then every shortlist ``c`` is searched as the built funnel will search it,
     with ``efSearch = c``, reranked, and counted (no shortlist is read off a larger search: HNSW's top ``c``
     depends on its beam). Stops at the first size meeting the highest target with a shortlist of at most
@@ -679,14 +690,15 @@ def score_hnsw_first_stages(tuning: Tuning, grid: ScoredGrid) -> list[str]:
     built = []
     for m1 in approximate_sizes(s, "hnsw", HNSW_MAX_SIZE, dim):
         met = False
-        for degree in s.hnsw_ms:
+        for degree, beam in [(d, b) for d in s.hnsw_ms for b in s.hnsw_ef_constructions]:
+            options = {"hnsw_m": degree, **({"ef_construction": beam} if beam != HNSW_DEFAULT_BEAM else {})}
             for m2 in [m for m in s.rerank_sizes if m > m1]:
                 for c in s.shortlists:
-                    funnel = Funnel(((m1, c), (m2, k)), "float", s.metric, "hnsw", {"hnsw_m": degree})
+                    funnel = Funnel(((m1, c), (m2, k)), "float", s.metric, "hnsw", options)
                     start = time.perf_counter()
                     retriever = funnel.build(tuning.db, prefix_cache=tuning.cache)
-                    if not built or built[-1][:2] != (m1, degree):
-                        built.append((m1, degree, time.perf_counter() - start))
+                    if not built or built[-1][:3] != (m1, degree, beam):
+                        built.append((m1, degree, beam, time.perf_counter() - start))
                     _, found = retriever.search(tuning.q_tune, k)
                     recall = tuning.recall(found)
                     grid.add(funnel_row(funnel, n, recall, retriever.mflops_per_query()))
@@ -697,61 +709,83 @@ def score_hnsw_first_stages(tuning: Tuning, grid: ScoredGrid) -> list[str]:
             break  # a short shortlist is enough: a wider graph costs more to build and to walk
     if not built:
         return []
-    sizes_built = ", ".join(f"{m}-d M {degree} in {seconds:.1f}s" for m, degree, seconds in built)
-    return [f"HNSW first stages (efConstruction 64, efSearch = the shortlist) built at {sizes_built}"]
+    sizes_built = ", ".join(f"{m}-d M {d} efConstruction {b} in {t:.1f}s" for m, d, b, t in built)
+    return [f"HNSW first stages (efSearch = the shortlist) built at {sizes_built}"]
 
 
 def score_ivf_first_stages(tuning: Tuning, grid: ScoredGrid) -> list[str]:
-    """IVF first stages (AdANNS-IVF; with ``"ivf"`` in ``approximate``): inverted lists (``4 sqrt(N)``, k-means on
-    the prefix) on float prefixes of at most `IVF_MAX_SIZE`, below the width, smallest first. The lists are
-    trained once per size; for each ``nprobe`` of ``ivf_nprobes`` (raised in order) one search with the largest
-    shortlist serves every ``c`` (within the probed lists the search is exact: its first ``c`` are its top ``c``),
-    reranked at each rerank size; probes stop rising once a shortlist meets the highest target, sizes once that
-    shortlist is at most `HNSW_ENOUGH` ``* k``. Returns the notes (training times)."""
-    s, n, dim = tuning.settings, tuning.n, tuning.dim
+    """IVF first stages (AdANNS-IVF; with ``"ivf"`` in ``approximate``): inverted lists (``4 sqrt(N)``, k-means)
+    scanned on float prefixes of at most `IVF_MAX_SIZE`, below the width, smallest first, each with its lists
+    assigned on its own prefix and on each of `_coarse_sizes` (`mrl.retrieval.prefix_ivf`: the lists chosen on one
+    prefix, scanned on another). The lists are trained once per pair of sizes; for each ``nprobe`` of
+    ``ivf_nprobes`` (raised in order) one search with the largest shortlist serves every ``c`` (within the probed
+    lists the search is exact: its first ``c`` are its top ``c``), reranked at each rerank size; probes stop rising
+    once a shortlist meets the highest target, scan sizes once that shortlist is at most `HNSW_ENOUGH` ``* k``.
+    Returns the notes (training times)."""
+    s, dim = tuning.settings, tuning.dim
     if "ivf" not in s.approximate:
         return []
-    k, q_tune, cmax = s.k, tuning.q_tune, max(s.shortlists)
-    normalize, l2 = s.metric == "cosine", s.metric == "l2"
-    trained = []
+    trained: list = []
     for m1 in approximate_sizes(s, "ivf", IVF_MAX_SIZE, dim):
         met_short = False
-        for nprobe in s.ivf_nprobes:
-            funnel = Funnel(((m1, cmax), (dim, k)), "float", s.metric, "ivf", {"nprobe": nprobe})
-            start = time.perf_counter()
-            retriever = funnel.build(tuning.db, prefix_cache=tuning.cache)
-            nlist = retriever.index.nlist
-            if not trained or trained[-1][0] != m1:
-                trained.append((m1, nlist, time.perf_counter() - start))
-            if nprobe > nlist:
-                break
-            _, cand = retriever.shortlist(q_tune, cmax)
-            met = False
-            for m2 in [m for m in s.rerank_sizes if m > m1]:
-                if (m2, normalize) not in tuning.cache:
-                    tuning.cache[(m2, normalize)] = prefix(tuning.db, m2, normalize)
-                arr, q2 = tuning.cache[(m2, normalize)], prefix(q_tune, m2, normalize)
-                for c in s.shortlists:
-                    scores = scores_by_idx(q2, arr, cand[:, :c], l2)
-                    top = np.argpartition(scores if l2 else -scores, k - 1, axis=1)[:, :k]
-                    recall = tuning.recall(np.take_along_axis(cand[:, :c], top, axis=1))
-                    row_funnel = Funnel(((m1, c), (m2, k)), "float", s.metric, "ivf", {"nprobe": nprobe})
-                    row = funnel_row(row_funnel, n, recall)
-                    row["mflops_per_query"] = funnel_mflops(
-                        n, row_funnel.stages, "ivf", nlist * m1 + nprobe * (n / nlist) * m1
-                    )
-                    grid.add(row)
-                    if recall >= grid.top_target:
-                        met, met_short = True, met_short or c <= HNSW_ENOUGH * k
-                        break  # larger shortlists of this structure only cost more
-            if met:
-                break  # more probes only cost more
+        for coarse in _coarse_sizes(s, m1, dim):
+            met_short = _score_ivf(tuning, grid, m1, coarse, trained) or met_short
         if met_short:
             break
     if not trained:
         return []
-    sizes = ", ".join(f"{m}-d ({nlist} lists) in {seconds:.1f}s" for m, nlist, seconds in trained)
+    sizes = ", ".join(
+        f"{m}-d" + (f" on lists of the first {c}" if c != m else "") + f" ({nlist} lists) in {seconds:.1f}s"
+        for m, c, nlist, seconds in trained
+    )
     return [f"IVF first stages trained at {sizes}"]
+
+
+def _coarse_sizes(s: TuneSettings, m1: int, dim: int) -> list[int]:
+    """The prefixes an IVF first stage scanning ``m1`` coordinates has its lists assigned on: ``m1`` itself first,
+    then ``ivf_coarse_sizes`` (default: half and twice ``m1``) within the width."""
+    others = (m1 // 2, 2 * m1) if s.ivf_coarse_sizes is None else s.ivf_coarse_sizes
+    return list(dict.fromkeys([m1, *(c for c in others if 1 <= c <= dim)]))
+
+
+def _score_ivf(tuning: Tuning, grid: ScoredGrid, m1: int, coarse: int, trained: list) -> bool:
+    """The IVF first stage scanning ``m1`` coordinates of lists assigned on ``coarse``, probes raised (see
+    `score_ivf_first_stages`); whether a shortlist of at most `HNSW_ENOUGH` ``* k`` met the highest target."""
+    s, n, dim = tuning.settings, tuning.n, tuning.dim
+    k, q_tune, cmax = s.k, tuning.q_tune, max(s.shortlists)
+    normalize, l2 = s.metric == "cosine", s.metric == "l2"
+    met_short = False
+    for nprobe in s.ivf_nprobes:
+        options = {"nprobe": nprobe, **({"coarse_size": coarse} if coarse != m1 else {})}
+        funnel = Funnel(((m1, cmax), (dim, k)), "float", s.metric, "ivf", options)
+        start = time.perf_counter()
+        retriever = funnel.build(tuning.db, prefix_cache=tuning.cache)
+        nlist = retriever.index.nlist
+        if not trained or trained[-1][:2] != (m1, coarse):
+            trained.append((m1, coarse, nlist, time.perf_counter() - start))
+        if nprobe > nlist:
+            break
+        _, cand = retriever.shortlist(q_tune, cmax)
+        met = False
+        for m2 in [m for m in s.rerank_sizes if m > m1]:
+            if (m2, normalize) not in tuning.cache:
+                tuning.cache[(m2, normalize)] = prefix(tuning.db, m2, normalize)
+            arr, q2 = tuning.cache[(m2, normalize)], prefix(q_tune, m2, normalize)
+            for c in s.shortlists:
+                scores = scores_by_idx(q2, arr, cand[:, :c], l2)
+                top = np.argpartition(scores if l2 else -scores, k - 1, axis=1)[:, :k]
+                recall = tuning.recall(np.take_along_axis(cand[:, :c], top, axis=1))
+                row_funnel = Funnel(((m1, c), (m2, k)), "float", s.metric, "ivf", options)
+                row = funnel_row(row_funnel, n, recall)
+                first = nlist * coarse + nprobe * (n / nlist) * m1
+                row["mflops_per_query"] = funnel_mflops(n, row_funnel.stages, "ivf", first)
+                grid.add(row)
+                if recall >= grid.top_target:
+                    met, met_short = True, met_short or c <= HNSW_ENOUGH * k
+                    break  # larger shortlists of this structure only cost more
+        if met:
+            break  # more probes only cost more
+    return met_short
 
 
 # The kinds of funnel the grid holds, scored in this order (an exact scan's MFLOPs bound the later ones' skip rule).
