@@ -6,7 +6,8 @@ cache) and recall@k against exact search, each tuned to one target on held-out q
     python benchmarks/tiered_1m.py build-hnsw --out /tmp/tiered                 # M 32, efConstruction 64, saved
     python benchmarks/tiered_1m.py serve hnsw --out /tmp/tiered                 # efSearch tuned, RSS, latency
     python benchmarks/tiered_1m.py serve tiered --out /tmp/tiered               # nprobe and shortlist tuned
-    python benchmarks/tiered_1m.py serve tiered --out /tmp/tiered --cold --nprobe 32 --shortlist 50   # root
+    python benchmarks/tiered_1m.py serve tiered --out /tmp/tiered --cold --nprobe 32 --shortlist 30   # root
+    python benchmarks/tiered_1m.py serve tiered --out /tmp/tiered --cold --nprobe 32 --shortlist 30 --no-random-access
 
 Each step is its own process, so each system's resident memory is the growth of a fresh process's RSS (anonymous
 memory, the index's own; and file-backed, the memmap's pages this process touched, listed apart).
@@ -20,10 +21,14 @@ memory, the index's own; and file-backed, the memmap's pages this process touche
 * ``serve hnsw``: the index read back; efSearch raised over `EF_SEARCH_LADDER` on the tuning queries (70%, seeded)
   until recall@k meets ``--target``, then timed on all queries (fastest of ``--repeats``) and confirmed held-out.
 * ``serve tiered``: `AdaptiveRetriever` with an AdANNS-IVF first stage on the prefix (``4 sqrt(N)`` lists, trained on
-  ``prefix.npy``) and the full-width rerank from the memmap (``rerank_arrays``); nprobe and the shortlist raised
-  until the target is met; the fastest setting meeting it is timed with the file in the page cache. ``--cold``
-  (root): the page cache dropped (``echo 3 > /proc/sys/vm/drop_caches``) after the first stage is built, then the
-  held-out queries searched once from a cold file, then again warm.
+  ``prefix.npy``) and the full-width rerank from the memmap (``rerank_arrays``), opened by
+  `mrl.retrieval.tiered.open_rerank_memmap` with ``madvise(MADV_RANDOM)`` (no read-ahead around a faulted row;
+  ``--no-random-access``: the kernel's default read-ahead); nprobe and the shortlist raised until the target is met;
+  the fastest setting meeting it is timed with the file in the page cache. ``--cold`` (root; the setting given): the
+  page cache dropped (``echo 3 > /proc/sys/vm/drop_caches``) after the first stage is built, then 100 tuning queries
+  one at a time from a cold file; the cache dropped again, the held-out queries in one batch from a cold file; then
+  warm (fastest of ``--repeats``); then from the page cache but not yet mapped by this process (one at a time, and
+  batched). Bytes read from disk per query (``/proc/self/io``) beside each cold figure.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import mmap
 import os
 import subprocess
 import time
@@ -42,11 +48,13 @@ from mrl.retrieval import AdaptiveRetriever
 from mrl.retrieval.baselines import EF_SEARCH_LADDER, HNSW_EF_CONSTRUCTION, HNSW_M, hnsw_bytes
 from mrl.retrieval.flat import faiss, prefix
 from mrl.retrieval.funnel import write_rerank_memmap
+from mrl.retrieval.tiered import open_rerank_memmap
 from mrl.retrieval.tune import RECALL_TOLERANCE
 from mrl_testing.synthetic import make_mrl_split
 
 NPROBES = (4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 SHORTLISTS = (20, 30, 50, 100, 200, 400)
+RANDOM_ACCESS_DEFAULT = True  # cold, 4-5x faster one at a time, ~1.8x batched (RESULTS.md)
 
 
 def parse_args(argv=None):
@@ -66,6 +74,8 @@ def parse_args(argv=None):
     p.add_argument("--cold", action="store_true", help="tiered: drop the page cache first (root)")
     p.add_argument("--nprobe", type=int, default=None, help="tiered --cold: the setting to serve")
     p.add_argument("--shortlist", type=int, default=None, help="tiered --cold: the setting to serve")
+    p.add_argument("--random-access", action=argparse.BooleanOptionalAction, default=RANDOM_ACCESS_DEFAULT,
+                   help="tiered: the rerank memmap opened with madvise(MADV_RANDOM) (open_rerank_memmap)")  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -142,6 +152,8 @@ class Data:
         self.qn = prefix(self.q, self.q.shape[1], True)
         self.kth = np.load(out / "kth.npy")
         self.full = np.load(out / "full.npy", mmap_mode="r")
+        # the rerank stage's own mapping (the one above serves the recall checks): advised MADV_RANDOM or not
+        self.rerank = open_rerank_memmap(out / "full.npy", self.full.shape, random_access=args.random_access)
         order = np.random.default_rng(0).permutation(len(self.q))
         n_hold = int(round(args.holdout * len(self.q)))
         self.hold, self.tune = np.sort(order[:n_hold]), np.sort(order[n_hold:])
@@ -210,12 +222,74 @@ def serve_hnsw(args, out: Path) -> dict:
 def build_tiered(args, out: Path, data: Data, nprobe: int, shortlist: int, cache: dict) -> AdaptiveRetriever:
     dim = data.full.shape[1]
     return AdaptiveRetriever(data.full, [(args.first_size, shortlist), (dim, args.k)], metric="cosine", index="ivf",
-                             nprobe=nprobe, prefix_cache=cache, rerank_arrays={dim: data.full})  # fmt: skip
+                             nprobe=nprobe, prefix_cache=cache, rerank_arrays={dim: data.rerank})  # fmt: skip
+
+
+def disk_read_bytes() -> int:
+    """Bytes this process has caused to be read from the block device (page faults and their read-ahead included)."""
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("read_bytes:"))
+
+
+def unmap_pages(array: np.ndarray) -> None:
+    """Unmap the pages of ``array``'s memory map from this process (they stay in the page cache, now droppable)."""
+    array.base.madvise(mmap.MADV_DONTNEED)  # open_rerank_memmap's array: its base is the mmap
 
 
 def drop_page_cache() -> None:
     subprocess.run(["sync"], check=True)
     Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def serve_cold(args, data: Data, system: AdaptiveRetriever, anon_growth: int) -> dict:
+    """``serve tiered --cold``: latency from a cold page cache (one query at a time, then batched), warm, and from
+    the page cache but not yet mapped; bytes read from disk per query."""
+    # cold: the page cache dropped before any row of the memmap is mapped here. A row this process has mapped
+    # stays cached (drop_caches frees unmapped pages only), so after one query at a time on 100 tuning queries
+    # the rerank mapping's pages are unmapped (MADV_DONTNEED) and the cache dropped again: the held-out queries
+    # in one batch start from a cold file too. Bytes read from disk per phase: /proc/self/io read_bytes
+    drop_page_cache()
+    io = disk_read_bytes()
+    singles = 0.0
+    for i in data.tune[:100]:
+        t = time.perf_counter()
+        system.search(data.q[i : i + 1], args.k)
+        singles += time.perf_counter() - t
+    n_single = min(100, len(data.tune))
+    cold_single, read_single = 1e3 * singles / n_single, (disk_read_bytes() - io) / n_single
+    unmap_pages(data.rerank)
+    drop_page_cache()
+    hold = data.q[data.hold]
+    io = disk_read_bytes()
+    t = time.perf_counter()
+    _, ids = system.search(hold, args.k)
+    cold = 1e3 * (time.perf_counter() - t) / len(hold)
+    read_batch = (disk_read_bytes() - io) / len(hold)
+    warm = fastest_ms(system, hold, args.k, args.repeats)
+    # in the page cache but not yet mapped here (a long-running server's first touch of a cached row): the
+    # mapping's pages unmapped, the cache kept; one at a time on 100 held-out queries, then all in one batch
+    unmap_pages(data.rerank)
+    t = time.perf_counter()
+    for i in range(min(100, len(hold))):
+        system.search(hold[i : i + 1], args.k)
+    cached_single = 1e3 * (time.perf_counter() - t) / min(100, len(hold))
+    unmap_pages(data.rerank)
+    t = time.perf_counter()
+    system.search(hold, args.k)
+    cached = 1e3 * (time.perf_counter() - t) / len(hold)
+    row = {"system": "tiered cold", "setting": f"nprobe {args.nprobe}, {args.shortlist} candidates",
+           "random_access": args.random_access, "load": os.getloadavg()[0],
+           "ms_cold_batch": cold, "ms_cold_single": cold_single, "ms_warm": warm,
+           "ms_cached_single": cached_single, "ms_cached_batch": cached,
+           "read_bytes_single": read_single, "read_bytes_batch": read_batch,
+           "holdout_recall": data.recall(data.hold, ids), "anon_growth": anon_growth}  # fmt: skip
+    advice = "MADV_RANDOM" if args.random_access else "MADV_NORMAL"
+    print(f"tiered ({advice}), page cache dropped: {cold_single:.3f} ms/query one at a time (100 tuning queries, "
+          f"{read_single / 2**10:.0f} KiB read from disk per query); page cache dropped again: {cold:.4f} ms/query "
+          f"for {len(hold)} held-out queries in one batch ({read_batch / 2**10:.0f} KiB per query); {warm:.4f} "
+          f"warm; in the page cache, not yet mapped: {cached_single:.3f} one at a time, {cached:.4f} batched; held-out "
+          f"recall {row['holdout_recall']:.4f}; load {row['load']:.2f}")  # fmt: skip
+    return row
 
 
 def serve_tiered(args, out: Path) -> dict:
@@ -229,29 +303,7 @@ def serve_tiered(args, out: Path) -> dict:
         del cache
         gc.collect()
         built = memory()
-        # cold: the page cache dropped before any row of the memmap is mapped here (a row this process has mapped
-        # stays cached: drop_caches frees unmapped pages only), so one query at a time runs on 100 tuning queries
-        # first, then the held-out queries in one batch (other rows, cold but for the few both shortlists share)
-        drop_page_cache()
-        singles = 0.0
-        for i in data.tune[:100]:
-            t = time.perf_counter()
-            system.search(data.q[i : i + 1], args.k)
-            singles += time.perf_counter() - t
-        cold_single = 1e3 * singles / min(100, len(data.tune))
-        hold = data.q[data.hold]
-        t = time.perf_counter()
-        _, ids = system.search(hold, args.k)
-        cold = 1e3 * (time.perf_counter() - t) / len(hold)
-        warm = fastest_ms(system, hold, args.k, args.repeats)
-        row = {"system": "tiered cold", "setting": f"nprobe {args.nprobe}, {args.shortlist} candidates",
-               "ms_cold_batch": cold, "ms_cold_single": cold_single, "ms_warm": warm,
-               "holdout_recall": data.recall(data.hold, ids), "anon_growth": built["anon"] - before["anon"],
-               "file_after": memory()["file"] - before["file"]}  # fmt: skip
-        print(f"tiered, page cache dropped: {cold_single:.3f} ms/query one at a time (100 tuning queries), then "
-              f"{cold:.4f} ms/query for {len(hold)} held-out queries in one batch, {warm:.4f} warm; held-out recall "
-              f"{row['holdout_recall']:.4f}")  # fmt: skip
-        return row
+        return serve_cold(args, data, system, built["anon"] - before["anon"])
     candidates = []
     for nprobe in NPROBES:
         for i, c in enumerate(SHORTLISTS):  # noqa: B007 - i read after the loop
@@ -283,7 +335,8 @@ def serve_tiered(args, out: Path) -> dict:
     row = {"system": "tiered", "setting": f"nprobe {nprobe}, {c} candidates", "ms_per_query": ms, "recall": recall,
            "holdout_recall": data.recall(data.hold, ids), "index_bytes": system.resident_bytes(),
            "anon_growth": built["anon"] - before["anon"], "rss_growth": after["rss"] - before["rss"],
-           "file_growth": after["file"] - before["file"], "tune_seconds": tune_s, "load": load}  # fmt: skip
+           "file_growth": after["file"] - before["file"], "tune_seconds": tune_s, "load": load,
+           "random_access": args.random_access}  # fmt: skip
     print(f"tiered ({args.first_size}-d IVF {system.index.nlist} lists, nprobe {nprobe}, {c} candidates -> "
           f"{data.full.shape[1]}-d from the memmap): {ms:.4f} ms/query warm, recall {recall:.4f} tuning / "
           f"{row['holdout_recall']:.4f} held-out; resident_bytes {mib(row['index_bytes'])}, anonymous RSS growth "
