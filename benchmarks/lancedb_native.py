@@ -2,14 +2,16 @@
 
     python benchmarks/lancedb_native.py --n 100000 --dim 1024 --queries 1500 --classes 1000    # issue 26's setting
     python benchmarks/lancedb_native.py --n 5000 --dim 256 --queries 200 --kinds IVF_PQ          # quick run
+    python benchmarks/lancedb_native.py --kinds IVF_FLAT,IVF_PQ --pq-sub-vectors 64,128,256      # finer PQ codes
 
 What a LanceDB user builds without Matryoshka prefixes (`mrl.retrieval.lancedb.LanceFullWidth`, one table each):
 ``IVF_PQ`` on the full vectors searched with ``nprobes`` and ``refine_factor`` (the PQ shortlist re-scored on the
 stored vectors), ``IVF_HNSW_SQ`` (one partition: one graph of 8-bit codes; ``ef``, ``refine_factor``) and
-``IVF_FLAT`` (``nprobes``). Against it the funnel (`LanceFunnel`): LanceDB's native ``IVF_FLAT`` index on the
-``--first-size`` prefix column shortlists (``nprobes``, ``c`` candidates), the shortlist's full vectors are taken from
-the same table (a second request, or ``inline`` in the shortlist's) or, memory-tiered (``local``), read from a
-memmap of the full vectors in this process, and reranked in this process.
+``IVF_FLAT`` (``nprobes``); ``--pq-sub-vectors`` builds one IVF_PQ table per number of sub-vectors, each its own
+system ``ivf_pq_m<M>`` (default: one table, LanceDB's ``dim / 16``). Against it the funnel (`LanceFunnel`): LanceDB's
+native ``IVF_FLAT`` index on the ``--first-size`` prefix column shortlists (``nprobes``, ``c`` candidates), the
+shortlist's full vectors are taken from the same table (a second request, or ``inline`` in the shortlist's) or,
+memory-tiered (``local``), read from a memmap of the full vectors in this process, and reranked in this process.
 
 Every system is tuned the same way on 70% of the queries (seeded): its knobs raised over a ladder until recall@k
 against exact search meets ``--target``; each setting that first meets it is timed, the fastest kept, and confirmed on
@@ -57,11 +59,39 @@ def parse_args(argv=None):
     p.add_argument("--first-size", type=int, default=32, help="the funnel's prefix column")
     p.add_argument("--kinds", default="IVF_PQ,IVF_HNSW_SQ", help=f"native full-width indexes: {FULL_WIDTH_KINDS}")
     p.add_argument("--hnsw-ef-construction", type=int, default=150)
+    p.add_argument("--pq-sub-vectors", type=sub_vector_list, default=None,
+                   help="IVF_PQ: sub-vector counts, comma-separated, one index each (default: dim / 16)")  # fmt: skip
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--single", type=int, default=200, help="queries timed one per request")
     p.add_argument("--holdout", type=float, default=0.3)
     p.add_argument("--where", default=None, help="folder for the LanceDB tables (default: a temporary one)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    bad = [m for m in args.pq_sub_vectors or () if args.dim % m]
+    if bad:
+        p.error(f"--pq-sub-vectors={bad[0]}: must divide --dim={args.dim}")
+    return args
+
+
+def sub_vector_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1 or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected distinct positive integers separated by commas")
+    return values
+
+
+def native_systems(kinds: list[str], args) -> list[tuple[str, str, dict]]:
+    """``(name, kind, build options)`` of each native full-width index: one per IVF_PQ sub-vector count given."""
+    out = []
+    for kind in kinds:
+        if kind == "IVF_PQ" and args.pq_sub_vectors:
+            out += [(f"ivf_pq_m{m}", kind, {"sub_vectors": m}) for m in args.pq_sub_vectors]
+        else:
+            hnsw = {"ef_construction": args.hnsw_ef_construction}
+            out.append((kind.lower(), kind, hnsw if kind == "IVF_HNSW_SQ" else {}))
+    return out
 
 
 def rss_bytes() -> int:
@@ -156,17 +186,16 @@ def main(argv=None) -> dict:  # noqa: PLR0915 - one benchmark, read top to botto
         sizes["funnel"] = disk_bytes(Path(uri) / "funnel.lance")
         print(f"funnel table (prefix {fs}-d IVF_FLAT, full vectors) loaded and indexed in {builds['funnel']:.1f}s")
         kinds = [s.strip() for s in args.kinds.split(",") if s.strip()]
-        for kind in kinds:
-            name = kind.lower()
+        natives = native_systems(kinds, args)
+        for name, kind, options in natives:
             t = time.perf_counter()
             load_into_lancedb(db, uri, collection=name, first_size=8, index="flat", metric="ip", batch_size=5000,
                               progress=False)  # fmt: skip
             loaded = time.perf_counter() - t
-            options = {"ef_construction": args.hnsw_ef_construction} if kind == "IVF_HNSW_SQ" else {}
             parts = 1 if kind == "IVF_HNSW_SQ" else None
             builds[name] = LanceFullWidth(uri, name, kind).build(parts, **options)
             sizes[name] = disk_bytes(Path(uri) / f"{name}.lance")
-            print(f"{kind} table loaded in {loaded:.1f}s, index built in {builds[name]:.1f}s "
+            print(f"{name} table loaded in {loaded:.1f}s, index built in {builds[name]:.1f}s "
                   f"({LanceFullWidth(uri, name, kind).index_bytes() / 2**20:.1f} MiB index)", flush=True)  # fmt: skip
         t_tune = time.perf_counter()
         tune_recall = lambda ids: recall_against_exact(db, tune_q, ids, k)  # noqa: E731
@@ -193,8 +222,8 @@ def main(argv=None) -> dict:  # noqa: PLR0915 - one benchmark, read top to botto
             chosen["funnel local"] = local
             builds["funnel local"] = builds["funnel"]
             sizes["funnel local"] = sizes["funnel"] + (where / "full.npy").stat().st_size
-        for kind in kinds:
-            native = LanceFullWidth(uri, kind.lower(), kind)
+        for name, kind, _ in natives:
+            native = LanceFullWidth(uri, name, kind)
             if kind == "IVF_HNSW_SQ":
                 grid = [(r, EF) for r in REFINE[:4]]
                 make = lambda r, e, x=native: knobs(x, refine_factor=r, ef=e)  # noqa: E731
@@ -204,8 +233,7 @@ def main(argv=None) -> dict:  # noqa: PLR0915 - one benchmark, read top to botto
             else:
                 grid = [(r, NPROBES) for r in (None,)]
                 make = lambda r, p, x=native: knobs(x, nprobes=p)  # noqa: E731
-            name = kind.lower()
-            chosen[name] = fastest(sweep(kind, grid, make, tune_recall, tune_q, k, args.target), tune_q, k)
+            chosen[name] = fastest(sweep(name, grid, make, tune_recall, tune_q, k, args.target), tune_q, k)
         print(f"tuned in {time.perf_counter() - t_tune:.0f}s")
         chosen = {name: c for name, c in chosen.items() if c is not None}
         systems, rss = {}, {}
@@ -256,7 +284,7 @@ def main(argv=None) -> dict:  # noqa: PLR0915 - one benchmark, read top to botto
                 "funnel inline": "the same, inline",
                 "funnel local": "the same, rows from a local memmap",
             }.get(name, name)
-            knob_names = KNOBS.get(name, "")
+            knob_names = KNOBS.get(name, KNOBS.get(name.split("_m")[0], ""))
             if c is None:
                 print(f"{label:<36} {'':<22} {ms:>12.4f} {ms1:>11.3f}")
                 continue
@@ -267,12 +295,12 @@ def main(argv=None) -> dict:  # noqa: PLR0915 - one benchmark, read top to botto
         if args.where is None:
             shutil.rmtree(where, ignore_errors=True)
     print(f"total {time.perf_counter() - t0:.0f}s; 1-min load average at the end {os.getloadavg()[0]:.2f}")
-    natives = {n: r for n, r in out.items() if n in {kind.lower() for kind in FULL_WIDTH_KINDS} and "setting" in r}
+    native_rows = {n: r for n, r in out.items() if n in {name for name, _, _ in natives} and "setting" in r}
     funnels = {n: r for n, r in out.items() if n.startswith("funnel") and "setting" in r}
-    if funnels and natives:
-        name = min(natives, key=lambda n: natives[n]["ms_per_query"])
+    if funnels and native_rows:
+        name = min(native_rows, key=lambda n: native_rows[n]["ms_per_query"])
         fname = min(funnels, key=lambda n: funnels[n]["ms_per_query"])
-        f, b = funnels[fname], natives[name]
+        f, b = funnels[fname], native_rows[name]
         batched, single = b["ms_per_query"] / f["ms_per_query"], b["ms_single"] / f["ms_single"]
         print(f"LanceDB {fname} vs LanceDB's fastest tuned native full-width index ({name.upper()}) at recall@{k} >= "
               f"{args.target}: {batched:.2f}x batched, {single:.2f}x one query per request ({f['ms_per_query']:.4f} "

@@ -111,3 +111,27 @@ def test_bad_kind_and_fetch_are_one_line_errors(uri):
         LanceFullWidth(uri, "flat", "DISKANN")
     with pytest.raises(ValueError, match=r"^fetch='both': expected one of take, inline, local$"):
         LanceFunnel(uri, "flat", fetch="both")
+
+
+def test_the_benchmark_builds_and_tunes_one_ivf_pq_per_sub_vector_count(tmp_path, capsys):
+    """benchmarks/lancedb_native.py --pq-sub-vectors: each count its own table, index and tuned row; finer codes
+    (more sub-vectors) take more bytes per row."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "lancedb_native.py"
+    spec = importlib.util.spec_from_file_location("bench_lancedb_native", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    shape = ["--n", "2000", "--dim", "64", "--queries", "40", "--classes", "20", "--repeats", "1", "--single", "3"]
+    out = bench.main([*shape, "--kinds", "IVF_FLAT,IVF_PQ", "--pq-sub-vectors", "4,16", "--where", str(tmp_path)])
+    assert {"funnel", "ivf_flat", "ivf_pq_m4", "ivf_pq_m16"} <= set(out) and "ivf_pq" not in out
+    for name in ("ivf_pq_m4", "ivf_pq_m16"):
+        assert out[name]["recall"] >= 0.99 and out[name]["holdout"] >= 0.9, out[name]
+    uri = str(tmp_path / "bench.lancedb")
+    codes = {m: LanceFullWidth(uri, f"ivf_pq_m{m}", "IVF_PQ").index_bytes() for m in (4, 16)}
+    assert codes[16] - codes[4] >= 2000 * (16 - 4), codes  # one byte per sub-vector per row
+    printed = capsys.readouterr().out
+    assert "ivf_pq_m16 table loaded in" in printed and "(nprobes, refine)" in printed
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--dim", "64", "--pq-sub-vectors", "5"])  # must divide the width
