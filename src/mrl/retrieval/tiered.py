@@ -6,8 +6,9 @@ in the page cache also reads ahead around the faulted page (``/sys/block/<dev>/q
 megabytes), bytes the query never uses. `open_rerank_memmap` maps the ``.npy`` file written by
 `mrl.retrieval.funnel.write_rerank_memmap` read-only and, with ``random_access`` (the default), advises the kernel
 ``MADV_RANDOM`` on the mapping, so that a fault reads only the page it needs. Measured at 1,000,000 x 1024 from a
-cold page cache (benchmarks/tiered_1m.py, RESULTS.md): one query at a time read 38 MiB from disk and took ~23 ms
-without the advice, 0.36 MiB and ~5 ms with it; a batch of 450 queries ~5.1 against ~2.8 ms a query.
+cold page cache (benchmarks/tiered_1m.py, RESULTS.md; medians of four runs each): one query at a time read 38 MiB
+from disk and took 23.7 ms without the advice, 0.35 MiB and 5.6 ms with it; in a batch of 450, 5.2 against 2.8 ms a
+query. Warm, or from the page cache, it costs nothing.
 """
 
 from __future__ import annotations
