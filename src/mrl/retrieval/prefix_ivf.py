@@ -8,15 +8,36 @@ makes each scanned item cheaper. `PrefixIVF` trains its centroids on the coarse 
 ``IndexIVFFlat`` trains them), files each item's scan prefix under its coarse list (``add_core`` with the
 assignment precomputed) and searches with ``search_preassigned``: the coarse prefix picks the ``nprobe`` lists,
 the scan prefix ranks what they hold, exactly, inside FAISS.
+
+FAISS's own ``search`` runs each thread's slice of the queries through ``search_preassigned`` serially; called
+directly on the whole batch, ``search_preassigned`` parallelises far worse (100,000 x 32-d lists, 1,050 queries,
+nprobe 32, 2 cores: 0.024 ms/query against 0.015 sliced). So `PrefixIVF.search` slices the batch the same way, one
+slice per OpenMP thread, each searched by a worker thread whose own FAISS calls run on one thread.
 """
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from mrl.retrieval.flat import faiss, require_faiss
 
 __all__ = ["PrefixIVF"]
+
+_POOL: ThreadPoolExecutor | None = None
+MIN_SLICE = 16  # queries per worker at least: fewer are searched in the calling thread
+
+
+def _one_faiss_thread() -> None:
+    faiss.omp_set_num_threads(1)  # this worker's own OpenMP setting: its slice runs serially, as in FAISS's search
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(faiss.omp_get_max_threads(), "prefix-ivf", initializer=_one_faiss_thread)
+    return _POOL
 
 
 class PrefixIVF:
@@ -43,7 +64,19 @@ class PrefixIVF:
     def search(self, q_scan: np.ndarray, q_coarse: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``(scores, ids)`` of the best ``k`` items of each query's ``nprobe`` nearest lists (by the coarse prefix),
         ranked by the scan prefix; ``-1`` ids where the lists hold fewer."""
-        nprobe = min(self.nprobe, self.nlist)
-        coarse_scores, lists = self.quantizer.search(np.ascontiguousarray(q_coarse, dtype=np.float32), nprobe)
-        self.lists.nprobe = nprobe
-        return self.lists.search_preassigned(np.ascontiguousarray(q_scan, dtype=np.float32), k, lists, coarse_scores)
+        self.lists.nprobe = min(self.nprobe, self.nlist)
+        q_scan = np.ascontiguousarray(q_scan, dtype=np.float32)
+        q_coarse = np.ascontiguousarray(q_coarse, dtype=np.float32)
+        nq, workers = len(q_scan), faiss.omp_get_max_threads()
+        if workers < 2 or nq < 2 * MIN_SLICE:
+            return self._search_slice(q_scan, q_coarse, k)
+        bounds = np.linspace(0, nq, min(workers, nq // MIN_SLICE) + 1).astype(int)
+        slices = [
+            _pool().submit(self._search_slice, q_scan[a:b], q_coarse[a:b], k) for a, b in zip(bounds[:-1], bounds[1:])
+        ]
+        parts = [s.result() for s in slices]
+        return np.concatenate([d for d, _ in parts]), np.concatenate([i for _, i in parts])
+
+    def _search_slice(self, q_scan: np.ndarray, q_coarse: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        coarse_scores, lists = self.quantizer.search(q_coarse, self.lists.nprobe)
+        return self.lists.search_preassigned(q_scan, k, lists, coarse_scores)

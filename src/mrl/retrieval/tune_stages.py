@@ -98,14 +98,14 @@ def _final_top(q: np.ndarray, data: np.ndarray, ids: np.ndarray, k: int, l2: boo
     return np.take_along_axis(ids, top, axis=1), np.take_along_axis(scores, top, axis=1)
 
 
-def sort_key(ids: np.ndarray) -> np.ndarray:
+def _sort_key(ids: np.ndarray) -> np.ndarray:
     return np.where(ids < 0, NO_ID, ids)
 
 
 def _by_id(ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each row's ids in increasing order (``-1`` last) with their scores: the order a built stage scores them in,
     so that equal scores keep the lowest ids as it does."""
-    order = np.argsort(sort_key(ids), axis=1, kind="stable")
+    order = np.argsort(_sort_key(ids), axis=1, kind="stable")
     return np.take_along_axis(ids, order, axis=1), np.take_along_axis(scores, order, axis=1)
 
 
@@ -113,9 +113,9 @@ def score_three_stages(tuning: Tuning, grid: ScoredGrid) -> list[str]:
     """Three-stage funnels (see the module docstring); returns a note on what was tried."""
     s = tuning.settings
     k, l2, final = s.k, s.metric == "l2", max(s.rerank_sizes)
-    rows = [r for r in _met_two_stage(grid, final).values() if r["stages"][0][1] > LONG_SHORTLIST * k]
     if not s.middle_formats:
         return []
+    rows = [r for r in _met_two_stage(grid, final).values() if r["stages"][0][1] > LONG_SHORTLIST * k]
     tried = 0
     full_data, q_full = _stage_data(tuning, final, "float")
     for row in rows:
