@@ -129,6 +129,8 @@ def time_round_robin(systems: dict, q: np.ndarray, repeats: int, k: int = 1) -> 
 def funnel_kind(row: dict) -> str:
     """What kind of funnel a tuning row is: its first stage's index, and its third stage or its gap."""
     kind = f"{row['format']} {row['index']}" if row["index"] not in ("hnsw", "ivf") else row["index"]
+    if (row.get("options") or {}).get("coarse_size"):
+        kind += " on another prefix"
     if len(row["stages"]) == 3:
         return f"{kind}, {row['middle']} middle stage"
     if row.get("gap") is not None:
