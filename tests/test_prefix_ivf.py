@@ -58,3 +58,25 @@ def test_a_coarse_size_equal_to_the_scan_size_is_the_plain_ivf():
     assert wider.resident_bytes() == 4000 * wider.bytes_per_item() + 4000 * 8 + nlist * 32 * 4
     with pytest.raises(ValueError, match=r"^coarse_size must be in \[1, 64\]"):
         AdaptiveRetriever(db, [(16, 50), (64, 10)], index="ivf", coarse_size=65)
+
+
+def _search_in_child(index, q_scan, q_coarse, out):
+    out.put(index.search(q_scan, q_coarse, 5)[1])
+
+
+def test_a_forked_child_searches_with_threads_of_its_own():
+    """The worker threads are the parent's: a child forked after a search (a data loader worker) makes its own."""
+    import multiprocessing
+
+    db, q = data(n=2000, nq=64)
+    index = PrefixIVF(prefix(db, 16, True), prefix(db, 32, True), nlist=20, l2=False)
+    index.nprobe = 2
+    q_scan, q_coarse = prefix(q, 16, True), prefix(q, 32, True)
+    _, ids = index.search(q_scan, q_coarse, 5)  # the parent's pool exists now
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    child = ctx.Process(target=_search_in_child, args=(index, q_scan, q_coarse, out))
+    child.start()
+    np.testing.assert_array_equal(out.get(timeout=60), ids)
+    child.join(timeout=60)
+    assert child.exitcode == 0

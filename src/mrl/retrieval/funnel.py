@@ -314,6 +314,7 @@ class AdaptiveRetriever:
         self.funnel = validate_funnel(funnel, self.dim)
         self.middle, self.shortlist_gap = check_middle(middle, self.funnel), check_gap(shortlist_gap, self.funnel)
         self._last_kept_per_query: float | None = None
+        self._kept = 0  # candidates the gap kept, counted over a `search`
         self.metric = metric
         self.index_type = index
         self._prune_enabled = bool(prune)

@@ -17,6 +17,7 @@ slice per OpenMP thread, each searched by a worker thread whose own FAISS calls 
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -25,7 +26,7 @@ from mrl.retrieval.flat import faiss, require_faiss
 
 __all__ = ["PrefixIVF"]
 
-_POOL: ThreadPoolExecutor | None = None
+_POOL: tuple[int, ThreadPoolExecutor] | None = None  # (the process it belongs to, the pool)
 MIN_SLICE = 16  # queries per worker at least: fewer are searched in the calling thread
 
 
@@ -34,10 +35,12 @@ def _one_faiss_thread() -> None:
 
 
 def _pool() -> ThreadPoolExecutor:
+    """The worker threads, made once per process (a forked child has none of its parent's threads)."""
     global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(faiss.omp_get_max_threads(), "prefix-ivf", initializer=_one_faiss_thread)
-    return _POOL
+    if _POOL is None or _POOL[0] != os.getpid():
+        pool = ThreadPoolExecutor(faiss.omp_get_max_threads(), "prefix-ivf", initializer=_one_faiss_thread)
+        _POOL = (os.getpid(), pool)
+    return _POOL[1]
 
 
 class PrefixIVF:
