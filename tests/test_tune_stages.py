@@ -179,6 +179,12 @@ def test_every_three_stage_and_gap_row_is_the_recall_of_its_funnel_built_and_sea
         if row["gap"] is not None:  # MFLOPs count the candidates kept, as the retriever does
             assert row["mflops_per_query"] == pytest.approx(retriever.mflops_per_query())
             assert 10 <= row["mean_candidates"] <= row["stages"][0][1]
+    # a grown funnel is timed (a candidate) only where it needs fewer MFLOPs than every other funnel meeting the target
+    floor = min(r["mflops_per_query"] for r in tuned.table if r["recall"] >= 0.995 and len(r["stages"]) < 3
+                and r["gap"] is None)  # fmt: skip
+    timed = [r for r in three + gaps if r["ms_per_query"] is not None]
+    assert all(r["mflops_per_query"] < floor for r in timed)
+    assert any(r["recall"] >= 0.995 and r["mflops_per_query"] >= floor for r in three + gaps)  # some were left out
     # a middle stage is only tried where two stages need a shortlist of over 5 k
     for row in three:
         two = [r for r in tuned.table if len(r["stages"]) == 2 and r["gap"] is None and r["recall"] >= 0.995

@@ -840,10 +840,24 @@ def time_side_by_side(retrievers: dict, queries: np.ndarray, k: int, repeats: in
     return {key: 1e3 * seconds / len(queries) for key, seconds in best.items()}
 
 
+def _grown(row: dict) -> bool:
+    """A funnel `mrl.retrieval.tune_stages` grew from a two-stage one: three stages, or a gap-sized shortlist."""
+    return len(row["stages"]) > 2 or row.get("gap") is not None
+
+
 def _cheapest_meeting(rows: list[dict], target: float, settings: TuneSettings) -> list[int]:
-    """Rows of the cheapest funnel of each structure that meets ``target`` within the budget."""
+    """Rows of the cheapest funnel of each structure that meets ``target`` within the budget. A grown funnel (three
+    stages, a gap) spends more time per multiply-add than the others (a gather, a cut), so it is a candidate only
+    where it needs fewer MFLOPs than every other funnel meeting the target (HNSW's aside: a graph's MFLOPs say
+    little of its time); timing every one cost more than the rest of the tuning on small databases."""
+    meeting = [r for r in rows if r["recall"] >= target and settings.fits(r)]
+    floor = min(
+        (r["mflops_per_query"] for r in meeting if not _grown(r) and r["index"] != "hnsw"), default=float("inf")
+    )
     best: dict[tuple, int] = {}
     for i, row in enumerate(rows):
+        if _grown(row) and row["mflops_per_query"] >= floor:
+            continue
         if row["recall"] >= target and settings.fits(row):
             key = _structure(row)
             if key not in best or _cost_key(row) < _cost_key(rows[best[key]]):
