@@ -16,7 +16,7 @@ pytest.importorskip("faiss")
 from mrl.common.errors import InputError  # noqa: E402
 from mrl.retrieval import AdaptiveRetriever  # noqa: E402
 from mrl.retrieval.funnel import write_rerank_memmap  # noqa: E402
-from mrl.retrieval.tiered import open_rerank_memmap  # noqa: E402
+from mrl.retrieval.tiered import advise_random_access, open_rerank_memmap  # noqa: E402
 from mrl_testing.synthetic import make_mrl_split  # noqa: E402
 
 
@@ -116,3 +116,17 @@ def test_the_tiered_benchmark_serves_from_the_advised_memmap(tmp_path):
     row = bench.main(["serve", "tiered", *shape, "--cold", "--nprobe", "8", "--shortlist", "30", "--random-access"])
     assert row["random_access"] and row["holdout_recall"] >= 0.9
     assert all(row[key] > 0 for key in ("ms_cold_single", "ms_cold_batch", "ms_warm", "ms_cached_batch"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="the kernel's mapping flags are Linux's")
+def test_the_written_rerank_memmap_is_advised_by_default(tmp_path):
+    """`write_rerank_memmap`'s own return, the documented way to serve a tiered funnel, carries the advice too."""
+    db, _, _, _ = make_mrl_split(300, 1, 64, n_classes=3, seed=0)
+    for random_access, name in ((True, "advised.npy"), (False, "plain.npy")):
+        mapped = write_rerank_memmap(db, tmp_path / name, "cosine", random_access=random_access)
+        assert isinstance(mapped, np.memmap) and not mapped.flags.writeable
+        flags = vm_flags(tmp_path / name)
+        assert len(flags) == 1 and (" rr" in flags[0]) == random_access, flags
+        del mapped
+    with pytest.raises(ValueError, match=r"^array.base=NoneType: not a memory map"):
+        advise_random_access(np.zeros((2, 2), np.float32))

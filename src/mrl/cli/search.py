@@ -34,7 +34,6 @@ from mrl.common.errors import ConfigError, InputError, exit_on_config_error
 from mrl.common.io import console
 from mrl.retrieval import METRICS, AdaptiveRetriever, tune_funnel, validate_funnel
 from mrl.retrieval.backends import store_class
-from mrl.retrieval.compact import MIDDLE_FORMATS
 from mrl.retrieval.funnel import check_gap, check_middle
 
 __all__ = ["command", "main", "parse_funnel", "run"]
@@ -151,11 +150,8 @@ def run(  # noqa: PLR0913 - one keyword per command-line flag
         # sign bits carry less than floats: a binary shortlist starts from a longer prefix (128 bits = 16 bytes)
         first = min(BINARY_FIRST_SIZE, max(db.shape[1] // 2, 1)) if index == "binary" else 16
         stages = parse_funnel(funnel, db.shape[1], k, len(db), first=first)
-        for key, value, check in (("middle", middle, check_middle), ("gap", gap, check_gap)):
-            try:
-                check(value, stages)
-            except ValueError as error:
-                raise ConfigError(key, value, str(error).split(": ", 1)[1]) from None
+        check_middle(middle, stages)  # one-line ValueErrors naming middle= and gap=
+        check_gap(gap, stages, "gap")
         retriever = AdaptiveRetriever(db, funnel=stages, metric=metric, index=index, middle=middle, shortlist_gap=gap)
     scores, ids, timing = _timed_search(retriever, q, k)
     names = np.where(ids >= 0, db_ids[np.maximum(ids, 0)], None)
@@ -167,11 +163,8 @@ def run(  # noqa: PLR0913 - one keyword per command-line flag
 
 
 def _check_middle_and_gap(middle: str, gap: float | None, backend: str, target_recall: float | None) -> None:
-    """``--middle`` and ``--gap`` are valid, and only given where a funnel of this process serves them."""
-    if middle not in MIDDLE_FORMATS:
-        raise ConfigError("middle", middle, f"expected one of {', '.join(MIDDLE_FORMATS)}")
-    if gap is not None and not 0 <= gap < float("inf"):
-        raise ConfigError("gap", gap, "a score difference >= 0 in the first stage's scores")
+    """``--middle`` and ``--gap`` only where a funnel of this process serves them (their values are checked with
+    the funnel's stages, `check_middle` / `check_gap`)."""
     if (middle != "float" or gap is not None) and (backend != "faiss" or target_recall is not None):
         key, value = ("middle", middle) if middle != "float" else ("gap", gap)
         why = (

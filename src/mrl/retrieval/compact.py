@@ -20,11 +20,16 @@ import torch
 from mrl.retrieval.flat import torch_threads
 from mrl.retrieval.int8 import quantize_int8
 
-__all__ = ["COMPACT_FORMATS", "MIDDLE_FORMATS", "CompactStage"]
+__all__ = ["COMPACT_FORMATS", "MIDDLE_FORMATS", "CompactStage", "compact_bytes"]
 
 COMPACT_FORMATS = ("fp16", "int8")
 MIDDLE_FORMATS = ("float", *COMPACT_FORMATS)  # number formats of a funnel's middle stages
 QUERY_BLOCK = 64  # queries whose gathered rows are widened at once (64 x 200 candidates x 256-d: 13 MB)
+
+
+def compact_bytes(m: int, fmt: str, l2: bool) -> int:
+    """Bytes per item of an ``m``-wide compact stage: the codes, and the decoded squared norm (float32) for L2."""
+    return int(m) * (2 if fmt == "fp16" else 1) + (4 if l2 else 0)
 
 
 class CompactStage:
@@ -48,8 +53,8 @@ class CompactStage:
 
     @property
     def bytes_per_item(self) -> int:
-        """Bytes held per item: the codes, and the decoded squared norm (float32) for L2."""
-        return self.m * (2 if self.format == "fp16" else 1) + (4 if self.l2 else 0)
+        """Bytes held per item (`compact_bytes`)."""
+        return compact_bytes(self.m, self.format, self.l2)
 
     def scores(self, q: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """``[Q, c]`` scores of the rows ``ids`` (``-1``: none, the worst score) against each query of ``q``

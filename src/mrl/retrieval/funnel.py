@@ -58,10 +58,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from mrl.retrieval.binary import binary_index, bit_center, threshold_bits
-from mrl.retrieval.compact import MIDDLE_FORMATS, CompactStage
+from mrl.retrieval.compact import MIDDLE_FORMATS, CompactStage, compact_bytes
 from mrl.retrieval.flat import FlatIndex, faiss, prefix, require_faiss
 from mrl.retrieval.int8 import Int8Index
 from mrl.retrieval.prefix_ivf import PrefixIVF
+from mrl.retrieval.tiered import advise_random_access
 from mrl.retrieval.ties import order_ties, sort_candidates
 
 METRICS = ("cosine", "l2", "ip")
@@ -160,6 +161,15 @@ def scores_by_idx(q: np.ndarray, arr: np.ndarray, ids: np.ndarray, l2: bool) -> 
     return out
 
 
+def best_by_score(q: np.ndarray, arr: np.ndarray, ids: np.ndarray, k: int, l2: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, scores)``: the best ``k`` of each row of ``ids`` by their scores on ``arr`` (`scores_by_idx`), in no
+    particular order and with ties taken as they come: the tuner's quick count of a rerank's recall, where `rerank`
+    serves (ordered, the lowest ids among equals)."""
+    scores = scores_by_idx(q, arr, ids, l2)
+    top = np.argpartition(scores if l2 else -scores, k - 1, axis=1)[:, :k]
+    return np.take_along_axis(ids, top, axis=1), np.take_along_axis(scores, top, axis=1)
+
+
 def top_k_lowest_ids(scores: np.ndarray, ids: np.ndarray, k: int, descending: bool) -> tuple[np.ndarray, np.ndarray]:
     """The best ``k`` of each row of ``scores [Q, c]``, whose ``ids`` increase along the row (``-1``, none,
     last): the k-th best value by partition, everything better, then the first (lowest-id) of those equal to
@@ -219,7 +229,7 @@ def funnel_bytes(
     total = first_stage_bytes(funnel[0][0], index, metric)
     for stage, (m, _) in enumerate(funnel[1:], start=1):
         if middle != "float" and stage < len(funnel) - 1:
-            total += m * (2 if middle == "fp16" else 1) + (4 if metric == "l2" else 0)
+            total += compact_bytes(m, middle, metric == "l2")
             continue
         total += 4 * m + (4 * (m // PRUNE_HEAD_FRACTION) + 4 if prune and m >= PRUNE_MIN_SIZE else 0)
     return total
@@ -677,11 +687,18 @@ class AdaptiveRetriever:
 
 
 def write_rerank_memmap(
-    database: np.ndarray, path, metric: str = "cosine", size: int | None = None, block: int = 65536
+    database: np.ndarray,
+    path,
+    metric: str = "cosine",
+    size: int | None = None,
+    block: int = 65536,
+    random_access: bool = True,
 ) -> np.ndarray:
     """The first ``size`` (default: all) coordinates of ``database``, re-normalised for cosine, written to ``path``
     as a float32 ``.npy`` a block of rows at a time, and opened read-only as a memmap: an `AdaptiveRetriever`'s
-    ``rerank_arrays`` entry, read for the shortlist only."""
+    ``rerank_arrays`` entry, read for the shortlist only. ``random_access``: advised ``MADV_RANDOM``, so a cold row
+    is read without the kernel's read-ahead around it (`mrl.retrieval.tiered`: 4.2x faster one query at a time
+    from a cold page cache at 1,000,000 x 1024, the same warm)."""
     db = np.asarray(database)
     m = db.shape[1] if size is None else int(size)
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(db.shape[0], m))
@@ -689,7 +706,8 @@ def write_rerank_memmap(
         out[start : start + block] = prefix(db[start : start + block], m, metric == "cosine")
     out.flush()
     del out
-    return np.load(path, mmap_mode="r")
+    mapped = np.load(path, mmap_mode="r")
+    return advise_random_access(mapped) if random_access else mapped
 
 
 def exact_search(

@@ -57,7 +57,6 @@ class PrefixIVF:
         n_train = min(n, 256 * self.nlist)
         rows = np.sort(np.random.default_rng(seed).choice(n, n_train, replace=False)) if n_train < n else None
         trainer.train(coarse if rows is None else coarse[rows])  # the centroids land in self.quantizer
-        self._trainer = trainer  # it holds the quantizer; keep it alive
         self.lists = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.d), self.d, self.nlist, metric)
         self.lists.is_trained = True  # its own quantizer is never used: every assignment is given
         _, assign = self.quantizer.search(np.ascontiguousarray(coarse, dtype=np.float32), 1)

@@ -20,7 +20,7 @@ import numpy as np
 
 from mrl.common.errors import InputError
 
-__all__ = ["open_rerank_memmap"]
+__all__ = ["advise_random_access", "open_rerank_memmap"]
 
 
 def _npy_header(path: Path) -> tuple[tuple[int, ...], bool, np.dtype, int]:
@@ -59,6 +59,15 @@ def open_rerank_memmap(
         raise InputError("path", path, f"is {path.stat().st_size} bytes, short of its shape {tuple(found)}: truncated")
     with open(path, "rb") as f:
         mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)  # the mapping outlives the descriptor
-    if random_access:
-        mapped.madvise(mmap.MADV_RANDOM)
-    return np.ndarray(found, dtype=np.float32, buffer=mapped, offset=offset, order="C")
+    array = np.ndarray(found, dtype=np.float32, buffer=mapped, offset=offset, order="C")
+    return advise_random_access(array) if random_access else array
+
+
+def advise_random_access(array: np.ndarray) -> np.ndarray:
+    """``array`` (a ``np.memmap``, or `open_rerank_memmap`'s array: its ``base`` is the ``mmap``) with
+    ``MADV_RANDOM`` advised on its whole mapping."""
+    mapped = array.base
+    if not isinstance(mapped, mmap.mmap):
+        raise ValueError(f"array.base={type(mapped).__name__}: not a memory map (np.load(path, mmap_mode='r') is one)")
+    mapped.madvise(mmap.MADV_RANDOM)
+    return array

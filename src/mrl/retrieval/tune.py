@@ -69,6 +69,7 @@ from mrl.retrieval.flat import prefix, require_faiss
 from mrl.retrieval.funnel import (
     METRICS,
     AdaptiveRetriever,
+    best_by_score,
     exact_search,
     first_stage_bytes,
     funnel_mflops,
@@ -76,7 +77,7 @@ from mrl.retrieval.funnel import (
     scores_by_idx,
 )
 from mrl.retrieval.funnel_spec import FORMATS, Funnel
-from mrl.retrieval.tune_stages import score_gap_shortlists, score_three_stages
+from mrl.retrieval.tune_stages import score_gap_shortlists, score_three_stages, stage_data
 
 __all__ = [
     "GRID_SCORERS",
@@ -619,12 +620,10 @@ def score_exact_scans(tuning: Tuning, grid: ScoredGrid) -> list[str]:
     first-stage search with the largest shortlist serves every shortlist. Returns the note on skipped stages."""
     s, db, n, dim = tuning.settings, tuning.db, tuning.n, tuning.dim
     k, metric, q_tune = s.k, s.metric, tuning.q_tune
-    normalize, l2 = metric == "cosine", metric == "l2"
+    l2 = metric == "l2"
+    stage_arrays, q_stage = {}, {}
     for m in s.rerank_sizes:
-        if (m, normalize) not in tuning.cache:
-            tuning.cache[(m, normalize)] = prefix(db, m, normalize)
-    stage_arrays = {m: tuning.cache[(m, normalize)] for m in s.rerank_sizes}
-    q_stage = {m: prefix(q_tune, m, normalize) for m in s.rerank_sizes}
+        stage_arrays[m], q_stage[m] = stage_data(tuning, m, "float")
     cmax = max(s.shortlists)
     skipped = 0
     for fmt in s.formats:
@@ -753,7 +752,7 @@ def _score_ivf(tuning: Tuning, grid: ScoredGrid, m1: int, coarse: int, trained: 
     `score_ivf_first_stages`); whether a shortlist of at most `HNSW_ENOUGH` ``* k`` met the highest target."""
     s, n, dim = tuning.settings, tuning.n, tuning.dim
     k, q_tune, cmax = s.k, tuning.q_tune, max(s.shortlists)
-    normalize, l2 = s.metric == "cosine", s.metric == "l2"
+    l2 = s.metric == "l2"
     met_short = False
     for nprobe in s.ivf_nprobes:
         options = {"nprobe": nprobe, **({"coarse_size": coarse} if coarse != m1 else {})}
@@ -768,13 +767,10 @@ def _score_ivf(tuning: Tuning, grid: ScoredGrid, m1: int, coarse: int, trained: 
         _, cand = retriever.shortlist(q_tune, cmax)
         met = False
         for m2 in [m for m in s.rerank_sizes if m > m1]:
-            if (m2, normalize) not in tuning.cache:
-                tuning.cache[(m2, normalize)] = prefix(tuning.db, m2, normalize)
-            arr, q2 = tuning.cache[(m2, normalize)], prefix(q_tune, m2, normalize)
+            arr, q2 = stage_data(tuning, m2, "float")
             for c in s.shortlists:
-                scores = scores_by_idx(q2, arr, cand[:, :c], l2)
-                top = np.argpartition(scores if l2 else -scores, k - 1, axis=1)[:, :k]
-                recall = tuning.recall(np.take_along_axis(cand[:, :c], top, axis=1))
+                found, found_scores = best_by_score(q2, arr, cand[:, :c], k, l2)
+                recall = tuning.recall(found, found_scores if m2 == dim else None)
                 row_funnel = Funnel(((m1, c), (m2, k)), "float", s.metric, "ivf", options)
                 row = funnel_row(row_funnel, n, recall)
                 first = nlist * coarse + nprobe * (n / nlist) * m1

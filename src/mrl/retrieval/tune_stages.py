@@ -26,7 +26,7 @@ import numpy as np
 
 from mrl.retrieval.compact import CompactStage
 from mrl.retrieval.flat import prefix
-from mrl.retrieval.funnel import cut_by_gap, scores_by_idx, top_k_lowest_ids
+from mrl.retrieval.funnel import best_by_score, cut_by_gap, scores_by_idx, top_k_lowest_ids
 from mrl.retrieval.funnel_spec import Funnel
 from mrl.retrieval.ties import NO_ID
 
@@ -62,7 +62,7 @@ def _first_stage(tuning: Tuning, row: dict[str, Any], candidates: int) -> tuple[
     return funnel.build(tuning.db, prefix_cache=tuning.cache).shortlist(tuning.q_tune, candidates)
 
 
-def _stage_data(tuning: Tuning, m: int, fmt: str) -> tuple[np.ndarray | CompactStage, np.ndarray]:
+def stage_data(tuning: Tuning, m: int, fmt: str) -> tuple[np.ndarray | CompactStage, np.ndarray]:
     """A stage's data as `AdaptiveRetriever` builds it (through the shared cache) and the tuning queries' prefix."""
     normalize, l2 = tuning.settings.metric == "cosine", tuning.settings.metric == "l2"
     if (m, normalize) not in tuning.cache:
@@ -91,13 +91,6 @@ def _first_mflops(row: dict[str, Any]) -> float:
     return row["mflops_per_query"] - c1 * m2 / 1e6
 
 
-def _final_top(q: np.ndarray, data: np.ndarray, ids: np.ndarray, k: int, l2: bool) -> tuple[np.ndarray, np.ndarray]:
-    """``(ids, scores)`` of the best ``k`` of each row of ``ids`` scored on the float ``data`` (the last stage)."""
-    scores = scores_by_idx(q, data, ids, l2)
-    top = np.argpartition(scores if l2 else -scores, k - 1, axis=1)[:, :k]
-    return np.take_along_axis(ids, top, axis=1), np.take_along_axis(scores, top, axis=1)
-
-
 def _sort_key(ids: np.ndarray) -> np.ndarray:
     return np.where(ids < 0, NO_ID, ids)
 
@@ -117,7 +110,7 @@ def score_three_stages(tuning: Tuning, grid: ScoredGrid) -> list[str]:
         return []
     rows = [r for r in _met_two_stage(grid, final).values() if r["stages"][0][1] > LONG_SHORTLIST * k]
     tried = 0
-    full_data, q_full = _stage_data(tuning, final, "float")
+    full_data, q_full = stage_data(tuning, final, "float")
     for row in rows:
         m1, c_star = row["stages"][0]
         firsts = _next_shortlists(s.shortlists, c_star, 1)
@@ -125,13 +118,13 @@ def score_three_stages(tuning: Tuning, grid: ScoredGrid) -> list[str]:
         first_cost = _first_mflops(row)
         for m2 in [m for m in s.middle_sizes if m1 < m < final]:
             for fmt in s.middle_formats:
-                data, q_mid = _stage_data(tuning, m2, fmt)
+                data, q_mid = stage_data(tuning, m2, fmt)
                 mid = _scores(data, q_mid, cand, l2)
                 for c1 in firsts:
                     ids_c1, mid_c1 = _by_id(cand[:, :c1], mid[:, :c1])
                     for c2 in [c for c in s.shortlists if k <= c < c1]:
                         _, kept = top_k_lowest_ids(mid_c1, ids_c1, c2, descending=not l2)
-                        found, found_scores = _final_top(q_full, full_data, kept, k, l2)
+                        found, found_scores = best_by_score(q_full, full_data, kept, k, l2)
                         recall = tuning.recall(found, found_scores)
                         stages = ((m1, c1), (m2, c2), (final, k))
                         options = tuple(row["options"].items())
@@ -163,14 +156,14 @@ def score_gap_shortlists(tuning: Tuning, grid: ScoredGrid) -> list[str]:
             continue
         first_scores, cand = _first_stage(tuning, row, max(caps))
         descending = row["index"] != "binary" and not l2
-        data, q2 = _stage_data(tuning, m2, "float")
+        data, q2 = stage_data(tuning, m2, "float")
         first_cost = _first_mflops(row)
         for cap in caps:
             fs, ids = first_scores[:, :cap], cand[:, :cap]
             for gap in _gap_ladder(fs, ids, k, cap):
                 kept = cut_by_gap(fs, ids, k, gap, descending)
                 mean_kept = float((kept >= 0).sum(axis=1).mean())
-                found, found_scores = _final_top(q2, data, kept, k, l2)
+                found, found_scores = best_by_score(q2, data, kept, k, l2)
                 recall = tuning.recall(found, found_scores if m2 == tuning.dim else None)
                 options = tuple(row["options"].items())
                 funnel = Funnel(((m1, cap), (m2, k)), row["format"], s.metric, row["index"], options, gap=gap)
